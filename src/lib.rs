@@ -1,0 +1,7 @@
+//! agentrun: run an AI agent with exactly the credentials it needs.
+//!
+//! The data flows one way: profile -> secrets -> verify -> launch (sandbox, redact) -> audit.
+#![deny(unsafe_code)]
+
+pub mod redact;
+pub mod sandbox;

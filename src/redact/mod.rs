@@ -1,0 +1,1 @@
+//! The streaming redactor (issue 4). Owned by the redaction work.

@@ -1,0 +1,1 @@
+//! Landlock + seccomp confinement (issue 3). Owned by the sandbox work.
