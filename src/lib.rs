@@ -3,5 +3,8 @@
 //! The data flows one way: profile -> secrets -> verify -> launch (sandbox, redact) -> audit.
 #![deny(unsafe_code)]
 
+pub mod profile;
 pub mod redact;
 pub mod sandbox;
+pub mod secrets;
+pub mod verify;

@@ -1,0 +1,534 @@
+//! TOML -> validated [`Profile`]: paths absolute, names checked, regexes compiled.
+//!
+//! No I/O beyond finding and reading the profile file. Later stages never re-validate.
+
+mod limits;
+pub mod search;
+
+pub use limits::Limits;
+
+use crate::redact::RedactSection;
+use crate::sandbox::SandboxSection;
+use crate::secrets::Source;
+use crate::secrets::aws::AwsSection;
+use crate::secrets::source::resolve_path;
+use crate::secrets::vault::VaultSection;
+use crate::verify::{Verify, VerifySection};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Names copied from agentrun's environment when a profile has no `[env].pass`.
+pub const DEFAULT_PASS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_*",
+    "TERM",
+    "COLORTERM",
+    "TZ",
+    "TMPDIR",
+];
+
+/// Words that make an environment variable name look like a credential (case-insensitive).
+pub const CREDENTIAL_WORDS: &[&str] = &[
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "API_KEY",
+    "APIKEY",
+    "PRIVATE_KEY",
+    "ACCESS_KEY",
+];
+
+/// A profile load error: always names the file, and where known the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("cannot read profile {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error(
+        "profile {path} is writable by {who} (mode {mode:o}): anyone who can edit it can change what the agent gets; run `chmod go-w {path}`"
+    )]
+    Insecure {
+        path: PathBuf,
+        who: &'static str,
+        mode: u32,
+    },
+    #[error("{path}:{line}:{col}: {msg}")]
+    At {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        msg: String,
+    },
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    version: Spanned<i64>,
+    description: Option<String>,
+    env: Option<Spanned<EnvSection>>,
+    #[serde(default)]
+    secrets: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    sandbox: Option<SandboxSection>,
+    redact: Option<Spanned<RedactSection>>,
+    audit: Option<Spanned<AuditSection>>,
+    limits: Option<Spanned<LimitsSection>>,
+    vault: Option<VaultSection>,
+    aws: Option<AwsSection>,
+}
+
+/// `[env]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSection {
+    pub pass: Option<Vec<String>>,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+}
+
+/// Long form of a `[secrets]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LongSecret {
+    from: String,
+    #[serde(rename = "as", default)]
+    inject: Inject,
+    #[serde(default = "yes")]
+    required: bool,
+    verify: Option<VerifySection>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How the child receives a secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Inject {
+    #[default]
+    Env,
+    File,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    pub log: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub timeout: Option<String>,
+    pub kill_after: Option<String>,
+    pub nofile: Option<u64>,
+    pub nproc: Option<u64>,
+    pub memory: Option<toml::Value>,
+    pub cpu: Option<toml::Value>,
+    pub fsize: Option<toml::Value>,
+}
+
+/// One declared secret, validated.
+#[derive(Debug, Clone)]
+pub struct SecretSpec {
+    pub name: String,
+    pub source: Source,
+    pub source_text: String,
+    pub inject: Inject,
+    pub required: bool,
+    pub verify: Verify,
+}
+
+/// Where the audit log goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    Stderr,
+    File(PathBuf),
+}
+
+/// A validated profile. Every later stage trusts it.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub description: Option<String>,
+    pub pass: Vec<String>,
+    pub set: BTreeMap<String, String>,
+    pub secrets: Vec<SecretSpec>,
+    pub sandbox: Option<SandboxSection>,
+    pub redact: RedactSection,
+    pub audit: AuditSink,
+    pub limits: Limits,
+    pub vault: Option<VaultSection>,
+    pub aws: Option<AwsSection>,
+}
+
+/// The environment a profile resolves against.
+pub struct Resolve<'a> {
+    pub cwd: &'a Path,
+    pub home: Option<&'a Path>,
+    pub xdg_state_home: Option<&'a Path>,
+}
+
+/// True when `name` is a valid environment variable name for the child.
+pub fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// True when a variable name looks like a credential.
+pub fn looks_like_credential(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    CREDENTIAL_WORDS.iter().any(|w| upper.contains(w))
+}
+
+impl Profile {
+    /// Read, check permissions, parse and validate the profile at `path`.
+    pub fn load(path: &Path, r: &Resolve) -> Result<Profile, ProfileError> {
+        use std::os::unix::fs::MetadataExt;
+        let read_err = |err| ProfileError::Read {
+            path: path.to_path_buf(),
+            err,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o002 != 0 {
+            return Err(ProfileError::Insecure {
+                path: path.to_path_buf(),
+                who: "others",
+                mode,
+            });
+        }
+        if mode & 0o020 != 0 {
+            return Err(ProfileError::Insecure {
+                path: path.to_path_buf(),
+                who: "its group",
+                mode,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        let text = String::from_utf8(bytes).map_err(|_| ProfileError::File {
+            path: path.to_path_buf(),
+            msg: "is not valid UTF-8".into(),
+        })?;
+        Self::parse(path, &text, r)
+    }
+
+    /// Parse and validate profile text (`path` is used for messages and the audit log).
+    pub fn parse(path: &Path, text: &str, r: &Resolve) -> Result<Profile, ProfileError> {
+        use sha2::Digest;
+        let at = |span: std::ops::Range<usize>, msg: String| {
+            let (line, col) = line_col(text, span.start);
+            ProfileError::At {
+                path: path.to_path_buf(),
+                line,
+                col,
+                msg,
+            }
+        };
+        let raw: RawProfile = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            match e.span() {
+                Some(span) => at(span, msg),
+                None => ProfileError::File {
+                    path: path.to_path_buf(),
+                    msg,
+                },
+            }
+        })?;
+        if *raw.version.get_ref() != 1 {
+            return Err(at(
+                raw.version.span(),
+                format!(
+                    "version = {} is not supported: this agentrun reads version = 1",
+                    raw.version.get_ref()
+                ),
+            ));
+        }
+
+        // [env]
+        let (env_span, env) = match raw.env {
+            Some(e) => (e.span(), e.into_inner()),
+            None => (0..0, EnvSection::default()),
+        };
+        let pass: Vec<String> = match env.pass {
+            Some(p) => p,
+            None => DEFAULT_PASS.iter().map(|s| s.to_string()).collect(),
+        };
+        for name in &pass {
+            let base = name.strip_suffix('*').unwrap_or(name);
+            if base.contains('*') || (!base.is_empty() && !valid_env_name(base)) || name.is_empty()
+            {
+                return Err(at(
+                    env_span.clone(),
+                    format!(
+                        "env.pass: `{name}` is not a variable name (letters, digits, `_`, optionally ending in `*`)"
+                    ),
+                ));
+            }
+            if looks_like_credential(base) {
+                return Err(at(
+                    env_span.clone(),
+                    format!(
+                        "env.pass: `{name}` looks like a credential: declare it under [secrets] instead \
+                     (e.g. `{b} = \"env:{b}\"`) so that it is fetched on purpose, verified, audited and redacted",
+                        b = base.trim_end_matches('_')
+                    ),
+                ));
+            }
+        }
+        for name in env.set.keys() {
+            if !valid_env_name(name) {
+                return Err(at(
+                    env_span.clone(),
+                    format!(
+                        "env.set: `{name}` is not a valid variable name (letters, digits and `_`, not starting with a digit)"
+                    ),
+                ));
+            }
+        }
+
+        // [secrets]
+        let mut secrets = Vec::new();
+        for (key, value) in raw.secrets {
+            let name = key.get_ref().clone();
+            let kspan = key.span();
+            if !valid_env_name(&name) {
+                return Err(at(
+                    kspan,
+                    format!(
+                        "secrets.{name}: not a valid variable name (letters, digits and `_`, not starting with a digit)"
+                    ),
+                ));
+            }
+            if env.set.contains_key(&name) {
+                return Err(at(
+                    kspan,
+                    format!(
+                        "secrets.{name}: `{name}` is also in env.set: a name may appear once; remove one of them"
+                    ),
+                ));
+            }
+            let vspan = value.span();
+            let long = match value.into_inner() {
+                toml::Value::String(from) => LongSecret {
+                    from,
+                    inject: Inject::Env,
+                    required: true,
+                    verify: None,
+                },
+                v @ toml::Value::Table(_) => LongSecret::deserialize(v)
+                    .map_err(|e| at(vspan.clone(), format!("secrets.{name}: {}", e.message())))?,
+                other => {
+                    return Err(at(
+                        vspan,
+                        format!(
+                            "secrets.{name}: expected a source string like \"env:{name}\" or a table with `from`, found {}",
+                            other.type_str()
+                        ),
+                    ));
+                }
+            };
+            let source = Source::parse(&long.from, r.cwd, r.home)
+                .map_err(|m| at(vspan.clone(), format!("secrets.{name}.from: {m}")))?;
+            let verify = Verify::from_section(&long.verify.unwrap_or_default())
+                .map_err(|m| at(vspan.clone(), format!("secrets.{name}.verify: {m}")))?;
+            secrets.push(SecretSpec {
+                name,
+                source,
+                source_text: long.from,
+                inject: long.inject,
+                required: long.required,
+                verify,
+            });
+        }
+
+        // [redact]
+        let redact = match raw.redact {
+            Some(s) => {
+                let span = s.span();
+                let section = s.into_inner();
+                section.validate().map_err(|e| at(span, e.to_string()))?;
+                section
+            }
+            None => RedactSection::default(),
+        };
+
+        // [audit]
+        let audit = match raw.audit.as_ref().and_then(|a| a.get_ref().log.clone()) {
+            Some(l) if l == "-" => AuditSink::Stderr,
+            Some(l) if l.is_empty() => {
+                let span = raw.audit.as_ref().map(|a| a.span()).unwrap_or(0..0);
+                return Err(at(
+                    span,
+                    "audit.log is empty: give a path, or \"-\" for stderr".into(),
+                ));
+            }
+            Some(l) => AuditSink::File(resolve_path(&l, r.cwd, r.home)),
+            None => AuditSink::File(default_audit_log(r)),
+        };
+
+        // [limits]
+        let limits = match raw.limits {
+            Some(l) => {
+                let span = l.span();
+                Limits::from_section(l.get_ref()).map_err(|m| at(span, m))?
+            }
+            None => Limits::default(),
+        };
+
+        Ok(Profile {
+            path: path.to_path_buf(),
+            sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+            description: raw.description,
+            pass,
+            set: env.set,
+            secrets,
+            sandbox: raw.sandbox,
+            redact,
+            audit,
+            limits,
+            vault: raw.vault,
+            aws: raw.aws,
+        })
+    }
+}
+
+fn default_audit_log(r: &Resolve) -> PathBuf {
+    let state = match (r.xdg_state_home, r.home) {
+        (Some(s), _) if s.is_absolute() => s.to_path_buf(),
+        (_, Some(h)) => h.join(".local/state"),
+        _ => PathBuf::from("/var/lib"),
+    };
+    state.join("agentrun/audit.jsonl")
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Profile, ProfileError> {
+        Profile::parse(
+            Path::new("/p/x.toml"),
+            text,
+            &Resolve {
+                cwd: Path::new("/w"),
+                home: Some(Path::new("/h")),
+                xdg_state_home: None,
+            },
+        )
+    }
+
+    #[test]
+    fn minimal_profile_gets_defaults() {
+        let p = parse("version = 1\n").unwrap();
+        assert_eq!(p.pass.len(), DEFAULT_PASS.len());
+        assert_eq!(
+            p.audit,
+            AuditSink::File("/h/.local/state/agentrun/audit.jsonl".into())
+        );
+        assert!(p.secrets.is_empty());
+    }
+
+    #[test]
+    fn short_and_long_secrets() {
+        let p = parse(
+            "version = 1\n[secrets]\nA = \"env:A\"\n[secrets.B]\nfrom = \"file:b\"\nas = \"file\"\nrequired = false\nverify = { min_length = 3 }\n",
+        )
+        .unwrap();
+        assert_eq!(p.secrets[0].name, "A");
+        assert_eq!(
+            p.secrets[1].source,
+            Source::File {
+                path: "/w/b".into()
+            }
+        );
+        assert_eq!(p.secrets[1].inject, Inject::File);
+        assert!(!p.secrets[1].required);
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let e = parse("version = 1\n[env]\npas = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/p/x.toml:3:1:"), "{e}");
+        assert!(e.contains("pas"), "{e}");
+        let e = parse("version = 1\n[secrets.A]\nfrom = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/p/x.toml:2:") && e.contains("secrets.A"), "{e}");
+        let e = parse("version = 2\n").unwrap_err().to_string();
+        assert!(e.starts_with("/p/x.toml:1:11:"), "{e}");
+    }
+
+    #[test]
+    fn credential_names_in_pass_are_refused() {
+        let e = parse("version = 1\n[env]\npass = [\"PATH\", \"github_token\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("declare it under [secrets]"), "{e}");
+        let e = parse("version = 1\n[env]\npass = [\"AWS_SECRET*\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("looks like a credential"), "{e}");
+    }
+
+    #[test]
+    fn a_name_appears_once() {
+        let e = parse("version = 1\n[env]\nset = { A = \"1\" }\n[secrets]\nA = \"env:A\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("also in env.set"), "{e}");
+        let e = parse("version = 1\n[secrets]\nA = \"env:A\"\nA = \"env:B\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/p/x.toml:4:"), "{e}");
+    }
+
+    #[test]
+    fn invalid_names() {
+        assert!(
+            parse("version = 1\n[secrets]\n\"1A\" = \"env:A\"\n")
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid variable name")
+        );
+        assert!(
+            parse("version = 1\n[env]\nset = { \"A-B\" = \"1\" }\n")
+                .unwrap_err()
+                .to_string()
+                .contains("env.set")
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! Finding a profile: a path, or a name looked up on the search path (first match wins).
+
+use super::ProfileError;
+use std::path::{Path, PathBuf};
+
+/// The search path, in order: `$AGENTRUN_PROFILE_PATH` (colon-separated), `./profiles/`,
+/// `$XDG_CONFIG_HOME/agentrun/profiles/` (default `~/.config/agentrun/profiles/`),
+/// `/etc/agentrun/profiles/`.
+pub fn search_path(
+    profile_path: Option<&str>,
+    cwd: &Path,
+    xdg_config_home: Option<&Path>,
+    home: Option<&Path>,
+) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = profile_path
+        .map(|p| {
+            p.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| cwd.join(d))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.push(cwd.join("profiles"));
+    match (xdg_config_home, home) {
+        (Some(x), _) if x.is_absolute() => dirs.push(x.join("agentrun/profiles")),
+        (_, Some(h)) => dirs.push(h.join(".config/agentrun/profiles")),
+        _ => {}
+    }
+    dirs.push(PathBuf::from("/etc/agentrun/profiles"));
+    dirs
+}
+
+/// True when `<P>` is a path rather than a name.
+pub fn is_path(p: &str) -> bool {
+    p.contains('/') || p.ends_with(".toml")
+}
+
+/// Resolve `<P>` to a file.
+pub fn find(p: &str, dirs: &[PathBuf], cwd: &Path) -> Result<PathBuf, ProfileError> {
+    if p.is_empty() {
+        return Err(ProfileError::NotFound(
+            "the profile name is empty: pass --profile NAME or a path".into(),
+        ));
+    }
+    if is_path(p) {
+        let path = cwd.join(p);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ProfileError::NotFound(format!(
+                "profile {} does not exist",
+                path.display()
+            )))
+        };
+    }
+    let file = format!("{p}.toml");
+    for d in dirs {
+        let candidate = d.join(&file);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(ProfileError::NotFound(format!(
+        "no profile named `{p}`: looked for {file} in {}; create one there, or pass a path",
+        looked.join(", ")
+    )))
+}
+
+/// Every `*.toml` on the search path: (name, path, shadowed by an earlier one).
+pub fn list(dirs: &[PathBuf]) -> Vec<(String, PathBuf, bool)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut names: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            .collect();
+        names.sort();
+        for path in names {
+            let Some(name) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let shadowed = !seen.insert(name.clone());
+            out.push((name, path, shadowed));
+        }
+    }
+    out
+}
