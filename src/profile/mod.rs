@@ -2,7 +2,7 @@
 //!
 //! No I/O beyond finding and reading the profile file. Later stages never re-validate.
 
-mod limits;
+pub mod limits;
 pub mod search;
 
 pub use limits::Limits;

@@ -1,0 +1,585 @@
+//! The commands: `run`, `check`, `explain`, `redact`, `profiles`.
+//!
+//! Each turns validated inputs into one pass through the pipeline:
+//! profile -> fetch -> verify -> (sandbox, redactor) -> launch -> audit.
+
+use crate::audit::Audit;
+use crate::cli::{CheckArgs, Cli, Command, ProfileArg, RunArgs, Tty};
+use crate::launch::{self, Injected, Launch, pump::Passthrough, pump::StreamFilter};
+use crate::profile::{self, AuditSink, Inject, Profile, Resolve, search};
+use crate::secrets::{self, Context};
+use secrecy::SecretString;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// A failure with its exit code and a message for the operator (never a value).
+#[derive(Debug)]
+pub struct Fail {
+    pub code: u8,
+    pub msg: String,
+}
+
+impl Fail {
+    pub fn setup(msg: impl Into<String>) -> Fail {
+        Fail {
+            code: 125,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for Fail {
+    fn from(e: E) -> Fail {
+        Fail::setup(e.to_string())
+    }
+}
+
+/// Verbosity of agentrun's own messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Info,
+    Debug,
+}
+
+/// agentrun's own stderr messages, prefixed `agentrun:`, through the redactor.
+pub struct Say {
+    level: Level,
+    filter: Option<MessageFilter>,
+}
+
+/// Redacts one of agentrun's own messages.
+pub type MessageFilter = Box<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
+impl Say {
+    pub fn new(p: &ProfileArg) -> Say {
+        let level = if p.quiet {
+            Level::Error
+        } else if p.verbose {
+            Level::Debug
+        } else {
+            Level::Info
+        };
+        Say {
+            level,
+            filter: None,
+        }
+    }
+
+    pub fn at(&self, level: Level, msg: &str) {
+        if level > self.level {
+            return;
+        }
+        let line = format!("agentrun: {msg}\n");
+        let bytes = match &self.filter {
+            Some(f) => f(line.as_bytes()),
+            None => line.into_bytes(),
+        };
+        let _ = std::io::stderr().lock().write_all(&bytes);
+    }
+}
+
+/// Entry point after hardening: dispatch and map the result to an exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let (result, say) = match cli.command {
+        None => {
+            let say = Say::new(&cli.run.profile);
+            (run(cli.run, &say), say)
+        }
+        Some(Command::Run(a)) => {
+            let say = Say::new(&a.profile);
+            (run(a, &say), say)
+        }
+        Some(Command::Check(a)) => {
+            let say = Say::new(&a.profile);
+            (check(&a, &say), say)
+        }
+        Some(Command::Explain(a)) => {
+            let say = Say::new(&a.profile);
+            (explain(&a), say)
+        }
+        Some(Command::Redact(a)) => {
+            let say = Say::new(&a);
+            (redact(&a, &say), say)
+        }
+        Some(Command::Profiles) => (
+            profiles(),
+            Say {
+                level: Level::Info,
+                filter: None,
+            },
+        ),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            say.at(Level::Error, &f.msg);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// The caller's environment, working directory and home, snapshotted once.
+fn context() -> Result<Context, Fail> {
+    let env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    let cwd = std::env::current_dir()
+        .map_err(|e| Fail::setup(format!("cannot read the working directory: {e}")))?;
+    let home = env
+        .get(std::ffi::OsStr::new("HOME"))
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    Ok(Context { env, cwd, home })
+}
+
+fn load_profile(arg: &ProfileArg, ctx: &Context) -> Result<Profile, Fail> {
+    let Some(p) = arg.profile.as_deref() else {
+        return Err(Fail::setup(
+            "no profile: pass --profile NAME (or a path), or set AGENTRUN_PROFILE",
+        ));
+    };
+    let dirs = search_dirs(ctx);
+    let path = search::find(p, &dirs, &ctx.cwd)?;
+    let xdg_state = ctx.var("XDG_STATE_HOME").map(PathBuf::from);
+    Ok(Profile::load(
+        &path,
+        &Resolve {
+            cwd: &ctx.cwd,
+            home: ctx.home.as_deref(),
+            xdg_state_home: xdg_state.as_deref(),
+        },
+    )?)
+}
+
+fn search_dirs(ctx: &Context) -> Vec<PathBuf> {
+    let xdg_config = ctx.var("XDG_CONFIG_HOME").map(PathBuf::from);
+    search::search_path(
+        ctx.var_str("AGENTRUN_PROFILE_PATH"),
+        &ctx.cwd,
+        xdg_config.as_deref(),
+        ctx.home.as_deref(),
+    )
+}
+
+/// One secret after fetch and verification.
+struct Got {
+    name: String,
+    inject: Inject,
+    value: SecretString,
+}
+
+/// What happened to one secret, for `check` and the audit log (never a value).
+#[derive(serde::Serialize)]
+struct SecretReport {
+    name: String,
+    source: String,
+    location: String,
+    fetch: String,
+    fetch_ms: f64,
+    verify: String,
+    attempts: u32,
+    ok: bool,
+}
+
+/// Fetch every declared secret and verify it; a failed check refetches once.
+fn fetch_and_verify(
+    profile: &Profile,
+    ctx: &Context,
+    audit: Option<&mut Audit>,
+) -> (Vec<Got>, Vec<SecretReport>, Vec<String>) {
+    let sources: Vec<&secrets::Source> = profile.secrets.iter().map(|s| &s.source).collect();
+    let fetched = secrets::fetch_all(&sources, ctx);
+    let mut got = Vec::new();
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    let mut events = Vec::new();
+    for (spec, f) in profile.secrets.iter().zip(fetched) {
+        let mut report = SecretReport {
+            name: spec.name.clone(),
+            source: spec.source.kind().into(),
+            location: spec.source.location(),
+            fetch: "ok".into(),
+            fetch_ms: ms(f.duration),
+            verify: if spec.verify.is_empty() {
+                "none".into()
+            } else {
+                "ok".into()
+            },
+            attempts: 1,
+            ok: true,
+        };
+        match f.value {
+            Err(e) => {
+                report.fetch = e.to_string();
+                if spec.required {
+                    report.ok = false;
+                    errors.push(format!(
+                        "secret {}: {} ({}): {e}",
+                        spec.name,
+                        spec.source_text,
+                        spec.source.kind()
+                    ));
+                } else {
+                    report.fetch = format!("missing, optional: {e}");
+                }
+            }
+            Ok(value) => {
+                let mut value = value;
+                let mut check = spec.verify.check_format(&value);
+                if check.is_err() {
+                    // It may have been rotated meanwhile: fetch once more and check again.
+                    report.attempts = 2;
+                    events.push(
+                        json!({"name": spec.name, "attempt": 1, "outcome": check.as_ref().err()}),
+                    );
+                    let start = Instant::now();
+                    match secrets::fetch_all(&[&spec.source], ctx)
+                        .pop()
+                        .map(|f| f.value)
+                    {
+                        Some(Ok(v)) => {
+                            value = v;
+                            check = spec.verify.check_format(&value);
+                        }
+                        Some(Err(e)) => check = Err(format!("refetch failed: {e}")),
+                        None => {}
+                    }
+                    report.fetch_ms += ms(start.elapsed());
+                }
+                match check {
+                    Ok(()) => {
+                        if !spec.verify.is_empty() {
+                            events.push(json!({"name": spec.name, "attempt": report.attempts, "outcome": "ok"}));
+                        }
+                        got.push(Got {
+                            name: spec.name.clone(),
+                            inject: spec.inject,
+                            value,
+                        });
+                    }
+                    Err(why) => {
+                        events.push(
+                            json!({"name": spec.name, "attempt": report.attempts, "outcome": why}),
+                        );
+                        report.verify = why.clone();
+                        report.ok = false;
+                        errors.push(format!(
+                            "secret {}: verification failed twice ({why}): all credentials invalid, refusing to start",
+                            spec.name
+                        ));
+                    }
+                }
+            }
+        }
+        reports.push(report);
+    }
+    if let Some(audit) = audit {
+        for r in &reports {
+            let _ = audit.event(
+                "secret",
+                json!({"name": r.name, "source": r.source, "location": r.location, "outcome": r.fetch, "duration_ms": r.fetch_ms}),
+            );
+        }
+        for e in events {
+            let _ = audit.event("verify", e);
+        }
+    }
+    (got, reports, errors)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn user_name(ctx: &Context) -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| ctx.var_str("USER").map(str::to_string))
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
+    // Before any thread exists: block the forwarded signals, become a subreaper.
+    let signals = launch::supervise::prepare()
+        .map_err(|e| Fail::setup(format!("cannot set up signal handling: {e}")))?;
+    let ctx = context()?;
+    if args.command.is_empty() {
+        return Err(Fail::setup(
+            "no command: write `agentrun --profile P -- COMMAND [ARGS]...`",
+        ));
+    }
+    let profile = load_profile(&args.profile, &ctx)?;
+    let timeout = match &args.timeout {
+        Some(t) => Some(profile::limits::parse_duration("--timeout", t).map_err(Fail::setup)?),
+        None => profile.limits.timeout,
+    };
+    let sink = match args.audit_log.as_deref() {
+        Some("-") => AuditSink::Stderr,
+        Some(p) => AuditSink::File(secrets::source::resolve_path(
+            p,
+            &ctx.cwd,
+            ctx.home.as_deref(),
+        )),
+        None => profile.audit.clone(),
+    };
+    let mut audit = Audit::open(&sink)?;
+    let argv0 = args.command[0].to_string_lossy().into_owned();
+    audit.event(
+        "start",
+        json!({
+            "profile": profile.path, "profile_sha256": profile.sha256, "user": user_name(&ctx),
+            "argv0": argv0, "cwd": ctx.cwd, "pid": std::process::id(),
+            "operator": {"best_effort": args.best_effort, "unconfined": args.unconfined, "no_redact": args.no_redact},
+        }),
+    )?;
+    let fail = |audit: &mut Audit, f: Fail| -> Fail {
+        let _ = audit.event("refused", json!({"reason": f.msg}));
+        f
+    };
+
+    let (got, _reports, errors) = fetch_and_verify(&profile, &ctx, Some(&mut audit));
+    if let Some(first) = errors.first() {
+        let mut msg = first.clone();
+        if errors.len() > 1 {
+            msg = errors.join("\nagentrun: ");
+        }
+        return Err(fail(&mut audit, Fail::setup(msg)));
+    }
+
+    let base = launch::env::base(&profile, &ctx.env);
+    for d in &base.dropped {
+        say.at(
+            Level::Debug,
+            &format!("not passing {d}: it looks like a credential (declare it under [secrets])"),
+        );
+    }
+    let tty = match args.tty {
+        Tty::Always => true,
+        Tty::Never => false,
+        Tty::Auto => nix::unistd::isatty(std::io::stdout()).unwrap_or(false),
+    };
+    let launch = Launch {
+        argv: &args.command,
+        base_env: base.vars,
+        secrets: got
+            .iter()
+            .map(|g| Injected {
+                name: &g.name,
+                value: &g.value,
+                inject: g.inject,
+            })
+            .collect(),
+        cwd: &ctx.cwd,
+        limits: &profile.limits,
+        timeout,
+        tty,
+        confine: None,
+    };
+    let program = match launch::resolve(&launch) {
+        Ok(p) => p,
+        Err(e) => {
+            let code = e.exit_code();
+            return Err(fail(
+                &mut audit,
+                Fail {
+                    code,
+                    msg: e.to_string(),
+                },
+            ));
+        }
+    };
+    let start = Instant::now();
+    let make_filter = || -> Box<dyn StreamFilter> { Box::new(Passthrough) };
+    let mut audit_err = None;
+    let ran = launch::run(
+        launch,
+        program.clone(),
+        &signals,
+        &make_filter,
+        &mut |pid| {
+            if let Err(e) =
+                audit.event("spawn", json!({"pid": pid, "program": program, "tty": tty}))
+            {
+                audit_err = Some(e);
+            }
+        },
+    );
+    let ran = match ran {
+        Ok(r) => r,
+        Err(e) => {
+            let code = e.exit_code();
+            return Err(fail(
+                &mut audit,
+                Fail {
+                    code,
+                    msg: e.to_string(),
+                },
+            ));
+        }
+    };
+    if let Some(e) = audit_err {
+        say.at(Level::Error, &e.to_string());
+    }
+    let o = &ran.outcome;
+    let code = if o.timed_out {
+        124
+    } else {
+        o.ending.exit_code()
+    };
+    let mut redactions = ran.stdout.counts.clone();
+    for (k, v) in &ran.stderr.counts {
+        *redactions.entry(k.clone()).or_default() += v;
+    }
+    let (exit_code, signal) = match o.ending {
+        launch::supervise::Ending::Exited(c) => (Some(c), None),
+        launch::supervise::Ending::Signaled(s) => (None, Some(s)),
+    };
+    if o.timed_out {
+        say.at(
+            Level::Info,
+            &format!(
+                "time limit of {} ran out: stopped the child",
+                humantime::format_duration(timeout.unwrap_or_default())
+            ),
+        );
+    }
+    audit.event(
+        "exit",
+        json!({
+            "pid": ran.pid, "code": exit_code, "signal": signal, "timed_out": o.timed_out, "exit_status": code,
+            "duration_ms": ms(start.elapsed()), "forwarded_signals": o.forwarded,
+            "killed_descendants": o.killed_descendants, "redactions": redactions,
+            "bytes": {"stdout": ran.stdout.bytes_in, "stderr": ran.stderr.bytes_in},
+        }),
+    )?;
+    Ok(code)
+}
+
+fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
+    let ctx = context()?;
+    let profile = load_profile(&args.profile, &ctx)?;
+    let (_got, reports, errors) = fetch_and_verify(&profile, &ctx, None);
+    let ok = errors.is_empty();
+    if args.json {
+        let doc = json!({"profile": profile.path, "ok": ok, "secrets": reports, "errors": errors});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("profile  {}  ok", profile.path.display());
+        for r in &reports {
+            let mark = if r.ok { "ok" } else { "FAILED" };
+            println!(
+                "secret   {:<24} {}:{}  fetch {} ({:.1} ms)  verify {}  {mark}",
+                r.name, r.source, r.location, r.fetch, r.fetch_ms, r.verify
+            );
+        }
+        for e in &errors {
+            say.at(Level::Error, e);
+        }
+        println!(
+            "{}",
+            if ok {
+                "ready: a run would start"
+            } else {
+                "not ready: a run would refuse to start"
+            }
+        );
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn explain(args: &CheckArgs) -> Result<u8, Fail> {
+    let ctx = context()?;
+    let profile = load_profile(&args.profile, &ctx)?;
+    let base = launch::env::base(&profile, &ctx.env);
+    let mut env_names: Vec<String> = base
+        .vars
+        .keys()
+        .map(|k| k.to_string_lossy().into_owned())
+        .collect();
+    env_names.extend(profile.secrets.iter().map(|s| s.name.clone()));
+    env_names.sort();
+    let secrets: Vec<_> = profile
+        .secrets
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name, "from": s.source_text, "source": s.source, "as": s.inject, "required": s.required,
+                "verify": s.verify.section,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "profile": profile.path,
+        "sha256": profile.sha256,
+        "description": profile.description,
+        "env": {"pass": profile.pass, "set": profile.set.keys().collect::<Vec<_>>(), "child_names": env_names, "dropped": base.dropped},
+        "secrets": secrets,
+        "sandbox": profile.sandbox,
+        "redact": profile.redact,
+        "audit": profile.audit,
+        "limits": profile.limits,
+        "vault": profile.vault,
+        "aws": profile.aws,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!(
+            "{}",
+            toml::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
+        );
+    }
+    Ok(0)
+}
+
+fn redact(args: &ProfileArg, _say: &Say) -> Result<u8, Fail> {
+    let ctx = context()?;
+    let profile = load_profile(args, &ctx)?;
+    let (_got, _reports, errors) = fetch_and_verify(&profile, &ctx, None);
+    if let Some(e) = errors.first() {
+        return Err(Fail::setup(e.clone()));
+    }
+    let input = std::fs::File::from(std::io::stdin().lock().as_fd_owned()?);
+    let output = std::fs::File::from(std::io::stdout().lock().as_fd_owned()?);
+    let stats = launch::pump::pump(input, output, Box::new(Passthrough));
+    match stats.error {
+        Some(e) => Err(Fail::setup(format!("redact: {e}"))),
+        None => Ok(0),
+    }
+}
+
+trait AsFdOwned {
+    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd>;
+}
+
+impl<T: std::os::fd::AsFd> AsFdOwned for T {
+    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
+fn profiles() -> Result<u8, Fail> {
+    let ctx = context()?;
+    let dirs = search_dirs(&ctx);
+    let found = search::list(&dirs);
+    if found.is_empty() {
+        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        println!("no profiles found; searched {}", looked.join(", "));
+    }
+    for (name, path, shadowed) in found {
+        let note = if shadowed {
+            "  (shadowed by an earlier one)"
+        } else {
+            ""
+        };
+        println!("{name:<20} {}{note}", path.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,101 @@
+//! The child's environment: exactly `pass` (globs included), `set` and the secrets.
+
+use crate::profile::{Profile, looks_like_credential};
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+
+/// agentrun's own credentials: never copied, whatever `pass` says.
+pub const OWN_CREDENTIALS: &[&str] = &[
+    "VAULT_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "CREDENTIALS_DIRECTORY",
+];
+
+/// The non-secret part of the child's environment, and the names a glob would have
+/// copied but dropped because they look like credentials.
+pub struct BaseEnv {
+    pub vars: BTreeMap<OsString, OsString>,
+    pub dropped: Vec<String>,
+}
+
+/// Apply `pass` and `set` to agentrun's environment.
+pub fn base(profile: &Profile, parent: &BTreeMap<OsString, OsString>) -> BaseEnv {
+    let mut vars = BTreeMap::new();
+    let mut dropped = Vec::new();
+    let declared =
+        |n: &str| profile.secrets.iter().any(|s| s.name == n) || profile.set.contains_key(n);
+    for pattern in &profile.pass {
+        if let Some(prefix) = pattern.strip_suffix('*') {
+            for (k, v) in parent {
+                let Some(name) = k.to_str() else { continue };
+                if !name.starts_with(prefix) || declared(name) {
+                    continue;
+                }
+                if looks_like_credential(name) || OWN_CREDENTIALS.contains(&name) {
+                    dropped.push(name.to_string());
+                    continue;
+                }
+                vars.insert(k.clone(), v.clone());
+            }
+        } else if let Some(v) = parent.get(OsStr::new(pattern))
+            && !OWN_CREDENTIALS.contains(&pattern.as_str())
+            && !declared(pattern)
+        {
+            vars.insert(OsString::from(pattern), v.clone());
+        }
+    }
+    for (k, v) in &profile.set {
+        vars.insert(OsString::from(k), OsString::from(v));
+    }
+    dropped.sort();
+    dropped.dedup();
+    BaseEnv { vars, dropped }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Resolve;
+    use std::path::Path;
+
+    fn profile(text: &str) -> Profile {
+        Profile::parse(
+            Path::new("/p.toml"),
+            text,
+            &Resolve {
+                cwd: Path::new("/"),
+                home: None,
+                xdg_state_home: None,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn globs_skip_credentials_and_set_wins() {
+        let p = profile(
+            "version = 1\n[env]\npass = [\"PATH\", \"LC_*\", \"AWS_*\"]\nset = { X = \"1\" }\n",
+        );
+        let parent: BTreeMap<OsString, OsString> = [
+            ("PATH", "/bin"),
+            ("LC_ALL", "C"),
+            ("AWS_REGION", "eu"),
+            ("AWS_SECRET_ACCESS_KEY", "k"),
+            ("AWS_SESSION_TOKEN", "t"),
+            ("HOME", "/root"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.into(), b.into()))
+        .collect();
+        let env = base(&p, &parent);
+        let names: Vec<_> = env
+            .vars
+            .keys()
+            .map(|k| k.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["AWS_REGION", "LC_ALL", "PATH", "X"]);
+        assert_eq!(env.dropped, ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
+    }
+}

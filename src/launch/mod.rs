@@ -1,0 +1,162 @@
+//! Launch: build the child (env, secret files, fds), spawn it, pump its output through
+//! the redactor, supervise it, and report how it ended.
+//!
+//! Only this module and the redactor see secret values: they go from `SecretString`
+//! straight into the child's environment block or a sealed memfd.
+
+pub mod env;
+pub mod pump;
+pub mod spawn;
+pub mod supervise;
+mod tty;
+
+use crate::profile::{Inject, Limits};
+use pump::{PumpStats, StreamFilter};
+use secrecy::{ExposeSecret, SecretString};
+use spawn::{ChildSpec, Confine, SecretFile, SpawnError};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Stdio;
+use supervise::{Outcome, Signals};
+
+/// A secret ready for the child.
+pub struct Injected<'a> {
+    pub name: &'a str,
+    pub value: &'a SecretString,
+    pub inject: Inject,
+}
+
+/// Everything a launch needs, decided before it.
+pub struct Launch<'a> {
+    pub argv: &'a [OsString],
+    pub base_env: BTreeMap<OsString, OsString>,
+    pub secrets: Vec<Injected<'a>>,
+    pub cwd: &'a Path,
+    pub limits: &'a Limits,
+    pub timeout: Option<std::time::Duration>,
+    pub tty: bool,
+    pub confine: Option<Confine>,
+}
+
+/// The result of a run whose child started.
+pub struct Ran {
+    pub outcome: Outcome,
+    pub stdout: PumpStats,
+    pub stderr: PumpStats,
+    pub pid: i32,
+}
+
+/// Resolve the program with the child's PATH (127/126 before anything starts).
+pub fn resolve(launch: &Launch) -> Result<std::path::PathBuf, SpawnError> {
+    let path = launch
+        .base_env
+        .get(std::ffi::OsStr::new("PATH"))
+        .map(|p| p.as_os_str());
+    spawn::resolve_program(&launch.argv[0], path, launch.cwd)
+}
+
+/// Start the child and supervise it to the end. `make_filter` gives one filter per
+/// stream; `started` runs once the child is running (e.g. to write the audit event).
+pub fn run<'f>(
+    launch: Launch,
+    program: std::path::PathBuf,
+    signals: &Signals,
+    make_filter: &(dyn Fn() -> Box<dyn StreamFilter + 'f> + Sync),
+    started: &mut dyn FnMut(i32),
+) -> Result<Ran, SpawnError> {
+    let io = |e: std::io::Error| SpawnError::Io(e);
+    // Secret files first: their fd numbers are part of the environment.
+    let mut files = Vec::new();
+    let mut env: Vec<(OsString, OsString)> = launch.base_env.into_iter().collect();
+    for s in &launch.secrets {
+        match s.inject {
+            Inject::Env => env.push((s.name.into(), s.value.expose_secret().into())),
+            Inject::File => {
+                let f = SecretFile::new(s.name, s.value.expose_secret().as_bytes()).map_err(io)?;
+                env.push((s.name.into(), f.child_path().into()));
+                files.push(f);
+            }
+        }
+    }
+    let inherit = files.iter().map(|f| f.fd.as_raw_fd()).collect();
+
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io(e.into()))?;
+    let (term, slave) = match launch.tty {
+        true => {
+            let (t, s) = tty::Pty::open().map_err(io)?;
+            (Some(t), Some(s))
+        }
+        false => (None, None),
+    };
+    let (stdin, stdout, out_r, ctty) = match (&term, slave) {
+        (Some(t), Some(slave)) => {
+            let slave_out: OwnedFd = slave.try_clone().map_err(io)?;
+            let ctty = Some(slave.as_raw_fd());
+            (
+                Stdio::from(slave),
+                Stdio::from(slave_out),
+                t.master.try_clone().map_err(io)?,
+                ctty,
+            )
+        }
+        _ => {
+            let (r, w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io(e.into()))?;
+            (Stdio::inherit(), Stdio::from(w), r, None)
+        }
+    };
+    let child = spawn::spawn(ChildSpec {
+        program,
+        argv: launch.argv,
+        env,
+        cwd: launch.cwd,
+        limits: launch.limits,
+        inherit,
+        stdin,
+        stdout,
+        stderr: Stdio::from(err_w),
+        ctty,
+        confine: launch.confine,
+    })?;
+    // The child holds its own copies now.
+    drop(files);
+    let pid = child.id() as i32;
+    started(pid);
+
+    let our_out = File::from(std::io::stdout().as_fd().try_clone_to_owned().map_err(io)?);
+    let our_err = File::from(std::io::stderr().as_fd().try_clone_to_owned().map_err(io)?);
+    let raw = term.as_ref().and_then(|t| t.enter_raw_mode());
+    let (outcome, out_stats, err_stats) = std::thread::scope(|s| {
+        let o = s.spawn(|| pump::pump(File::from(out_r), our_out, make_filter()));
+        let e = s.spawn(|| pump::pump(File::from(err_r), our_err, make_filter()));
+        if let Some(t) = &term {
+            t.forward_stdin();
+        }
+        let mut hooks: Box<dyn supervise::OnSignal> = match &term {
+            Some(t) => Box::new(t.winch_hook()),
+            None => Box::new(supervise::NoHooks),
+        };
+        let outcome = supervise::supervise(
+            signals,
+            pid,
+            launch.timeout,
+            launch.limits.kill_after,
+            hooks.as_mut(),
+        );
+        let out_stats = o.join().unwrap_or_default();
+        let err_stats = e.join().unwrap_or_default();
+        (outcome, out_stats, err_stats)
+    });
+    drop(raw);
+    drop(child);
+    Ok(Ran {
+        outcome,
+        stdout: out_stats,
+        stderr: err_stats,
+        pid,
+    })
+}

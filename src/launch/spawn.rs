@@ -1,0 +1,279 @@
+//! Build the child and start it: program lookup, secret files, the fork-to-exec setup.
+//!
+//! Everything the child needs is built here, before the fork; the `pre_exec` closure
+//! only makes syscalls (see `sys`). A setup failure in the child is reported through a
+//! close-on-exec pipe as (step, errno), so it ends the run with 125, never in an
+//! unconfined child.
+
+use crate::profile::Limits;
+use crate::sys;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+/// Why the child did not start. Each knows its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{0}: command not found{1}")]
+    NotFound(String, String),
+    #[error("{0}: cannot execute: {1}")]
+    CannotExecute(String, String),
+    #[error("setting up the child failed at {step}: {err}")]
+    Setup { step: &'static str, err: io::Error },
+    #[error("cannot start the child: {0}")]
+    Io(io::Error),
+}
+
+impl SpawnError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SpawnError::NotFound(..) => 127,
+            SpawnError::CannotExecute(..) => 126,
+            SpawnError::Setup { .. } | SpawnError::Io(_) => 125,
+        }
+    }
+}
+
+/// Find the program the way `execvp` would, with the child's `PATH`.
+pub fn resolve_program(
+    cmd: &OsStr,
+    path_var: Option<&OsStr>,
+    cwd: &Path,
+) -> Result<PathBuf, SpawnError> {
+    let shown = cmd.to_string_lossy().into_owned();
+    if cmd.is_empty() {
+        return Err(SpawnError::NotFound(
+            shown,
+            " (the command is empty)".into(),
+        ));
+    }
+    let check = |p: PathBuf| -> Result<PathBuf, SpawnError> {
+        if p.is_dir() {
+            return Err(SpawnError::CannotExecute(
+                shown.clone(),
+                "it is a directory".into(),
+            ));
+        }
+        if !sys::executable(&p) {
+            return Err(SpawnError::CannotExecute(
+                shown.clone(),
+                format!(
+                    "{} is not executable (chmod +x it, or run it through its interpreter)",
+                    p.display()
+                ),
+            ));
+        }
+        Ok(p)
+    };
+    if cmd.as_bytes().contains(&b'/') {
+        let p = cwd.join(cmd);
+        if !p.exists() {
+            return Err(SpawnError::NotFound(
+                shown,
+                format!(" ({} does not exist)", p.display()),
+            ));
+        }
+        return check(p);
+    }
+    let default_path = OsStr::new("/usr/local/bin:/usr/bin:/bin");
+    let path_var = path_var.unwrap_or(default_path);
+    for dir in path_var.as_bytes().split(|&b| b == b':') {
+        let dir = if dir.is_empty() {
+            cwd.to_path_buf()
+        } else {
+            cwd.join(OsStr::from_bytes(dir))
+        };
+        let p = dir.join(cmd);
+        if p.is_file() && sys::executable(&p) {
+            return Ok(p);
+        }
+    }
+    Err(SpawnError::NotFound(
+        shown,
+        format!(
+            " in the child's PATH ({}); add its directory to PATH or give a path",
+            path_var.to_string_lossy()
+        ),
+    ))
+}
+
+/// A secret delivered as a file: a sealed memfd the child inherits, reachable as
+/// `/proc/self/fd/N`. It lives exactly as long as some process holds it, so it is gone
+/// when the run ends, even if agentrun is killed.
+pub struct SecretFile {
+    pub fd: OwnedFd,
+}
+
+impl SecretFile {
+    pub fn new(name: &str, value: &[u8]) -> io::Result<SecretFile> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let fd = memfd_create(
+            format!("agentrun-{name}").as_str(),
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(value)?;
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        fcntl(
+            &f,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_WRITE
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        )?;
+        Ok(SecretFile { fd: f.into() })
+    }
+
+    /// The path the child opens.
+    pub fn child_path(&self) -> String {
+        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+    }
+}
+
+/// The child's confinement step, run last before exec (the sandbox plugs in here).
+pub type Confine = Arc<dyn Fn() -> Result<(), (&'static str, i32)> + Send + Sync>;
+
+/// Everything needed to start the child.
+pub struct ChildSpec<'a> {
+    pub program: PathBuf,
+    pub argv: &'a [OsString],
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: &'a Path,
+    pub limits: &'a Limits,
+    pub inherit: Vec<RawFd>,
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+    /// With a pty: the slave fd becomes the controlling terminal.
+    pub ctty: Option<RawFd>,
+    pub confine: Option<Confine>,
+}
+
+const STEPS: &[&str] = &[
+    "the parent-death signal",
+    "a new session",
+    "the controlling terminal",
+    "resource limits",
+    "closing inherited descriptors",
+];
+
+/// Fork and exec the child.
+pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
+    let shown = spec.argv[0].to_string_lossy().into_owned();
+    let mut cmd = Command::new(&spec.program);
+    cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]);
+    cmd.env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd.current_dir(spec.cwd);
+    cmd.stdin(spec.stdin)
+        .stdout(spec.stdout)
+        .stderr(spec.stderr);
+
+    let (report_r, report_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Io(e.into()))?;
+    let report_fd = report_w.as_raw_fd();
+    let parent = nix::unistd::getpid().as_raw();
+    let mut rlimits: Vec<(libc::__rlimit_resource_t, u64)> = vec![(libc::RLIMIT_CORE, 0)];
+    let l = spec.limits;
+    for (res, v) in [
+        (libc::RLIMIT_NOFILE, l.nofile),
+        (libc::RLIMIT_NPROC, l.nproc),
+        (libc::RLIMIT_AS, l.memory),
+        (libc::RLIMIT_CPU, l.cpu),
+        (libc::RLIMIT_FSIZE, l.fsize),
+    ] {
+        if let Some(v) = v {
+            rlimits.push((res, v));
+        }
+    }
+    let inherit = spec.inherit;
+    let ctty = spec.ctty;
+    let confine = spec.confine;
+    sys::set_pre_exec(&mut cmd, move || {
+        let fail = |step: usize, errno: i32| {
+            let mut msg = [0u8; 8];
+            msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+            msg[4..].copy_from_slice(&errno.to_ne_bytes());
+            sys::write_best_effort(report_fd, &msg);
+            Err(io::Error::from_raw_os_error(errno))
+        };
+        if let Err(e) = sys::die_with_parent(parent) {
+            return fail(0, e);
+        }
+        if let Err(e) = sys::new_session() {
+            return fail(1, e);
+        }
+        if ctty.is_some() {
+            // stdin is the pty slave by now.
+            if let Err(e) = sys::set_controlling_tty(0) {
+                return fail(2, e);
+            }
+        }
+        for &(res, v) in &rlimits {
+            if let Err(e) = sys::set_rlimit(res, v) {
+                return fail(3, e);
+            }
+        }
+        if let Err(e) = sys::cloexec_from(3) {
+            return fail(4, e);
+        }
+        for &fd in &inherit {
+            if let Err(e) = sys::inherit_fd(fd) {
+                return fail(4, e);
+            }
+        }
+        if let Some(confine) = &confine
+            && let Err((step, errno)) = confine()
+        {
+            let _ = step;
+            return fail(100, errno);
+        }
+        Ok(())
+    });
+
+    let result = cmd.spawn();
+    drop(cmd);
+    drop(report_w);
+    let mut report = [0u8; 8];
+    let mut f = std::fs::File::from(report_r);
+    let got = f.read(&mut report).unwrap_or(0);
+    match result {
+        Ok(child) => Ok(child),
+        Err(err) if got == 8 => {
+            let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]) as usize;
+            let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+            let step = if step == 100 {
+                "confinement"
+            } else {
+                STEPS.get(step).copied().unwrap_or("setup")
+            };
+            let _ = err;
+            Err(SpawnError::Setup {
+                step,
+                err: io::Error::from_raw_os_error(errno),
+            })
+        }
+        Err(err) => match err.raw_os_error() {
+            Some(libc::ENOENT) => Err(SpawnError::CannotExecute(
+                shown,
+                "its interpreter or loader was not found (check the #! line)".into(),
+            )),
+            Some(libc::EACCES) | Some(libc::EPERM) => Err(SpawnError::CannotExecute(
+                shown,
+                "permission denied (is it, or its interpreter, outside the sandbox's exec rules?)"
+                    .into(),
+            )),
+            Some(libc::ENOEXEC) => Err(SpawnError::CannotExecute(
+                shown,
+                "not an executable format".into(),
+            )),
+            _ => Err(SpawnError::CannotExecute(shown, err.to_string())),
+        },
+    }
+}

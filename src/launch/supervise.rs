@@ -1,0 +1,241 @@
+//! Supervision: forward signals, enforce the time limit, reap, and leave no survivors.
+//!
+//! agentrun blocks the signals it forwards before any thread starts and reads them from
+//! a signalfd, so there are no async handlers. It is a child subreaper: orphans of the
+//! child's tree are re-parented to it, and when the child exits every remaining
+//! descendant is killed and reaped.
+
+use crate::sys;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+/// Signals agentrun forwards to the child, plus SIGCHLD.
+pub const FORWARDED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+fn signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// Block the supervised signals on this thread (call before any thread starts, so all
+/// threads inherit the mask) and become a subreaper.
+pub fn prepare() -> std::io::Result<Signals> {
+    let set = signal_set();
+    set.thread_block()?;
+    nix::sys::prctl::set_child_subreaper(true)?;
+    let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    Ok(Signals { fd })
+}
+
+/// The signalfd, made by [`prepare`].
+pub struct Signals {
+    fd: SignalFd,
+}
+
+/// How the child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Ending {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Ending::Exited(c) => (c & 0xff) as u8,
+            Ending::Signaled(s) => (128 + s).clamp(0, 255) as u8,
+        }
+    }
+}
+
+/// What supervision saw.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub ending: Ending,
+    pub timed_out: bool,
+    pub forwarded: Vec<String>,
+    pub killed_descendants: usize,
+}
+
+/// Hooks for the terminal: a window-size change to pass on.
+pub trait OnSignal {
+    fn winch(&mut self) {}
+}
+
+pub struct NoHooks;
+impl OnSignal for NoHooks {}
+
+/// Send `sig` to the child's process group, or to the child if it has none.
+fn signal_child(pid: i32, sig: Signal) {
+    if sys::kill(-pid, sig as i32).is_err() {
+        let _ = sys::kill(pid, sig as i32);
+    }
+}
+
+/// Supervise `pid` until it exits; then kill and reap every remaining descendant.
+pub fn supervise(
+    signals: &Signals,
+    pid: i32,
+    timeout: Option<Duration>,
+    kill_after: Duration,
+    hooks: &mut dyn OnSignal,
+) -> Outcome {
+    let start = Instant::now();
+    let deadline = timeout.map(|t| start + t);
+    let mut kill_at: Option<Instant> = None;
+    let mut timed_out = false;
+    let mut terms = 0;
+    let mut forwarded = Vec::new();
+    let mut ending = None;
+
+    while ending.is_none() {
+        let now = Instant::now();
+        let next = [deadline.filter(|_| !timed_out), kill_at]
+            .into_iter()
+            .flatten()
+            .min();
+        let wait = match next {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t.saturating_duration_since(now).as_millis().min(60_000) as u16;
+                PollTimeout::from(ms.max(if t > now { 1 } else { 0 }))
+            }
+        };
+        let mut fds = [PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, wait);
+
+        let now = Instant::now();
+        if let Some(d) = deadline
+            && !timed_out
+            && now >= d
+        {
+            timed_out = true;
+            signal_child(pid, Signal::SIGTERM);
+            kill_at = Some(now + kill_after);
+        }
+        if let Some(k) = kill_at
+            && now >= k
+        {
+            signal_child(pid, Signal::SIGKILL);
+            kill_at = None;
+        }
+        while let Ok(Some(info)) = signals.fd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            match sig {
+                Signal::SIGCHLD => {}
+                Signal::SIGTERM => {
+                    terms += 1;
+                    forwarded.push(sig.as_str().to_string());
+                    if terms >= 2 {
+                        signal_child(pid, Signal::SIGKILL);
+                    } else {
+                        signal_child(pid, Signal::SIGTERM);
+                        kill_at.get_or_insert(Instant::now() + kill_after);
+                    }
+                }
+                Signal::SIGWINCH => {
+                    hooks.winch();
+                    signal_child(pid, sig);
+                }
+                other => {
+                    forwarded.push(other.as_str().to_string());
+                    signal_child(pid, other);
+                }
+            }
+        }
+        // Reap whatever has exited: the child, and orphans re-parented to us.
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
+                    ending = Some(Ending::Exited(code))
+                }
+                Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
+                    ending = Some(Ending::Signaled(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+    let killed_descendants = kill_descendants(pid);
+    Outcome {
+        ending: ending.unwrap_or(Ending::Exited(0)),
+        timed_out,
+        forwarded,
+        killed_descendants,
+    }
+}
+
+/// Kill the child's process group and every process re-parented to us, until none is
+/// left. Returns how many were killed.
+fn kill_descendants(pgid: i32) -> usize {
+    let _ = sys::kill(-pgid, libc::SIGKILL);
+    let me = std::process::id() as i32;
+    let mut killed = 0;
+    loop {
+        let kids = children_of(me);
+        if kids.is_empty() {
+            // Reap anything already dead; ECHILD means we are done.
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
+                Ok(_) => continue,
+                Err(_) => return killed,
+            }
+            continue;
+        }
+        for k in &kids {
+            if sys::kill(*k, libc::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        for k in kids {
+            let _ = waitpid(Pid::from_raw(k), None);
+        }
+    }
+}
+
+/// Live processes whose parent is `ppid`, from /proc.
+fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The comm field may hold spaces and parentheses: parse after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let parent = fields.next().and_then(|p| p.parse::<i32>().ok());
+        if parent == Some(ppid) && state != Some("Z") {
+            out.push(pid);
+        }
+    }
+    out
+}
