@@ -221,7 +221,8 @@ mod tests {
         assert_eq!(dmode, 0o700);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replacen("\"code\":0", "\"code\":1", 1)).unwrap();
-        assert_eq!(verify_chain(&path), Err(4));
+        // Editing line 2 breaks the link stored in line 3.
+        assert_eq!(verify_chain(&path), Err(3));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
