@@ -162,6 +162,7 @@ const STEPS: &[&str] = &[
     "the controlling terminal",
     "resource limits",
     "closing inherited descriptors",
+    "the signal mask",
 ];
 
 /// Fork and exec the child.
@@ -203,6 +204,10 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
             sys::write_best_effort(report_fd, &msg);
             Err(io::Error::from_raw_os_error(errno))
         };
+        // agentrun blocks the signals it forwards; the child starts with none blocked.
+        if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
+            return fail(5, e as i32);
+        }
         if let Err(e) = sys::die_with_parent(parent) {
             return fail(0, e);
         }

@@ -1,0 +1,680 @@
+//! End-to-end tests of the launcher (issue 2): the real binary, real children.
+
+mod harness;
+
+use harness::*;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-test-Zx9Qw8Er7Ty6Ui5Op4As3Df2";
+
+fn basic(s: &Scratch) {
+    s.file(
+        ".env",
+        &format!("# comment\nexport MY_KEY=\"{KEY}\"\nOTHER='x y'\n"),
+    );
+    s.profile(
+        "t",
+        r#"version = 1
+[env]
+pass = ["PATH", "HOME", "LC_*"]
+set = { PLAIN = "1" }
+[secrets]
+MY_KEY = "dotenv:.env#MY_KEY"
+"#,
+    );
+}
+
+#[test]
+fn child_exit_code_passes_through() {
+    let s = Scratch::new();
+    basic(&s);
+    let o = s.run(&["--profile", "t", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(o.code, 7, "{o:?}");
+    let o = s.run(&["run", "--profile", "t", "--", "true"]);
+    assert_eq!(o.code, 0, "{o:?}");
+}
+
+#[test]
+fn killed_child_gives_128_plus_signal() {
+    let s = Scratch::new();
+    basic(&s);
+    assert_eq!(
+        s.run(&["-p", "t", "--", "sh", "-c", "kill -TERM $$"]).code,
+        143
+    );
+    assert_eq!(
+        s.run(&["-p", "t", "--", "sh", "-c", "kill -KILL $$"]).code,
+        137
+    );
+}
+
+#[test]
+fn not_found_127_not_executable_126() {
+    let s = Scratch::new();
+    basic(&s);
+    let o = s.run(&["-p", "t", "--", "no-such-command-xyz"]);
+    assert_eq!(o.code, 127, "{o:?}");
+    assert!(
+        o.stderr.contains("no-such-command-xyz: command not found"),
+        "{o:?}"
+    );
+    let script = s.file("script.sh", "#!/bin/sh\necho hi\n");
+    let o = s.run(&["-p", "t", "--", script.to_str().unwrap()]);
+    assert_eq!(o.code, 126, "{o:?}");
+    assert!(o.stderr.contains("not executable"), "{o:?}");
+    let bad = s.file("bad.sh", "#!/nonexistent/interpreter\n");
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = s.run(&["-p", "t", "--", "./bad.sh"]);
+    assert_eq!(o.code, 126, "{o:?}");
+    assert!(o.stderr.contains("interpreter"), "{o:?}");
+}
+
+#[test]
+fn child_env_is_exactly_pass_set_and_secrets() {
+    let mut s = Scratch::new();
+    basic(&s);
+    s.env.insert("LC_ALL".into(), "C".into());
+    s.env.insert("LC_TOKEN".into(), "must-not-pass".into());
+    s.env.insert("UNLISTED".into(), "must-not-pass".into());
+    s.env.insert("VAULT_TOKEN".into(), "must-not-pass".into());
+    let o = s.run(&["-p", "t", "--", "env"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let mut names: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|x| x.0))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["HOME", "LC_ALL", "MY_KEY", "PATH", "PLAIN"],
+        "{o:?}"
+    );
+    assert!(o.stdout.contains(&format!("MY_KEY={KEY}\n")));
+    assert!(!o.stdout.contains("must-not-pass"));
+}
+
+#[test]
+fn default_pass_list_applies_without_env_table() {
+    let mut s = Scratch::new();
+    s.env.insert("TZ".into(), "UTC".into());
+    s.env.insert("EDITOR".into(), "vi".into());
+    s.profile("d", "version = 1\n");
+    let o = s.run(&["-p", "d", "--", "env"]);
+    assert!(
+        o.stdout.contains("TZ=UTC") && o.stdout.contains("LANG=C.UTF-8"),
+        "{o:?}"
+    );
+    assert!(!o.stdout.contains("EDITOR"), "{o:?}");
+}
+
+#[test]
+fn every_local_source() {
+    let mut s = Scratch::new();
+    s.env.insert("SRC_ENV".into(), "from-env-value".into());
+    s.file(
+        ".env",
+        "A=1\nMULTI=\"line one\nline two\"\n# c\nexport Q='quoted # not a comment'\n",
+    );
+    s.file("keyfile", "from-file-value\n");
+    s.file("creds/sysd", "from-systemd-value\n");
+    s.env.insert(
+        "CREDENTIALS_DIRECTORY".into(),
+        s.path().join("creds").display().to_string(),
+    );
+    s.profile(
+        "all",
+        r#"version = 1
+[env]
+pass = ["PATH"]
+[secrets]
+S_ENV = "env:SRC_ENV"
+S_MULTI = "dotenv:.env#MULTI"
+S_Q = "dotenv:.env#Q"
+S_FILE = "file:keyfile"
+S_SYSD = "systemd:sysd"
+[secrets.S_OPT]
+from = "env:NOT_THERE"
+required = false
+"#,
+    );
+    let o = s.run(&[
+        "-p",
+        "all",
+        "--",
+        "sh",
+        "-c",
+        r#"printf '%s|' "$S_ENV" "$S_MULTI" "$S_Q" "$S_FILE" "$S_SYSD" "${S_OPT-unset}""#,
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(
+        o.stdout,
+        "from-env-value|line one\nline two|quoted # not a comment|from-file-value|from-systemd-value|unset|"
+    );
+    // The optional secret's absence is noted in the audit log.
+    let audit = s.audit();
+    let opt = audit.iter().find(|e| e["name"] == "S_OPT").unwrap();
+    assert!(
+        opt["outcome"].as_str().unwrap().contains("optional"),
+        "{opt}"
+    );
+}
+
+#[test]
+fn file_injection_is_a_private_file_gone_after_the_run() {
+    let s = Scratch::new();
+    s.file("k", &format!("{KEY}\n"));
+    s.profile(
+        "f",
+        "version = 1\n[secrets.KEYFILE]\nfrom = \"file:k\"\nas = \"file\"\n",
+    );
+    let o = s.run(&[
+        "-p",
+        "f",
+        "--",
+        "sh",
+        "-c",
+        r#"echo "$KEYFILE"; cat "$KEYFILE"; echo; echo x >> "$KEYFILE" || echo sealed"#,
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let mut lines = o.stdout.lines();
+    let path = lines.next().unwrap();
+    assert!(path.starts_with("/proc/self/fd/"), "{o:?}");
+    assert_eq!(lines.next(), Some(KEY));
+    assert!(
+        o.stdout.contains("sealed"),
+        "the child must not be able to change it: {o:?}"
+    );
+    assert!(!o.stdout.contains(&format!("KEYFILE={KEY}")));
+    assert_eq!(memfds_named("agentrun-KEYFILE"), 0);
+}
+
+/// Processes holding a memfd of that name, across the machine.
+fn memfds_named(name: &str) -> usize {
+    let mut n = 0;
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(t) = std::fs::read_link(fd.path()) {
+                if t.to_string_lossy().contains(&format!("memfd:{name}")) {
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn sigkill_of_agentrun_takes_the_child_and_its_secret_file() {
+    let s = Scratch::new();
+    s.file("k", KEY);
+    s.profile(
+        "f",
+        "version = 1\n[secrets.KF2]\nfrom = \"file:k\"\nas = \"file\"\n",
+    );
+    let mut child = s.spawn(&["-p", "f", "--", "sh", "-c", "echo $$; exec sleep 300"]);
+    let mut out = child.stdout.take().unwrap();
+    let line = read_until(&mut out, Duration::from_secs(5), |t| t.contains('\n'));
+    let pid: i32 = line.trim().parse().unwrap();
+    assert!(alive(pid));
+    assert_eq!(
+        memfds_named("agentrun-KF2"),
+        1,
+        "only the child holds the file"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(pid)),
+        "child {pid} survived agentrun's SIGKILL"
+    );
+    assert!(eventually(Duration::from_secs(5), || memfds_named(
+        "agentrun-KF2"
+    ) == 0));
+}
+
+#[test]
+fn signals_are_forwarded() {
+    let s = Scratch::new();
+    basic(&s);
+    let script = r#"for s in TERM INT HUP QUIT USR1 USR2 WINCH; do trap "echo got-$s" $s; done; echo ready; i=0; while [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); [ -e stop ] && exit 9; done"#;
+    let mut child = s.spawn(&["-p", "t", "--", "sh", "-c", script]);
+    let mut out = child.stdout.take().unwrap();
+    read_until(&mut out, Duration::from_secs(5), |t| t.contains("ready"));
+    let mut seen = String::new();
+    for sig in ["INT", "HUP", "QUIT", "USR1", "USR2", "WINCH", "TERM"] {
+        send(child.id(), sig);
+        seen += &read_until(&mut out, Duration::from_secs(5), |t| {
+            t.contains(&format!("got-{sig}"))
+        });
+    }
+    std::fs::write(s.path().join("stop"), "").unwrap();
+    let status = child.wait().unwrap();
+    for sig in ["INT", "HUP", "QUIT", "USR1", "USR2", "WINCH", "TERM"] {
+        assert!(
+            seen.contains(&format!("got-{sig}")),
+            "{sig} not forwarded: {seen}"
+        );
+    }
+    assert_eq!(status.code(), Some(9));
+}
+
+#[test]
+fn second_term_kills() {
+    let s = Scratch::new();
+    basic(&s);
+    let mut child = s.spawn(&[
+        "-p",
+        "t",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo caught' TERM; echo ready; while :; do sleep 0.05; done",
+    ]);
+    let mut out = child.stdout.take().unwrap();
+    read_until(&mut out, Duration::from_secs(5), |t| t.contains("ready"));
+    send(child.id(), "TERM");
+    read_until(&mut out, Duration::from_secs(5), |t| t.contains("caught"));
+    send(child.id(), "TERM");
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(137));
+}
+
+#[test]
+fn timeout_gives_124_with_kill_after_grace() {
+    let s = Scratch::new();
+    s.profile(
+        "slow",
+        "version = 1\n[limits]\ntimeout = \"300ms\"\nkill_after = \"300ms\"\n",
+    );
+    let start = Instant::now();
+    let o = s.run(&["-p", "slow", "--", "sh", "-c", "trap '' TERM; sleep 30"]);
+    assert_eq!(o.code, 124, "{o:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // --timeout overrides the profile.
+    let o = s.run(&[
+        "-p",
+        "slow",
+        "--timeout",
+        "5s",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.5; exit 3",
+    ]);
+    assert_eq!(o.code, 3, "{o:?}");
+    let audit = s.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["event"] == "exit" && e["timed_out"] == true)
+    );
+}
+
+#[test]
+fn nothing_outlives_the_run() {
+    let s = Scratch::new();
+    basic(&s);
+    let o = s.run(&[
+        "-p",
+        "t",
+        "--",
+        "sh",
+        "-c",
+        "setsid sleep 300 >/dev/null 2>&1 & echo $!; sleep 300 >/dev/null 2>&1 & echo $!",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for pid in o.stdout.lines().map(|l| l.trim().parse::<i32>().unwrap()) {
+        assert!(!alive(pid), "descendant {pid} outlived the run");
+    }
+}
+
+#[test]
+fn no_secret_on_any_command_line() {
+    let s = Scratch::new();
+    basic(&s);
+    let mut child = s.spawn(&["-p", "t", "--", "sh", "-c", "echo ready; sleep 2"]);
+    let mut out = child.stdout.take().unwrap();
+    read_until(&mut out, Duration::from_secs(5), |t| t.contains("ready"));
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(KEY) {
+                found.push(p.path());
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(found.is_empty(), "secret on a command line: {found:?}");
+}
+
+#[test]
+fn output_is_streamed_without_waiting_for_a_newline() {
+    let s = Scratch::new();
+    basic(&s);
+    let mut child = s.spawn(&[
+        "-p",
+        "t",
+        "--",
+        "sh",
+        "-c",
+        "printf 'Continue? [y/N] '; printf 'to-stderr ' >&2; sleep 5",
+    ]);
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let start = Instant::now();
+    let got = read_until(&mut out, Duration::from_secs(4), |t| t.contains("[y/N] "));
+    let got_err = read_until(&mut err, Duration::from_secs(4), |t| {
+        t.contains("to-stderr ")
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "partial line was held back"
+    );
+    assert_eq!(got, "Continue? [y/N] ");
+    assert_eq!(got_err, "to-stderr ");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn streams_stay_separate_and_no_byte_is_lost() {
+    let s = Scratch::new();
+    basic(&s);
+    let o = s.run(&[
+        "-p",
+        "t",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        "import sys\nfor i in range(20000):\n    sys.stdout.write(f'out{i}\\n'); sys.stderr.write(f'err{i}\\n')",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let want_out: String = (0..20000).map(|i| format!("out{i}\n")).collect();
+    let want_err: String = (0..20000).map(|i| format!("err{i}\n")).collect();
+    assert!(o.stdout == want_out, "stdout differs");
+    assert!(o.stderr == want_err, "stderr differs");
+}
+
+#[test]
+fn core_dumps_are_off_for_agentrun_and_the_child() {
+    let s = Scratch::new();
+    basic(&s);
+    let mut child = s.spawn(&["-p", "t", "--", "sh", "-c", "ulimit -c; sleep 2"]);
+    let mut out = child.stdout.take().unwrap();
+    let got = read_until(&mut out, Duration::from_secs(5), |t| t.contains('\n'));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(got.trim(), "0");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+}
+
+#[test]
+fn resource_limits_apply() {
+    let s = Scratch::new();
+    s.profile(
+        "lim",
+        "version = 1\n[limits]\nnofile = 64\nfsize = \"1M\"\n",
+    );
+    let o = s.run(&["-p", "lim", "--", "sh", "-c", "ulimit -n; ulimit -f"]);
+    assert_eq!(o.stdout, "64\n2048\n", "{o:?}");
+}
+
+#[test]
+fn audit_log_is_chained_private_and_valueless() {
+    let s = Scratch::new();
+    basic(&s);
+    s.run(&["-p", "t", "--", "true"]);
+    s.run(&["-p", "t", "--", "sh", "-c", "exit 4"]);
+    let text = std::fs::read_to_string(s.path().join("audit.jsonl")).unwrap();
+    assert!(!text.contains(KEY));
+    let events = s.audit();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "start", "secret", "spawn", "exit", "start", "secret", "spawn", "exit"
+        ]
+    );
+    assert_eq!(events[0]["prev"], "0".repeat(64));
+    use sha2::Digest;
+    for (line, next) in text.lines().zip(events.iter().skip(1)) {
+        assert_eq!(
+            next["prev"],
+            hex::encode(sha2::Sha256::digest(line.as_bytes()))
+        );
+    }
+    assert_eq!(events[0]["argv0"], "true");
+    assert_eq!(events[0]["profile_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(events[1]["name"], "MY_KEY");
+    assert_eq!(events[1]["source"], "dotenv");
+    assert_eq!(events[7]["code"], 4);
+    let mode = std::fs::metadata(s.path().join("audit.jsonl"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn default_audit_log_lives_in_xdg_state_home_with_private_dir() {
+    let s = Scratch::new();
+    s.file("profiles/x.toml", "version = 1\n");
+    let o = s.run(&["-p", "x", "--", "true"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let dir = s.path().join("home/.local/state/agentrun");
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(dir.join("audit.jsonl").exists());
+}
+
+#[test]
+fn audit_log_to_stderr() {
+    let s = Scratch::new();
+    basic(&s);
+    let o = s.run(&["-p", "t", "--audit-log", "-", "--", "true"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let lines: Vec<serde_json::Value> = o
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.first().unwrap()["event"], "start");
+    assert_eq!(lines.last().unwrap()["event"], "exit");
+}
+
+#[test]
+fn profile_found_by_path_by_env_and_search_path() {
+    let mut s = Scratch::new();
+    basic(&s);
+    assert_eq!(s.run(&["-p", "profiles/t.toml", "--", "true"]).code, 0);
+    let other = s.path().join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    s.file(
+        "elsewhere/named.toml",
+        "version = 1\n[audit]\nlog = \"-\"\n",
+    );
+    s.env
+        .insert("AGENTRUN_PROFILE_PATH".into(), other.display().to_string());
+    s.env.insert("AGENTRUN_PROFILE".into(), "named".into());
+    let o = s.run(&["--", "sh", "-c", "exit 5"]);
+    assert_eq!(o.code, 5, "{o:?}");
+    let o = s.run(&["profiles"]);
+    assert!(
+        o.stdout.contains("named") && o.stdout.contains("t "),
+        "{o:?}"
+    );
+}
+
+/// Each bad input: exit 125, a message naming the problem, and nothing started.
+fn refused(s: &Scratch, profile: &str, want: &[&str]) {
+    let marker = s.path().join("started");
+    let o = s.run(&["-p", profile, "--", "touch", marker.to_str().unwrap()]);
+    assert_eq!(o.code, 125, "{o:?}");
+    for w in want {
+        assert!(o.stderr.contains(w), "expected {w:?} in {o:?}");
+    }
+    assert!(o.stderr.starts_with("agentrun: "), "{o:?}");
+    assert!(!marker.exists(), "the command ran");
+    assert!(!o.stderr.contains(KEY));
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let s = Scratch::new();
+    s.file("k", KEY);
+    refused(&s, "missing", &["no profile named `missing`", "profiles"]);
+    s.profile("syntax", "version = 1\n[env\n");
+    refused(&s, "syntax", &["syntax.toml:2:"]);
+    s.profile("unknown", "version = 1\n[env]\npasss = []\n");
+    refused(&s, "unknown", &["unknown.toml:3:1", "passs"]);
+    s.profile("wrongtype", "version = 1\n[env]\npass = \"PATH\"\n");
+    refused(&s, "wrongtype", &["wrongtype.toml:3:", "sequence"]);
+    s.profile(
+        "badname",
+        "version = 1\n[secrets]\n\"MY-KEY\" = \"file:k\"\n",
+    );
+    refused(
+        &s,
+        "badname",
+        &["badname.toml:3:1", "MY-KEY", "not a valid variable name"],
+    );
+    s.profile(
+        "nosecret",
+        "version = 1\n[secrets]\nX = \"env:DEFINITELY_NOT_SET\"\n",
+    );
+    refused(
+        &s,
+        "nosecret",
+        &["secret X", "DEFINITELY_NOT_SET is not set"],
+    );
+    s.profile(
+        "unreadable",
+        "version = 1\n[secrets]\nX = \"file:profiles\"\n",
+    );
+    refused(&s, "unreadable", &["secret X", "cannot read", "profiles"]);
+    s.file("empty", "\n");
+    s.profile("emptyval", "version = 1\n[secrets]\nX = \"file:empty\"\n");
+    refused(&s, "emptyval", &["secret X", "empty"]);
+    s.profile(
+        "credpass",
+        "version = 1\n[env]\npass = [\"GITHUB_TOKEN\"]\n",
+    );
+    refused(
+        &s,
+        "credpass",
+        &["GITHUB_TOKEN", "declare it under [secrets]"],
+    );
+    s.profile(
+        "pattern",
+        "version = 1\n[secrets.X]\nfrom = \"file:k\"\nverify = { pattern = '^ghp_' }\n",
+    );
+    refused(
+        &s,
+        "pattern",
+        &[
+            "secret X",
+            "does not match pattern",
+            "all credentials invalid, refusing to start",
+        ],
+    );
+    s.profile(
+        "short",
+        "version = 1\n[secrets.X]\nfrom = \"file:k\"\nverify = { min_length = 100 }\n",
+    );
+    refused(&s, "short", &["fewer than min_length = 100"]);
+    let p = s.profile("loose", "version = 1\n");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o620)).unwrap();
+    refused(&s, "loose", &["writable by its group", "chmod go-w"]);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o602)).unwrap();
+    refused(&s, "loose", &["writable by others"]);
+}
+
+#[test]
+fn verify_passes_good_values() {
+    let s = Scratch::new();
+    s.file("k", KEY);
+    s.profile("v", "version = 1\n[secrets.X]\nfrom = \"file:k\"\nverify = { pattern = '^sk-[A-Za-z0-9_-]{20,}$', min_length = 20 }\n");
+    let o = s.run(&["-p", "v", "--", "true"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        s.audit()
+            .iter()
+            .any(|e| e["event"] == "verify" && e["outcome"] == "ok")
+    );
+}
+
+#[test]
+fn check_exits_0_or_1_and_speaks_json() {
+    let s = Scratch::new();
+    basic(&s);
+    s.profile("bad", "version = 1\n[secrets]\nX = \"env:NOPE_NOT_SET\"\n");
+    let o = s.run(&["check", "-p", "t"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("MY_KEY") && !o.stdout.contains(KEY),
+        "{o:?}"
+    );
+    let o = s.run(&["check", "-p", "bad", "--json"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["secrets"][0]["name"], "X");
+    assert_eq!(doc["secrets"][0]["ok"], false);
+}
+
+#[test]
+fn explain_fetches_nothing_and_prints_no_values() {
+    let s = Scratch::new();
+    basic(&s);
+    // A source that would fail if fetched: explain must not touch it.
+    s.profile(
+        "e",
+        "version = 1\n[secrets]\nX = \"env:NOPE_NOT_SET\"\nY = \"dotenv:.env#MY_KEY\"\n",
+    );
+    let o = s.run(&["explain", "-p", "e", "--json"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(doc["secrets"][0]["name"], "X");
+    assert_eq!(doc["limits"]["kill_after"], "10s");
+    assert_eq!(doc["redact"]["replacement"], "[REDACTED:{name}]");
+    assert!(!o.stdout.contains(KEY));
+    let o = s.run(&["explain", "-p", "e"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("NOPE_NOT_SET"), "{o:?}");
+}
+
+#[test]
+fn profile_is_required() {
+    let s = Scratch::new();
+    let o = s.run(&["--", "true"]);
+    assert_eq!(o.code, 125);
+    assert!(o.stderr.contains("--profile"), "{o:?}");
+    let mut out = Vec::new();
+    s.cmd(&["--help"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+        .stdout
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).contains("explain"));
+}
