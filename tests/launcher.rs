@@ -1,5 +1,7 @@
 //! End-to-end tests of the launcher (issue 2): the real binary, real children.
 
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 
 use harness::*;

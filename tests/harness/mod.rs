@@ -1,6 +1,6 @@
 //! Helpers for the end-to-end tests: a scratch directory with profiles, and the real
 //! `agentrun` binary run with a clean, known environment.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::io::Read;
