@@ -201,10 +201,10 @@ fn memfds_named(name: &str) -> usize {
             continue;
         };
         for fd in fds.flatten() {
-            if let Ok(t) = std::fs::read_link(fd.path()) {
-                if t.to_string_lossy().contains(&format!("memfd:{name}")) {
-                    n += 1;
-                }
+            if let Ok(t) = std::fs::read_link(fd.path())
+                && t.to_string_lossy().contains(&format!("memfd:{name}"))
+            {
+                n += 1;
             }
         }
     }
@@ -345,10 +345,10 @@ fn no_secret_on_any_command_line() {
     read_until(&mut out, Duration::from_secs(5), |t| t.contains("ready"));
     let mut found = Vec::new();
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(KEY) {
-                found.push(p.path());
-            }
+        if let Ok(cmd) = std::fs::read(p.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(KEY)
+        {
+            found.push(p.path());
         }
     }
     child.kill().unwrap();
