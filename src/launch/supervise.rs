@@ -187,19 +187,24 @@ pub fn supervise(
 
 /// Kill the child's process group and every process re-parented to us, until none is
 /// left. Returns how many were killed.
+///
+/// With the child gone, any live descendant has an ancestor chain that ends in a process
+/// re-parented to us (we are its subreaper), so "we have no children" (ECHILD) means
+/// "nothing is left"; /proc is scanned only while something is.
 fn kill_descendants(pgid: i32) -> usize {
     let _ = sys::kill(-pgid, libc::SIGKILL);
     let me = std::process::id() as i32;
     let mut killed = 0;
     loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Err(_) => return killed,
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) => continue,
+        }
         let kids = children_of(me);
         if kids.is_empty() {
-            // Reap anything already dead; ECHILD means we are done.
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
-                Ok(_) => continue,
-                Err(_) => return killed,
-            }
+            // A child is between exit and its zombie showing up in /proc.
+            std::thread::sleep(Duration::from_millis(1));
             continue;
         }
         for k in &kids {

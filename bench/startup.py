@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Start-up overhead of agentrun, measured side by side with its baselines.
+
+Runs each command N times, interleaved (A B C A B C ...) so that the noise of this shared
+machine hits all of them alike, and prints the median and quartiles of the wall time of
+fork+exec+wait as seen from here. Every row runs `/bin/true` as the child.
+
+    bench/startup.py [--runs N] [--release-binary PATH]
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def measure(cmds, runs, cwd, env):
+    times = {name: [] for name, _ in cmds}
+    for _ in range(5):  # warm caches
+        for _, argv in cmds:
+            subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, check=True)
+    for _ in range(runs):
+        for name, argv in cmds:
+            t0 = time.perf_counter_ns()
+            r = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+            t1 = time.perf_counter_ns()
+            if r.returncode != 0:
+                sys.exit(f"{name} failed with {r.returncode}: {argv}")
+            times[name].append((t1 - t0) / 1e6)
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/agentrun"))
+    args = ap.parse_args()
+    if not os.path.exists(args.binary):
+        sys.exit(f"{args.binary} missing: run `cargo build --release --locked` first")
+
+    work = tempfile.mkdtemp(prefix="agentrun-bench-")
+    with open(os.path.join(work, ".env"), "w") as f:
+        f.write("A=sk-bench-0123456789abcdefghij\nB=second-secret-value-0123456789\n")
+    with open(os.path.join(work, "k"), "w") as f:
+        f.write("file-secret-value-0123456789\n")
+    profile = os.path.join(work, "local.toml")
+    with open(profile, "w") as f:
+        f.write(
+            'version = 1\n[secrets]\nA = "dotenv:.env#A"\nB = "dotenv:.env#B"\n'
+            'C = "env:BENCH_SECRET"\n[secrets.D]\nfrom = "file:k"\nas = "file"\n'
+            '[audit]\nlog = "audit.jsonl"\n'
+        )
+    os.chmod(profile, 0o600)
+    env = {"PATH": "/usr/bin:/bin", "HOME": work, "BENCH_SECRET": "env-secret-value-0123456789"}
+
+    cmds = [
+        ("bare /bin/true", ["/bin/true"]),
+        ("agentrun (4 local secrets)", [args.binary, "--profile", profile, "--", "/bin/true"]),
+    ]
+    extra = os.environ.get("BENCH_EXTRA_FLAGS")
+    if extra:
+        cmds.append((f"agentrun {extra}", [args.binary, *extra.split(), "--profile", profile, "--", "/bin/true"]))
+    bwrap = shutil.which("bwrap")
+    if bwrap:
+        cmds.append(("bwrap --ro-bind / / --dev /dev --proc /proc", [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "/bin/true"]))
+
+    times = measure(cmds, args.runs, work, env)
+    base = statistics.median(times["bare /bin/true"])
+    print(f"{args.runs} interleaved runs each, wall time in ms (median, p25-p75), added = median - bare median")
+    for name, _ in cmds:
+        t = sorted(times[name])
+        med = statistics.median(t)
+        q = statistics.quantiles(t, n=4)
+        print(f"  {name:<46} {med:7.3f}  ({q[0]:.3f}-{q[2]:.3f})  added {med - base:+.3f}  ratio {med / base:.2f}x")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
