@@ -684,3 +684,66 @@ fn explicit_store_rule_grants_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// On a terminal the child may use its pty (termios ioctls) but cannot inject input.
+#[test]
+fn terminal_usable_but_no_injection() {
+    if !kernel_ready("terminal_usable_but_no_injection") {
+        return;
+    }
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let tty = nix::unistd::ttyname(&pty.slave).unwrap();
+    let s = Scratch::new("tty");
+    let policy = Policy::resolve(None, &s.0, None, None).unwrap();
+    let needs = ChildNeeds {
+        program: PathBuf::from(PYTHON),
+        extra_read: vec![],
+        tty: Some(tty.clone()),
+    };
+    let prepared = Arc::new(prepare(&policy, &needs, Mode::Enforce).unwrap());
+    let code = r#"
+import ctypes, errno, os, termios
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open(os.environ["TTY"], os.O_RDWR | os.O_NOCTTY)
+termios.tcgetattr(fd); print("tcgetattr=ok")
+os.write(fd, b"hello\n"); print("write=ok")
+for name, req in (("tiocsti", 0x5412), ("tioclinux", 0x541c)):
+    r = libc.ioctl(fd, req, ctypes.c_char_p(b"x"))
+    print(name + "=" + ("ok" if r == 0 else errno.errorcode[ctypes.get_errno()]))
+"#;
+    let out = run_confined(
+        prepared,
+        None,
+        &s.0,
+        &[("TTY", tty.display().to_string())],
+        PYTHON,
+        &["-c", code],
+    );
+    let got = results(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (k, v) in [
+        ("tcgetattr", "ok"),
+        ("write", "ok"),
+        ("tiocsti", "EPERM"),
+        ("tioclinux", "EPERM"),
+    ] {
+        assert_eq!(
+            got.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {got:?} {stderr}"
+        );
+    }
+    // Nothing was injected into the terminal's input queue: only the child's output is there.
+    nix::fcntl::fcntl(
+        &pty.master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = nix::unistd::read(&pty.master, &mut buf).unwrap_or(0);
+    assert!(
+        !buf[..n].contains(&b'x'),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
