@@ -173,42 +173,6 @@ pub fn denied_names(policy: &Policy) -> Vec<&'static str> {
     v
 }
 
-/// Socket rules: families other than INET/INET6 (and UNIX when allowed), and within INET
-/// anything but plain TCP (and plain UDP when allowed): MPTCP, SCTP, raw, ICMP, ...
-fn socket_rules(policy: &Policy) -> Result<Vec<SeccompRule>, SandboxError> {
-    use SeccompCmpOp::{Eq, MaskedEq, Ne};
-    let mut rules = Vec::new();
-    let mut other_family = vec![
-        cond(0, Ne, libc::AF_INET as u64)?,
-        cond(0, Ne, libc::AF_INET6 as u64)?,
-    ];
-    if policy.unix_sockets {
-        other_family.push(cond(0, Ne, libc::AF_UNIX as u64)?);
-    }
-    rules.push(rule(other_family)?);
-    for family in [libc::AF_INET as u64, libc::AF_INET6 as u64] {
-        for ty in 0..=SOCK_TYPE_MASK {
-            let stream = ty == libc::SOCK_STREAM as u64;
-            let dgram_ok = policy.udp && ty == libc::SOCK_DGRAM as u64;
-            if stream || dgram_ok {
-                let allowed_proto = if stream { IPPROTO_TCP } else { IPPROTO_UDP };
-                rules.push(rule(vec![
-                    cond(0, Eq, family)?,
-                    cond(1, MaskedEq(SOCK_TYPE_MASK), ty)?,
-                    cond(2, Ne, 0)?,
-                    cond(2, Ne, allowed_proto)?,
-                ])?);
-            } else {
-                rules.push(rule(vec![
-                    cond(0, Eq, family)?,
-                    cond(1, MaskedEq(SOCK_TYPE_MASK), ty)?,
-                ])?);
-            }
-        }
-    }
-    Ok(rules)
-}
-
 /// Compiles the filter for `policy`.
 pub(crate) fn build(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxError> {
     use SeccompCmpOp::{Eq, MaskedEq, Ne};
@@ -237,8 +201,6 @@ pub(crate) fn build(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxEr
             .collect::<Result<Vec<_>, _>>()?;
         rules.insert(libc::SYS_personality, vec![rule(conds)?]);
     }
-    rules.insert(libc::SYS_socket, socket_rules(policy)?);
-
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -248,7 +210,7 @@ pub(crate) fn build(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxEr
     .map_err(compile_err)?;
     let body: seccompiler::BpfProgram = filter.try_into().map_err(compile_err)?;
 
-    let mut prog = prelude();
+    let mut prog = prelude(policy)?;
     prog.extend(body.into_iter().map(|i| libc::sock_filter {
         code: i.code,
         jt: i.jt,
@@ -268,7 +230,60 @@ const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
 #[cfg(target_arch = "x86_64")]
 const BPF_JGE_K: u16 = 0x35;
+const BPF_AND_K: u16 = 0x54;
 const BPF_RET_K: u16 = 0x06;
+const RET_ALLOW: u32 = 0x7fff_0000;
+
+/// Offsets in `struct seccomp_data` (little-endian: an argument's low 32 bits come first).
+const DATA_NR: u32 = 0;
+const DATA_ARCH: u32 = 4;
+const fn data_arg(i: u32) -> u32 {
+    16 + 8 * i
+}
+
+/// A tiny assembler for the hand-written part: jumps name labels, resolved to offsets.
+enum Asm {
+    Stmt(u16, u32),
+    /// `acc == k` -> jump to the first label, else to the second (`None`: next instruction).
+    Jeq(u32, Option<&'static str>, Option<&'static str>),
+    #[cfg(target_arch = "x86_64")]
+    Jge(u32, Option<&'static str>, Option<&'static str>),
+    Label(&'static str),
+}
+
+fn assemble(code: &[Asm]) -> Result<Vec<libc::sock_filter>, SandboxError> {
+    let mut labels = std::collections::HashMap::new();
+    let mut pc = 0usize;
+    for a in code {
+        match a {
+            Asm::Label(l) => {
+                labels.insert(*l, pc);
+            }
+            _ => pc += 1,
+        }
+    }
+    let mut out = Vec::with_capacity(pc);
+    // BPF jumps go forward only, at most 255 instructions.
+    let offset = |from: usize, to: Option<&'static str>| -> Result<u8, SandboxError> {
+        let Some(l) = to else { return Ok(0) };
+        labels
+            .get(l)
+            .and_then(|&at| at.checked_sub(from + 1))
+            .and_then(|d| u8::try_from(d).ok())
+            .ok_or_else(|| SandboxError::Seccomp(format!("prelude: bad jump to {l}")))
+    };
+    for a in code {
+        let pc = out.len();
+        match *a {
+            Asm::Stmt(code, k) => out.push(stmt(code, k)),
+            Asm::Jeq(k, t, f) => out.push(jump(BPF_JEQ_K, k, offset(pc, t)?, offset(pc, f)?)),
+            #[cfg(target_arch = "x86_64")]
+            Asm::Jge(k, t, f) => out.push(jump(BPF_JGE_K, k, offset(pc, t)?, offset(pc, f)?)),
+            Asm::Label(_) => {}
+        }
+    }
+    Ok(out)
+}
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
@@ -283,24 +298,64 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// Foreign arch -> kill; x32 numbers -> kill; clone3 -> ENOSYS. Falls through otherwise.
-fn prelude() -> Vec<libc::sock_filter> {
-    let mut p = vec![
-        stmt(BPF_LD_W_ABS, 4), // seccomp_data.arch
-        jump(BPF_JEQ_K, AUDIT_ARCH, 1, 0),
-        stmt(BPF_RET_K, RET_KILL_PROCESS),
-        stmt(BPF_LD_W_ABS, 0), // seccomp_data.nr
+/// Foreign arch -> kill; x32 numbers -> kill; clone3 -> ENOSYS; `socket()` by family, type and
+/// protocol: INET/INET6 only as plain TCP (and plain UDP with `udp`), UNIX only with
+/// `unix_sockets`; everything else (MPTCP, SCTP, raw, ICMP, packet, netlink, vsock, ...) EPERM.
+/// Falls through to the deny-list for every other syscall, with the number in the accumulator.
+fn prelude(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxError> {
+    use Asm::*;
+    let eperm = RET_ERRNO | libc::EPERM as u32;
+    let mut a = vec![
+        Stmt(BPF_LD_W_ABS, DATA_ARCH),
+        Jeq(AUDIT_ARCH, Some("native"), None),
+        Stmt(BPF_RET_K, RET_KILL_PROCESS),
+        Label("native"),
+        Stmt(BPF_LD_W_ABS, DATA_NR),
     ];
     #[cfg(target_arch = "x86_64")]
-    p.extend([
-        jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1),
-        stmt(BPF_RET_K, RET_KILL_PROCESS),
+    a.extend([
+        Jge(X32_SYSCALL_BIT, None, Some("native_nr")),
+        Stmt(BPF_RET_K, RET_KILL_PROCESS),
+        Label("native_nr"),
     ]);
-    p.extend([
-        jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 0, 1),
-        stmt(BPF_RET_K, RET_ERRNO | libc::ENOSYS as u32),
+    a.extend([
+        Jeq(libc::SYS_clone3 as u32, None, Some("not_clone3")),
+        Stmt(BPF_RET_K, RET_ERRNO | libc::ENOSYS as u32),
+        Label("not_clone3"),
+        Jeq(libc::SYS_socket as u32, None, Some("rest")),
+        // socket(domain, type, protocol)
+        Stmt(BPF_LD_W_ABS, data_arg(0)),
+        Jeq(libc::AF_INET as u32, Some("inet"), None),
+        Jeq(libc::AF_INET6 as u32, Some("inet"), None),
+        Jeq(
+            libc::AF_UNIX as u32,
+            Some(if policy.unix_sockets { "allow" } else { "deny" }),
+            Some("deny"),
+        ),
+        Label("inet"),
+        Stmt(BPF_LD_W_ABS, data_arg(1)),
+        Stmt(BPF_AND_K, SOCK_TYPE_MASK as u32),
+        Jeq(libc::SOCK_STREAM as u32, Some("stream"), None),
+        Jeq(
+            libc::SOCK_DGRAM as u32,
+            Some(if policy.udp { "dgram" } else { "deny" }),
+            Some("deny"),
+        ),
+        Label("stream"),
+        Stmt(BPF_LD_W_ABS, data_arg(2)),
+        Jeq(0, Some("allow"), None),
+        Jeq(IPPROTO_TCP as u32, Some("allow"), Some("deny")),
+        Label("dgram"),
+        Stmt(BPF_LD_W_ABS, data_arg(2)),
+        Jeq(0, Some("allow"), None),
+        Jeq(IPPROTO_UDP as u32, Some("allow"), Some("deny")),
+        Label("allow"),
+        Stmt(BPF_RET_K, RET_ALLOW),
+        Label("deny"),
+        Stmt(BPF_RET_K, eperm),
+        Label("rest"),
     ]);
-    p
+    assemble(&a)
 }
 
 #[cfg(test)]
@@ -347,7 +402,7 @@ pub(crate) mod tests {
     }
 
     const EPERM: u32 = RET_ERRNO | libc::EPERM as u32;
-    const ALLOW: u32 = 0x7fff_0000;
+    const ALLOW: u32 = RET_ALLOW;
 
     fn policy(s: SandboxSection) -> Policy {
         Policy::resolve(Some(&s), Path::new("/w"), None, None).unwrap()
