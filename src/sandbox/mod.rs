@@ -1,22 +1,546 @@
-//! Landlock + seccomp confinement (issue 3). Placeholder types until the sandbox lands.
+//! Confinement of the child: Landlock (file system, TCP ports, scopes), a seccomp deny-list,
+//! no capabilities, `no_new_privs`.
+//!
+//! The stages are kept apart so that everything that can fail or allocate happens before the
+//! fork:
+//!
+//! 1. [`Policy::resolve`]: the profile's `[sandbox]` table -> validated plain data (pure).
+//! 2. [`prepare`] (parent): plan the file-system grants (`fsplan`, keeping the credential stores
+//!    under `$HOME` out), build the Landlock ruleset fd (`landlock`), compile the BPF program
+//!    (`seccomp`), decide fail-closed vs best effort. Returns a [`Prepared`].
+//! 3. [`Prepared::apply_in_child`] (child, inside `Command::pre_exec`): raw syscalls only.
+//!
+//! This module never sees secret values: injected secret files reach it as paths only.
+//! New session, parent-death signal, fd hygiene and PID namespaces are the launcher's job.
 
-use serde::{Deserialize, Serialize};
+mod fsplan;
+mod landlock;
+mod policy;
+mod seccomp;
+mod sys;
 
-/// The `[sandbox]` table.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxSection {
-    pub read: Option<Vec<String>>,
-    pub write: Option<Vec<String>>,
-    pub exec: Option<Vec<String>>,
-    #[serde(default)]
-    pub connect: Vec<u16>,
-    #[serde(default)]
-    pub bind: Vec<u16>,
-    #[serde(default)]
-    pub udp: bool,
-    #[serde(default)]
-    pub unix_sockets: bool,
-    #[serde(default)]
-    pub allow_syscalls: Vec<String>,
+#[cfg(test)]
+mod kernel_tests;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use fsplan::{FsAccess, FsGrant, FsPlan};
+pub use landlock::PINNED_ABI;
+pub use policy::{CREDENTIAL_STORES, GiveBack, Policy, SandboxSection};
+
+/// Errors of the sandbox stage. Each names the key or step and the fix; all mean exit 125.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{key}: `{path}` {reason}")]
+    Path {
+        key: String,
+        path: String,
+        reason: String,
+    },
+    #[error(
+        "{key}: `{name}` cannot be given back; allow_syscalls takes only ptrace, process_vm_readv, \
+         process_vm_writev, perf_event_open, personality, io_uring"
+    )]
+    Syscall { key: String, name: String },
+    #[error(
+        "the profile has no [sandbox] write list and the working directory is {what} ({cwd}): the \
+         default policy would make all of it writable; add a [sandbox] table with explicit \
+         `write` paths, or run from a project directory"
+    )]
+    DefaultPolicyAt { cwd: String, what: &'static str },
+    #[error("sandbox: {what} {}: {source}", path.display())]
+    ChildPath {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "sandbox: this kernel cannot enforce the profile: {}; run on a newer kernel, or pass \
+         --best-effort to run with what it can enforce (the audit log records what that was)",
+        missing.join("; ")
+    )]
+    Unsupported { missing: Vec<String> },
+    #[error("sandbox: Landlock: {step}: {detail}")]
+    Landlock { step: &'static str, detail: String },
+    #[error("sandbox: seccomp filter: {0}")]
+    Seccomp(String),
+}
+
+/// How strictly to confine, from the operator's flags (never from the profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Default: refuse unless every rule is enforced.
+    Enforce,
+    /// `--best-effort`: run with what the kernel can enforce.
+    BestEffort,
+    /// `--unconfined`: no Landlock, no seccomp (capabilities and no_new_privs still apply).
+    Unconfined,
+}
+
+/// What the child needs beyond the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildNeeds {
+    /// The resolved program path. It gets read+execute, and so does its ELF interpreter
+    /// (`PT_INTERP`) or `#!` interpreter (one level deep: `#!/usr/bin/env python3` grants `env`,
+    /// not `python3`). The loader's libraries are granted by directory: the system library
+    /// directories and `/etc/ld.so.*` are readable under every policy.
+    pub program: PathBuf,
+    /// Read-only extras: injected secret files (or their private directory).
+    pub extra_read: Vec<PathBuf>,
+    /// The terminal the child gets (pty slave path), when it runs on one; `/dev/tty` too.
+    pub tty: Option<PathBuf>,
+}
+
+/// How much of an area is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Fully,
+    Partially,
+    Not,
+}
+
+/// What the sandbox enforces for one run: for the audit log and `check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enforcement {
+    pub mode: Mode,
+    /// The kernel's Landlock ABI (0: none).
+    pub landlock_abi: u32,
+    /// The ABI agentrun's rules are written for.
+    pub pinned_abi: u32,
+    /// Landlock file-system rules.
+    pub fs: Level,
+    /// Landlock TCP port rules.
+    pub net: Level,
+    /// Landlock abstract-socket and signal scoping.
+    pub scope: Level,
+    /// The seccomp deny-list (incl. socket family filtering).
+    pub seccomp: Level,
+    /// Capability drop (always attempted).
+    pub caps: Level,
+    pub no_new_privs: bool,
+    /// Plain-words notes: what is missing, what the profile opens, skipped paths.
+    pub notes: Vec<String>,
+    /// The file-system grants after credential-store expansion.
+    pub fs_plan: FsPlan,
+    /// Syscalls the filter denies.
+    pub denied_syscalls: Vec<&'static str>,
+}
+
+/// Built in the parent; applied in the child.
+#[derive(Debug)]
+pub struct Prepared {
+    ruleset: Option<OwnedFd>,
+    filter: Option<Vec<libc::sock_filter>>,
+    last_cap: u32,
+    enforcement: Enforcement,
+}
+
+/// A failure in the child between fork and exec: which step, and the errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildSetupError {
+    pub step: &'static str,
+    pub errno: i32,
+}
+
+/// The steps of [`Prepared::apply_in_child`], in order; the index travels through std's
+/// exec-error pipe (see [`ChildSetupError::decode`]).
+const STEPS: [&str; 7] = [
+    "drop the capability bounding set",
+    "lock securebits",
+    "clear ambient capabilities",
+    "clear capabilities",
+    "set no_new_privs",
+    "enforce the Landlock ruleset",
+    "install the seccomp filter",
+];
+/// Tag of an encoded [`ChildSetupError`] in an `io::Error` raw OS code.
+const CHILD_ERR_TAG: i32 = 0x5a << 24;
+
+impl std::fmt::Display for ChildSetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sandbox setup in the child failed: {}: {}",
+            self.step,
+            std::io::Error::from_raw_os_error(self.errno)
+        )
+    }
+}
+
+impl std::error::Error for ChildSetupError {}
+
+impl ChildSetupError {
+    fn at(step: usize, errno: i32) -> ChildSetupError {
+        ChildSetupError {
+            step: STEPS[step],
+            errno,
+        }
+    }
+
+    /// Recovers the error from what `Command::spawn` returned when the `pre_exec` closure
+    /// returned `Err(ChildSetupError.into())`; `None` for any other spawn error.
+    pub fn decode(e: &std::io::Error) -> Option<ChildSetupError> {
+        let code = e.raw_os_error()?;
+        if code & !0x00ff_ffff != CHILD_ERR_TAG {
+            return None;
+        }
+        let step = usize::try_from((code >> 16) & 0xff).ok()?;
+        Some(ChildSetupError {
+            step: STEPS.get(step)?,
+            errno: code & 0xffff,
+        })
+    }
+}
+
+impl From<ChildSetupError> for std::io::Error {
+    /// Encodes step and errno in the raw OS code: allocation-free, safe after fork.
+    fn from(e: ChildSetupError) -> std::io::Error {
+        let step = STEPS.iter().position(|s| *s == e.step).unwrap_or(0xff) as i32;
+        std::io::Error::from_raw_os_error(CHILD_ERR_TAG | (step << 16) | (e.errno & 0xffff))
+    }
+}
+
+/// Builds everything the child will need. Fails closed: in [`Mode::Enforce`] any rule the
+/// kernel cannot enforce is an error naming it and the fix.
+pub fn prepare(policy: &Policy, needs: &ChildNeeds, mode: Mode) -> Result<Prepared, SandboxError> {
+    let abi = landlock::kernel_abi();
+    prepare_for_kernel(policy, needs, mode, abi, sys::seccomp_available())
+}
+
+/// [`prepare`] against a given kernel description (tests simulate older kernels with it).
+fn prepare_for_kernel(
+    policy: &Policy,
+    needs: &ChildNeeds,
+    mode: Mode,
+    abi: Result<u32, &'static str>,
+    seccomp_ok: bool,
+) -> Result<Prepared, SandboxError> {
+    let (mut e, missing) = expected(policy, mode, &abi, seccomp_ok);
+    let last_cap = sys::last_cap();
+    if mode == Mode::Unconfined {
+        return Ok(Prepared {
+            ruleset: None,
+            filter: None,
+            last_cap,
+            enforcement: e,
+        });
+    }
+    if mode == Mode::Enforce && !missing.is_empty() {
+        return Err(SandboxError::Unsupported { missing });
+    }
+    let plan = fsplan::plan(policy, needs)?;
+    for s in &plan.skipped {
+        e.notes.push(format!("skipped rule path {s}"));
+    }
+    let ruleset = if abi.is_ok() {
+        landlock::build(&plan, policy, mode == Mode::BestEffort)?
+    } else {
+        None
+    };
+    e.fs_plan = plan;
+    let filter = if seccomp_ok {
+        Some(seccomp::build(policy)?)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        ruleset,
+        filter,
+        last_cap,
+        enforcement: e,
+    })
+}
+
+/// What `mode` would enforce on a kernel with `abi` and seccomp support, and (for enforce
+/// mode) what is missing.
+fn expected(
+    policy: &Policy,
+    mode: Mode,
+    abi: &Result<u32, &'static str>,
+    seccomp_ok: bool,
+) -> (Enforcement, Vec<String>) {
+    let kernel_abi = *abi.as_ref().unwrap_or(&0);
+    let (mut fs, mut net, mut scope, mut missing) = landlock::coverage(kernel_abi);
+    if let Err(why) = abi {
+        missing.insert(0, (*why).to_string());
+    }
+    let mut seccomp_level = if seccomp_ok { Level::Fully } else { Level::Not };
+    if !seccomp_ok {
+        missing.push("seccomp filters (CONFIG_SECCOMP_FILTER)".into());
+    }
+    let mut notes = Vec::new();
+    if mode == Mode::Unconfined {
+        (fs, net, scope, seccomp_level) = (Level::Not, Level::Not, Level::Not, Level::Not);
+        notes.push("--unconfined: no Landlock and no seccomp filter".into());
+    } else {
+        notes.extend(missing.iter().map(|m| format!("not enforced: {m}")));
+    }
+    if policy.udp {
+        notes.push(
+            "udp = true: UDP to any address and port (Landlock filters UDP only from ABI 10)"
+                .into(),
+        );
+    }
+    if policy.unix_sockets {
+        notes.push(
+            "unix_sockets = true: any pathname socket the file-system rules reach can be \
+             connected to (Landlock mediates this only from ABI 9)"
+                .into(),
+        );
+    }
+    for g in &policy.allow_syscalls {
+        notes.push(format!("allow_syscalls gives back {}", g.name()));
+    }
+    let e = Enforcement {
+        mode,
+        landlock_abi: kernel_abi,
+        pinned_abi: PINNED_ABI,
+        fs,
+        net,
+        scope,
+        seccomp: seccomp_level,
+        caps: Level::Fully,
+        no_new_privs: true,
+        notes,
+        fs_plan: FsPlan::default(),
+        denied_syscalls: if mode == Mode::Unconfined {
+            Vec::new()
+        } else {
+            seccomp::denied_names(policy)
+        },
+    };
+    (e, missing)
+}
+
+impl Prepared {
+    /// Applies the confinement to the calling (forked) process. Syscalls only: no allocation,
+    /// no locks. Order: capabilities (bounding set while CAP_SETPCAP is still there, securebits,
+    /// ambient, then effective/permitted/inheritable), `no_new_privs`, Landlock, seccomp last.
+    ///
+    /// On error the launcher must not exec: return it from `pre_exec` (as `io::Error`) and exit
+    /// 125.
+    pub fn apply_in_child(&self) -> Result<(), ChildSetupError> {
+        let at = ChildSetupError::at;
+        // Without CAP_SETPCAP (an unprivileged user) the bounding set cannot shrink; nothing in
+        // it can be gained back either, as no_new_privs below blocks setuid and file caps.
+        let privileged = sys::has_cap_setpcap().map_err(|e| at(0, e))?;
+        if privileged {
+            sys::drop_bounding_set(self.last_cap).map_err(|e| at(0, e))?;
+            sys::lock_securebits().map_err(|e| at(1, e))?;
+        }
+        match sys::clear_ambient() {
+            Ok(()) | Err(libc::EINVAL) => {} // EINVAL: a kernel without ambient capabilities
+            Err(e) => return Err(at(2, e)),
+        }
+        sys::clear_capabilities().map_err(|e| at(3, e))?;
+        sys::set_no_new_privs().map_err(|e| at(4, e))?;
+        if let Some(fd) = &self.ruleset {
+            sys::landlock_restrict_self(fd.as_fd()).map_err(|e| at(5, e))?;
+        }
+        if let Some(prog) = &self.filter {
+            sys::seccomp_install(prog).map_err(|e| at(6, e))?;
+        }
+        Ok(())
+    }
+
+    /// What this run enforces.
+    pub fn report(&self) -> Enforcement {
+        self.enforcement.clone()
+    }
+}
+
+/// PID-namespace availability, for `check` ("no survivors" needs one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PidNamespace {
+    pub available: bool,
+    pub how: String,
+}
+
+/// For `check`: the kernel's Landlock ABI, what each mode would enforce, PID isolation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelReport {
+    /// Landlock ABI of the kernel, `None` without Landlock.
+    pub landlock_abi: Option<u32>,
+    /// Why Landlock is unavailable, when it is.
+    pub landlock_unavailable: Option<String>,
+    pub seccomp: bool,
+    /// Whether a run in enforce mode would start.
+    pub enforce_ok: bool,
+    /// What is missing for enforce mode (each item a kernel feature).
+    pub missing: Vec<String>,
+    /// What a run would enforce (enforce mode if it can start, else best effort).
+    pub would_enforce: Enforcement,
+    pub pid_namespace: PidNamespace,
+}
+
+/// Inspects the running kernel for `check`.
+pub fn kernel_report(policy: &Policy) -> KernelReport {
+    let abi = landlock::kernel_abi();
+    let seccomp_ok = sys::seccomp_available();
+    let (enf, missing) = expected(policy, Mode::Enforce, &abi, seccomp_ok);
+    let enforce_ok = missing.is_empty();
+    let would_enforce = if enforce_ok {
+        enf
+    } else {
+        expected(policy, Mode::BestEffort, &abi, seccomp_ok).0
+    };
+    KernelReport {
+        landlock_abi: abi.as_ref().ok().copied(),
+        landlock_unavailable: abi.err().map(str::to_string),
+        seccomp: seccomp_ok,
+        enforce_ok,
+        missing,
+        would_enforce,
+        pid_namespace: pid_namespace(),
+    }
+}
+
+fn read_num(path: &str) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Root (CAP_SYS_ADMIN) can always make a PID namespace; others need unprivileged user
+/// namespaces (not disabled by sysctl or AppArmor).
+fn pid_namespace() -> PidNamespace {
+    if !std::path::Path::new("/proc/self/ns/pid").exists() {
+        return PidNamespace {
+            available: false,
+            how: "the kernel has no PID namespaces (CONFIG_PID_NS)".into(),
+        };
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PidNamespace {
+            available: true,
+            how: "as root".into(),
+        };
+    }
+    let blocked = [
+        (
+            "/proc/sys/user/max_user_namespaces",
+            0,
+            "user.max_user_namespaces is 0",
+        ),
+        (
+            "/proc/sys/kernel/unprivileged_userns_clone",
+            0,
+            "kernel.unprivileged_userns_clone is 0",
+        ),
+        (
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            1,
+            "AppArmor restricts unprivileged user namespaces",
+        ),
+    ];
+    for (path, bad, why) in blocked {
+        if read_num(path) == Some(bad) {
+            return PidNamespace {
+                available: false,
+                how: format!("{why}: a SIGKILLed agentrun may leave setsid() descendants running"),
+            };
+        }
+    }
+    PidNamespace {
+        available: true,
+        how: "through an unprivileged user namespace".into(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn default_policy() -> Policy {
+        Policy::resolve(
+            None,
+            Path::new("/tmp"),
+            Some(Path::new("/nonexistent-home")),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn needs() -> ChildNeeds {
+        ChildNeeds {
+            program: PathBuf::from("/bin/sh"),
+            extra_read: vec![],
+            tty: None,
+        }
+    }
+
+    #[test]
+    fn child_error_round_trips_through_io_error() {
+        for (i, step) in STEPS.iter().enumerate() {
+            let e = ChildSetupError::at(i, libc::EPERM);
+            let io: std::io::Error = e.into();
+            assert_eq!(ChildSetupError::decode(&io), Some(e), "{step}");
+        }
+        assert_eq!(
+            ChildSetupError::decode(&std::io::Error::from_raw_os_error(libc::ENOENT)),
+            None
+        );
+    }
+
+    #[test]
+    fn older_kernel_is_refused_in_enforce_mode() {
+        let p = default_policy();
+        let e = prepare_for_kernel(&p, &needs(), Mode::Enforce, Ok(4), true).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("scoping") && msg.contains("--best-effort"),
+            "{msg}"
+        );
+        let e = prepare_for_kernel(&p, &needs(), Mode::Enforce, Err("no Landlock"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no Landlock") && e.contains("--best-effort"),
+            "{e}"
+        );
+        let e = prepare_for_kernel(&p, &needs(), Mode::Enforce, Ok(7), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("seccomp"), "{e}");
+    }
+
+    #[test]
+    fn best_effort_and_unconfined_report_what_they_do() {
+        let p = default_policy();
+        let r = prepare_for_kernel(&p, &needs(), Mode::BestEffort, Err("no Landlock"), true)
+            .unwrap()
+            .report();
+        assert_eq!(
+            (r.fs, r.net, r.scope, r.seccomp),
+            (Level::Not, Level::Not, Level::Not, Level::Fully)
+        );
+        assert!(
+            r.notes.iter().any(|n| n.contains("no Landlock")),
+            "{:?}",
+            r.notes
+        );
+        let u = prepare_for_kernel(&p, &needs(), Mode::Unconfined, Ok(7), true).unwrap();
+        assert!(u.ruleset.is_none() && u.filter.is_none());
+        let r = u.report();
+        assert_eq!(
+            (r.fs, r.seccomp, r.caps),
+            (Level::Not, Level::Not, Level::Fully)
+        );
+        assert!(r.notes.iter().any(|n| n.contains("--unconfined")));
+    }
+
+    #[test]
+    fn report_is_serializable() {
+        let p = default_policy();
+        let k = kernel_report(&p);
+        let j = serde_json::to_string(&k).unwrap();
+        assert!(j.contains("\"landlock_abi\""), "{j}");
+        serde_json::to_string(&p).unwrap();
+    }
 }

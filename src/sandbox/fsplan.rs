@@ -1,0 +1,601 @@
+//! [`Policy`] + [`ChildNeeds`] -> the list of file-system grants Landlock will get.
+//!
+//! Plain data, no Landlock types: unit-testable on temp dirs without the kernel's help.
+//! This is where the credential stores under `$HOME` are kept out. Landlock only *grants*
+//! access beneath a path, so a rule that covers a store (`~`, `/home`, `/`) is replaced by
+//! grants on its children, leaving out the stores, recursing into the directories that
+//! contain a store (`~/.config`, `~/.docker`). The directories expanded this way get no rule of
+//! their own: they can be walked through and `stat`ed, but not listed or created in.
+//! Symlinks met while expanding are never granted (Landlock would grant their *target*).
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{ChildNeeds, Policy, SandboxError};
+
+/// What a grant allows, in agentrun's terms (mapped to Landlock rights in `landlock.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct FsAccess {
+    /// Open files for reading, list directories.
+    pub read: bool,
+    /// Create, write, truncate, remove, rename, link (no device nodes).
+    pub write: bool,
+    /// Execute files.
+    pub exec: bool,
+    /// ioctl on device files (the terminal).
+    pub ioctl: bool,
+}
+
+impl FsAccess {
+    pub const READ: FsAccess = FsAccess {
+        read: true,
+        write: false,
+        exec: false,
+        ioctl: false,
+    };
+    pub const READ_EXEC: FsAccess = FsAccess {
+        exec: true,
+        ..FsAccess::READ
+    };
+    pub const READ_WRITE: FsAccess = FsAccess {
+        write: true,
+        ..FsAccess::READ
+    };
+    pub const TERMINAL: FsAccess = FsAccess {
+        write: true,
+        ioctl: true,
+        ..FsAccess::READ
+    };
+
+    fn union(self, o: FsAccess) -> FsAccess {
+        FsAccess {
+            read: self.read || o.read,
+            write: self.write || o.write,
+            exec: self.exec || o.exec,
+            ioctl: self.ioctl || o.ioctl,
+        }
+    }
+}
+
+/// One path the child may use, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FsGrant {
+    /// Canonical path (symlinks resolved).
+    pub path: PathBuf,
+    pub access: FsAccess,
+}
+
+/// The grants plus what was left out and why, for `explain` and the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FsPlan {
+    pub grants: Vec<FsGrant>,
+    /// Rules that covered a credential store and were replaced by grants on their children.
+    pub expanded: Vec<PathBuf>,
+    /// Rule paths that do not exist (or could not be resolved) and were skipped.
+    pub skipped: Vec<String>,
+}
+
+impl FsPlan {
+    fn grant(&mut self, path: PathBuf, access: FsAccess) {
+        if let Some(g) = self.grants.iter_mut().find(|g| g.path == path) {
+            g.access = g.access.union(access);
+        } else {
+            self.grants.push(FsGrant { path, access });
+        }
+    }
+}
+
+/// Device files every child gets: `/dev/null` read-write, the entropy and zero devices read.
+const DEVICES_RW: &[&str] = &["/dev/null"];
+const DEVICES_RO: &[&str] = &["/dev/zero", "/dev/urandom", "/dev/random"];
+
+/// Where the dynamic loader finds libraries: read-only, so that the program (and the ELF
+/// interpreter named in it) can start under any policy. Libraries outside these (RUNPATH,
+/// `LD_LIBRARY_PATH`) need a `read` rule.
+const LIBRARY_DIRS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/lib32",
+    "/usr/local/lib",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+];
+
+/// Builds the file-system plan.
+pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError> {
+    let denied = denied_paths(&policy.protected);
+    let mut plan = FsPlan::default();
+
+    let lists = [
+        (&policy.read, FsAccess::READ),
+        (&policy.exec, FsAccess::READ_EXEC),
+        (&policy.write, FsAccess::READ_WRITE),
+    ];
+    for (list, access) in lists {
+        for root in list {
+            add_rule(&mut plan, root, access, &policy.protected, &denied)?;
+        }
+    }
+
+    for d in DEVICES_RW {
+        add_existing(&mut plan, Path::new(d), FsAccess::READ_WRITE);
+    }
+    for d in DEVICES_RO {
+        add_existing(&mut plan, Path::new(d), FsAccess::READ);
+    }
+    if let Some(tty) = &needs.tty {
+        add_existing(&mut plan, Path::new("/dev/tty"), FsAccess::TERMINAL);
+        let c = canonical(tty).map_err(|e| SandboxError::ChildPath {
+            what: "terminal",
+            path: tty.clone(),
+            source: e,
+        })?;
+        plan.grant(c, FsAccess::TERMINAL);
+    }
+
+    // The program, its interpreter(s), and the loader's libraries.
+    let program = canonical(&needs.program).map_err(|e| SandboxError::ChildPath {
+        what: "program",
+        path: needs.program.clone(),
+        source: e,
+    })?;
+    for p in interpreters(&program) {
+        if let Ok(c) = canonical(&p) {
+            for q in interpreters(&c) {
+                if let Ok(qc) = canonical(&q) {
+                    plan.grant(qc, FsAccess::READ_EXEC);
+                }
+            }
+            plan.grant(c, FsAccess::READ_EXEC);
+        }
+    }
+    plan.grant(program, FsAccess::READ_EXEC);
+    for d in LIBRARY_DIRS {
+        add_existing(&mut plan, Path::new(d), FsAccess::READ);
+    }
+
+    for p in &needs.extra_read {
+        let c = canonical(p).map_err(|e| SandboxError::ChildPath {
+            what: "injected file",
+            path: p.clone(),
+            source: e,
+        })?;
+        plan.grant(c, FsAccess::READ);
+    }
+    Ok(plan)
+}
+
+fn canonical(p: &Path) -> std::io::Result<PathBuf> {
+    fs::canonicalize(p)
+}
+
+fn add_existing(plan: &mut FsPlan, p: &Path, access: FsAccess) {
+    if let Ok(c) = canonical(p) {
+        plan.grant(c, access);
+    }
+}
+
+/// The stores, both as written under `$HOME` and with symlinks resolved (a store may be a
+/// symlink into another tree that a rule covers).
+fn denied_paths(protected: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for s in protected {
+        let resolved = canonical(s).ok().or_else(|| {
+            let parent = s.parent()?;
+            let name = s.file_name()?;
+            // A store that does not exist yet: resolve its nearest existing ancestor.
+            let mut base = parent.to_path_buf();
+            let mut rest = vec![name.to_os_string()];
+            loop {
+                if let Ok(c) = canonical(&base) {
+                    let mut p = c;
+                    for r in rest.iter().rev() {
+                        p.push(r);
+                    }
+                    return Some(p);
+                }
+                rest.push(base.file_name()?.to_os_string());
+                base = base.parent()?.to_path_buf();
+            }
+        });
+        for p in [Some(s.clone()), resolved].into_iter().flatten() {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Adds one profile rule, expanding it around the stores when it covers one.
+fn add_rule(
+    plan: &mut FsPlan,
+    root: &Path,
+    access: FsAccess,
+    protected: &[PathBuf],
+    denied: &[PathBuf],
+) -> Result<(), SandboxError> {
+    let Ok(c) = canonical(root) else {
+        plan.skipped
+            .push(format!("{} (does not exist)", root.display()));
+        return Ok(());
+    };
+    // Does the rule, as written, name a store or a path inside one? Then it is explicit.
+    let explicit = protected.iter().any(|s| root.starts_with(s));
+    let lands_in_store = denied.iter().any(|d| c.starts_with(d));
+    if lands_in_store && !explicit {
+        plan.skipped.push(format!(
+            "{} (resolves to {}, inside a credential store; name the store itself to allow it)",
+            root.display(),
+            c.display()
+        ));
+        return Ok(());
+    }
+    if explicit {
+        plan.grant(c, access);
+        return Ok(());
+    }
+    if !denied.iter().any(|d| d.starts_with(&c) && d != &c) {
+        plan.grant(c, access);
+        return Ok(());
+    }
+    if !plan.expanded.contains(&root.to_path_buf()) {
+        plan.expanded.push(root.to_path_buf());
+    }
+    expand(plan, &c, access, denied).map_err(|e| SandboxError::ChildPath {
+        what: "rule covering a credential store",
+        path: c.clone(),
+        source: e,
+    })
+}
+
+/// Grants every entry of `dir` except the denied ones, recursing into directories that
+/// contain a denied path. Symlinks on the way to a store are skipped, never followed.
+fn expand(
+    plan: &mut FsPlan,
+    dir: &Path,
+    access: FsAccess,
+    denied: &[PathBuf],
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = dir.join(e.file_name());
+        if denied.contains(&p) {
+            continue;
+        }
+        let ft = e.file_type()?;
+        if ft.is_symlink() {
+            // Landlock would grant the target; the broad rule never covered it.
+            continue;
+        }
+        if denied.iter().any(|d| d.starts_with(&p)) {
+            if ft.is_dir() {
+                expand(plan, &p, access, denied)?;
+            }
+            continue;
+        }
+        plan.grant(p, access);
+    }
+    Ok(())
+}
+
+/// The interpreters `execve` of `path` will open: the ELF `PT_INTERP`, or a script's `#!` line.
+pub(crate) fn interpreters(path: &Path) -> Vec<PathBuf> {
+    let mut head = Vec::with_capacity(4096);
+    let Ok(f) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    if f.take(4096).read_to_end(&mut head).is_err() {
+        return Vec::new();
+    }
+    if let Some(rest) = head.strip_prefix(b"#!") {
+        let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        return line
+            .split_whitespace()
+            .next()
+            .filter(|s| s.starts_with('/'))
+            .map(|s| vec![PathBuf::from(s)])
+            .unwrap_or_default();
+    }
+    elf_interp(path).into_iter().collect()
+}
+
+/// Reads `PT_INTERP` from a 64- or 32-bit little-endian ELF file.
+fn elf_interp(path: &Path) -> Option<PathBuf> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = fs::File::open(path).ok()?;
+    let mut ident = [0u8; 64];
+    f.read_exact(&mut ident).ok()?;
+    if &ident[..4] != b"\x7fELF" || ident[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], o: usize| -> Option<u64> {
+        Some(u64::from(u16::from_le_bytes(
+            b.get(o..o + 2)?.try_into().ok()?,
+        )))
+    };
+    let u32_at = |b: &[u8], o: usize| -> Option<u64> {
+        Some(u64::from(u32::from_le_bytes(
+            b.get(o..o + 4)?.try_into().ok()?,
+        )))
+    };
+    let u64_at = |b: &[u8], o: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+    };
+    let is64 = match ident[4] {
+        2 => true,
+        1 => false,
+        _ => return None,
+    };
+    let (phoff, phentsize, phnum) = if is64 {
+        (
+            u64_at(&ident, 0x20)?,
+            u16_at(&ident, 0x36)?,
+            u16_at(&ident, 0x38)?,
+        )
+    } else {
+        (
+            u32_at(&ident, 0x1c)?,
+            u16_at(&ident, 0x2a)?,
+            u16_at(&ident, 0x2c)?,
+        )
+    };
+    if phentsize < 32 || phnum > 512 {
+        return None;
+    }
+    let mut ph = vec![0u8; usize::try_from(phentsize * phnum).ok()?];
+    f.seek(SeekFrom::Start(phoff)).ok()?;
+    f.read_exact(&mut ph).ok()?;
+    for i in 0..usize::try_from(phnum).ok()? {
+        let e = &ph[i * usize::try_from(phentsize).ok()?..];
+        if u32_at(e, 0)? != 3 {
+            continue; // not PT_INTERP
+        }
+        let (off, size) = if is64 {
+            (u64_at(e, 0x08)?, u64_at(e, 0x20)?)
+        } else {
+            (u32_at(e, 0x04)?, u32_at(e, 0x10)?)
+        };
+        if size == 0 || size > 4096 {
+            return None;
+        }
+        let mut buf = vec![0u8; usize::try_from(size).ok()?];
+        f.seek(SeekFrom::Start(off)).ok()?;
+        f.read_exact(&mut buf).ok()?;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        let s = std::str::from_utf8(&buf[..end]).ok()?;
+        return s.starts_with('/').then(|| PathBuf::from(s));
+    }
+    None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::sandbox::SandboxSection;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "agentrun-fsplan-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            TempDir(fs::canonicalize(&p).unwrap())
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn fake_home(t: &TempDir) -> PathBuf {
+        let h = t.0.join("home");
+        for d in [
+            ".ssh",
+            ".aws",
+            ".config/gcloud",
+            ".config/gh",
+            ".config/nvim",
+            ".docker",
+            "src/proj",
+        ] {
+            fs::create_dir_all(h.join(d)).unwrap();
+        }
+        for f in [
+            ".ssh/id_rsa",
+            ".aws/credentials",
+            ".docker/config.json",
+            ".docker/daemon.json",
+            ".bashrc",
+            ".netrc",
+        ] {
+            fs::write(h.join(f), "x").unwrap();
+        }
+        std::os::unix::fs::symlink(h.join(".ssh"), h.join("innocent")).unwrap();
+        h
+    }
+
+    fn needs() -> ChildNeeds {
+        ChildNeeds {
+            program: PathBuf::from("/bin/sh"),
+            extra_read: vec![],
+            tty: None,
+        }
+    }
+
+    fn paths(plan: &FsPlan) -> Vec<PathBuf> {
+        plan.grants.iter().map(|g| g.path.clone()).collect()
+    }
+
+    #[test]
+    fn home_rule_is_expanded_around_the_stores() {
+        let t = TempDir::new("home");
+        let home = fake_home(&t);
+        let s = SandboxSection {
+            read: Some(vec!["~".into()]),
+            write: Some(vec![]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let policy = Policy::resolve(Some(&s), &t.0, Some(&home), None).unwrap();
+        let plan = plan(&policy, &needs()).unwrap();
+        let got = paths(&plan);
+        for ok in [".bashrc", "src", ".config/nvim", ".docker/daemon.json"] {
+            assert!(got.contains(&home.join(ok)), "{ok} granted: {got:?}");
+        }
+        for denied in [
+            "",
+            ".ssh",
+            ".aws",
+            ".config",
+            ".config/gcloud",
+            ".config/gh",
+            ".docker",
+            ".docker/config.json",
+            ".netrc",
+            "innocent",
+        ] {
+            let p = home.join(denied);
+            assert!(
+                !got.contains(&p),
+                "{} must not be granted: {got:?}",
+                p.display()
+            );
+        }
+        assert!(got.iter().all(|g| !g.starts_with(home.join(".ssh"))));
+        assert_eq!(plan.expanded, vec![home.clone()]);
+    }
+
+    #[test]
+    fn a_rule_above_home_is_expanded_down_to_it() {
+        let t = TempDir::new("above");
+        let home = fake_home(&t);
+        fs::write(t.0.join("sibling"), "x").unwrap();
+        let s = SandboxSection {
+            read: Some(vec![t.0.display().to_string()]),
+            write: Some(vec![]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let policy = Policy::resolve(Some(&s), &t.0, Some(&home), None).unwrap();
+        let got = paths(&plan(&policy, &needs()).unwrap());
+        assert!(got.contains(&t.0.join("sibling")));
+        assert!(got.contains(&home.join(".bashrc")));
+        assert!(!got.contains(&t.0) && !got.contains(&home));
+        assert!(!got.iter().any(|g| g.starts_with(home.join(".aws"))));
+    }
+
+    #[test]
+    fn a_rule_naming_a_store_grants_it() {
+        let t = TempDir::new("explicit");
+        let home = fake_home(&t);
+        let s = SandboxSection {
+            read: Some(vec!["~".into(), "~/.aws/credentials".into()]),
+            write: Some(vec!["~/.config/gh".into()]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let policy = Policy::resolve(Some(&s), &t.0, Some(&home), None).unwrap();
+        let plan = plan(&policy, &needs()).unwrap();
+        let got = paths(&plan);
+        assert!(got.contains(&home.join(".aws/credentials")));
+        assert!(got.contains(&home.join(".config/gh")));
+        assert!(!got.contains(&home.join(".ssh")));
+        // A symlink that leads into a store is not an explicit naming.
+        let s = SandboxSection {
+            read: Some(vec!["~/innocent".into()]),
+            write: Some(vec![]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let policy = Policy::resolve(Some(&s), &t.0, Some(&home), None).unwrap();
+        let plan = super::plan(&policy, &needs()).unwrap();
+        assert!(!paths(&plan).contains(&home.join(".ssh")));
+        assert!(
+            plan.skipped.iter().any(|s| s.contains("credential store")),
+            "{:?}",
+            plan.skipped
+        );
+    }
+
+    #[test]
+    fn store_behind_a_symlink_is_denied_at_its_target() {
+        let t = TempDir::new("symstore");
+        let home = t.0.join("home");
+        let keys = t.0.join("data/keys");
+        fs::create_dir_all(&keys).unwrap();
+        fs::create_dir_all(t.0.join("data/other")).unwrap();
+        fs::create_dir_all(&home).unwrap();
+        std::os::unix::fs::symlink(&keys, home.join(".ssh")).unwrap();
+        let s = SandboxSection {
+            read: Some(vec![t.0.join("data").display().to_string()]),
+            write: Some(vec![]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let policy = Policy::resolve(Some(&s), &t.0, Some(&home), None).unwrap();
+        let got = paths(&plan(&policy, &needs()).unwrap());
+        assert!(got.contains(&t.0.join("data/other")));
+        assert!(!got.contains(&keys) && !got.contains(&t.0.join("data")));
+    }
+
+    #[test]
+    fn child_needs_are_added() {
+        let t = TempDir::new("needs");
+        let s = SandboxSection {
+            read: Some(vec![]),
+            write: Some(vec![]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let secret = t.0.join("secret");
+        fs::write(&secret, "x").unwrap();
+        let policy = Policy::resolve(Some(&s), &t.0, None, None).unwrap();
+        let n = ChildNeeds {
+            program: PathBuf::from("/usr/bin/python3"),
+            extra_read: vec![secret.clone()],
+            tty: None,
+        };
+        let plan = plan(&policy, &n).unwrap();
+        let g = |p: &Path| plan.grants.iter().find(|g| g.path == p).map(|g| g.access);
+        let py = fs::canonicalize("/usr/bin/python3").unwrap();
+        assert_eq!(g(&py), Some(FsAccess::READ_EXEC));
+        assert_eq!(g(&secret), Some(FsAccess::READ));
+        assert_eq!(g(Path::new("/dev/null")), Some(FsAccess::READ_WRITE));
+        let interp = elf_interp(&py).expect("python3 is a dynamic ELF");
+        let interp = fs::canonicalize(interp).unwrap();
+        assert_eq!(g(&interp), Some(FsAccess::READ_EXEC));
+
+        let missing = ChildNeeds {
+            extra_read: vec![t.0.join("nope")],
+            ..n
+        };
+        let e = super::plan(&policy, &missing).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn shebang_interpreter_is_found() {
+        let t = TempDir::new("shebang");
+        let script = t.0.join("s");
+        fs::write(&script, "#!/bin/sh -e\necho hi\n").unwrap();
+        assert_eq!(interpreters(&script), vec![PathBuf::from("/bin/sh")]);
+        fs::write(&script, "no shebang").unwrap();
+        assert!(interpreters(&script).is_empty());
+    }
+}
