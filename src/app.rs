@@ -7,6 +7,7 @@ use crate::audit::Audit;
 use crate::cli::{CheckArgs, Cli, Command, ProfileArg, RunArgs, Tty};
 use crate::launch::{self, Injected, Launch, pump::Passthrough, pump::StreamFilter};
 use crate::profile::{self, AuditSink, Inject, Profile, Resolve, search};
+use crate::sandbox::{self, ChildNeeds, Mode, Policy};
 use crate::secrets::{self, Context};
 use secrecy::SecretString;
 use serde_json::json;
@@ -153,6 +154,17 @@ fn load_profile(arg: &ProfileArg, ctx: &Context) -> Result<Profile, Fail> {
             xdg_state_home: xdg_state.as_deref(),
         },
     )?)
+}
+
+fn sandbox_policy(profile: &Profile, ctx: &Context) -> Result<Policy, Fail> {
+    let tmpdir = ctx.var("TMPDIR").map(PathBuf::from);
+    Policy::resolve(
+        profile.sandbox.as_ref(),
+        &ctx.cwd,
+        ctx.home.as_deref(),
+        tmpdir.as_deref(),
+    )
+    .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))
 }
 
 fn search_dirs(ctx: &Context) -> Vec<PathBuf> {
@@ -316,6 +328,14 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         ));
     }
     let profile = load_profile(&args.profile, &ctx)?;
+    let policy = sandbox_policy(&profile, &ctx)?;
+    let mode = if args.unconfined {
+        Mode::Unconfined
+    } else if args.best_effort {
+        Mode::BestEffort
+    } else {
+        Mode::Enforce
+    };
     let timeout = match &args.timeout {
         Some(t) => Some(profile::limits::parse_duration("--timeout", t).map_err(Fail::setup)?),
         None => profile.limits.timeout,
@@ -365,7 +385,7 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         Tty::Never => false,
         Tty::Auto => nix::unistd::isatty(std::io::stdout()).unwrap_or(false),
     };
-    let launch = Launch {
+    let mut launch = Launch {
         argv: &args.command,
         base_env: base.vars,
         secrets: got
@@ -379,7 +399,7 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         cwd: &ctx.cwd,
         limits: &profile.limits,
         timeout,
-        tty,
+        tty: None,
         confine: None,
     };
     let program = match launch::resolve(&launch) {
@@ -395,6 +415,28 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
             ));
         }
     };
+    if tty {
+        let pty = launch::tty::Pty::open()
+            .map_err(|e| Fail::setup(format!("cannot open a pseudo-terminal: {e}")))?;
+        launch.tty = Some(pty);
+    }
+    let needs = ChildNeeds {
+        program: program.clone(),
+        extra_read: Vec::new(),
+        tty: launch.tty.as_ref().and_then(|t| t.slave_path()),
+    };
+    let prepared = match sandbox::prepare(&policy, &needs, mode) {
+        Ok(p) => p,
+        Err(e) => return Err(fail(&mut audit, Fail::setup(e.to_string()))),
+    };
+    let report = prepared.report();
+    if mode != Mode::Enforce {
+        for n in &report.notes {
+            say.at(Level::Info, &format!("sandbox: {n}"));
+        }
+    }
+    audit.event("sandbox", json!(report))?;
+    launch.confine = Some(std::sync::Arc::new(prepared));
     let start = Instant::now();
     let make_filter = || -> Box<dyn StreamFilter> { Box::new(Passthrough) };
     let mut audit_err = None;
@@ -465,10 +507,18 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
 fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(&args.profile, &ctx)?;
-    let (_got, reports, errors) = fetch_and_verify(&profile, &ctx, None);
+    let policy = sandbox_policy(&profile, &ctx)?;
+    let (_got, reports, mut errors) = fetch_and_verify(&profile, &ctx, None);
+    let kernel = sandbox::kernel_report(&policy);
+    if !kernel.enforce_ok {
+        errors.push(format!(
+            "sandbox: this kernel cannot enforce the profile: {} (a run needs --best-effort)",
+            kernel.missing.join("; ")
+        ));
+    }
     let ok = errors.is_empty();
     if args.json {
-        let doc = json!({"profile": profile.path, "ok": ok, "secrets": reports, "errors": errors});
+        let doc = json!({"profile": profile.path, "ok": ok, "secrets": reports, "sandbox": kernel, "errors": errors});
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         println!("profile  {}  ok", profile.path.display());
@@ -479,6 +529,25 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
                 r.name, r.source, r.location, r.fetch, r.fetch_ms, r.verify
             );
         }
+        let w = &kernel.would_enforce;
+        println!(
+            "sandbox  landlock ABI {} (rules pinned to {}): fs {:?}, net {:?}, scope {:?}; seccomp {:?}; capabilities dropped",
+            kernel.landlock_abi.unwrap_or(0),
+            w.pinned_abi,
+            w.fs,
+            w.net,
+            w.scope,
+            w.seccomp
+        );
+        println!(
+            "pid ns   {} ({})",
+            if kernel.pid_namespace.available {
+                "available"
+            } else {
+                "unavailable"
+            },
+            kernel.pid_namespace.how
+        );
         for e in &errors {
             say.at(Level::Error, e);
         }
@@ -497,6 +566,8 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
 fn explain(args: &CheckArgs) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(&args.profile, &ctx)?;
+    let policy = sandbox_policy(&profile, &ctx)?;
+    let denied = sandbox::denied_syscalls(&policy);
     let base = launch::env::base(&profile, &ctx.env);
     let mut env_names: Vec<String> = base
         .vars
@@ -521,7 +592,7 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
         "description": profile.description,
         "env": {"pass": profile.pass, "set": profile.set.keys().collect::<Vec<_>>(), "child_names": env_names, "dropped": base.dropped},
         "secrets": secrets,
-        "sandbox": profile.sandbox,
+        "sandbox": {"policy": policy, "denied_syscalls": denied},
         "redact": profile.redact,
         "audit": profile.audit,
         "limits": profile.limits,

@@ -449,7 +449,8 @@ fn audit_log_is_chained_private_and_valueless() {
     assert_eq!(
         kinds,
         [
-            "start", "secret", "spawn", "exit", "start", "secret", "spawn", "exit"
+            "start", "secret", "sandbox", "spawn", "exit", "start", "secret", "sandbox", "spawn",
+            "exit"
         ]
     );
     assert_eq!(events[0]["prev"], "0".repeat(64));
@@ -464,7 +465,9 @@ fn audit_log_is_chained_private_and_valueless() {
     assert_eq!(events[0]["profile_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(events[1]["name"], "MY_KEY");
     assert_eq!(events[1]["source"], "dotenv");
-    assert_eq!(events[7]["code"], 4);
+    assert_eq!(events[9]["code"], 4);
+    assert_eq!(events[2]["fs"], "fully");
+    assert_eq!(events[2]["seccomp"], "fully");
     let mode = std::fs::metadata(s.path().join("audit.jsonl"))
         .unwrap()
         .permissions()

@@ -8,7 +8,7 @@ pub mod env;
 pub mod pump;
 pub mod spawn;
 pub mod supervise;
-mod tty;
+pub mod tty;
 
 use crate::profile::{Inject, Limits};
 use pump::{PumpStats, StreamFilter};
@@ -37,7 +37,8 @@ pub struct Launch<'a> {
     pub cwd: &'a Path,
     pub limits: &'a Limits,
     pub timeout: Option<std::time::Duration>,
-    pub tty: bool,
+    /// The child's pseudo-terminal, when it gets one.
+    pub tty: Option<tty::Pty>,
     pub confine: Option<Confine>,
 }
 
@@ -86,11 +87,11 @@ pub fn run<'f>(
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io(e.into()))?;
     let (term, slave) = match launch.tty {
-        true => {
-            let (t, s) = tty::Pty::open().map_err(io)?;
-            (Some(t), Some(s))
+        Some(mut t) => {
+            let slave = t.take_slave();
+            (Some(t), slave)
         }
-        false => (None, None),
+        None => (None, None),
     };
     let (stdin, stdout, out_r, ctty) = match (&term, slave) {
         (Some(t), Some(slave)) => {

@@ -137,8 +137,8 @@ impl SecretFile {
     }
 }
 
-/// The child's confinement step, run last before exec (the sandbox plugs in here).
-pub type Confine = Arc<dyn Fn() -> Result<(), (&'static str, i32)> + Send + Sync>;
+/// The child's confinement, prepared in the parent and applied last before exec.
+pub type Confine = Arc<crate::sandbox::Prepared>;
 
 /// Everything needed to start the child.
 pub struct ChildSpec<'a> {
@@ -233,11 +233,9 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
                 return fail(4, e);
             }
         }
-        if let Some(confine) = &confine
-            && let Err((step, errno)) = confine()
-        {
-            let _ = step;
-            return fail(100, errno);
+        if let Some(confine) = &confine {
+            // Reported through std's own exec-error pipe, encoded in the raw error code.
+            confine.apply_in_child()?;
         }
         Ok(())
     });
@@ -250,18 +248,18 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
     let got = f.read(&mut report).unwrap_or(0);
     match result {
         Ok(child) => Ok(child),
-        Err(err) if got == 8 => {
+        Err(_) if got == 8 => {
             let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]) as usize;
             let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-            let step = if step == 100 {
-                "confinement"
-            } else {
-                STEPS.get(step).copied().unwrap_or("setup")
-            };
-            let _ = err;
             Err(SpawnError::Setup {
-                step,
+                step: STEPS.get(step).copied().unwrap_or("setup"),
                 err: io::Error::from_raw_os_error(errno),
+            })
+        }
+        Err(err) if let Some(e) = crate::sandbox::ChildSetupError::decode(&err) => {
+            Err(SpawnError::Setup {
+                step: e.step,
+                err: io::Error::from_raw_os_error(e.errno),
             })
         }
         Err(err) => match err.raw_os_error() {

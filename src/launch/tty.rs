@@ -10,13 +10,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub struct Pty {
     pub master: OwnedFd,
+    slave: Option<OwnedFd>,
 }
 
 impl Pty {
-    /// Open a pty sized like agentrun's terminal; returns it and the slave side, which
-    /// the caller hands to the child and then drops, so the master sees EOF (EIO) once
-    /// the child's tree is gone.
-    pub fn open() -> std::io::Result<(Pty, OwnedFd)> {
+    /// Open a pty sized like agentrun's terminal.
+    pub fn open() -> std::io::Result<Pty> {
         let ws = sys::window_size(libc::STDOUT_FILENO);
         let pty = nix::pty::openpty(ws.as_ref().map(to_nix).as_ref(), None)?;
         for fd in [&pty.master, &pty.slave] {
@@ -25,7 +24,22 @@ impl Pty {
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
             )?;
         }
-        Ok((Pty { master: pty.master }, pty.slave))
+        Ok(Pty {
+            master: pty.master,
+            slave: Some(pty.slave),
+        })
+    }
+
+    /// The slave's path (for the sandbox's rules).
+    pub fn slave_path(&self) -> Option<std::path::PathBuf> {
+        let slave = self.slave.as_ref()?;
+        nix::unistd::ttyname(slave).ok()
+    }
+
+    /// The slave side, which the caller hands to the child and then drops, so the master
+    /// sees EOF (EIO) once the child's tree is gone.
+    pub fn take_slave(&mut self) -> Option<OwnedFd> {
+        self.slave.take()
     }
 
     /// Put agentrun's own terminal (stdin) into raw mode, if it is one.

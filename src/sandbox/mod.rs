@@ -451,6 +451,11 @@ fn pid_namespace() -> PidNamespace {
     }
 }
 
+/// The syscalls the filter denies under `policy`, for `explain`.
+pub fn denied_syscalls(policy: &Policy) -> Vec<&'static str> {
+    seccomp::denied_names(policy)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -205,10 +205,10 @@ impl Policy {
                     });
                 }
                 let mut w = vec![cwd.clone(), PathBuf::from("/tmp")];
-                if let Some(t) = tmpdir.filter(|t| t.is_absolute()).map(normalize) {
-                    if !w.contains(&t) {
-                        w.push(t);
-                    }
+                if let Some(t) = tmpdir.filter(|t| t.is_absolute()).map(normalize)
+                    && !w.contains(&t)
+                {
+                    w.push(t);
                 }
                 w
             }
