@@ -24,11 +24,11 @@ def measure(cmds, runs, cwd, env):
     times = {name: [] for name, _ in cmds}
     for _ in range(5):  # warm caches
         for _, argv in cmds:
-            subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, check=True)
+            subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     for _ in range(runs):
         for name, argv in cmds:
             t0 = time.perf_counter_ns()
-            r = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+            r = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             t1 = time.perf_counter_ns()
             if r.returncode != 0:
                 sys.exit(f"{name} failed with {r.returncode}: {argv}")
@@ -57,11 +57,13 @@ def main():
             '[audit]\nlog = "audit.jsonl"\n'
         )
     os.chmod(profile, 0o600)
-    env = {"PATH": "/usr/bin:/bin", "HOME": work, "BENCH_SECRET": "env-secret-value-0123456789"}
+    os.mkdir(os.path.join(work, "home"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.path.join(work, "home"), "BENCH_SECRET": "env-secret-value-0123456789"}
 
     cmds = [
         ("bare /bin/true", ["/bin/true"]),
-        ("agentrun (4 local secrets)", [args.binary, "--profile", profile, "--", "/bin/true"]),
+        ("agentrun --unconfined (4 local secrets)", [args.binary, "--unconfined", "--profile", profile, "--", "/bin/true"]),
+        ("agentrun confined (4 local secrets)", [args.binary, "--profile", profile, "--", "/bin/true"]),
     ]
     extra = os.environ.get("BENCH_EXTRA_FLAGS")
     if extra:

@@ -31,6 +31,7 @@ def attempt(what, fn):
         print(f"agent: {what}: refused ({e.strerror})")
 
 
+attempt("list my home directory", lambda: os.listdir(os.path.expanduser("~")))
 attempt("read ~/.ssh/id_rsa", lambda: open(os.path.expanduser("~/.ssh/id_rsa")).read())
 attempt("read my launcher's environment", lambda: open(f"/proc/{os.getppid()}/environ").read())
 attempt("connect to 127.0.0.1:22", lambda: socket.create_connection(("127.0.0.1", 22), timeout=2))

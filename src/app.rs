@@ -291,13 +291,13 @@ fn fetch_and_verify(
     }
     if let Some(audit) = audit {
         for r in &reports {
-            let _ = audit.event(
+            audit.record(
                 "secret",
                 json!({"name": r.name, "source": r.source, "location": r.location, "outcome": r.fetch, "duration_ms": r.fetch_ms}),
             );
         }
         for e in events {
-            let _ = audit.event("verify", e);
+            audit.record("verify", e);
         }
     }
     (got, reports, errors)
@@ -435,7 +435,9 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
             say.at(Level::Info, &format!("sandbox: {n}"));
         }
     }
-    audit.event("sandbox", json!(report))?;
+    audit.record("sandbox", json!(report));
+    // Everything before the spawn reaches the log before the child starts.
+    audit.flush()?;
     launch.confine = Some(std::sync::Arc::new(prepared));
     let start = Instant::now();
     let make_filter = || -> Box<dyn StreamFilter> { Box::new(Passthrough) };

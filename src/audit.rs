@@ -30,6 +30,9 @@ pub struct Audit {
     run_id: String,
     /// Chain state for the stderr sink (a file re-reads its last line under the lock).
     last: String,
+    /// Events recorded but not yet written: [`Audit::flush`] appends them in one locked
+    /// write, so a run costs a few appends, not one per event.
+    pending: Vec<Map<String, Value>>,
 }
 
 enum Target {
@@ -88,6 +91,7 @@ impl Audit {
             target,
             run_id,
             last: GENESIS.to_string(),
+            pending: Vec::new(),
         })
     }
 
@@ -95,8 +99,15 @@ impl Audit {
         &self.run_id
     }
 
-    /// Append one event. `fields` must be a JSON object of names, outcomes and counts.
+    /// Append one event now (after any recorded ones).
     pub fn event(&mut self, event: &str, fields: Value) -> Result<(), AuditError> {
+        self.record(event, fields);
+        self.flush()
+    }
+
+    /// Record one event for the next [`Audit::flush`]. `fields` must be a JSON object of
+    /// names, outcomes and counts.
+    pub fn record(&mut self, event: &str, fields: Value) {
         let mut obj = Map::new();
         obj.insert(
             "ts".into(),
@@ -109,13 +120,26 @@ impl Audit {
         if let Value::Object(m) = fields {
             obj.extend(m);
         }
+        self.pending.push(obj);
+    }
+
+    /// Write every recorded event, chained, in one append under an exclusive lock.
+    pub fn flush(&mut self) -> Result<(), AuditError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
         match &mut self.target {
             Target::Stderr => {
-                obj.insert("prev".into(), Value::String(self.last.clone()));
-                let line = Value::Object(obj).to_string();
-                self.last = hex::encode(Sha256::digest(line.as_bytes()));
-                let mut err = io::stderr().lock();
-                let _ = writeln!(err, "{line}");
+                let mut out = Vec::new();
+                for mut obj in pending {
+                    obj.insert("prev".into(), Value::String(self.last.clone()));
+                    let line = Value::Object(obj).to_string();
+                    self.last = hex::encode(Sha256::digest(line.as_bytes()));
+                    out.extend_from_slice(line.as_bytes());
+                    out.push(b'\n');
+                }
+                let _ = io::stderr().lock().write_all(&out);
                 Ok(())
             }
             Target::File { path, file } => {
@@ -125,17 +149,29 @@ impl Audit {
                 };
                 let mut f: &File = file;
                 let _lock = Flock::exclusive(f).map_err(e)?;
-                let prev = match last_line(f).map_err(e)? {
+                let mut prev = match last_line(f).map_err(e)? {
                     Some(l) => hex::encode(Sha256::digest(&l)),
                     None => GENESIS.to_string(),
                 };
-                obj.insert("prev".into(), Value::String(prev));
-                let mut line = Value::Object(obj).to_string().into_bytes();
-                line.push(b'\n');
-                f.write_all(&line).map_err(e)?;
+                let mut out = Vec::new();
+                for mut obj in pending {
+                    obj.insert("prev".into(), Value::String(prev));
+                    let line = Value::Object(obj).to_string();
+                    prev = hex::encode(Sha256::digest(line.as_bytes()));
+                    out.extend_from_slice(line.as_bytes());
+                    out.push(b'\n');
+                }
+                f.write_all(&out).map_err(e)?;
                 Ok(())
             }
         }
+    }
+}
+
+impl Drop for Audit {
+    /// A safety net: events recorded on an early return are still written.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
