@@ -12,8 +12,10 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::config::{Credentials, Region};
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -289,19 +291,35 @@ impl Aws {
         Ok(SecretString::from(text))
     }
 
-    fn error<E, R>(&self, e: SdkError<E, R>, secret_id: String, what: String) -> AwsError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug + 'static,
-    {
+    fn error(
+        &self,
+        e: SdkError<GetSecretValueError, HttpResponse>,
+        secret_id: String,
+        what: String,
+    ) -> AwsError {
         let place = self.place.clone();
         let secs = self.settings.timeout.as_secs_f64();
         match &e {
             SdkError::ServiceError(se) => {
                 let err = se.err();
-                let code = err.code().unwrap_or("");
+                // Some endpoints (moto's IAM enforcement, some proxies) answer a JSON-protocol
+                // call with a query-protocol XML error, which the SDK cannot classify.
+                let body = se
+                    .raw()
+                    .body()
+                    .bytes()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let code = err
+                    .code()
+                    .map(str::to_string)
+                    .or_else(|| xml_element(&body, "Code"))
+                    .unwrap_or_default();
+                let code = code.as_str();
                 let detail = err
                     .message()
+                    .map(str::to_string)
+                    .or_else(|| xml_element(&body, "Message"))
                     .map(|m| format!(" ({})", m.replace(['\n', '\r'], " ")))
                     .unwrap_or_default();
                 match code {
@@ -384,6 +402,16 @@ impl Aws {
             },
         }
     }
+}
+
+/// The text of the first `<name>...</name>` element, short and on one line.
+fn xml_element(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = body.find(&open)? + open.len();
+    let len = body[start..].find(&close)?;
+    let text: String = body[start..start + len].chars().take(200).collect();
+    Some(text).filter(|t| !t.is_empty())
 }
 
 /// Add the fix to the SDK's most common set-up failures.
