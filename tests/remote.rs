@@ -591,3 +591,67 @@ verify = {{ pattern = "^ok-.*" }}
         "{json}"
     );
 }
+
+/// AWS against a server that accepts connections and never answers (a listener inside this
+/// test): the `[aws].timeout` ends the call, retries included.
+#[test]
+fn aws_hung_endpoint_times_out() {
+    let silent = Silent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile(
+        dir.path(),
+        &format!(
+            "version = 1\n[aws]\nendpoint = \"{}\"\nregion = \"us-east-1\"\ntimeout = \"1s\"\n[secrets]\nA = \"aws-sm:a\"\nB = \"aws-sm:b\"\n",
+            silent.addr
+        ),
+    );
+    let c = ctx(
+        dir.path(),
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
+    let start = Instant::now();
+    let m = by_name(Fetcher::new(&p, &c).fetch_all(&p.secrets));
+    let took = start.elapsed();
+    for name in ["A", "B"] {
+        let e = err(&m, name);
+        assert!(e.contains("no answer within 1s"), "{e}");
+    }
+    assert!(took < Duration::from_millis(3500), "took {took:?}");
+}
+
+/// HTTPS with a private CA: trusted through `[vault].ca_cert`, refused without it.
+#[test]
+fn vault_tls_with_custom_ca() {
+    let bao = Bao::start_tls();
+    bao.cli(&["kv", "put", "secret/tls", "k=over-tls"]);
+    let ca = bao.ca.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = ctx(dir.path(), &[("VAULT_TOKEN", &bao.token)]);
+    let p = profile(
+        dir.path(),
+        &format!(
+            "version = 1\n[vault]\naddress = \"{}\"\nca_cert = \"{}\"\n[secrets]\nK = \"vault:secret/tls#k\"\n",
+            bao.addr,
+            ca.display()
+        ),
+    );
+    let m = by_name(Fetcher::new(&p, &c).fetch_all(&p.secrets));
+    assert_eq!(ok(&m, "K"), "over-tls");
+
+    let p = profile(
+        dir.path(),
+        &format!(
+            "version = 1\n[vault]\naddress = \"{}\"\n[secrets]\nK = \"vault:secret/tls#k\"\n",
+            bao.addr
+        ),
+    );
+    let m = by_name(Fetcher::new(&p, &c).fetch_all(&p.secrets));
+    let e = err(&m, "K");
+    assert!(
+        e.contains("TLS with vault at") && e.contains(&bao.addr) && e.contains("ca_cert"),
+        "{e}"
+    );
+}

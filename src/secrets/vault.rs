@@ -102,6 +102,15 @@ pub enum VaultError {
         reason: String,
     },
     #[error(
+        "TLS with vault at {addr} failed (reading {path}): {reason}; set [vault].ca_cert (or $VAULT_CACERT) \
+         to the PEM of the CA that signed the server's certificate"
+    )]
+    Tls {
+        addr: String,
+        path: String,
+        reason: String,
+    },
+    #[error(
         "vault at {addr} did not answer within {secs}s reading {path}: check the server, or raise [vault].timeout"
     )]
     Timeout {
@@ -593,6 +602,9 @@ impl Vault {
                 path,
                 secs: self.timeout.as_secs_f64(),
             },
+            Failure::Connect(reason) if reason.contains("certificate") => {
+                VaultError::Tls { addr, path, reason }
+            }
             Failure::Connect(reason) => VaultError::Unreachable { addr, path, reason },
             Failure::Other(msg) => VaultError::Other { addr, path, msg },
             Failure::Status { code: 404, .. } => {

@@ -107,10 +107,21 @@ pub struct Bao {
     pub addr: String,
     pub token: String,
     pub home: tempfile::TempDir,
+    /// With `start_tls`: the CA that signed the server's certificate.
+    pub ca: Option<PathBuf>,
 }
 
 impl Bao {
     pub fn start() -> Bao {
+        Self::start_with(false)
+    }
+
+    /// `-dev-tls`: HTTPS with a certificate from a CA the dev server writes to its HOME.
+    pub fn start_tls() -> Bao {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Bao {
         let bin = venv_bin("bao");
         // Dev servers started at once would race for ports (each also takes PORT+1 for its
         // cluster listener): start them one at a time, on a port whose neighbour is free too.
@@ -121,13 +132,19 @@ impl Bao {
         // The dev server writes ~/.vault-token: give it its own HOME.
         let home = tempfile::tempdir().expect("tempdir");
         let log = home.path().join("bao.log");
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".to_string(),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+            format!("-dev-root-token-id={token}"),
+        ];
+        let ca = tls.then(|| home.path().join("vault-ca.pem"));
+        if tls {
+            args.push("-dev-tls".into());
+            args.push(format!("-dev-tls-cert-dir={}", home.path().display()));
+        }
         let child = Command::new(&bin)
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-                &format!("-dev-root-token-id={token}"),
-            ])
+            .args(&args)
             .env("HOME", home.path())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(home.path().join("bao.out")).expect("log file"))
@@ -140,15 +157,35 @@ impl Bao {
             &mut proc.0,
             Duration::from_secs(20),
             &log,
-            || http_status(port, "/v1/sys/health") == Some(200),
+            || match &ca {
+                None => http_status(port, "/v1/sys/health") == Some(200),
+                Some(ca) => {
+                    // The TLS listener is up once the CA is written and the port accepts.
+                    ca.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok()
+                }
+            },
         );
-        Bao {
+        let scheme = if tls { "https" } else { "http" };
+        let bao = Bao {
             proc,
             port,
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("{scheme}://127.0.0.1:{port}"),
             token,
             home,
+            ca,
+        };
+        if tls {
+            // Unsealed and serving: the CLI over TLS answers.
+            let start = Instant::now();
+            while !bao.try_cli(&["status"]).0 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "bao -dev-tls not ready"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
+        bao
     }
 
     /// Run the `bao` CLI against this server as root; panics on failure; returns stdout.
@@ -157,22 +194,34 @@ impl Bao {
     }
 
     pub fn cli_with(&self, args: &[&str], token: &str) -> String {
-        let out = Command::new(venv_bin("bao"))
-            .args(args)
+        let (ok, stdout, stderr) = self.run_cli(args, token);
+        assert!(ok, "bao {args:?} failed: {stderr}");
+        stdout
+    }
+
+    fn try_cli(&self, args: &[&str]) -> (bool, String) {
+        let (ok, stdout, _) = self.run_cli(args, &self.token);
+        (ok, stdout)
+    }
+
+    fn run_cli(&self, args: &[&str], token: &str) -> (bool, String, String) {
+        let mut cmd = Command::new(venv_bin("bao"));
+        cmd.args(args)
             .env("BAO_ADDR", &self.addr)
             .env("VAULT_ADDR", &self.addr)
             .env("BAO_TOKEN", token)
             .env("VAULT_TOKEN", token)
             .env("HOME", self.home.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run bao");
-        assert!(
+            .stdin(Stdio::null());
+        if let Some(ca) = &self.ca {
+            cmd.env("BAO_CACERT", ca).env("VAULT_CACERT", ca);
+        }
+        let out = cmd.output().expect("run bao");
+        (
             out.status.success(),
-            "bao {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
     }
 
     /// Write a policy from HCL text.
