@@ -655,3 +655,36 @@ fn vault_tls_with_custom_ca() {
         "{e}"
     );
 }
+
+/// OpenBao namespaces: `[vault].namespace` (or `$VAULT_NAMESPACE`) selects the namespace.
+#[test]
+fn vault_namespace() {
+    let bao = Bao::start();
+    bao.cli(&["namespace", "create", "team"]);
+    bao.cli(&[
+        "secrets",
+        "enable",
+        "-namespace=team",
+        "-path=kv",
+        "-version=2",
+        "kv",
+    ]);
+    bao.cli(&["kv", "put", "-namespace=team", "kv/app", "k=in-namespace"]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "version = 1\n[vault]\naddress = \"{}\"\n[secrets]\nK = \"vault:kv/app#k\"\n",
+        bao.addr
+    );
+    let p = profile(dir.path(), &text);
+    let c = ctx(
+        dir.path(),
+        &[("VAULT_TOKEN", &bao.token), ("VAULT_NAMESPACE", "team")],
+    );
+    let m = by_name(Fetcher::new(&p, &c).fetch_all(&p.secrets));
+    assert_eq!(ok(&m, "K"), "in-namespace");
+    // Without the namespace, the path is not there.
+    let c = ctx(dir.path(), &[("VAULT_TOKEN", &bao.token)]);
+    let m = by_name(Fetcher::new(&p, &c).fetch_all(&p.secrets));
+    let e = err(&m, "K");
+    assert!(e.contains("kv/data/app"), "{e}");
+}
