@@ -396,10 +396,10 @@ impl Verify {
                 ));
             }
         }
-        if let (Some(re), Some(text)) = (&self.pattern, &self.pattern_text) {
-            if !re.is_match(v) {
-                return Err(format!("the value does not match pattern '{text}'"));
-            }
+        if let (Some(re), Some(text)) = (&self.pattern, &self.pattern_text)
+            && !re.is_match(v)
+        {
+            return Err(format!("the value does not match pattern '{text}'"));
         }
         Ok(())
     }
