@@ -8,7 +8,8 @@ use crate::cli::{CheckArgs, Cli, Command, ProfileArg, RunArgs, Tty};
 use crate::launch::{self, Injected, Launch, pump::Passthrough, pump::StreamFilter};
 use crate::profile::{self, AuditSink, Inject, Profile, Resolve, search};
 use crate::sandbox::{self, ChildNeeds, Mode, Policy};
-use crate::secrets::{self, Context};
+use crate::secrets::{self, Context, Fetcher};
+use crate::verify;
 use secrecy::SecretString;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -184,123 +185,66 @@ struct Got {
     value: SecretString,
 }
 
-/// What happened to one secret, for `check` and the audit log (never a value).
-#[derive(serde::Serialize)]
-struct SecretReport {
-    name: String,
-    source: String,
-    location: String,
-    fetch: String,
-    fetch_ms: f64,
-    verify: String,
-    attempts: u32,
-    ok: bool,
+/// The secrets stage: everything fetched at once, verified (a failed check refetches once),
+/// reported per secret; only accepted values come out.
+struct Secrets {
+    got: Vec<Got>,
+    report: verify::SecretsCheck,
+    errors: Vec<String>,
 }
 
-/// Fetch every declared secret and verify it; a failed check refetches once.
-fn fetch_and_verify(
-    profile: &Profile,
-    ctx: &Context,
-    audit: Option<&mut Audit>,
-) -> (Vec<Got>, Vec<SecretReport>, Vec<String>) {
-    let sources: Vec<&secrets::Source> = profile.secrets.iter().map(|s| &s.source).collect();
-    let fetched = secrets::fetch_all(&sources, ctx);
-    let mut got = Vec::new();
-    let mut reports = Vec::new();
+fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Audit>) -> Secrets {
+    let fetcher = Fetcher::new(profile, ctx);
+    let mut fetched = fetcher.fetch_all(&profile.secrets);
+    let verifications = verify::verify_all(&fetcher, &profile.secrets, &mut fetched);
+    let report = verify::summarize(&profile.secrets, &fetched, &verifications);
     let mut errors = Vec::new();
-    let mut events = Vec::new();
-    for (spec, f) in profile.secrets.iter().zip(fetched) {
-        let mut report = SecretReport {
-            name: spec.name.clone(),
-            source: spec.source.kind().into(),
-            location: spec.source.location(),
-            fetch: "ok".into(),
-            fetch_ms: ms(f.duration),
-            verify: if spec.verify.is_empty() {
-                "none".into()
-            } else {
-                "ok".into()
-            },
-            attempts: 1,
-            ok: true,
-        };
+    let mut got = Vec::new();
+    for ((spec, f), r) in profile.secrets.iter().zip(fetched).zip(&report.secrets) {
         match f.value {
-            Err(e) => {
-                report.fetch = e.to_string();
-                if spec.required {
-                    report.ok = false;
-                    errors.push(format!(
-                        "secret {}: {} ({}): {e}",
-                        spec.name,
-                        spec.source_text,
-                        spec.source.kind()
-                    ));
-                } else {
-                    report.fetch = format!("missing, optional: {e}");
-                }
+            Err(e) if spec.required => errors.push(format!(
+                "secret {}: {} ({}): {e}",
+                spec.name,
+                spec.source_text,
+                spec.source.kind()
+            )),
+            Ok(value) if r.verify.as_ref().is_none_or(verify::Verification::passed) => {
+                got.push(Got {
+                    name: spec.name.clone(),
+                    inject: spec.inject,
+                    value,
+                })
             }
-            Ok(value) => {
-                let mut value = value;
-                let mut check = spec.verify.check_format(&value);
-                if check.is_err() {
-                    // It may have been rotated meanwhile: fetch once more and check again.
-                    report.attempts = 2;
-                    events.push(
-                        json!({"name": spec.name, "attempt": 1, "outcome": check.as_ref().err()}),
-                    );
-                    let start = Instant::now();
-                    match secrets::fetch_all(&[&spec.source], ctx)
-                        .pop()
-                        .map(|f| f.value)
-                    {
-                        Some(Ok(v)) => {
-                            value = v;
-                            check = spec.verify.check_format(&value);
-                        }
-                        Some(Err(e)) => check = Err(format!("refetch failed: {e}")),
-                        None => {}
-                    }
-                    report.fetch_ms += ms(start.elapsed());
-                }
-                match check {
-                    Ok(()) => {
-                        if !spec.verify.is_empty() {
-                            events.push(json!({"name": spec.name, "attempt": report.attempts, "outcome": "ok"}));
-                        }
-                        got.push(Got {
-                            name: spec.name.clone(),
-                            inject: spec.inject,
-                            value,
-                        });
-                    }
-                    Err(why) => {
-                        events.push(
-                            json!({"name": spec.name, "attempt": report.attempts, "outcome": why}),
-                        );
-                        report.verify = why.clone();
-                        report.ok = false;
-                        errors.push(format!(
-                            "secret {}: verification failed twice ({why}): all credentials invalid, refusing to start",
-                            spec.name
-                        ));
-                    }
-                }
-            }
+            // Optional and missing, or optional and invalid: left out (the audit log says so).
+            _ => {}
         }
-        reports.push(report);
+    }
+    if let Some(e) = verify::refusal(&verifications) {
+        errors.push(e.to_string());
     }
     if let Some(audit) = audit {
-        for r in &reports {
+        for r in &report.secrets {
+            let mut outcome = json!(r.fetch);
+            let accepted =
+                r.fetch.is_ok() && r.verify.as_ref().is_none_or(verify::Verification::passed);
+            if !r.required && !accepted {
+                outcome["left_out"] = json!("optional");
+            }
             audit.record(
                 "secret",
-                json!({"name": r.name, "source": r.source, "location": r.location, "outcome": r.fetch, "duration_ms": r.fetch_ms}),
+                json!({"name": r.name, "source": r.kind, "location": r.source, "required": r.required,
+                       "fetch": outcome, "duration_ms": ms(r.fetch_time)}),
             );
         }
-        for e in events {
-            audit.record("verify", e);
+        for v in &verifications {
+            audit.record("verify", json!(v));
         }
     }
-    (got, reports, errors)
+    Secrets {
+        got,
+        report,
+        errors,
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -364,13 +308,9 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         f
     };
 
-    let (got, _reports, errors) = fetch_and_verify(&profile, &ctx, Some(&mut audit));
-    if let Some(first) = errors.first() {
-        let mut msg = first.clone();
-        if errors.len() > 1 {
-            msg = errors.join("\nagentrun: ");
-        }
-        return Err(fail(&mut audit, Fail::setup(msg)));
+    let Secrets { got, errors, .. } = fetch_and_verify(&profile, &ctx, Some(&mut audit));
+    if !errors.is_empty() {
+        return Err(fail(&mut audit, Fail::setup(errors.join("\nagentrun: "))));
     }
 
     let base = launch::env::base(&profile, &ctx.env);
@@ -510,7 +450,9 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(&args.profile, &ctx)?;
     let policy = sandbox_policy(&profile, &ctx)?;
-    let (_got, reports, mut errors) = fetch_and_verify(&profile, &ctx, None);
+    let Secrets {
+        report, mut errors, ..
+    } = fetch_and_verify(&profile, &ctx, None);
     let kernel = sandbox::kernel_report(&policy);
     if !kernel.enforce_ok {
         errors.push(format!(
@@ -520,15 +462,26 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     }
     let ok = errors.is_empty();
     if args.json {
-        let doc = json!({"profile": profile.path, "ok": ok, "secrets": reports, "sandbox": kernel, "errors": errors});
+        let doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "errors": errors});
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         println!("profile  {}  ok", profile.path.display());
-        for r in &reports {
+        for r in &report.secrets {
             let mark = if r.ok { "ok" } else { "FAILED" };
+            let fetch = match &r.fetch {
+                verify::Outcome::Ok => "ok".to_string(),
+                verify::Outcome::Failed(e) => e.clone(),
+            };
+            let checked = match &r.verify {
+                None => "-".to_string(),
+                Some(v) if v.passed() => format!("ok ({} attempt(s))", v.attempts.len()),
+                Some(v) => v.reason(),
+            };
             println!(
-                "secret   {:<24} {}:{}  fetch {} ({:.1} ms)  verify {}  {mark}",
-                r.name, r.source, r.location, r.fetch, r.fetch_ms, r.verify
+                "secret   {:<24} {}  fetch {fetch} ({:.1} ms)  verify {checked}  {mark}",
+                r.name,
+                r.source,
+                ms(r.fetch_time)
             );
         }
         let w = &kernel.would_enforce;
@@ -615,9 +568,9 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
 fn redact(args: &ProfileArg, _say: &Say) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(args, &ctx)?;
-    let (_got, _reports, errors) = fetch_and_verify(&profile, &ctx, None);
-    if let Some(e) = errors.first() {
-        return Err(Fail::setup(e.clone()));
+    let Secrets { errors, .. } = fetch_and_verify(&profile, &ctx, None);
+    if !errors.is_empty() {
+        return Err(Fail::setup(errors.join("\nagentrun: ")));
     }
     let input = std::fs::File::from(std::io::stdin().lock().as_fd_owned()?);
     let output = std::fs::File::from(std::io::stdout().lock().as_fd_owned()?);

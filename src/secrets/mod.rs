@@ -9,12 +9,17 @@ mod local;
 pub mod source;
 pub mod vault;
 
+pub use aws::{AwsError, AwsSection, AwsSettings};
 pub use source::{AwsRef, Source, VaultRef};
+pub use vault::{VaultError, VaultSection, VaultSettings};
 
+use crate::profile::{Profile, SecretSpec};
 use secrecy::SecretString;
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Everything a fetch may read besides the source itself: agentrun's own environment
@@ -58,11 +63,19 @@ pub enum FetchError {
     #[error("the value is empty: an empty credential is never valid")]
     Empty,
     #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("{0}")]
+    Aws(#[from] AwsError),
+    #[error("{0}")]
     Remote(String),
 }
 
-/// The outcome of fetching one secret.
+/// The outcome of fetching one secret: a value or an error, and how long it took.
+///
+/// `duration` is the wall time until this secret was available, counted from the start of the
+/// fetch (for remote secrets it includes the shared login or AWS configuration loading).
 pub struct Fetched {
+    pub name: String,
     pub value: Result<SecretString, FetchError>,
     pub duration: Duration,
 }
@@ -72,23 +85,211 @@ pub fn fetch_local(source: &Source, ctx: &Context) -> Result<SecretString, Fetch
     local::fetch(source, ctx)
 }
 
-/// Fetch every `(name, source)` pair; the result is in the same order.
-pub fn fetch_all(sources: &[&Source], ctx: &Context) -> Vec<Fetched> {
-    sources
-        .iter()
-        .map(|s| {
-            let start = Instant::now();
-            let value = match s {
-                Source::Vault(_) | Source::AwsSm(_) => Err(FetchError::Remote(format!(
-                    "the {} source is not available in this build",
-                    s.kind()
-                ))),
-                _ => fetch_local(s, ctx),
-            };
-            Fetched {
-                value,
-                duration: start.elapsed(),
-            }
+/// Fetch every declared secret of `profile`; the result is in the order of `profile.secrets`.
+///
+/// A shorthand for [`Fetcher::new`] + [`Fetcher::fetch_all`]; keep the [`Fetcher`] when a
+/// refetch or a probe may follow, so that the Vault login and AWS configuration are reused.
+pub fn fetch_all(profile: &Profile, ctx: &Context) -> Vec<Fetched> {
+    Fetcher::new(profile, ctx).fetch_all(&profile.secrets)
+}
+
+/// Fetches secrets from every source, remote ones concurrently.
+///
+/// Nothing remote is touched until a remote source is fetched: no async runtime, no Vault
+/// client, no AWS configuration for a profile of local sources. The runtime (current-thread)
+/// and the logged-in clients are created on first use and kept for refetches and probes.
+/// Values are never cached: every fetch and refetch reads the source again.
+pub struct Fetcher<'a> {
+    ctx: &'a Context,
+    vault_section: Option<&'a VaultSection>,
+    aws_section: Option<&'a AwsSection>,
+    runtime: OnceCell<Result<tokio::runtime::Runtime, String>>,
+    vault: OnceCell<Result<Rc<vault::Vault>, VaultError>>,
+    aws: RefCell<BTreeMap<Option<String>, Result<aws::Aws, AwsError>>>,
+}
+
+impl<'a> Fetcher<'a> {
+    pub fn new(profile: &'a Profile, ctx: &'a Context) -> Self {
+        Self::with_sections(profile.vault.as_ref(), profile.aws.as_ref(), ctx)
+    }
+
+    /// For callers without a [`Profile`] (tests, tools): the `[vault]` and `[aws]` tables.
+    pub fn with_sections(
+        vault: Option<&'a VaultSection>,
+        aws: Option<&'a AwsSection>,
+        ctx: &'a Context,
+    ) -> Self {
+        Fetcher {
+            ctx,
+            vault_section: vault,
+            aws_section: aws,
+            runtime: OnceCell::new(),
+            vault: OnceCell::new(),
+            aws: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn context(&self) -> &Context {
+        self.ctx
+    }
+
+    /// Fetch all `specs` at once; the result is in the same order.
+    pub fn fetch_all(&self, specs: &[SecretSpec]) -> Vec<Fetched> {
+        let refs: Vec<&SecretSpec> = specs.iter().collect();
+        self.fetch_many(&refs)
+    }
+
+    /// Fetch one secret again from its source (after a failed verification: it may have been
+    /// rotated). Reuses the Vault login and AWS configuration, never a value.
+    pub fn refetch(&self, spec: &SecretSpec) -> Fetched {
+        self.fetch_many(&[spec]).pop().unwrap_or_else(|| Fetched {
+            name: spec.name.clone(),
+            value: Err(FetchError::Remote("internal: no fetch result".into())),
+            duration: Duration::ZERO,
         })
-        .collect()
+    }
+
+    /// Fetch several secrets; local ones in turn (they take microseconds), remote ones
+    /// concurrently on the runtime.
+    pub fn fetch_many(&self, specs: &[&SecretSpec]) -> Vec<Fetched> {
+        let start = Instant::now();
+        let mut out: Vec<Option<Fetched>> = specs
+            .iter()
+            .map(|spec| {
+                if spec.source.is_remote() {
+                    None
+                } else {
+                    let value = fetch_local(&spec.source, self.ctx);
+                    Some(Fetched {
+                        name: spec.name.clone(),
+                        value,
+                        duration: start.elapsed(),
+                    })
+                }
+            })
+            .collect();
+        let remote: Vec<(usize, &SecretSpec)> = specs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.source.is_remote())
+            .map(|(i, s)| (i, *s))
+            .collect();
+        if !remote.is_empty() {
+            let results = match self.runtime() {
+                Ok(rt) => rt.block_on(self.fetch_remote(&remote, start)),
+                Err(msg) => remote
+                    .iter()
+                    .map(|(_, spec)| Fetched {
+                        name: spec.name.clone(),
+                        value: Err(FetchError::Remote(msg.clone())),
+                        duration: start.elapsed(),
+                    })
+                    .collect(),
+            };
+            for ((i, _), f) in remote.iter().zip(results) {
+                out[*i] = Some(f);
+            }
+        }
+        out.into_iter()
+            .zip(specs)
+            .map(|(f, spec)| {
+                f.unwrap_or_else(|| Fetched {
+                    name: spec.name.clone(),
+                    value: Err(FetchError::Remote("internal: no fetch result".into())),
+                    duration: start.elapsed(),
+                })
+            })
+            .collect()
+    }
+
+    /// The current-thread runtime, created on first use (remote sources and live probes).
+    pub fn runtime(&self) -> Result<&tokio::runtime::Runtime, String> {
+        self.runtime
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the async runtime for remote secrets: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    async fn fetch_remote(&self, remote: &[(usize, &SecretSpec)], start: Instant) -> Vec<Fetched> {
+        // Shared set-up first (one Vault login, one AWS configuration per region), then all
+        // reads at once.
+        let vault = if remote
+            .iter()
+            .any(|(_, s)| matches!(s.source, Source::Vault(_)))
+        {
+            Some(self.vault_client().await)
+        } else {
+            None
+        };
+        let mut regions: Vec<Option<String>> = remote
+            .iter()
+            .filter_map(|(_, s)| match &s.source {
+                Source::AwsSm(a) => Some(a.region.clone()),
+                _ => None,
+            })
+            .collect();
+        regions.sort();
+        regions.dedup();
+        let mut aws_clients = BTreeMap::new();
+        for region in regions {
+            let client = self.aws_client(region.clone()).await;
+            aws_clients.insert(region, client);
+        }
+        let reads = remote.iter().map(|(_, spec)| {
+            let vault = vault.clone();
+            let aws_client = match &spec.source {
+                Source::AwsSm(a) => aws_clients.get(&a.region).cloned(),
+                _ => None,
+            };
+            async move {
+                let value = match (&spec.source, vault, aws_client) {
+                    (Source::Vault(r), Some(Ok(v)), _) => v.read(r).await.map_err(FetchError::from),
+                    (Source::Vault(_), Some(Err(e)), _) => Err(FetchError::from(e)),
+                    (Source::AwsSm(r), _, Some(Ok(a))) => a.read(r).await.map_err(FetchError::from),
+                    (Source::AwsSm(_), _, Some(Err(e))) => Err(FetchError::from(e)),
+                    _ => Err(FetchError::Remote(format!(
+                        "internal: no client for the {} source",
+                        spec.source.kind()
+                    ))),
+                };
+                Fetched {
+                    name: spec.name.clone(),
+                    value,
+                    duration: start.elapsed(),
+                }
+            }
+        });
+        futures_util::future::join_all(reads).await
+    }
+
+    async fn vault_client(&self) -> Result<Rc<vault::Vault>, VaultError> {
+        if let Some(v) = self.vault.get() {
+            return v.clone();
+        }
+        let result = match VaultSettings::from_section(self.vault_section, self.ctx) {
+            Ok(settings) => vault::Vault::connect(&settings, self.ctx)
+                .await
+                .map(Rc::new),
+            Err(e) => Err(e),
+        };
+        let _ = self.vault.set(result.clone());
+        result
+    }
+
+    async fn aws_client(&self, region: Option<String>) -> Result<aws::Aws, AwsError> {
+        if let Some(c) = self.aws.borrow().get(&region) {
+            return c.clone();
+        }
+        let result = match AwsSettings::from_section(self.aws_section) {
+            Ok(settings) => Ok(aws::connect(&settings, region.as_deref(), self.ctx).await),
+            Err(e) => Err(e),
+        };
+        self.aws.borrow_mut().insert(region, result.clone());
+        result
+    }
 }
