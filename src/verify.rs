@@ -180,10 +180,10 @@ impl Probe {
             ));
         }
         // A built-in probe given a bare base URL gets the provider's own path.
-        if let (Some(d), true) = (kind.default_url(), url.path() == "/") {
-            if let Ok(default) = reqwest::Url::parse(d) {
-                url.set_path(default.path());
-            }
+        if let (Some(d), true) = (kind.default_url(), url.path() == "/")
+            && let Ok(default) = reqwest::Url::parse(d)
+        {
+            url.set_path(default.path());
         }
         if kind != ProbeKind::Http {
             for (key, set) in [

@@ -171,24 +171,24 @@ pub(crate) async fn connect(settings: &AwsSettings, region: Option<&str>, ctx: &
         loader = loader.endpoint_url(e);
     }
     // The chain's first link, read from the snapshot. An explicit profile takes precedence.
-    if settings.profile.is_none() {
-        if let (Some(id), Some(key)) = (
+    if settings.profile.is_none()
+        && let (Some(id), Some(key)) = (
             ctx.var_str("AWS_ACCESS_KEY_ID").filter(|v| !v.is_empty()),
             ctx.var_str("AWS_SECRET_ACCESS_KEY")
                 .filter(|v| !v.is_empty()),
-        ) {
-            let session = ctx
-                .var_str("AWS_SESSION_TOKEN")
-                .filter(|v| !v.is_empty())
-                .map(str::to_string);
-            loader = loader.credentials_provider(Credentials::new(
-                id,
-                key,
-                session,
-                None,
-                "agentrun-environment",
-            ));
-        }
+        )
+    {
+        let session = ctx
+            .var_str("AWS_SESSION_TOKEN")
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+        loader = loader.credentials_provider(Credentials::new(
+            id,
+            key,
+            session,
+            None,
+            "agentrun-environment",
+        ));
     }
     let t = settings.timeout;
     loader = loader

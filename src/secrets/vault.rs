@@ -223,12 +223,12 @@ impl VaultSettings {
             .clone()
             .or_else(|| ctx.var_str("VAULT_NAMESPACE").map(str::to_string))
             .filter(|n| !n.is_empty());
-        if let Some(ns) = &namespace {
-            if !ns.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(cfg(format!(
-                    "namespace = \"{ns}\" has spaces or control characters"
-                )));
-            }
+        if let Some(ns) = &namespace
+            && !ns.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(cfg(format!(
+                "namespace = \"{ns}\" has spaces or control characters"
+            )));
         }
         let method = s.auth.as_deref().unwrap_or("token");
         let needs = |key: &str, v: &Option<String>| -> Result<String, VaultError> {
