@@ -140,7 +140,7 @@ fn input_and_window_size_follow() {
             "--",
             "/usr/bin/python3",
             "-c",
-            "import os,signal,sys\nprint('size', os.get_terminal_size(1), flush=True)\nsignal.signal(signal.SIGWINCH, lambda *a: print('resized', os.get_terminal_size(1), flush=True))\nline = sys.stdin.readline()\nprint('got', line.strip(), flush=True)\nsignal.pause()",
+            "import os,signal,sys\nprint('size', os.get_terminal_size(1), flush=True)\nsignal.signal(signal.SIGWINCH, lambda *a: print('resized', os.get_terminal_size(1), flush=True))\nline = sys.stdin.readline()\nprint('got', line.strip(), flush=True)\nwhile True: signal.pause()",
         ],
     );
     let out = read_until(&mut p.master, Duration::from_secs(10), |t| {
