@@ -382,6 +382,12 @@ pub struct ProbeServer {
 
 impl ProbeServer {
     pub fn start(accepted: &str) -> ProbeServer {
+        Self::start_with(accepted, || {})
+    }
+
+    /// Like [`ProbeServer::start`], and runs `on_reject` before answering a rejected
+    /// request (e.g. to rotate the credential at its source, as an operator would).
+    pub fn start_with(accepted: &str, on_reject: impl Fn() + Send + Sync + 'static) -> ProbeServer {
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let expected = format!("authorization: bearer {}", accepted.to_ascii_lowercase());
@@ -398,6 +404,9 @@ impl ProbeServer {
             counter.fetch_add(1, Ordering::SeqCst);
             let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
             let ok = text.lines().any(|l| l.trim_end() == expected);
+            if !ok {
+                on_reject();
+            }
             let status = if ok { "200 OK" } else { "401 Unauthorized" };
             let _ = write!(
                 s,
