@@ -437,13 +437,12 @@ pub fn pid_namespace() -> PidNamespace {
     match crate::sys::probe_pid_namespace() {
         Ok(flags) if flags & libc::CLONE_NEWUSER != 0 => PidNamespace {
             available: true,
-            how: "with an unprivileged user namespace (own uid and gid mapped to themselves)"
-                .into(),
+            how: "in an unprivileged user namespace, own uid and gid mapped to themselves".into(),
             flags,
         },
         Ok(flags) => PidNamespace {
             available: true,
-            how: "CLONE_NEWPID (CAP_SYS_ADMIN)".into(),
+            how: "CLONE_NEWPID, with CAP_SYS_ADMIN".into(),
             flags,
         },
         Err(errno) => {
