@@ -70,6 +70,7 @@ def main():
     ap.add_argument("--runs", type=int, default=300, help="start-up runs per command")
     ap.add_argument("--heavy-runs", type=int, default=15, help="syscall-heavy runs per command")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/agentrun"))
+    ap.add_argument("--compare", metavar="PATH", help="another agentrun build to add rows for (e.g. before a change)")
     args = ap.parse_args()
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} missing: run `cargo build --release --locked` first")
@@ -83,9 +84,9 @@ def main():
         f.write('version = 1\n[audit]\nlog = "audit.jsonl"\n')
     os.chmod(profile, 0o600)
     env = {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8"}
-    a = [args.binary, "--profile", profile]
+    a = [args.binary, "--profile", profile, "-q"]
 
-    check = subprocess.run([*a[:1], "check", *a[1:], "--json"], cwd=work, env=env, capture_output=True, text=True)
+    check = subprocess.run([args.binary, "check", "--profile", profile, "--json"], cwd=work, env=env, capture_output=True, text=True)
     print(f"agentrun check: exit {check.returncode}")
     for line in check.stdout.splitlines():
         if '"landlock_abi"' in line or '"how"' in line:
@@ -96,6 +97,10 @@ def main():
         ("agentrun --unconfined -- /bin/true", [*a, "--unconfined", "--", "/bin/true"]),
         ("agentrun -- /bin/true (confined)", [*a, "--", "/bin/true"]),
     ]
+    if args.compare:
+        c = [args.compare, "--profile", profile, "-q"]
+        startup.append(("compare: --unconfined -- /bin/true", [*c, "--unconfined", "--", "/bin/true"]))
+        startup.append(("compare: -- /bin/true (confined)", [*c, "--", "/bin/true"]))
     bwrap = shutil.which("bwrap")
     if bwrap:
         startup.append(
