@@ -150,3 +150,219 @@ pub fn set_window_size(fd: RawFd, ws: &libc::winsize) {
     // SAFETY: TIOCSWINSZ reads the valid struct we pass.
     let _ = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, ws) };
 }
+
+// --- PID namespace: the few syscalls the child's tiny init needs (all async-signal-safe) ---
+
+/// `fork()` as the raw `clone` syscall: no `pthread_atfork` handlers, no allocator locks.
+/// Returns 0 in the child, the child's pid in the parent.
+///
+/// The new process must make only syscalls until it execs or `_exit`s: it may be a copy of
+/// one thread of a multi-threaded process, and glibc's cached thread id in it is stale.
+pub fn fork_raw() -> Result<libc::pid_t, i32> {
+    // SAFETY: clone with only SIGCHLD as flags and a null stack is fork(2): the child runs on
+    // a copy-on-write copy of this stack and address space. Callers make only syscalls in the
+    // child, so a lock another thread held at the time of the copy is never touched.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r as libc::pid_t)
+    }
+}
+
+/// `unshare(flags)`.
+pub fn unshare(flags: libc::c_int) -> Result<(), i32> {
+    // SAFETY: unshare takes an integer flag set and reads no user memory.
+    if unsafe { libc::unshare(flags) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Block every signal on the calling thread (SIGKILL and SIGSTOP stay deliverable).
+pub fn block_all_signals() -> Result<(), i32> {
+    // SAFETY: `set` is a valid sigset_t on our stack, filled by sigfillset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            return Err(libc::EINVAL);
+        }
+    }
+    Ok(())
+}
+
+/// A pipe, both ends close-on-exec: `(read, write)`.
+pub fn pipe_cloexec() -> Result<(RawFd, RawFd), i32> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two ints into the valid array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
+        Ok((fds[0], fds[1]))
+    } else {
+        Err(errno())
+    }
+}
+
+/// Close `fd`, ignoring errors.
+pub fn close(fd: RawFd) {
+    // SAFETY: closing an integer fd we own; a bad fd yields EBADF, nothing else.
+    let _ = unsafe { libc::close(fd) };
+}
+
+/// Close every fd except `keep` (0, 1 and 2 included).
+pub fn close_all_except(keep: RawFd) {
+    let keep = keep.max(0) as u32;
+    // SAFETY: close_range takes plain integers and touches only this process's fd table.
+    unsafe {
+        if keep > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, keep - 1, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
+    }
+}
+
+/// Read up to `buf.len()` bytes (one `read`), retrying on EINTR; 0 at EOF or on error.
+pub fn read_some(fd: RawFd, buf: &mut [u8]) -> usize {
+    loop {
+        // SAFETY: buf is a valid, writable slice for its length.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            return r as usize;
+        }
+        if errno() != libc::EINTR {
+            return 0;
+        }
+    }
+}
+
+/// `waitpid(pid, 0 | __WALL)`, retrying on EINTR: `(pid, raw wait status)`.
+pub fn wait_for(pid: libc::pid_t) -> Result<(libc::pid_t, libc::c_int), i32> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid writes the status into the valid int we pass.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r > 0 {
+            return Ok((r, status));
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// True when the read end of the pipe whose write end is `fd` has been closed everywhere
+/// (`poll` reports `POLLERR` on a pipe's write end without readers).
+pub fn readers_gone(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one valid pollfd we pass; timeout 0 never blocks.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & libc::POLLERR != 0
+}
+
+/// Write `data` to the file at `path` (for `/proc/self/{uid_map,gid_map,setgroups}`).
+pub fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), i32> {
+    // SAFETY: path is a valid NUL-terminated string; the fd is ours and closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: data is a valid slice for its length.
+    let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let e = errno();
+    close(fd);
+    if r == data.len() as isize {
+        Ok(())
+    } else {
+        Err(if r < 0 { e } else { libc::EIO })
+    }
+}
+
+/// End this process now, without running destructors or atexit handlers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// End this process by signal `sig` (so whoever waits for it sees the same death as the
+/// process it reports for); `_exit(128 + sig)` if the signal does not kill.
+pub fn die_by_signal(sig: libc::c_int) -> ! {
+    // SAFETY: sigaction with a zeroed struct (SIG_DFL, no flags) on our stack, a sigset on our
+    // stack for unblocking exactly `sig`, and kill on our own pid: plain syscalls.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &act, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+    }
+    exit_now(128 + sig)
+}
+
+/// Which `unshare` flags give this process a PID namespace, tried in a throwaway child:
+/// `CLONE_NEWPID` alone (root), else with `CLONE_NEWUSER` (unprivileged user namespaces).
+/// `Err` carries the errno of the last attempt.
+pub fn probe_pid_namespace() -> Result<libc::c_int, i32> {
+    // Above every errno, so the exit code says which attempt worked or why the last failed.
+    const ALONE: i32 = 200;
+    const WITH_USER: i32 = 201;
+    let pid = fork_raw()?;
+    if pid == 0 {
+        // The throwaway child: only syscalls, then _exit.
+        if unshare(libc::CLONE_NEWPID).is_ok() {
+            exit_now(ALONE);
+        }
+        match unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) {
+            Ok(()) => exit_now(WITH_USER),
+            Err(e) => exit_now(e.clamp(1, 199)),
+        }
+    }
+    let (_, status) = wait_for(pid)?;
+    if !libc::WIFEXITED(status) {
+        return Err(libc::ECHILD);
+    }
+    match libc::WEXITSTATUS(status) {
+        ALONE => Ok(libc::CLONE_NEWPID),
+        WITH_USER => Ok(libc::CLONE_NEWUSER | libc::CLONE_NEWPID),
+        e => Err(e),
+    }
+}
+
+/// `PR_SET_DUMPABLE`: whether same-user processes may ptrace us and own our `/proc` files.
+pub fn set_dumpable(on: bool) -> Result<(), i32> {
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes integers only.
+    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) };
+    if r == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// Ask for SIGKILL when the parent dies (no race check: see the caller).
+pub fn set_pdeathsig_kill() -> Result<(), i32> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(errno()) }
+}

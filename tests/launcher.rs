@@ -217,11 +217,12 @@ fn sigkill_of_agentrun_takes_the_child_and_its_secret_file() {
         "f",
         "version = 1\n[secrets.KF2]\nfrom = \"file:k\"\nas = \"file\"\n",
     );
-    let mut child = s.spawn(&["-p", "f", "--", "sh", "-c", "echo $$; exec sleep 300"]);
+    let mut child = s.spawn(&["-p", "f", "--", "sh", "-c", "echo ready; exec sleep 300"]);
     let mut out = child.stdout.take().unwrap();
-    let line = read_until(&mut out, Duration::from_secs(5), |t| t.contains('\n'));
-    let pid: i32 = line.trim().parse().unwrap();
-    assert!(alive(pid));
+    read_until(&mut out, Duration::from_secs(5), |t| t.contains('\n'));
+    // The child runs in its own PID namespace: find it from the outside.
+    let pids = descendants(child.id() as i32);
+    assert!(!pids.is_empty() && pids.iter().all(|p| alive(*p)));
     assert_eq!(
         memfds_named("agentrun-KF2"),
         1,
@@ -229,10 +230,12 @@ fn sigkill_of_agentrun_takes_the_child_and_its_secret_file() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || !alive(pid)),
-        "child {pid} survived agentrun's SIGKILL"
-    );
+    for pid in pids {
+        assert!(
+            eventually(Duration::from_secs(5), || !alive(pid)),
+            "process {pid} survived agentrun's SIGKILL"
+        );
+    }
     assert!(eventually(Duration::from_secs(5), || memfds_named(
         "agentrun-KF2"
     ) == 0));
@@ -320,18 +323,22 @@ fn timeout_gives_124_with_kill_after_grace() {
 fn nothing_outlives_the_run() {
     let s = Scratch::new();
     basic(&s);
-    let o = s.run(&[
-        "-p",
-        "t",
-        "--",
-        "sh",
-        "-c",
-        "setsid sleep 300 >/dev/null 2>&1 & echo $!; sleep 300 >/dev/null 2>&1 & echo $!",
-    ]);
+    // The child's pids are its PID namespace's: find its descendants by a marker instead.
+    let m = marker("outlive");
+    // HOME is inside the working directory, so only its existing subdirectories are writable.
+    std::fs::create_dir(s.path().join("up")).unwrap();
+    let script = format!(
+        "setsid sh -c 'touch up/1; sleep 300; : {m}' >/dev/null 2>&1 & \
+         sh -c 'touch up/2; sleep 300; : {m}' >/dev/null 2>&1 & \
+         while [ ! -e up/1 ] || [ ! -e up/2 ]; do sleep 0.01; done"
+    );
+    let o = s.run(&["-p", "t", "--", "sh", "-c", &script]);
     assert_eq!(o.code, 0, "{o:?}");
-    for pid in o.stdout.lines().map(|l| l.trim().parse::<i32>().unwrap()) {
-        assert!(!alive(pid), "descendant {pid} outlived the run");
-    }
+    assert_eq!(
+        pids_with(&m),
+        Vec::<i32>::new(),
+        "descendants outlived the run"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! straight into the child's environment block or a sealed memfd.
 
 pub mod env;
+pub mod pidns;
 pub mod pump;
 pub mod spawn;
 pub mod supervise;

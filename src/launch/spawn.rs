@@ -5,6 +5,7 @@
 //! close-on-exec pipe as (step, errno), so it ends the run with 125, never in an
 //! unconfined child.
 
+use super::pidns;
 use crate::profile::Limits;
 use crate::sys;
 use std::ffi::{OsStr, OsString};
@@ -163,6 +164,9 @@ const STEPS: &[&str] = &[
     "resource limits",
     "closing inherited descriptors",
     "the signal mask",
+    "a PID namespace",
+    "the user namespace's id maps",
+    "the PID namespace's init",
 ];
 
 /// Fork and exec the child.
@@ -196,6 +200,10 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
     let inherit = spec.inherit;
     let ctty = spec.ctty;
     let confine = spec.confine;
+    let pidns = confine
+        .as_ref()
+        .and_then(|c| c.pid_namespace_flags())
+        .map(pidns::Plan::new);
     sys::set_pre_exec(&mut cmd, move || {
         let fail = |step: usize, errno: i32| {
             let mut msg = [0u8; 8];
@@ -204,10 +212,6 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
             sys::write_best_effort(report_fd, &msg);
             Err(io::Error::from_raw_os_error(errno))
         };
-        // agentrun blocks the signals it forwards; the child starts with none blocked.
-        if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
-            return fail(5, e as i32);
-        }
         if let Err(e) = sys::die_with_parent(parent) {
             return fail(0, e);
         }
@@ -232,6 +236,17 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
             if let Err(e) = sys::inherit_fd(fd) {
                 return fail(4, e);
             }
+        }
+        if let Some(plan) = &pidns {
+            // Returns only in the process that becomes the command (see `pidns`).
+            if let Err((step, e)) = plan.enter() {
+                return fail(6 + step, e);
+            }
+        }
+        // agentrun blocks the signals it forwards (and the PID namespace's init all of them);
+        // the command starts with none blocked.
+        if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
+            return fail(5, e as i32);
         }
         if let Some(confine) = &confine {
             // Reported through std's own exec-error pipe, encoded in the raw error code.

@@ -130,6 +130,8 @@ pub struct Enforcement {
     pub fs_plan: FsPlan,
     /// Syscalls the filter denies.
     pub denied_syscalls: Vec<&'static str>,
+    /// Whether the child gets its own PID namespace (no survivors if agentrun is killed).
+    pub pid_namespace: PidNamespace,
 }
 
 /// Built in the parent; applied in the child.
@@ -208,9 +210,18 @@ impl From<ChildSetupError> for std::io::Error {
 
 /// Builds everything the child will need. Fails closed: in [`Mode::Enforce`] any rule the
 /// kernel cannot enforce is an error naming it and the fix.
+///
+/// Every mode also probes for a PID namespace (the launcher's "no survivors"); its
+/// availability is part of the report.
 pub fn prepare(policy: &Policy, needs: &ChildNeeds, mode: Mode) -> Result<Prepared, SandboxError> {
     let abi = landlock::kernel_abi();
-    prepare_for_kernel(policy, needs, mode, abi, sys::seccomp_available())
+    let mut p = prepare_for_kernel(policy, needs, mode, abi, sys::seccomp_available())?;
+    p.enforcement.pid_namespace = pid_namespace();
+    if !p.enforcement.pid_namespace.available {
+        let n = format!("no PID namespace: {}", p.enforcement.pid_namespace.how);
+        p.enforcement.notes.push(n);
+    }
+    Ok(p)
 }
 
 /// [`prepare`] against a given kernel description (tests simulate older kernels with it).
@@ -314,6 +325,11 @@ fn expected(
         } else {
             seccomp::denied_names(policy)
         },
+        pid_namespace: PidNamespace {
+            available: false,
+            how: "not probed".into(),
+            flags: 0,
+        },
     };
     (e, missing)
 }
@@ -353,13 +369,22 @@ impl Prepared {
     pub fn report(&self) -> Enforcement {
         self.enforcement.clone()
     }
+
+    /// The `unshare` flags that give the child its own PID namespace, when available.
+    pub fn pid_namespace_flags(&self) -> Option<libc::c_int> {
+        let p = &self.enforcement.pid_namespace;
+        (p.available && p.flags != 0).then_some(p.flags)
+    }
 }
 
-/// PID-namespace availability, for `check` ("no survivors" needs one).
+/// PID-namespace availability, for `check` and the audit log ("no survivors" needs one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PidNamespace {
     pub available: bool,
     pub how: String,
+    /// The `unshare` flags that worked in the probe (0: none).
+    #[serde(skip)]
+    pub flags: libc::c_int,
 }
 
 /// For `check`: the kernel's Landlock ABI, what each mode would enforce, PID isolation.
@@ -405,49 +430,65 @@ fn read_num(path: &str) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// Root (CAP_SYS_ADMIN) can always make a PID namespace; others need unprivileged user
-/// namespaces (not disabled by sysctl or AppArmor).
-fn pid_namespace() -> PidNamespace {
-    if !std::path::Path::new("/proc/self/ns/pid").exists() {
-        return PidNamespace {
-            available: false,
-            how: "the kernel has no PID namespaces (CONFIG_PID_NS)".into(),
-        };
-    }
-    if nix::unistd::geteuid().is_root() {
-        return PidNamespace {
+/// Probes, in a throwaway child with our own credentials, whether the launcher can give the
+/// child a PID namespace: with `CLONE_NEWPID` alone (root, CAP_SYS_ADMIN) or together with an
+/// unprivileged user namespace. When neither works, says why in words for `check`.
+pub fn pid_namespace() -> PidNamespace {
+    // With CAP_SYS_ADMIN, CLONE_NEWPID works: skip the probe's fork (it costs start-up time).
+    // Should a seccomp filter around agentrun refuse it anyway, the run stops with 125.
+    let probed = if sys::has_effective_cap(sys::CAP_SYS_ADMIN) == Ok(true) {
+        Ok(libc::CLONE_NEWPID)
+    } else {
+        crate::sys::probe_pid_namespace()
+    };
+    match probed {
+        Ok(flags) if flags & libc::CLONE_NEWUSER != 0 => PidNamespace {
             available: true,
-            how: "as root".into(),
-        };
-    }
-    let blocked = [
-        (
-            "/proc/sys/user/max_user_namespaces",
-            0,
-            "user.max_user_namespaces is 0",
-        ),
-        (
-            "/proc/sys/kernel/unprivileged_userns_clone",
-            0,
-            "kernel.unprivileged_userns_clone is 0",
-        ),
-        (
-            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
-            1,
-            "AppArmor restricts unprivileged user namespaces",
-        ),
-    ];
-    for (path, bad, why) in blocked {
-        if read_num(path) == Some(bad) {
-            return PidNamespace {
+            how: "in an unprivileged user namespace, own uid and gid mapped to themselves".into(),
+            flags,
+        },
+        Ok(flags) => PidNamespace {
+            available: true,
+            how: "CLONE_NEWPID, with CAP_SYS_ADMIN".into(),
+            flags,
+        },
+        Err(errno) => {
+            let blocked = [
+                (
+                    "/proc/sys/user/max_user_namespaces",
+                    0,
+                    "user.max_user_namespaces is 0",
+                ),
+                (
+                    "/proc/sys/kernel/unprivileged_userns_clone",
+                    0,
+                    "kernel.unprivileged_userns_clone is 0",
+                ),
+                (
+                    "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+                    1,
+                    "AppArmor restricts unprivileged user namespaces",
+                ),
+            ];
+            let why = blocked
+                .iter()
+                .find(|(path, bad, _)| read_num(path) == Some(*bad))
+                .map(|(_, _, why)| (*why).to_string())
+                .unwrap_or_else(|| {
+                    format!(
+                        "unshare(CLONE_NEWPID) failed: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    )
+                });
+            PidNamespace {
                 available: false,
-                how: format!("{why}: a SIGKILLed agentrun may leave setsid() descendants running"),
-            };
+                how: format!(
+                    "{why}: a SIGKILLed agentrun may leave setsid() descendants running \
+                     (run as root, or allow unprivileged user namespaces)"
+                ),
+                flags: 0,
+            }
         }
-    }
-    PidNamespace {
-        available: true,
-        how: "through an unprivileged user namespace".into(),
     }
 }
 

@@ -79,8 +79,16 @@ pub(crate) fn last_cap() -> u32 {
 }
 
 /// Whether the calling thread has `CAP_SETPCAP` in its effective set.
-#[allow(unsafe_code)]
 pub(crate) fn has_cap_setpcap() -> Result<bool, i32> {
+    has_effective_cap(CAP_SETPCAP)
+}
+
+/// `CAP_SYS_ADMIN`, which `unshare(CLONE_NEWPID)` needs.
+pub(crate) const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether the calling thread has capability `cap` (< 32) in its effective set.
+#[allow(unsafe_code)]
+pub(crate) fn has_effective_cap(cap: u32) -> Result<bool, i32> {
     let mut header = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
@@ -98,7 +106,7 @@ pub(crate) fn has_cap_setpcap() -> Result<bool, i32> {
     if r < 0 {
         return Err(errno());
     }
-    Ok(data[0].effective & (1 << CAP_SETPCAP) != 0)
+    Ok(data[0].effective & (1 << cap) != 0)
 }
 
 /// Drops capabilities `0..=last` from the bounding set (needs `CAP_SETPCAP`).
