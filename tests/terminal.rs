@@ -140,7 +140,7 @@ fn input_and_window_size_follow() {
             "--",
             "/usr/bin/python3",
             "-c",
-            "import os,signal,sys\nprint('size', os.get_terminal_size(1), flush=True)\nsignal.signal(signal.SIGWINCH, lambda *a: print('resized', os.get_terminal_size(1), flush=True))\nline = sys.stdin.readline()\nprint('got', line.strip(), flush=True)\nwhile True: signal.pause()",
+            "import os,signal,sys\nprint('size', os.get_terminal_size(1), flush=True)\nsignal.signal(signal.SIGWINCH, lambda *a: os.write(1, f'resized {os.get_terminal_size(1)}\\n'.encode()))\nline = sys.stdin.readline()\nprint('got', line.strip(), flush=True)\nwhile True: signal.pause()",
         ],
     );
     let out = read_until(&mut p.master, Duration::from_secs(10), |t| {
@@ -163,7 +163,17 @@ fn input_and_window_size_follow() {
     let out = read_until(&mut p.master, Duration::from_secs(10), |t| {
         t.contains("resized")
     });
-    assert!(out.contains("columns=132, lines=50"), "{out:?}");
+    if !out.contains("columns=132, lines=50") {
+        let st = p.child.wait().unwrap();
+        let mut err = String::new();
+        p.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        panic!("{out:?} status {st:?} stderr {err}");
+    }
     send(p.child.id(), "TERM");
     let status = p.child.wait().unwrap();
     assert_eq!(status.code(), Some(143));

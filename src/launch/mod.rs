@@ -111,6 +111,9 @@ pub fn run<'f>(
             (Stdio::inherit(), Stdio::from(w), r, None)
         }
     };
+    // Raw mode before the child exists: a key typed as soon as it starts (Ctrl-C included)
+    // must reach its terminal, not be eaten by ours.
+    let raw = term.as_ref().and_then(|t| t.enter_raw_mode());
     let child = spawn::spawn(ChildSpec {
         program,
         argv: launch.argv,
@@ -131,7 +134,6 @@ pub fn run<'f>(
 
     let our_out = File::from(std::io::stdout().as_fd().try_clone_to_owned().map_err(io)?);
     let our_err = File::from(std::io::stderr().as_fd().try_clone_to_owned().map_err(io)?);
-    let raw = term.as_ref().and_then(|t| t.enter_raw_mode());
     let (outcome, out_stats, err_stats) = std::thread::scope(|s| {
         let o = s.spawn(|| pump::pump(File::from(out_r), our_out, make_filter()));
         let e = s.spawn(|| pump::pump(File::from(err_r), our_err, make_filter()));

@@ -76,7 +76,11 @@ pub struct Outcome {
 
 /// Hooks for the terminal: a window-size change to pass on.
 pub trait OnSignal {
-    fn winch(&mut self) {}
+    /// The window changed. Returns true when that reached the child already (a pty's
+    /// kernel sends SIGWINCH itself on a size change), false to forward the signal.
+    fn winch(&mut self) -> bool {
+        false
+    }
 }
 
 pub struct NoHooks;
@@ -153,8 +157,9 @@ pub fn supervise(
                     }
                 }
                 Signal::SIGWINCH => {
-                    hooks.winch();
-                    signal_child(pid, sig);
+                    if !hooks.winch() {
+                        signal_child(pid, sig);
+                    }
                 }
                 other => {
                     forwarded.push(other.as_str().to_string());

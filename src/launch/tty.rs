@@ -113,9 +113,13 @@ pub struct Winch {
 }
 
 impl super::supervise::OnSignal for Winch {
-    fn winch(&mut self) {
-        if let Some(ws) = sys::window_size(libc::STDOUT_FILENO) {
-            sys::set_window_size(self.master, &ws);
+    fn winch(&mut self) -> bool {
+        match sys::window_size(libc::STDOUT_FILENO) {
+            Some(ws) => {
+                sys::set_window_size(self.master, &ws);
+                true
+            }
+            None => false,
         }
     }
 }

@@ -123,7 +123,11 @@ pub fn read_until(r: &mut impl Read, limit: Duration, pred: impl Fn(&str) -> boo
         match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => acc.extend_from_slice(&buf[..n]),
-            Err(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("read_until: {e}");
+                break;
+            }
         }
         if pred(&String::from_utf8_lossy(&acc)) {
             break;
