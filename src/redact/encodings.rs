@@ -15,8 +15,10 @@ pub(crate) const MIN_LEN: usize = 4;
 pub(crate) const FRAGMENT_LEN: usize = 12;
 pub(crate) const FRAGMENT_MIN_SECRET: usize = 16;
 
-const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+pub(crate) const B64_STD: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+pub(crate) const B64_URL: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Padded base64 of `data` with the given alphabet.
 pub(crate) fn base64(data: &[u8], alphabet: &[u8; 64]) -> Vec<u8> {
@@ -225,9 +227,9 @@ pub(crate) fn whole_forms(value: &str) -> Vec<Vec<u8>> {
 }
 
 /// Every run of [`FRAGMENT_LEN`] characters of `value` when it has at least
-/// [`FRAGMENT_MIN_SECRET`] characters. Windows that start with whitespace are left out: they
-/// would make every line ending look like the start of a secret and hold it back, and the
-/// window one character later catches the same run.
+/// [`FRAGMENT_MIN_SECRET`] characters. Windows that start or end with whitespace are left out:
+/// they would make every line ending look like part of a secret (held back, or replaced along
+/// with the line before it), and the neighbouring window catches the same run.
 pub(crate) fn fragments(value: &str) -> Vec<Vec<u8>> {
     let mut bounds: Vec<usize> = value.char_indices().map(|(i, _)| i).collect();
     let chars = bounds.len();
@@ -238,12 +240,13 @@ pub(crate) fn fragments(value: &str) -> Vec<Vec<u8>> {
     let bytes = value.as_bytes();
     (0..=chars - FRAGMENT_LEN)
         .map(|k| &bytes[bounds[k]..bounds[k + FRAGMENT_LEN]])
-        .filter(|w| !w[0].is_ascii_whitespace())
+        .filter(|w| !w[0].is_ascii_whitespace() && !w[w.len() - 1].is_ascii_whitespace())
         .map(<[u8]>::to_vec)
         .collect()
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -212,11 +212,9 @@ pub(crate) fn compile_nfa(pattern: &str) -> Result<NFA, String> {
             .syntax(syntax::Config::new().unicode(unicode).utf8(false))
             .configure(thompson::Config::new().utf8(false))
             .build(pattern)
+            .map_err(|e| e.to_string())
     };
-    match build(false) {
-        Ok(nfa) => Ok(nfa),
-        Err(_) => build(true).map_err(|e| e.to_string()),
-    }
+    build(false).or_else(|_| build(true))
 }
 
 impl Rule {
@@ -228,19 +226,17 @@ impl Rule {
         secret_group: impl Fn(&str) -> bool,
     ) -> Result<Rule, String> {
         let nfa = compile_nfa(pattern)?;
-        let dfa = DFA::builder()
-            .configure(
-                DFA::config()
-                    .cache_capacity(DFA_CACHE_BYTES)
-                    .unicode_word_boundary(true),
-            )
-            .build_from_nfa(nfa.clone())
-            .or_else(|_| {
-                DFA::builder()
-                    .configure(DFA::config().unicode_word_boundary(true))
-                    .build_from_nfa(nfa.clone())
-            })
-            .map_err(|e| e.to_string())?;
+        let build_dfa = |config| {
+            DFA::builder()
+                .configure(config)
+                .build_from_nfa(nfa.clone())
+                .map_err(|e| e.to_string())
+        };
+        let small = DFA::config()
+            .cache_capacity(DFA_CACHE_BYTES)
+            .unicode_word_boundary(true);
+        let dfa =
+            build_dfa(small).or_else(|_| build_dfa(DFA::config().unicode_word_boundary(true)))?;
         let vm = PikeVM::builder()
             .build_from_nfa(nfa.clone())
             .map_err(|e| e.to_string())?;
@@ -373,8 +369,9 @@ pub(crate) fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
             .utf8(false)
             .build()
             .parse(pattern)
+            .ok()
     };
-    let hir = parse(false).or_else(|_| parse(true)).ok()?;
+    let hir = parse(false).or_else(|| parse(true))?;
     let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
     let lits = seq.literals()?;
     if lits.is_empty() || lits.len() > 256 || lits.iter().any(|l| l.as_bytes().is_empty()) {
@@ -386,6 +383,9 @@ pub(crate) fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
 /// A match to replace, in window coordinates.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hit {
+    /// Where the match begins (a rule's match may begin before the part it replaces): the
+    /// stream must hold from here, or the match cannot be found again.
+    pub origin: usize,
     pub start: usize,
     pub end: usize,
     pub name: u32,
@@ -436,6 +436,7 @@ impl Matcher {
         if let Some(v) = &self.values {
             v.for_each(hay, from, |pid, start, end| {
                 hits.push(Hit {
+                    origin: start,
                     start,
                     end,
                     name: self.value_names[pid],
@@ -467,6 +468,7 @@ impl Matcher {
             match rule.eval(&mut caches[r as usize], hay, c, eof) {
                 Eval::Live if len - c > rule.max_len => {
                     hits.push(Hit {
+                        origin: c,
                         start: c,
                         end: len,
                         name: rule.name,
@@ -476,6 +478,7 @@ impl Matcher {
                 }
                 Eval::Live => out.live = out.live.min(c),
                 Eval::Done(Some((start, end))) => hits.push(Hit {
+                    origin: c,
                     start,
                     end,
                     name: rule.name,

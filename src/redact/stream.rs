@@ -33,11 +33,13 @@ pub struct RedactStream<'r> {
     map: Vec<usize>,
     hits: Vec<Hit>,
     merged: Vec<Hit>,
+    spans: Vec<(usize, usize)>,
     cands: Vec<(usize, u32)>,
     caches: Vec<RuleCache>,
-    /// The first `cover` pending bytes belong to a match already partly emitted.
-    cover: usize,
-    cover_name: u32,
+    /// Ranges (raw, relative to the pending start) of matches whose beginning was already
+    /// emitted: replaced without being found again.
+    carry: Vec<(usize, usize, u32)>,
+    carry_next: Vec<(usize, usize, u32)>,
     /// A rule's match outgrew its bound: keep replacing up to the end of the line.
     cover_line: Option<u32>,
     counts: BTreeMap<String, u64>,
@@ -53,10 +55,11 @@ impl<'r> RedactStream<'r> {
             map: Vec::new(),
             hits: Vec::new(),
             merged: Vec::new(),
+            spans: Vec::new(),
             cands: Vec::new(),
             caches: r.matcher.rules.iter().map(|rule| rule.cache()).collect(),
-            cover: 0,
-            cover_name: 0,
+            carry: Vec::new(),
+            carry_next: Vec::new(),
             cover_line: None,
             counts: BTreeMap::new(),
         }
@@ -141,6 +144,7 @@ impl<'r> RedactStream<'r> {
             map,
             hits,
             merged,
+            spans,
             cands,
             caches,
             ..
@@ -170,13 +174,14 @@ impl<'r> RedactStream<'r> {
         };
 
         hits.clear();
-        if self.cover > 0 {
-            let end = to_view(from + self.cover);
-            if end > from {
+        for &(s, e, name) in &self.carry {
+            let (s, e) = (to_view(from + s), to_view(from + e));
+            if s < e {
                 hits.push(Hit {
-                    start: from,
-                    end,
-                    name: self.cover_name,
+                    origin: s,
+                    start: s,
+                    end: e,
+                    name,
                     known: true,
                 });
             }
@@ -189,6 +194,7 @@ impl<'r> RedactStream<'r> {
             }
             if end > from {
                 hits.push(Hit {
+                    origin: from,
                     start: from,
                     end,
                     name,
@@ -199,6 +205,35 @@ impl<'r> RedactStream<'r> {
 
         let scan = r.matcher.scan(caches, cands, hay, from, eof, hits);
         let mut boundary = if eof { len } else { scan.live };
+
+        // A match that begins before the boundary and ends after it is held whole, from where
+        // it begins (else it could not be found again), unless that would hold too much: then
+        // its head is emitted replaced and the rest is carried over as covered.
+        spans.clear();
+        spans.extend(hits.iter().map(|h| (h.origin, h.end)));
+        spans.sort_unstable();
+        let mut span: Option<(usize, usize)> = None;
+        for &(o, e) in spans.iter() {
+            match &mut span {
+                Some((_, se)) if o < *se => *se = (*se).max(e),
+                _ if o >= boundary => break,
+                _ => span = Some((o, e)),
+            }
+        }
+        if let Some((o, e)) = span {
+            if o < boundary && boundary < e && to_raw(boundary) - to_raw(o) <= MAX_HOLD {
+                boundary = o;
+            }
+        }
+        let raw_boundary = to_raw(boundary);
+        self.carry_next.clear();
+        for h in hits.iter() {
+            if h.origin < boundary && boundary < h.end {
+                let s = to_raw(h.start.max(boundary)).max(raw_boundary) - raw_boundary;
+                let e = to_raw_end(h.end) - raw_boundary;
+                self.carry_next.push((s, e, h.name));
+            }
+        }
 
         // Union of ranges: sort, merge overlapping; the name prefers a known value, then the
         // longest match.
@@ -221,22 +256,8 @@ impl<'r> RedactStream<'r> {
                 _ => merged.push(*h),
             }
         }
-        // A range straddling the boundary is held whole, unless that would hold too much:
-        // then its head is emitted (replaced) and the rest stays covered.
-        let mut split: Option<(usize, u32)> = None;
-        if let Some(m) = merged
-            .iter()
-            .find(|m| m.start < boundary && boundary < m.end)
-        {
-            if to_raw(boundary) - to_raw(m.start) <= MAX_HOLD {
-                boundary = m.start;
-            } else {
-                split = Some((to_raw_end(m.end), m.name));
-            }
-        }
 
         // Emit.
-        let raw_boundary = to_raw(boundary);
         let mut pos = from;
         for m in merged.iter().filter(|m| m.start < boundary) {
             let rs = to_raw(m.start);
@@ -255,14 +276,7 @@ impl<'r> RedactStream<'r> {
         out.extend_from_slice(&buf[pos..raw_boundary]);
 
         // Carry-over state.
-        let consumed = raw_boundary - from;
-        self.cover = match split {
-            Some((end, name)) => {
-                self.cover_name = name;
-                end - raw_boundary
-            }
-            None => self.cover.saturating_sub(consumed),
-        };
+        std::mem::swap(&mut self.carry, &mut self.carry_next);
         if eof {
             self.cover_line = None;
         } else if let Some(e) = line_end {
@@ -289,7 +303,7 @@ impl<'r> RedactStream<'r> {
         }
         if eof {
             self.buf.truncate(self.ctx);
-            self.cover = 0;
+            self.carry.clear();
         }
         // Do not keep a big allocation around after a burst.
         if self.buf.capacity() > 4 * MAX_HOLD && self.buf.len() < MAX_HOLD {
