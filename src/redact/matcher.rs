@@ -1,0 +1,492 @@
+//! What is a match, and where could one still begin: the pure matching layer under the stream.
+//!
+//! [`Matcher::scan`] looks at one window of output and reports every match in it (as ranges to
+//! replace) and the earliest position where a match could still be completed by bytes not seen
+//! yet (the live start). The streaming layer emits everything before the live start and holds
+//! the rest; the whole-buffer path calls the same function once with `eof = true`. Keeping one
+//! definition of "match" for both is what lets the property tests compare them byte for byte.
+//!
+//! - Known values (every secret, its encodings and its 12-character fragments) go into one
+//!   Aho-Corasick automaton searched with overlapping semantics, so nested and overlapping
+//!   values are all found (a secret that is a prefix of another included). The live start is
+//!   the longest suffix of the window that is a proper prefix of some pattern, read from the
+//!   automaton state via a per-state table built once.
+//! - Rules start at literal anchors (a second, case-insensitive automaton). Each anchor hit is
+//!   a candidate; a lazy DFA run anchored there says whether the rule is dead (the match, if
+//!   any, is final), or still alive at the window end (hold from the candidate: never emit a
+//!   match half done, and never trust `$` or `\b` at a window end). Captures, for the `secret`
+//!   group, are computed by a PikeVM only over a span the DFA already proved to be a match.
+//!
+//! Regexes are compiled with Unicode off (ASCII classes, byte-oriented `.`): an order of
+//! magnitude faster and it lets binary output through untouched.
+
+use std::collections::HashMap;
+
+use aho_corasick::automaton::{Automaton, OverlappingState, StateID};
+use aho_corasick::{Anchored as AcAnchored, Input as AcInput, MatchKind, StartKind};
+use regex_automata::hybrid::dfa::{Cache as DfaCache, DFA};
+use regex_automata::nfa::thompson::pikevm::{Cache as VmCache, PikeVM};
+use regex_automata::nfa::thompson::{self, NFA};
+use regex_automata::util::captures::Captures;
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input};
+
+use super::RedactError;
+
+/// Above this many pattern bytes the literal automaton is a contiguous NFA instead of a DFA,
+/// to keep memory bounded (a DFA costs a row of transitions per pattern byte).
+const DFA_MAX_PATTERN_BYTES: usize = 24 * 1024;
+/// Lazy DFA cache per rule and stream.
+const DFA_CACHE_BYTES: usize = 256 * 1024;
+
+enum AcKind {
+    Dfa(aho_corasick::dfa::DFA),
+    Nfa(aho_corasick::nfa::contiguous::NFA),
+}
+
+/// A set of literal byte strings searched with overlapping semantics, plus for every automaton
+/// state the length of the longest suffix read so far that could still grow into a match.
+pub(crate) struct Literals {
+    ac: AcKind,
+    hold: HashMap<StateID, u32>,
+    max_len: usize,
+}
+
+impl Literals {
+    pub(crate) fn new(patterns: &[Vec<u8>], case_insensitive: bool) -> Result<Self, RedactError> {
+        let total: usize = patterns.iter().map(Vec::len).sum();
+        let build_err = |e: aho_corasick::BuildError| RedactError::Build {
+            what: "literal matcher".to_owned(),
+            message: e.to_string(),
+        };
+        let ac = if total <= DFA_MAX_PATTERN_BYTES {
+            AcKind::Dfa(
+                aho_corasick::dfa::DFA::builder()
+                    .match_kind(MatchKind::Standard)
+                    .start_kind(StartKind::Unanchored)
+                    .ascii_case_insensitive(case_insensitive)
+                    .prefilter(true)
+                    .build(patterns)
+                    .map_err(build_err)?,
+            )
+        } else {
+            AcKind::Nfa(
+                aho_corasick::nfa::contiguous::NFA::builder()
+                    .match_kind(MatchKind::Standard)
+                    .ascii_case_insensitive(case_insensitive)
+                    .prefilter(true)
+                    .build(patterns)
+                    .map_err(build_err)?,
+            )
+        };
+        let mut lit = Literals {
+            ac,
+            hold: HashMap::new(),
+            max_len: patterns.iter().map(Vec::len).max().unwrap_or(0),
+        };
+        lit.hold = lit.hold_table(patterns)?;
+        Ok(lit)
+    }
+
+    fn automaton(&self) -> &dyn Automaton {
+        match &self.ac {
+            AcKind::Dfa(d) => d,
+            AcKind::Nfa(n) => n,
+        }
+    }
+
+    fn start(&self) -> Result<StateID, RedactError> {
+        self.automaton()
+            .start_state(AcAnchored::No)
+            .map_err(|e| RedactError::Build {
+                what: "literal matcher".to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// For each trie state: depth (bytes of pattern prefix it stands for), failure state, and
+    /// whether some pattern continues past it. From those, the hold length of every state:
+    /// its depth if a pattern continues, else its failure state's hold length.
+    fn hold_table(&self, patterns: &[Vec<u8>]) -> Result<HashMap<StateID, u32>, RedactError> {
+        let a = self.automaton();
+        let start = self.start()?;
+        let mut info: HashMap<StateID, (u32, StateID, bool)> = HashMap::new();
+        for p in patterns {
+            let (mut s, mut f) = (start, start);
+            for (i, &b) in p.iter().enumerate() {
+                let ns = a.next_state(AcAnchored::No, s, b);
+                let nf = if i == 0 {
+                    start
+                } else {
+                    a.next_state(AcAnchored::No, f, b)
+                };
+                let e = info.entry(ns).or_insert((i as u32 + 1, nf, false));
+                if i + 1 < p.len() {
+                    e.2 = true;
+                }
+                s = ns;
+                f = nf;
+            }
+        }
+        let mut hold = HashMap::new();
+        for (&sid, _) in info.iter() {
+            let mut cur = sid;
+            // Walk failure links until an extendable state or the root; depth strictly
+            // decreases, so this ends.
+            let h = loop {
+                match info.get(&cur) {
+                    Some(&(d, _, true)) => break d,
+                    Some(&(_, fail, false)) if fail != cur => cur = fail,
+                    _ => break 0,
+                }
+            };
+            if h > 0 {
+                hold.insert(sid, h);
+            }
+        }
+        Ok(hold)
+    }
+
+    /// Call `f(pattern, start, end)` for every (overlapping) match inside `hay[from..]`.
+    pub(crate) fn for_each(&self, hay: &[u8], from: usize, mut f: impl FnMut(usize, usize, usize)) {
+        let a = self.automaton();
+        let input = AcInput::new(hay).span(from..hay.len());
+        let mut state = OverlappingState::start();
+        while a.try_find_overlapping(&input, &mut state).is_ok() {
+            let Some(m) = state.get_match() else { break };
+            f(m.pattern().as_usize(), m.start(), m.end());
+        }
+    }
+
+    /// Length of the longest suffix of `hay[from..]` that is a proper prefix of some pattern
+    /// (one that more bytes could complete).
+    pub(crate) fn hold(&self, hay: &[u8], from: usize) -> usize {
+        if self.max_len < 2 {
+            return 0;
+        }
+        let a = self.automaton();
+        let Ok(mut s) = a.start_state(AcAnchored::No) else {
+            return hay.len() - from;
+        };
+        let begin = from.max(hay.len().saturating_sub(self.max_len - 1));
+        for &b in &hay[begin..] {
+            s = a.next_state(AcAnchored::No, s, b);
+        }
+        self.hold.get(&s).map_or(0, |&h| h as usize)
+    }
+
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.automaton().memory_usage() + self.hold.len() * 16
+    }
+}
+
+/// One compiled rule (built-in or a profile pattern).
+pub(crate) struct Rule {
+    pub name: u32,
+    dfa: DFA,
+    vm: PikeVM,
+    /// Capture group indices whose union is replaced; empty: the whole match.
+    secret_groups: Vec<usize>,
+    check: Option<fn(&[u8]) -> bool>,
+    pub max_len: usize,
+}
+
+/// Per-stream mutable state for one rule.
+pub(crate) struct RuleCache {
+    dfa: DfaCache,
+    vm: VmCache,
+    caps: Captures,
+}
+
+pub(crate) enum Eval {
+    /// More bytes could still change the outcome.
+    Live,
+    /// Final: the range to replace, if any.
+    Done(Option<(usize, usize)>),
+}
+
+/// Compile `pattern` to a Thompson NFA, with Unicode off when the pattern allows it.
+pub(crate) fn compile_nfa(pattern: &str) -> Result<NFA, String> {
+    let build = |unicode: bool| {
+        thompson::Compiler::new()
+            .syntax(syntax::Config::new().unicode(unicode).utf8(false))
+            .configure(thompson::Config::new().utf8(false))
+            .build(pattern)
+            .map_err(|e| e.to_string())
+    };
+    build(false).or_else(|_| build(true))
+}
+
+impl Rule {
+    pub(crate) fn new(
+        pattern: &str,
+        name: u32,
+        check: Option<fn(&[u8]) -> bool>,
+        max_len: usize,
+        secret_group: impl Fn(&str) -> bool,
+    ) -> Result<Rule, String> {
+        let nfa = compile_nfa(pattern)?;
+        let build_dfa = |config| {
+            DFA::builder()
+                .configure(config)
+                .build_from_nfa(nfa.clone())
+                .map_err(|e| e.to_string())
+        };
+        let small = DFA::config()
+            .cache_capacity(DFA_CACHE_BYTES)
+            .unicode_word_boundary(true);
+        let dfa =
+            build_dfa(small).or_else(|_| build_dfa(DFA::config().unicode_word_boundary(true)))?;
+        let vm = PikeVM::builder()
+            .build_from_nfa(nfa.clone())
+            .map_err(|e| e.to_string())?;
+        let secret_groups = nfa
+            .group_info()
+            .pattern_names(regex_automata::PatternID::ZERO)
+            .enumerate()
+            .filter_map(|(i, n)| n.filter(|n| secret_group(n)).map(|_| i))
+            .collect();
+        Ok(Rule {
+            name,
+            dfa,
+            vm,
+            secret_groups,
+            check,
+            max_len,
+        })
+    }
+
+    pub(crate) fn cache(&self) -> RuleCache {
+        RuleCache {
+            dfa: self.dfa.create_cache(),
+            vm: self.vm.create_cache(),
+            caps: self.vm.create_captures(),
+        }
+    }
+
+    /// True when the pattern matches the empty string (useless and dangerous as a redactor).
+    pub(crate) fn matches_empty(&self) -> bool {
+        let mut cache = self.cache();
+        self.vm.is_match(&mut cache.vm, "")
+    }
+
+    /// Evaluate a candidate match starting at `c`.
+    pub(crate) fn eval(&self, cache: &mut RuleCache, hay: &[u8], c: usize, eof: bool) -> Eval {
+        let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
+        let Ok(mut sid) = self.dfa.start_state_forward(&mut cache.dfa, &input) else {
+            return self.eval_slow(cache, hay, c, eof);
+        };
+        let mut last = None;
+        for (i, &b) in hay.iter().enumerate().skip(c) {
+            sid = match self.dfa.next_state(&mut cache.dfa, sid, b) {
+                Ok(s) => s,
+                Err(_) => return self.eval_slow(cache, hay, c, eof),
+            };
+            if sid.is_tagged() {
+                if sid.is_match() {
+                    last = Some(i);
+                } else if sid.is_dead() {
+                    return Eval::Done(self.finish(cache, hay, c, last));
+                } else if sid.is_quit() {
+                    return self.eval_slow(cache, hay, c, eof);
+                }
+            }
+        }
+        if !eof {
+            return Eval::Live;
+        }
+        match self.dfa.next_eoi_state(&mut cache.dfa, sid) {
+            Ok(s) if s.is_match() => last = Some(hay.len()),
+            Ok(_) => {}
+            Err(_) => return self.eval_slow(cache, hay, c, eof),
+        }
+        Eval::Done(self.finish(cache, hay, c, last))
+    }
+
+    /// Without the lazy DFA (it gave up, e.g. on a Unicode word boundary next to non-ASCII).
+    fn eval_slow(&self, cache: &mut RuleCache, hay: &[u8], c: usize, eof: bool) -> Eval {
+        let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
+        self.vm.search(&mut cache.vm, &input, &mut cache.caps);
+        match cache.caps.get_match() {
+            Some(m) if eof || m.end() < hay.len() => {
+                Eval::Done(self.finish(cache, hay, c, Some(m.end())))
+            }
+            Some(_) => Eval::Live,
+            None if eof => Eval::Done(None),
+            None => Eval::Live,
+        }
+    }
+
+    fn finish(
+        &self,
+        cache: &mut RuleCache,
+        hay: &[u8],
+        c: usize,
+        end: Option<usize>,
+    ) -> Option<(usize, usize)> {
+        let e = end?;
+        let (s, e) = if self.secret_groups.is_empty() {
+            (c, e)
+        } else {
+            let input = Input::new(hay).range(c..e).anchored(Anchored::Yes);
+            self.vm.search(&mut cache.vm, &input, &mut cache.caps);
+            if cache.caps.is_match() {
+                let spans = self
+                    .secret_groups
+                    .iter()
+                    .filter_map(|&g| cache.caps.get_group(g));
+                let (mut lo, mut hi) = (usize::MAX, 0);
+                for sp in spans {
+                    lo = lo.min(sp.start);
+                    hi = hi.max(sp.end);
+                }
+                if lo >= hi {
+                    return None;
+                }
+                (lo, hi)
+            } else {
+                (c, e)
+            }
+        };
+        if s >= e {
+            return None;
+        }
+        if let Some(check) = self.check {
+            if !check(&hay[s..e]) {
+                return None;
+            }
+        }
+        Some((s, e))
+    }
+}
+
+/// Literal prefixes every match of `pattern` starts with, when there are few and none empty.
+pub(crate) fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let parse = |unicode: bool| {
+        regex_syntax::ParserBuilder::new()
+            .unicode(unicode)
+            .utf8(false)
+            .build()
+            .parse(pattern)
+            .ok()
+    };
+    let hir = parse(false).or_else(|| parse(true))?;
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.len() > 256 || lits.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
+}
+
+/// A match to replace, in window coordinates.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hit {
+    /// Where the match begins (a rule's match may begin before the part it replaces): the
+    /// stream must hold from here, or the match cannot be found again.
+    pub origin: usize,
+    pub start: usize,
+    pub end: usize,
+    pub name: u32,
+    /// From a known value (preferred for the replacement's name over a rule id).
+    pub known: bool,
+}
+
+/// Everything the redactor matches, immutable after construction.
+pub(crate) struct Matcher {
+    pub values: Option<Literals>,
+    /// Name index of each value pattern.
+    pub value_names: Vec<u32>,
+    pub anchors: Option<Literals>,
+    /// Rules to try at each anchor pattern.
+    pub anchor_rules: Vec<Vec<u32>>,
+    pub rules: Vec<Rule>,
+    /// Rules with no usable literal prefix: tried at every position.
+    pub everywhere: Vec<u32>,
+}
+
+pub(crate) struct ScanOut {
+    /// Earliest window position a match could still begin at (window length: none).
+    pub live: usize,
+    /// A rule's live match outgrew its bound: its name; the range to its end is in the hits.
+    pub overflow: Option<u32>,
+}
+
+impl Matcher {
+    /// Report the matches in `hay[from..]` into `hits` (`hay[..from]` is context only) and
+    /// where the live part of the window begins. With `eof`, nothing is live.
+    pub(crate) fn scan(
+        &self,
+        caches: &mut [RuleCache],
+        cands: &mut Vec<(usize, u32)>,
+        hay: &[u8],
+        from: usize,
+        eof: bool,
+        hits: &mut Vec<Hit>,
+    ) -> ScanOut {
+        let len = hay.len();
+        let mut out = ScanOut {
+            live: len,
+            overflow: None,
+        };
+        if from >= len {
+            return out;
+        }
+        if let Some(v) = &self.values {
+            v.for_each(hay, from, |pid, start, end| {
+                hits.push(Hit {
+                    origin: start,
+                    start,
+                    end,
+                    name: self.value_names[pid],
+                    known: true,
+                });
+            });
+            if !eof {
+                out.live = out.live.min(len - v.hold(hay, from));
+            }
+        }
+        cands.clear();
+        if let Some(a) = &self.anchors {
+            a.for_each(hay, from, |pid, start, _| {
+                for &r in &self.anchor_rules[pid] {
+                    cands.push((start, r));
+                }
+            });
+            if !eof {
+                out.live = out.live.min(len - a.hold(hay, from));
+            }
+        }
+        for &r in &self.everywhere {
+            cands.extend((from..len).map(|p| (p, r)));
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        for &(c, r) in cands.iter() {
+            let rule = &self.rules[r as usize];
+            match rule.eval(&mut caches[r as usize], hay, c, eof) {
+                Eval::Live if len - c > rule.max_len => {
+                    hits.push(Hit {
+                        origin: c,
+                        start: c,
+                        end: len,
+                        name: rule.name,
+                        known: false,
+                    });
+                    out.overflow = Some(rule.name);
+                }
+                Eval::Live => out.live = out.live.min(c),
+                Eval::Done(Some((start, end))) => hits.push(Hit {
+                    origin: c,
+                    start,
+                    end,
+                    name: rule.name,
+                    known: false,
+                }),
+                Eval::Done(None) => {}
+            }
+        }
+        out
+    }
+}

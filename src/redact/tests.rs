@@ -1,0 +1,949 @@
+//! The redactor's leak corpus, false-alarm corpus, streaming cases and property tests.
+//!
+//! Token-shaped test values are assembled at run time (`fake(...)`) so that no file in the
+//! repository looks like it holds a real credential.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use secrecy::SecretString;
+
+use super::encodings::{B64_STD, B64_URL, base64};
+use super::*;
+
+fn section(rules: &[&str], patterns: &[&str]) -> RedactSection {
+    RedactSection {
+        replacement: "[REDACTED:{name}]".to_owned(),
+        rules: rules.iter().map(|s| (*s).to_owned()).collect(),
+        patterns: patterns.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+fn build(sec: &RedactSection, secrets: &[(&str, &str)]) -> Redactor {
+    let owned: Vec<(String, SecretString)> = secrets
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), SecretString::from((*v).to_owned())))
+        .collect();
+    let refs: Vec<(&str, &SecretString)> = owned.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    Redactor::new(sec, &refs).unwrap()
+}
+
+fn values_only(secrets: &[(&str, &str)]) -> Redactor {
+    build(&section(&[], &[]), secrets)
+}
+
+fn defaults(secrets: &[(&str, &str)]) -> Redactor {
+    build(&RedactSection::default(), secrets)
+}
+
+fn push_all(r: &Redactor, chunks: &[&[u8]]) -> Vec<u8> {
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    for c in chunks {
+        s.push(c, &mut out);
+    }
+    s.finish(&mut out);
+    out
+}
+
+fn bytewise(r: &Redactor, input: &[u8]) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = input.chunks(1).collect();
+    push_all(r, &chunks)
+}
+
+/// Redact `input` whole, one byte per push, and split in two at every offset: all must agree.
+fn redact(r: &Redactor, input: &str) -> String {
+    let whole = r.redact_bytes(input.as_bytes());
+    assert_eq!(
+        bytewise(r, input.as_bytes()),
+        whole,
+        "one byte per push differs from whole-buffer for {input:?}"
+    );
+    if input.len() <= 600 {
+        for cut in 0..=input.len() {
+            let (a, b) = input.as_bytes().split_at(cut);
+            assert_eq!(
+                push_all(r, &[a, b]),
+                whole,
+                "split at {cut} differs for {input:?}"
+            );
+        }
+    }
+    String::from_utf8(whole).unwrap()
+}
+
+fn assert_gone(out: &str, secret: &str) {
+    assert!(!out.contains(secret), "secret leaked in {out:?}");
+}
+
+/// A token-shaped value built at run time: `prefix` + `n` characters cycling over `alphabet`.
+fn fake(prefix: &str, n: usize, alphabet: &str) -> String {
+    let a: Vec<char> = alphabet.chars().collect();
+    let mut s = prefix.to_owned();
+    for i in 0..n {
+        s.push(a[(i * 7 + 3) % a.len()]);
+    }
+    s
+}
+
+const ALNUM: &str = "aB3dE5fG7hJ9kLmN2pQ4rS6tU8vWxYz0";
+
+// ---------------------------------------------------------------- known values and encodings
+
+#[test]
+fn plain_value_is_replaced_and_counted() {
+    let r = values_only(&[("DB_PASSWORD", "hunter2-correct-horse")]);
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    s.push(b"connecting with hunter2-correct-horse now\n", &mut out);
+    s.finish(&mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "connecting with [REDACTED:DB_PASSWORD] now\n"
+    );
+    assert_eq!(s.counts().get("DB_PASSWORD"), Some(&1));
+}
+
+#[test]
+fn base64_at_every_alignment_padded_or_not() {
+    let pw = "s3cr3t-Pa55word!";
+    let r = values_only(&[("PW", pw)]);
+    for prefix in ["", "u", "us", "user:", "admin:", "ab:"] {
+        for suffix in ["", "x", "xy", "xyz"] {
+            let msg = format!("{prefix}{pw}{suffix}");
+            for alphabet in [B64_STD, B64_URL] {
+                let enc = String::from_utf8(base64(msg.as_bytes(), alphabet)).unwrap();
+                for form in [enc.clone(), enc.trim_end_matches('=').to_owned()] {
+                    let out = redact(&r, &format!("Authorization-ish {form} end"));
+                    assert!(out.contains("[REDACTED:PW]"), "{form} not caught: {out}");
+                    // At most the characters that mix in bytes around the secret survive.
+                    let kept = out.replace("Authorization-ish ", "").replace(" end", "");
+                    let kept = kept.replace("[REDACTED:PW]", "");
+                    assert!(kept.len() <= 20, "too much kept of {form}: {kept:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn basic_auth_header_built_from_user_and_password() {
+    let pw = "Tr0ub4dor&3xyz";
+    let r = values_only(&[("PW", pw)]);
+    let creds = String::from_utf8(base64(format!("alice:{pw}").as_bytes(), B64_STD)).unwrap();
+    let out = redact(&r, &format!("> Authorization: Basic {creds}\r\n"));
+    assert!(out.contains("[REDACTED:PW]"));
+    assert!(!out.contains(&creds[8..]));
+}
+
+#[test]
+fn hex_in_both_cases() {
+    let r = values_only(&[("K", "key-material-42")]);
+    let lower = hex::encode("key-material-42");
+    let out = redact(&r, &format!("dump {lower} / {} .", lower.to_uppercase()));
+    assert_eq!(out, "dump [REDACTED:K] / [REDACTED:K] .");
+}
+
+#[test]
+fn url_encoding_in_both_cases() {
+    let v = "p@ss/w:rd+x y!";
+    let r = values_only(&[("V", v)]);
+    for enc in [
+        "p%40ss%2Fw%3Ard%2Bx%20y%21",
+        "p%40ss%2fw%3ard%2bx%20y%21",
+        "p%40ss/w%3Ard%2Bx%20y%21",
+        "p%40ss%2Fw%3Ard%2Bx+y%21",
+        "p%40ss%2Fw%3Ard%2Bx%20y!",
+    ] {
+        let out = redact(&r, &format!("GET /login?pw={enc} HTTP/1.1"));
+        assert_eq!(out, "GET /login?pw=[REDACTED:V] HTTP/1.1", "{enc}");
+    }
+}
+
+#[test]
+fn json_and_shell_escaping() {
+    let v = r#"it's a "quoted\secret"/x"#;
+    let r = values_only(&[("V", v)]);
+    let json = serde_json::to_string(v).unwrap();
+    let out = redact(&r, &format!("{{\"v\":{json}}}"));
+    assert_eq!(out, "{\"v\":\"[REDACTED:V]\"}");
+    let single = format!("'{}'", v.replace('\'', "'\\''"));
+    assert_eq!(
+        redact(&r, &format!("export V={single}")),
+        "export V='[REDACTED:V]'"
+    );
+    let double = r#"export V="it's a \"quoted\\secret\"/x""#;
+    assert_eq!(redact(&r, double), "export V=\"[REDACTED:V]\"");
+}
+
+const PEM: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACB5s0mE4FqHcKl3aNB1dVNGbDxUKCYGm5m8j0l3JtmOdQAAAJjqZ1jS6mdY\n0gAAAAtzc2gtZWQyNTUxOQAAACB5s0mE4FqHcKl3aNB1dVNGbDxUKCYGm5m8j0l3JtmOdQ\n-----END OPENSSH PRIVATE KEY-----";
+
+#[test]
+fn multi_line_secret_line_by_line_and_rejoined() {
+    let r = values_only(&[("SSH_KEY", PEM)]);
+    let body: Vec<&str> = PEM.lines().collect();
+    // Each line on its own.
+    let out = redact(&r, &format!("line: {}\n", body[2]));
+    assert_eq!(out, "line: [REDACTED:SSH_KEY]\n");
+    // Whole, with CRLF, and with literal \n (as in JSON).
+    for joined in [
+        PEM.to_owned(),
+        PEM.replace('\n', "\r\n"),
+        PEM.replace('\n', "\\n"),
+        PEM.replace('\n', "\\r\\n"),
+    ] {
+        let out = redact(&r, &format!("key=\"{joined}\"\n"));
+        for l in &body[1..body.len() - 1] {
+            assert_gone(&out, &l[..12]);
+        }
+        assert!(out.starts_with("key=\"[REDACTED:SSH_KEY]"), "{out}");
+    }
+}
+
+#[test]
+fn overlapping_and_nested_values_are_a_union() {
+    let r = values_only(&[("A", "abcdefgh"), ("B", "efghijkl"), ("C", "cdef")]);
+    assert_eq!(redact(&r, "<abcdefghijkl>"), "<[REDACTED:A]>");
+    assert_eq!(redact(&r, "<xxcdefxx>"), "<xx[REDACTED:C]xx>");
+}
+
+#[test]
+fn a_secret_that_is_a_prefix_of_another_leaks_neither() {
+    let short = "tok-12345";
+    let long = "tok-12345-and-more-67890";
+    let r = values_only(&[("SHORT", short), ("LONG", long)]);
+    let out = redact(&r, &format!("a {long} b {short} c {short}-x"));
+    assert_eq!(
+        out,
+        "a [REDACTED:LONG] b [REDACTED:SHORT] c [REDACTED:SHORT]-x"
+    );
+    // The long one a byte at a time, even if the short one completes first.
+    let out = String::from_utf8(bytewise(&r, long.as_bytes())).unwrap();
+    assert_eq!(out, "[REDACTED:LONG]");
+}
+
+#[test]
+fn fragments_of_long_secrets() {
+    let v = "0123456789abcdefghijklmnopqrstuv"; // 32 chars
+    let r = values_only(&[("V", v)]);
+    assert_eq!(redact(&r, "x 456789abcdef y"), "x [REDACTED:V] y"); // 12 chars
+    assert_eq!(redact(&r, "x 56789abcdef y"), "x 56789abcdef y"); // 11 chars
+    assert_eq!(redact(&r, "half: 0123456789abcdef."), "half: [REDACTED:V].");
+    // A secret of 15 characters has no fragments.
+    let r = values_only(&[("S", "0123456789abcde")]);
+    assert_eq!(redact(&r, "0123456789ab"), "0123456789ab");
+}
+
+#[test]
+fn too_short_values_are_reported_not_matched() {
+    let r = values_only(&[("PIN", "123"), ("EMPTY", "")]);
+    assert_eq!(r.too_short(), &["PIN".to_owned()]);
+    assert_eq!(redact(&r, "a 123 b"), "a 123 b");
+}
+
+// ---------------------------------------------------------------- built-in rules
+
+fn rule_only(id: &str) -> Redactor {
+    build(&section(&[id], &[]), &[])
+}
+
+/// `(rule id, input, secret part that must go, part that must stay)`.
+fn rule_cases() -> Vec<(&'static str, String, String, String)> {
+    let bearer = fake("", 40, ALNUM);
+    let gh = fake("ghp_", 36, ALNUM);
+    let aws = fake("AKIA", 16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
+    let aws_secret = fake("", 40, "abcdEFGH0123/+ijkl");
+    let oai = fake("sk-proj-", 60, "aB3_-dE5");
+    let oai_legacy = fake("sk-", 48, ALNUM);
+    let ant = fake("sk-ant-api03-", 93, "aB3_-dE5");
+    let slack = fake("xoxb-", 40, "0123456789-abcdefABCDEF");
+    let stripe = fake("sk_live_", 24, ALNUM);
+    let google = fake("AIza", 35, "aB3_-dE5");
+    let vault = fake("hvs.", 90, "aB3_-dE5");
+    let bao = fake("s.", 24, ALNUM);
+    let jwt = format!(
+        "eyJhbGciOiJIUzI1NiJ9.{}.{}",
+        fake("eyJ", 30, ALNUM),
+        fake("", 43, "aB3_-dE5")
+    );
+    let cookie = fake("session=", 32, ALNUM);
+    vec![
+        (
+            "auth-header",
+            format!("> Authorization: Bearer {bearer}\r\n"),
+            bearer.clone(),
+            "> Authorization: Bearer ".into(),
+        ),
+        (
+            "auth-header",
+            format!("< proxy-authorization: Basic {bearer}\n"),
+            bearer.clone(),
+            "proxy-authorization: Basic ".into(),
+        ),
+        (
+            "auth-header",
+            format!(
+                "send: b'GET / HTTP/1.1\\r\\nHost: localhost:8080\\r\\nAuthorization: Bearer {bearer}\\r\\nAccept: */*\\r\\n\\r\\n'\n"
+            ),
+            bearer.clone(),
+            "\\r\\nAccept: */*\\r\\n\\r\\n'".into(),
+        ),
+        (
+            "auth-header",
+            format!(
+                "{{'Authorization': 'AWS4-HMAC-SHA256 Credential={aws}/20240101/us-east-1/s3/aws4_request, Signature={bearer}', 'Host': 'x'}}"
+            ),
+            bearer.clone(),
+            "'Host': 'x'".into(),
+        ),
+        (
+            "cookie-header",
+            format!("> Cookie: {cookie}; theme=dark\r\n"),
+            cookie.clone(),
+            "> Cookie: ".into(),
+        ),
+        (
+            "cookie-header",
+            format!("< Set-Cookie: {cookie}; Path=/; HttpOnly\r\n"),
+            cookie.clone(),
+            "< Set-Cookie: ".into(),
+        ),
+        (
+            "api-key-header",
+            format!("> X-Api-Key: {bearer}\r\n"),
+            bearer.clone(),
+            "> X-Api-Key: ".into(),
+        ),
+        (
+            "api-key-header",
+            format!("header: X-Vault-Token: {vault}\n"),
+            vault.clone(),
+            "X-Vault-Token: ".into(),
+        ),
+        (
+            "url-userinfo",
+            format!("cloning https://deploy:{bearer}@git.example.com/repo.git\n"),
+            bearer.clone(),
+            "https://deploy:".into(),
+        ),
+        (
+            "url-query-secret",
+            format!("GET https://api.example.com/v1/items?page=2&access_token={bearer}&x=1\n"),
+            bearer.clone(),
+            "&x=1".into(),
+        ),
+        (
+            "url-query-secret",
+            format!("https://bucket.s3.amazonaws.com/o?X-Amz-Signature={bearer}\n"),
+            bearer.clone(),
+            "X-Amz-Signature=".into(),
+        ),
+        (
+            "url-query-secret",
+            format!("fetch /x?api_key={bearer} done\n"),
+            bearer.clone(),
+            " done".into(),
+        ),
+        (
+            "secret-assignment",
+            format!("DB_PASSWORD={bearer}\n"),
+            bearer.clone(),
+            "DB_PASSWORD=".into(),
+        ),
+        (
+            "secret-assignment",
+            format!("run --token=\"{bearer}\" now\n"),
+            bearer.clone(),
+            "--token=\"".into(),
+        ),
+        (
+            "secret-field",
+            format!("{{\"user\": \"bob\", \"password\": \"{bearer}\"}}\n"),
+            bearer.clone(),
+            "\"password\": \"".into(),
+        ),
+        (
+            "secret-field",
+            format!("{{'SecretString': '{bearer}', 'VersionId': 'v1'}}\n"),
+            bearer.clone(),
+            "'VersionId': 'v1'".into(),
+        ),
+        (
+            "private-key",
+            format!("{PEM}\n"),
+            PEM.lines().nth(1).unwrap().to_owned(),
+            "-----END OPENSSH PRIVATE KEY-----".into(),
+        ),
+        (
+            "private-key",
+            format!("{{\"key\": \"{}\"}}", PEM.replace('\n', "\\n")),
+            PEM.lines().nth(2).unwrap().to_owned(),
+            "-----BEGIN OPENSSH PRIVATE KEY-----".into(),
+        ),
+        ("jwt", format!("token {jwt} ok"), jwt.clone(), " ok".into()),
+        (
+            "aws-access-key-id",
+            format!("key_id={aws},"),
+            aws.clone(),
+            "key_id=".into(),
+        ),
+        (
+            "aws-secret-access-key",
+            format!("aws_secret_access_key = {aws_secret}\n"),
+            aws_secret.clone(),
+            "aws_secret_access_key = ".into(),
+        ),
+        (
+            "github-token",
+            format!("using {gh}\n"),
+            gh.clone(),
+            "using ".into(),
+        ),
+        (
+            "openai-key",
+            format!("key: {oai}\n"),
+            oai.clone(),
+            "key: ".into(),
+        ),
+        (
+            "openai-key",
+            format!("key: {oai_legacy}\n"),
+            oai_legacy.clone(),
+            "key: ".into(),
+        ),
+        (
+            "anthropic-key",
+            format!("key: {ant}\n"),
+            ant.clone(),
+            "key: ".into(),
+        ),
+        (
+            "slack-token",
+            format!("slack {slack}\n"),
+            slack.clone(),
+            "slack ".into(),
+        ),
+        (
+            "stripe-key",
+            format!("stripe {stripe}\n"),
+            stripe.clone(),
+            "stripe ".into(),
+        ),
+        (
+            "google-api-key",
+            format!("?q=1 {google}\n"),
+            google.clone(),
+            "?q=1 ".into(),
+        ),
+        (
+            "vault-token",
+            format!("token {vault}\n"),
+            vault.clone(),
+            "token ".into(),
+        ),
+        (
+            "openbao-token",
+            format!("login ok: {bao}\n"),
+            bao.clone(),
+            "login ok: ".into(),
+        ),
+    ]
+}
+
+#[test]
+fn each_builtin_rule_catches_its_form_and_keeps_the_context() {
+    for (id, input, secret, keep) in rule_cases() {
+        let out = redact(&rule_only(id), &input);
+        assert_gone(&out, &secret);
+        assert!(
+            out.contains(&keep),
+            "{id}: context {keep:?} lost in {out:?}"
+        );
+        assert!(out.contains(&format!("[REDACTED:{id}]")), "{id}: {out:?}");
+        // And the default set catches it too.
+        assert_gone(&redact(&defaults(&[]), &input), &secret);
+    }
+}
+
+#[test]
+fn every_builtin_rule_has_a_case() {
+    let covered: std::collections::HashSet<&str> = rule_cases().iter().map(|c| c.0).collect();
+    for r in rules::RULES {
+        if !["gitlab-token", "npm-token", "slack-webhook", "google-oauth"].contains(&r.id) {
+            assert!(covered.contains(r.id), "no leak case for rule {}", r.id);
+        }
+    }
+}
+
+#[test]
+fn curl_verbose_transcript() {
+    let token = fake("", 48, ALNUM);
+    let transcript = format!(
+        "*   Trying 127.0.0.1:8080...\n* Connected to localhost (127.0.0.1) port 8080\n> GET /v1/models HTTP/1.1\r\n> Host: localhost:8080\r\n> User-Agent: curl/8.5.0\r\n> Accept: */*\r\n> Authorization: Bearer {token}\r\n>\r\n< HTTP/1.1 200 OK\r\n< Content-Type: application/json\r\n"
+    );
+    let out = redact(&defaults(&[]), &transcript);
+    assert_gone(&out, &token);
+    assert!(out.contains("> Authorization: Bearer [REDACTED:auth-header]\r\n"));
+    assert!(out.contains("> User-Agent: curl/8.5.0\r\n"));
+}
+
+#[test]
+fn user_patterns_with_and_without_secret_group() {
+    let sec = section(
+        &[],
+        &[r"(?i)x-internal-token:\s*(?P<secret>\S+)", r"EMP-[0-9]{6}"],
+    );
+    let r = build(&sec, &[]);
+    assert_eq!(
+        redact(&r, "X-Internal-Token: abc.def\nid EMP-123456 ok"),
+        "X-Internal-Token: [REDACTED:patterns[0]]\nid [REDACTED:patterns[1]] ok"
+    );
+}
+
+#[test]
+fn user_pattern_without_literal_prefix() {
+    let r = build(&section(&[], &[r"\w+@corp\.example"]), &[]);
+    assert_eq!(
+        redact(&r, "mail bob.smith@corp.example ok"),
+        "mail bob.[REDACTED:patterns[0]] ok"
+    );
+    assert_eq!(r.matcher.everywhere.len(), 1);
+}
+
+// ---------------------------------------------------------------- no false alarms
+
+/// Ordinary output that must pass unchanged with default rules and declared secrets.
+const CORPUS: &str = r#"commit 3f786850e387550fdab836ed7e6dc881de23001b
+Author: Jane Developer <jane@example.com>
+Date:   Tue Mar 4 10:21:55 2025 +0100
+
+    Fix token refresh race (#1234)
+
+    Signed-off-by: Jane Developer <jane@example.com>
+    Reviewed-by: Bob <bob@example.org>
+
+diff --git a/src/auth.rs b/src/auth.rs
+index 89e6c98..d95f3ad 100644
+--- a/src/auth.rs
++++ b/src/auth.rs
+@@ -10,7 +10,7 @@ fn refresh(token: &Token) -> Result<()> {
+-    let expires = token.expires_at;
++    let expires = token.expires_at.saturating_sub(SKEW);
+ [[package]]
+ name = "aho-corasick"
+ version = "1.1.3"
+ source = "registry+https://github.com/rust-lang/crates.io-index"
+ checksum = "8e60d3430d3a69478ad0993f19238d2df97c507009a52b3c10addcd7f6bcb916"
+    "node_modules/lodash": {
+      "version": "4.17.21",
+      "resolved": "https://registry.npmjs.org/lodash/-/lodash-4.17.21.tgz",
+      "integrity": "sha512-v2kDEe57lecTulaDIuNTPy3Ry4gLGJ6Z1O3vE1krgXZNrsQ+LFTGHVxVjcXPs17LhbZVGedAJv8XZ1tvj5FvSg=="
+    },
+requests==2.31.0 --hash=sha256:58cd2187c01e70e6e26505bca751777aa9f2ee0b7f4300988b709f44e013003f
+2025-03-04T10:22:01.123Z INFO  request_id=7c9e6679-7425-40de-944b-e07fc1f90ae7 method=GET path=/api/v1/users status=200 duration_ms=12
+2025-03-04T10:22:01.456Z WARN  cache key=users:42 miss; fetching from upstream https://api.example.com:8443/v1/users/42?page=2&per_page=50
+2025-03-04T10:22:02.000Z ERROR authorization failed for user bob: token expired (code=401)
+{"level":"info","ts":1709547721.123,"caller":"server/main.go:87","msg":"listening","addr":"0.0.0.0:8080","tokens_used":1532,"max_tokens":4096}
+goroutine 1 [running]:
+main.(*Server).handleRequest(0xc000118000, {0x7ff8a0, 0xc00012e000})
+	/home/dev/src/server/handler.go:142 +0x1a5
+Traceback (most recent call last):
+  File "/usr/lib/python3.11/site-packages/requests/sessions.py", line 589, in request
+    resp = self.send(prep, **send_kwargs)
+requests.exceptions.ConnectionError: HTTPSConnectionPool(host='api.example.com', port=443): Max retries exceeded
+docker: Pulling from library/postgres
+Digest: sha256:4c6e5d7b6f0b3e1b6d5e7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9
+Status: Downloaded newer image for postgres:16-alpine
+Compiling serde v1.0.197
+Compiling tokio v1.36.0 (registry+https://github.com/rust-lang/crates.io-index)
+   Finished `release` profile [optimized] target(s) in 42.17s
+test auth::tests::refresh_token_before_expiry ... ok
+test result: ok. 128 passed; 0 failed; 0 ignored; finished in 3.21s
+npm WARN deprecated inflight@1.0.6: This module is not supported, and leaks memory.
+added 1312 packages, and audited 1313 packages in 14s
+Event: Normal  Scheduled  pod/web-7d9c8b6f5d-x2k4q  Successfully assigned default/web-7d9c8b6f5d-x2k4q to node-1
+uuid 123e4567-e89b-12d3-a456-426614174000 and 550e8400-e29b-41d4-a716-446655440000
+ssh://git@github.com:22/owner/repo.git and http://localhost:3000/callback?state=xyz&code_challenge=abc
+The password prompt appeared; enter your secret phrase when asked. Tokenizer: bpe. api key rotation scheduled.
+Continue? [y/N] Password: 
+"#;
+
+#[test]
+fn ordinary_logs_pass_unchanged() {
+    let r = defaults(&[
+        ("GITHUB_TOKEN", &fake("ghp_", 36, ALNUM)),
+        ("OPENAI_API_KEY", &fake("sk-proj-", 60, ALNUM)),
+        ("DB_PASSWORD", "Zq8!vLp2#Rw9xTy"),
+    ]);
+    let out = r.redact_bytes(CORPUS.as_bytes());
+    let out = String::from_utf8(out).unwrap();
+    for (a, b) in CORPUS.lines().zip(out.lines()) {
+        assert_eq!(a, b, "false alarm");
+    }
+    assert_eq!(out, CORPUS);
+    assert_eq!(bytewise(&r, CORPUS.as_bytes()), CORPUS.as_bytes());
+}
+
+// ---------------------------------------------------------------- streaming
+
+#[test]
+fn prompt_is_emitted_at_once() {
+    let r = defaults(&[
+        ("PW", "correct-horse-battery"),
+        ("K", &fake("sk-", 48, ALNUM)),
+    ]);
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    s.push(b"Continue? [y/N] ", &mut out);
+    assert_eq!(out, b"Continue? [y/N] ");
+    assert_eq!(s.held(), 0);
+    out.clear();
+    s.push(b"Password: ", &mut out);
+    assert_eq!(out, b"Password: ");
+}
+
+#[test]
+fn partial_secret_is_held_then_replaced() {
+    let r = values_only(&[("PW", "correct-horse-battery")]);
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    s.push(b"pw is correct-hor", &mut out);
+    assert_eq!(out, b"pw is ");
+    s.push(b"se-battery; ok!", &mut out);
+    assert_eq!(out, b"pw is [REDACTED:PW]; ok!");
+    // A partial that turns out to be something else is released as soon as that is clear.
+    out.clear();
+    s.push(b" correct-ho", &mut out);
+    assert_eq!(out, b" ");
+    s.push(b"!", &mut out);
+    assert_eq!(out, b" correct-ho!");
+}
+
+#[test]
+fn rule_match_is_never_emitted_half_done() {
+    let r = defaults(&[]);
+    let tok = fake("", 40, ALNUM);
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    s.push(
+        format!("> Authorization: Bearer {}", &tok[..10]).as_bytes(),
+        &mut out,
+    );
+    assert!(!String::from_utf8_lossy(&out).contains(&tok[..4]));
+    s.push(format!("{}\r\n", &tok[10..]).as_bytes(), &mut out);
+    s.finish(&mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(out, "> Authorization: Bearer [REDACTED:auth-header]\r\n");
+}
+
+#[test]
+fn token_rules_survive_one_byte_writes() {
+    for (id, input, secret, _) in rule_cases() {
+        let r = rule_only(id);
+        let out = String::from_utf8(bytewise(&r, input.as_bytes())).unwrap();
+        assert_gone(&out, &secret);
+    }
+}
+
+#[test]
+fn window_end_is_not_end_of_text() {
+    // `$` is end of text only; `\b` needs the next byte.
+    let r = build(&section(&[], &[r"secret-[a-z]+$", r"\bTOK[0-9]{4}\b"]), &[]);
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    s.push(b"x secret-abc", &mut out);
+    s.push(b"def more TOK1234", &mut out);
+    s.push(b"5 end", &mut out);
+    s.finish(&mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "x secret-abcdef more TOK12345 end"
+    );
+    assert_eq!(redact(&r, "x secret-abcdef"), "x [REDACTED:patterns[0]]");
+}
+
+#[test]
+fn binary_passes_byte_for_byte() {
+    let r = defaults(&[("PW", "correct-horse-battery")]);
+    let mut data = Vec::new();
+    let mut x: u32 = 12345;
+    for _ in 0..200_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        data.push((x >> 16) as u8);
+    }
+    assert_eq!(r.redact_bytes(&data), data);
+    let chunks: Vec<&[u8]> = data.chunks(777).collect();
+    assert_eq!(push_all(&r, &chunks), data);
+}
+
+#[test]
+fn colour_codes_inside_a_secret_do_not_defeat_matching() {
+    let r = values_only(&[("PW", "correct-horse-battery")]);
+    let painted = "pw: \x1b[1;31mcorrect-\x1b[0mhorse\x1b[32m-battery\x1b[0m!";
+    let out = redact(&r, painted);
+    assert_eq!(out, "pw: \x1b[1;31m[REDACTED:PW]\x1b[0m\x1b[32m\x1b[0m!");
+    // A colour code cut at a write boundary.
+    let out = push_all(&r, &[b"pw: correct-\x1b[3", b"1mhorse-battery"]);
+    assert_eq!(out, b"pw: [REDACTED:PW]\x1b[31m");
+    // Colours elsewhere are untouched.
+    let plain = "\x1b[32mok\x1b[0m \x1b[1mbold\x1b[0m";
+    assert_eq!(redact(&r, plain), plain);
+}
+
+#[test]
+fn memory_stays_bounded_on_endless_matches() {
+    let r = defaults(&[("A", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")]);
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut max_held = 0;
+    for _ in 0..8 {
+        s.push(&chunk, &mut out);
+        max_held = max_held.max(s.held());
+        assert!(!out.windows(12).any(|w| w == b"aaaaaaaaaaaa"));
+        out.clear();
+    }
+    assert!(max_held <= 256 * 1024, "held {max_held}");
+
+    // An endless header value: replaced, bounded, and nothing of it leaks.
+    let mut s = r.stream();
+    s.push(b"> Authorization: Bearer ", &mut out);
+    let chunk = vec![b'Z'; 4096];
+    let mut max_held = 0;
+    for _ in 0..256 {
+        s.push(&chunk, &mut out);
+        max_held = max_held.max(s.held());
+    }
+    s.push(b"\nnext line\n", &mut out);
+    s.finish(&mut out);
+    assert!(max_held <= 256 * 1024, "held {max_held}");
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains('Z'), "credential leaked");
+    assert!(text.ends_with("\nnext line\n"));
+}
+
+#[test]
+fn two_streams_on_two_threads() {
+    let r = defaults(&[("PW", "correct-horse-battery")]);
+    let (a, b) = std::thread::scope(|scope| {
+        let ha = scope.spawn(|| {
+            let mut s = r.stream();
+            let mut out = Vec::new();
+            for c in b"out correct-horse-battery\n".chunks(3) {
+                s.push(c, &mut out);
+            }
+            s.finish(&mut out);
+            (out, s.counts().clone())
+        });
+        let hb = scope.spawn(|| {
+            let mut s = r.stream();
+            let mut out = Vec::new();
+            s.push(b"err correct-horse-", &mut out);
+            s.push(b"battery\n", &mut out);
+            s.finish(&mut out);
+            out
+        });
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert_eq!(a.0, b"out [REDACTED:PW]\n");
+    assert_eq!(a.1, BTreeMap::from([("PW".to_owned(), 1)]));
+    assert_eq!(b, b"err [REDACTED:PW]\n");
+}
+
+// ---------------------------------------------------------------- configuration
+
+#[test]
+fn section_defaults_and_unknown_keys() {
+    let s: RedactSection = toml::from_str("").unwrap();
+    assert_eq!(s, RedactSection::default());
+    assert_eq!(s.rules, vec!["default"]);
+    assert_eq!(s.replacement, "[REDACTED:{name}]");
+    assert!(toml::from_str::<RedactSection>("rule = []").is_err());
+    let s: RedactSection = toml::from_str("rules = []").unwrap();
+    let r = build(&s, &[]);
+    let tok = fake("ghp_", 36, ALNUM);
+    assert_eq!(redact(&r, &tok), tok);
+}
+
+#[test]
+fn validate_names_the_key() {
+    let s = section(&["default", "tokens", "nope"], &[]);
+    let e = s.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("redact.rules[2]: unknown rule id \"nope\""),
+        "{e}"
+    );
+    let s = section(&[], &["(unclosed"]);
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.starts_with("redact.patterns[0]: invalid regex"), "{e}");
+    let s = section(&[], &["ok", "a*"]);
+    let e = s.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("redact.patterns[1]:") && e.contains("empty"),
+        "{e}"
+    );
+    assert!(
+        section(&["headers", "jwt"], &[r"\p{Greek}+"])
+            .validate()
+            .is_ok()
+    );
+}
+
+#[test]
+fn builtin_rules_lists_groups_and_rules() {
+    let ids: Vec<&str> = builtin_rules().iter().map(|(id, _)| *id).collect();
+    for id in ["default", "headers", "auth-header", "jwt", "openbao-token"] {
+        assert!(ids.contains(&id));
+    }
+    assert!(builtin_rules().iter().all(|(_, d)| !d.is_empty()));
+}
+
+#[test]
+fn debug_never_prints_values() {
+    let r = values_only(&[("PW", "correct-horse-battery")]);
+    let d = format!("{r:?}");
+    assert!(d.contains("PW") && !d.contains("horse"));
+}
+
+// ---------------------------------------------------------------- property tests
+
+/// Naive reference for known values: substring search for every form (no automaton, no
+/// streaming), union of ranges, replace.
+fn naive(secrets: &[String], input: &[u8], repl: &[u8]) -> Vec<u8> {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for s in secrets {
+        let mut forms = encodings::whole_forms(s);
+        forms.extend(encodings::fragments(s));
+        for f in forms {
+            if f.is_empty() || f.len() > input.len() {
+                continue;
+            }
+            for i in 0..=input.len() - f.len() {
+                if input[i..i + f.len()] == f[..] {
+                    ranges.push((i, i + f.len()));
+                }
+            }
+        }
+    }
+    ranges.sort();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut i = 0;
+    while i < ranges.len() {
+        let (s, mut e) = ranges[i];
+        i += 1;
+        while i < ranges.len() && ranges[i].0 < e {
+            e = e.max(ranges[i].1);
+            i += 1;
+        }
+        out.extend_from_slice(&input[pos..s]);
+        out.extend_from_slice(repl);
+        pos = e;
+    }
+    out.extend_from_slice(&input[pos..]);
+    out
+}
+
+fn secret_strategy() -> impl Strategy<Value = String> {
+    proptest::string::string_regex("[A-Za-z0-9+/=:@%._~ -]{4,40}").unwrap()
+}
+
+/// Text made of noise and the secrets (raw and encoded), as bytes.
+fn text_strategy(secrets: Vec<String>) -> impl Strategy<Value = (Vec<String>, Vec<u8>)> {
+    let pieces = proptest::collection::vec(
+        prop_oneof![
+            proptest::string::string_regex("[a-z0-9 \n:=/._-]{0,12}")
+                .unwrap()
+                .prop_map(String::into_bytes),
+            (0..secrets.len(), 0..6usize).prop_map({
+                let secrets = secrets.clone();
+                move |(k, enc)| {
+                    let s = secrets[k].as_bytes();
+                    match enc {
+                        0 | 1 => s.to_vec(),
+                        2 => base64(&[b"user:".as_slice(), s].concat(), B64_STD),
+                        3 => hex::encode(s).into_bytes(),
+                        4 => s[..s.len() / 2].to_vec(),
+                        _ => s[s.len() / 3..].to_vec(),
+                    }
+                }
+            }),
+        ],
+        0..12,
+    );
+    pieces.prop_map(move |p| (secrets.clone(), p.concat()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn streaming_equals_naive_reference_at_random_splits(
+        (secrets, input) in proptest::collection::vec(secret_strategy(), 1..4)
+            .prop_flat_map(text_strategy),
+        cuts in proptest::collection::vec(0usize..400, 0..8),
+    ) {
+        let named: Vec<(String, String)> =
+            secrets.iter().enumerate().map(|(i, s)| (format!("S{i}"), s.clone())).collect();
+        let refs: Vec<(&str, &str)> = named.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let mut sec = section(&[], &[]);
+        sec.replacement = "<X>".to_owned();
+        let r = build(&sec, &refs);
+        let expected = naive(&secrets, &input, b"<X>");
+        let whole = r.redact_bytes(&input);
+        prop_assert_eq!(&whole, &expected);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for c in cuts {
+            chunks.push(&input[prev..c]);
+            prev = c;
+        }
+        chunks.push(&input[prev..]);
+        prop_assert_eq!(&push_all(&r, &chunks), &expected);
+        prop_assert_eq!(&bytewise(&r, &input), &expected);
+        for s in &secrets {
+            if s.len() >= 4 {
+                prop_assert!(!expected.windows(s.len()).any(|w| w == s.as_bytes()));
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_equals_whole_buffer_with_rules(
+        input in proptest::collection::vec(
+            prop_oneof![
+                Just(b"Authorization: Bearer ".to_vec()),
+                Just(b"\\r\\n".to_vec()),
+                Just(b"AKIA".to_vec()),
+                Just(b"ghp_".to_vec()),
+                Just(b"eyJ".to_vec()),
+                Just(b"https://u:".to_vec()),
+                Just(b"?token=".to_vec()),
+                Just(b"\x1b[31m".to_vec()),
+                Just(b"-----BEGIN RSA PRIVATE KEY-----\n".to_vec()),
+                Just(b"-----END RSA PRIVATE KEY-----".to_vec()),
+                proptest::string::string_regex("[A-Za-z0-9@./ \n]{0,30}").unwrap().prop_map(String::into_bytes),
+                proptest::collection::vec(any::<u8>(), 0..8),
+            ],
+            0..16,
+        ).prop_map(|v| v.concat()),
+        cuts in proptest::collection::vec(0usize..400, 0..6),
+    ) {
+        let r = defaults(&[("PW", "Secret-Value-1234")]);
+        let whole = r.redact_bytes(&input);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for c in cuts {
+            chunks.push(&input[prev..c]);
+            prev = c;
+        }
+        chunks.push(&input[prev..]);
+        prop_assert_eq!(&push_all(&r, &chunks), &whole);
+        prop_assert_eq!(&bytewise(&r, &input), &whole);
+    }
+}
