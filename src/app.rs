@@ -7,16 +7,19 @@ use crate::audit::Audit;
 use crate::cli::{CheckArgs, Cli, Command, ProfileArg, RunArgs, Tty};
 use crate::launch::{self, Injected, Launch, pump::Passthrough, pump::StreamFilter};
 use crate::profile::{self, AuditSink, Inject, Profile, Resolve, search};
+use crate::redact::{RedactStream, Redactor};
 use crate::sandbox::{self, ChildNeeds, Mode, Policy};
 use crate::secrets::{self, Context, Fetcher};
 use crate::verify;
 use secrecy::SecretString;
 use serde_json::json;
+use std::collections::BTreeMap as Counts;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A failure with its exit code and a message for the operator (never a value).
@@ -49,14 +52,12 @@ pub enum Level {
     Debug,
 }
 
-/// agentrun's own stderr messages, prefixed `agentrun:`, through the redactor.
+/// agentrun's own stderr messages, prefixed `agentrun:`, through the redactor once the
+/// secrets are known.
 pub struct Say {
     level: Level,
-    filter: Option<MessageFilter>,
+    redactor: std::sync::OnceLock<Arc<Redactor>>,
 }
-
-/// Redacts one of agentrun's own messages.
-pub type MessageFilter = Box<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 
 impl Say {
     pub fn new(p: &ProfileArg) -> Say {
@@ -69,8 +70,13 @@ impl Say {
         };
         Say {
             level,
-            filter: None,
+            redactor: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, messages pass through `r`.
+    fn redact_with(&self, r: Arc<Redactor>) {
+        let _ = self.redactor.set(r);
     }
 
     pub fn at(&self, level: Level, msg: &str) {
@@ -78,8 +84,8 @@ impl Say {
             return;
         }
         let line = format!("agentrun: {msg}\n");
-        let bytes = match &self.filter {
-            Some(f) => f(line.as_bytes()),
+        let bytes = match self.redactor.get() {
+            Some(r) => r.redact_bytes(line.as_bytes()),
             None => line.into_bytes(),
         };
         let _ = std::io::stderr().lock().write_all(&bytes);
@@ -113,7 +119,7 @@ pub fn main(cli: Cli) -> ExitCode {
             profiles(),
             Say {
                 level: Level::Info,
-                filter: None,
+                redactor: std::sync::OnceLock::new(),
             },
         ),
     };
@@ -312,6 +318,21 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
     if !errors.is_empty() {
         return Err(fail(&mut audit, Fail::setup(errors.join("\nagentrun: "))));
     }
+    let redactor = if args.no_redact {
+        say.at(
+            Level::Info,
+            "--no-redact: the child's output passes unfiltered",
+        );
+        None
+    } else {
+        match build_redactor(&profile, &got) {
+            Ok(r) => Some(r),
+            Err(f) => return Err(fail(&mut audit, f)),
+        }
+    };
+    if let Some(r) = &redactor {
+        say.redact_with(r.clone());
+    }
 
     let base = launch::env::base(&profile, &ctx.env);
     for d in &base.dropped {
@@ -380,7 +401,12 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
     audit.flush()?;
     launch.confine = Some(std::sync::Arc::new(prepared));
     let start = Instant::now();
-    let make_filter = || -> Box<dyn StreamFilter> { Box::new(Passthrough) };
+    let make_filter = || -> Box<dyn StreamFilter + '_> {
+        match &redactor {
+            Some(r) => Box::new(r.stream()),
+            None => Box::new(Passthrough),
+        }
+    };
     let mut audit_err = None;
     let ran = launch::run(
         launch,
@@ -548,7 +574,12 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
         "env": {"pass": profile.pass, "set": profile.set.keys().collect::<Vec<_>>(), "child_names": env_names, "dropped": base.dropped},
         "secrets": secrets,
         "sandbox": {"policy": policy, "denied_syscalls": denied},
-        "redact": profile.redact,
+        "redact": {
+            "replacement": profile.redact.replacement,
+            "rules": profile.redact.rules,
+            "patterns": profile.redact.patterns,
+            "builtin_rules": crate::redact::builtin_rules().iter().map(|(id, what)| json!({"id": id, "what": what})).collect::<Vec<_>>(),
+        },
         "audit": profile.audit,
         "limits": profile.limits,
         "vault": profile.vault,
@@ -565,19 +596,53 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
     Ok(0)
 }
 
-fn redact(args: &ProfileArg, _say: &Say) -> Result<u8, Fail> {
+fn redact(args: &ProfileArg, say: &Say) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(args, &ctx)?;
-    let Secrets { errors, .. } = fetch_and_verify(&profile, &ctx, None);
+    let Secrets { got, errors, .. } = fetch_and_verify(&profile, &ctx, None);
     if !errors.is_empty() {
         return Err(Fail::setup(errors.join("\nagentrun: ")));
     }
+    let redactor = build_redactor(&profile, &got)?;
+    say.redact_with(redactor.clone());
     let input = std::fs::File::from(std::io::stdin().lock().as_fd_owned()?);
     let output = std::fs::File::from(std::io::stdout().lock().as_fd_owned()?);
-    let stats = launch::pump::pump(input, output, Box::new(Passthrough));
+    let stats = launch::pump::pump(input, output, Box::new(redactor.stream()));
+    for (name, n) in &stats.counts {
+        say.at(Level::Debug, &format!("redacted {name}: {n}"));
+    }
     match stats.error {
         Some(e) => Err(Fail::setup(format!("redact: {e}"))),
         None => Ok(0),
+    }
+}
+
+/// The run's redactor: every accepted secret value plus the profile's rules and patterns.
+/// A secret too short to redact without mangling all output stops the run.
+fn build_redactor(profile: &Profile, got: &[Got]) -> Result<Arc<Redactor>, Fail> {
+    let pairs: Vec<(&str, &SecretString)> =
+        got.iter().map(|g| (g.name.as_str(), &g.value)).collect();
+    let r = Redactor::new(&profile.redact, &pairs)
+        .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
+    if let Some(name) = r.too_short().first() {
+        return Err(Fail::setup(format!(
+            "secret {name} is shorter than 4 characters: it cannot be redacted without mangling \
+             all output; use a real credential, or pass --no-redact (operator only)"
+        )));
+    }
+    Ok(Arc::new(r))
+}
+
+/// The redactor is the pump's filter.
+impl StreamFilter for RedactStream<'_> {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        RedactStream::push(self, input, out)
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        RedactStream::finish(self, out)
+    }
+    fn counts(&self) -> Counts<String, u64> {
+        RedactStream::counts(self).clone()
     }
 }
 

@@ -81,7 +81,7 @@ fn child_env_is_exactly_pass_set_and_secrets() {
     s.env.insert("LC_TOKEN".into(), "must-not-pass".into());
     s.env.insert("UNLISTED".into(), "must-not-pass".into());
     s.env.insert("VAULT_TOKEN".into(), "must-not-pass".into());
-    let o = s.run(&["-p", "t", "--", "env"]);
+    let o = s.run(&["-p", "t", "--no-redact", "--", "env"]);
     assert_eq!(o.code, 0, "{o:?}");
     let mut names: Vec<&str> = o
         .stdout
@@ -145,6 +145,7 @@ required = false
     let o = s.run(&[
         "-p",
         "all",
+        "--no-redact",
         "--",
         "sh",
         "-c",
@@ -173,6 +174,7 @@ fn file_injection_is_a_private_file_gone_after_the_run() {
     let o = s.run(&[
         "-p",
         "f",
+        "--no-redact",
         "--",
         "sh",
         "-c",
@@ -687,4 +689,43 @@ fn profile_is_required() {
         .read_to_end(&mut out)
         .unwrap();
     assert!(String::from_utf8_lossy(&out).contains("explain"));
+}
+
+#[test]
+fn output_is_redacted_and_counted_unless_the_operator_says_no() {
+    let s = Scratch::new();
+    basic(&s);
+    let script = "env; printf '%s' \"$MY_KEY\" >&2; echo; echo \"> Authorization: Bearer $MY_KEY\"";
+    let o = s.run(&["-p", "t", "--", "sh", "-c", script]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(!o.stdout.contains(KEY) && !o.stderr.contains(KEY), "{o:?}");
+    assert!(o.stdout.contains("MY_KEY=[REDACTED:MY_KEY]"), "{o:?}");
+    assert!(o.stderr.contains("[REDACTED:MY_KEY]"), "{o:?}");
+    let exit = s.audit().into_iter().rfind(|e| e["event"] == "exit").unwrap();
+    assert!(exit["redactions"]["MY_KEY"].as_u64().unwrap() >= 3, "{exit}");
+    let o = s.run(&["-p", "t", "--no-redact", "--", "sh", "-c", script]);
+    assert!(o.stdout.contains(KEY), "{o:?}");
+    let start = s.audit().into_iter().rfind(|e| e["event"] == "start").unwrap();
+    assert_eq!(start["operator"]["no_redact"], true);
+}
+
+#[test]
+fn redact_command_filters_stdin() {
+    let s = Scratch::new();
+    basic(&s);
+    let mut child = s
+        .cmd(&["redact", "-p", "t"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "build step 1 ok\ntoken={KEY} used\ncurl -H 'Authorization: Bearer abcdefghijklmnopqrstuvwx' https://x").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.starts_with("build step 1 ok\n"), "{text}");
+    assert!(!text.contains(KEY) && !text.contains("abcdefghijklmnopqrstuvwx"), "{text}");
 }
