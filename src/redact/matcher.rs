@@ -148,13 +148,12 @@ impl Literals {
     }
 
     /// Call `f(pattern, start, end)` for every (overlapping) match inside `hay[from..]`.
-    pub(crate) fn for_each(&self, hay: &[u8], from: usize, mut f: impl FnMut(usize, usize, usize)) {
-        let a = self.automaton();
-        let input = AcInput::new(hay).span(from..hay.len());
-        let mut state = OverlappingState::start();
-        while a.try_find_overlapping(&input, &mut state).is_ok() {
-            let Some(m) = state.get_match() else { break };
-            f(m.pattern().as_usize(), m.start(), m.end());
+    pub(crate) fn for_each(&self, hay: &[u8], from: usize, f: impl FnMut(usize, usize, usize)) {
+        // Dispatch once per call so the search loop is monomorphic (a `dyn` automaton costs a
+        // virtual call per byte).
+        match &self.ac {
+            AcKind::Dfa(d) => overlapping(d, hay, from, f),
+            AcKind::Nfa(n) => overlapping(n, hay, from, f),
         }
     }
 
@@ -177,6 +176,20 @@ impl Literals {
 
     pub(crate) fn memory_usage(&self) -> usize {
         self.automaton().memory_usage() + self.hold.len() * 16
+    }
+}
+
+fn overlapping<A: Automaton>(
+    a: &A,
+    hay: &[u8],
+    from: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let input = AcInput::new(hay).span(from..hay.len());
+    let mut state = OverlappingState::start();
+    while a.try_find_overlapping(&input, &mut state).is_ok() {
+        let Some(m) = state.get_match() else { break };
+        f(m.pattern().as_usize(), m.start(), m.end());
     }
 }
 
@@ -394,16 +407,29 @@ pub(crate) struct Hit {
 }
 
 /// Everything the redactor matches, immutable after construction.
+///
+/// Known values and rule anchors share one case-insensitive automaton, so each byte of output
+/// is walked once; value hits are then confirmed byte for byte.
 pub(crate) struct Matcher {
-    pub values: Option<Literals>,
+    pub literals: Option<Literals>,
+    /// The first `values.len()` patterns of `literals` are known values (exact bytes kept for
+    /// the case-sensitive confirmation); the rest are rule anchors.
+    pub values: Vec<Vec<u8>>,
     /// Name index of each value pattern.
     pub value_names: Vec<u32>,
-    pub anchors: Option<Literals>,
-    /// Rules to try at each anchor pattern.
+    /// Rules to try at each anchor pattern (indexed from 0 = first anchor).
     pub anchor_rules: Vec<Vec<u32>>,
     pub rules: Vec<Rule>,
     /// Rules with no usable literal prefix: tried at every position.
     pub everywhere: Vec<u32>,
+}
+
+impl Drop for Matcher {
+    fn drop(&mut self) {
+        for v in &mut self.values {
+            v.fill(0);
+        }
+    }
 }
 
 pub(crate) struct ScanOut {
@@ -433,29 +459,28 @@ impl Matcher {
         if from >= len {
             return out;
         }
-        if let Some(v) = &self.values {
-            v.for_each(hay, from, |pid, start, end| {
-                hits.push(Hit {
-                    origin: start,
-                    start,
-                    end,
-                    name: self.value_names[pid],
-                    known: true,
-                });
-            });
-            if !eof {
-                out.live = out.live.min(len - v.hold(hay, from));
-            }
-        }
         cands.clear();
-        if let Some(a) = &self.anchors {
-            a.for_each(hay, from, |pid, start, _| {
-                for &r in &self.anchor_rules[pid] {
-                    cands.push((start, r));
+        if let Some(lits) = &self.literals {
+            let nvalues = self.values.len();
+            lits.for_each(hay, from, |pid, start, end| {
+                if pid < nvalues {
+                    if hay[start..end] == self.values[pid][..] {
+                        hits.push(Hit {
+                            origin: start,
+                            start,
+                            end,
+                            name: self.value_names[pid],
+                            known: true,
+                        });
+                    }
+                } else {
+                    for &r in &self.anchor_rules[pid - nvalues] {
+                        cands.push((start, r));
+                    }
                 }
             });
             if !eof {
-                out.live = out.live.min(len - a.hold(hay, from));
+                out.live = out.live.min(len - lits.hold(hay, from));
             }
         }
         for &r in &self.everywhere {

@@ -162,7 +162,7 @@ impl Redactor {
         // Known values: every form of every secret, first owner wins on duplicates.
         let mut value_patterns: Vec<Vec<u8>> = Vec::new();
         let mut value_names: Vec<u32> = Vec::new();
-        let mut seen: HashMap<Vec<u8>, ()> = HashMap::new();
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         let mut too_short = Vec::new();
         for (name, value) in secrets {
             let value = value.expose_secret();
@@ -176,22 +176,12 @@ impl Redactor {
             }
             forms.extend(encodings::fragments(value));
             for f in forms {
-                if seen.insert(f.clone(), ()).is_none() {
+                if seen.insert(f.clone()) {
                     value_patterns.push(f);
                     value_names.push(id);
                 }
             }
         }
-        let values = if value_patterns.is_empty() {
-            None
-        } else {
-            Some(Literals::new(&value_patterns, false)?)
-        };
-        drop(seen);
-        for p in &mut value_patterns {
-            p.fill(0);
-        }
-
         // Rules: built-ins first, then the profile's patterns.
         let mut compiled: Vec<Rule> = Vec::new();
         let mut anchor_patterns: Vec<Vec<u8>> = Vec::new();
@@ -247,11 +237,16 @@ impl Redactor {
                 None => everywhere.push(idx),
             }
         }
-        let anchors = if anchor_patterns.is_empty() {
+        let mut all = value_patterns.clone();
+        all.extend(anchor_patterns);
+        let literals = if all.is_empty() {
             None
         } else {
-            Some(Literals::new(&anchor_patterns, true)?)
+            Some(Literals::new(&all, true)?)
         };
+        for p in &mut all {
+            p.fill(0);
+        }
 
         let replacements = names
             .iter()
@@ -259,9 +254,9 @@ impl Redactor {
             .collect();
         Ok(Redactor {
             matcher: Matcher {
-                values,
+                literals,
+                values: value_patterns,
                 value_names,
-                anchors,
                 anchor_rules,
                 rules: compiled,
                 everywhere,
@@ -294,13 +289,8 @@ impl Redactor {
     /// Approximate heap bytes of the matching automata (for diagnostics and the RSS budget).
     pub fn memory_usage(&self) -> usize {
         self.matcher
-            .values
+            .literals
             .as_ref()
             .map_or(0, Literals::memory_usage)
-            + self
-                .matcher
-                .anchors
-                .as_ref()
-                .map_or(0, Literals::memory_usage)
     }
 }

@@ -28,9 +28,10 @@ pub struct RedactStream<'r> {
     buf: Vec<u8>,
     /// 1 when `buf[0]` is context (already emitted), else 0.
     ctx: usize,
-    /// Matcher's view when `buf` holds escape sequences: stripped bytes and their raw offsets.
+    /// Matcher's view when `buf` holds escape sequences: the bytes without colour codes, and
+    /// where codes were cut out: `(view index, raw bytes skipped before it in total)`.
     view: Vec<u8>,
-    map: Vec<usize>,
+    cuts: Vec<(usize, usize)>,
     hits: Vec<Hit>,
     merged: Vec<Hit>,
     spans: Vec<(usize, usize)>,
@@ -52,7 +53,7 @@ impl<'r> RedactStream<'r> {
             buf: Vec::new(),
             ctx: 0,
             view: Vec::new(),
-            map: Vec::new(),
+            cuts: Vec::new(),
             hits: Vec::new(),
             merged: Vec::new(),
             spans: Vec::new(),
@@ -101,31 +102,37 @@ impl<'r> RedactStream<'r> {
     /// when `buf` has no escape byte (the view is `buf` itself).
     fn build_view(&mut self, eof: bool) -> Option<usize> {
         let from = self.ctx;
-        memchr::memchr(0x1b, &self.buf[from..])?;
+        let first = from + memchr::memchr(0x1b, &self.buf[from..])?;
         let buf = &self.buf;
         self.view.clear();
-        self.map.clear();
-        self.view.extend_from_slice(&buf[..from]);
-        self.map.extend(0..from);
-        let mut i = from;
+        self.cuts.clear();
+        self.view.extend_from_slice(&buf[..first]);
+        let mut i = first;
+        let mut skipped = 0;
         let mut limit = buf.len();
         while i < buf.len() {
-            if buf[i] == 0x1b {
-                match sgr_len(&buf[i..]) {
-                    Sgr::Complete(n) => {
-                        i += n;
-                        continue;
+            // buf[i] is ESC.
+            match sgr_len(&buf[i..]) {
+                Sgr::Complete(n) => {
+                    skipped += n;
+                    match self.cuts.last_mut() {
+                        Some(c) if c.0 == self.view.len() => c.1 = skipped,
+                        _ => self.cuts.push((self.view.len(), skipped)),
                     }
-                    Sgr::Partial if !eof => {
-                        limit = i;
-                        break;
-                    }
-                    Sgr::Partial | Sgr::No => {}
+                    i += n;
+                }
+                Sgr::Partial if !eof => {
+                    limit = i;
+                    break;
+                }
+                Sgr::Partial | Sgr::No => {
+                    self.view.push(buf[i]);
+                    i += 1;
                 }
             }
-            self.view.push(buf[i]);
-            self.map.push(i);
-            i += 1;
+            let next = memchr::memchr(0x1b, &buf[i..]).map_or(buf.len(), |p| i + p);
+            self.view.extend_from_slice(&buf[i..next]);
+            i = next;
         }
         Some(limit)
     }
@@ -141,7 +148,7 @@ impl<'r> RedactStream<'r> {
             r,
             buf,
             view,
-            map,
+            cuts,
             hits,
             merged,
             spans,
@@ -151,25 +158,40 @@ impl<'r> RedactStream<'r> {
         } = self;
         let hay: &[u8] = if stripped.is_some() { view } else { buf };
         let len = hay.len();
-        // Window index -> raw offset (start of the byte), and exclusive end of a range.
+        // Window index -> raw offset (start of the byte), exclusive end of a range, and back.
         let to_raw = |i: usize| -> usize {
             match stripped {
                 None => i,
                 Some(_) if i >= len => raw_limit,
-                Some(_) => map[i],
+                Some(_) => {
+                    let k = cuts.partition_point(|c| c.0 <= i);
+                    i + if k == 0 { 0 } else { cuts[k - 1].1 }
+                }
             }
         };
         let to_raw_end = |e: usize| -> usize {
             match stripped {
                 None => e,
                 Some(_) if e == 0 => 0,
-                Some(_) => map[e - 1] + 1,
+                Some(_) => to_raw(e - 1) + 1,
             }
         };
         let to_view = |raw: usize| -> usize {
             match stripped {
                 None => raw.min(len),
-                Some(_) => map.partition_point(|&m| m < raw),
+                Some(_) => {
+                    // First view index whose raw offset is at least `raw`.
+                    let (mut lo, mut hi) = (0, len);
+                    while lo < hi {
+                        let mid = (lo + hi) / 2;
+                        if to_raw(mid) < raw {
+                            lo = mid + 1;
+                        } else {
+                            hi = mid;
+                        }
+                    }
+                    lo
+                }
             }
         };
 
