@@ -701,11 +701,22 @@ fn output_is_redacted_and_counted_unless_the_operator_says_no() {
     assert!(!o.stdout.contains(KEY) && !o.stderr.contains(KEY), "{o:?}");
     assert!(o.stdout.contains("MY_KEY=[REDACTED:MY_KEY]"), "{o:?}");
     assert!(o.stderr.contains("[REDACTED:MY_KEY]"), "{o:?}");
-    let exit = s.audit().into_iter().rfind(|e| e["event"] == "exit").unwrap();
-    assert!(exit["redactions"]["MY_KEY"].as_u64().unwrap() >= 3, "{exit}");
+    let exit = s
+        .audit()
+        .into_iter()
+        .rfind(|e| e["event"] == "exit")
+        .unwrap();
+    assert!(
+        exit["redactions"]["MY_KEY"].as_u64().unwrap() >= 3,
+        "{exit}"
+    );
     let o = s.run(&["-p", "t", "--no-redact", "--", "sh", "-c", script]);
     assert!(o.stdout.contains(KEY), "{o:?}");
-    let start = s.audit().into_iter().rfind(|e| e["event"] == "start").unwrap();
+    let start = s
+        .audit()
+        .into_iter()
+        .rfind(|e| e["event"] == "start")
+        .unwrap();
     assert_eq!(start["operator"]["no_redact"], true);
 }
 
@@ -727,5 +738,8 @@ fn redact_command_filters_stdin() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(text.starts_with("build step 1 ok\n"), "{text}");
-    assert!(!text.contains(KEY) && !text.contains("abcdefghijklmnopqrstuvwx"), "{text}");
+    assert!(
+        !text.contains(KEY) && !text.contains("abcdefghijklmnopqrstuvwx"),
+        "{text}"
+    );
 }

@@ -364,10 +364,10 @@ impl Rule {
         if s >= e {
             return None;
         }
-        if let Some(check) = self.check {
-            if !check(&hay[s..e]) {
-                return None;
-            }
+        if let Some(check) = self.check
+            && !check(&hay[s..e])
+        {
+            return None;
         }
         Some((s, e))
     }

@@ -242,10 +242,12 @@ impl<'r> RedactStream<'r> {
                 _ => span = Some((o, e)),
             }
         }
-        if let Some((o, e)) = span {
-            if o < boundary && boundary < e && to_raw(boundary) - to_raw(o) <= MAX_HOLD {
-                boundary = o;
-            }
+        if let Some((o, e)) = span
+            && o < boundary
+            && boundary < e
+            && to_raw(boundary) - to_raw(o) <= MAX_HOLD
+        {
+            boundary = o;
         }
         let raw_boundary = to_raw(boundary);
         self.carry_next.clear();
@@ -301,10 +303,10 @@ impl<'r> RedactStream<'r> {
         std::mem::swap(&mut self.carry, &mut self.carry_next);
         if eof {
             self.cover_line = None;
-        } else if let Some(e) = line_end {
-            if boundary > e {
-                self.cover_line = None;
-            }
+        } else if let Some(e) = line_end
+            && boundary > e
+        {
+            self.cover_line = None;
         }
         if scan.overflow.is_some() && boundary == len && !eof {
             self.cover_line = scan.overflow;
