@@ -163,15 +163,61 @@ fn load_profile(arg: &ProfileArg, ctx: &Context) -> Result<Profile, Fail> {
     )?)
 }
 
+/// `[vault]` and `[aws]` checked before anything is fetched, so a bad table is one clear
+/// error naming the profile, not one per secret.
+fn validate_backends(profile: &Profile, ctx: &Context) -> Result<(), Fail> {
+    let uses = |kind: &str| profile.secrets.iter().any(|s| s.source.kind() == kind);
+    let at = |e: String| Fail::setup(format!("{}: {e}", profile.path.display()));
+    if profile.vault.is_some() || uses("vault") {
+        secrets::vault::VaultSettings::from_section(profile.vault.as_ref(), ctx)
+            .map_err(|e| at(e.to_string()))?;
+    }
+    if profile.aws.is_some() || uses("aws-sm") {
+        secrets::aws::AwsSettings::from_section(profile.aws.as_ref())
+            .map_err(|e| at(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The sandbox policy, with the files agentrun reads credentials from kept from the child
+/// like the credential stores under `$HOME` (a `.env` holds more than the declared key).
 fn sandbox_policy(profile: &Profile, ctx: &Context) -> Result<Policy, Fail> {
     let tmpdir = ctx.var("TMPDIR").map(PathBuf::from);
-    Policy::resolve(
+    let mut policy = Policy::resolve(
         profile.sandbox.as_ref(),
         &ctx.cwd,
         ctx.home.as_deref(),
         tmpdir.as_deref(),
     )
-    .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))
+    .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
+    for p in secrets::credential_inputs(profile, ctx).paths {
+        if !policy.protected.contains(&p) {
+            policy.protected.push(p);
+        }
+    }
+    Ok(policy)
+}
+
+/// Say when keeping a credential file from the child costs it part of a directory it may
+/// write: Landlock cannot grant a directory while denying one entry, so the directory's
+/// other entries are granted one by one and the directory itself is not.
+fn explain_kept_inputs(policy: &Policy, profile: &Profile, ctx: &Context, say: &Say) {
+    for p in secrets::credential_inputs(profile, ctx).paths {
+        if let Some(dir) = p.parent()
+            && policy.write.iter().any(|w| w == dir)
+        {
+            say.at(
+                Level::Info,
+                &format!(
+                    "{} holds credentials the profile does not declare: it is kept from the child, \
+                     so {} cannot be listed and gets no new top-level entries (its files and \
+                     subdirectories stay writable); move the file out of it, or keep only the declared keys in it",
+                    p.display(),
+                    dir.display()
+                ),
+            );
+        }
+    }
 }
 
 fn search_dirs(ctx: &Context) -> Vec<PathBuf> {
@@ -278,7 +324,11 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         ));
     }
     let profile = load_profile(&args.profile, &ctx)?;
+    validate_backends(&profile, &ctx)?;
     let policy = sandbox_policy(&profile, &ctx)?;
+    if !args.unconfined {
+        explain_kept_inputs(&policy, &profile, &ctx, say);
+    }
     let mode = if args.unconfined {
         Mode::Unconfined
     } else if args.best_effort {
@@ -334,7 +384,8 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         say.redact_with(r.clone());
     }
 
-    let base = launch::env::base(&profile, &ctx.env);
+    let inputs = secrets::credential_inputs(&profile, &ctx);
+    let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
     for d in &base.dropped {
         say.at(
             Level::Debug,
@@ -475,16 +526,39 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
 fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(&args.profile, &ctx)?;
+    validate_backends(&profile, &ctx)?;
     let policy = sandbox_policy(&profile, &ctx)?;
     let Secrets {
-        report, mut errors, ..
+        got,
+        report,
+        mut errors,
     } = fetch_and_verify(&profile, &ctx, None);
+    // Everything else a run does before the spawn, so that 0 here means a run would start.
+    if errors.is_empty()
+        && let Err(f) = build_redactor(&profile, &got)
+    {
+        errors.push(f.msg);
+    }
+    if let AuditSink::File(path) = &profile.audit
+        && let Err(e) = Audit::open(&AuditSink::File(path.clone()))
+    {
+        errors.push(e.to_string());
+    }
     let kernel = sandbox::kernel_report(&policy);
     if !kernel.enforce_ok {
         errors.push(format!(
             "sandbox: this kernel cannot enforce the profile: {} (a run needs --best-effort)",
             kernel.missing.join("; ")
         ));
+    } else {
+        let needs = ChildNeeds {
+            program: PathBuf::from("/bin/sh"),
+            extra_read: Vec::new(),
+            tty: None,
+        };
+        if let Err(e) = sandbox::prepare(&policy, &needs, Mode::Enforce) {
+            errors.push(e.to_string());
+        }
     }
     let ok = errors.is_empty();
     if args.json {
@@ -549,7 +623,8 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
     let profile = load_profile(&args.profile, &ctx)?;
     let policy = sandbox_policy(&profile, &ctx)?;
     let denied = sandbox::denied_syscalls(&policy);
-    let base = launch::env::base(&profile, &ctx.env);
+    let inputs = secrets::credential_inputs(&profile, &ctx);
+    let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
     let mut env_names: Vec<String> = base
         .vars
         .keys()

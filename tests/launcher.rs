@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "sk-test-Zx9Qw8Er7Ty6Ui5Op4As3Df2";
 
 fn basic(s: &Scratch) {
-    s.file(
-        ".env",
-        &format!("# comment\nexport MY_KEY=\"{KEY}\"\nOTHER='x y'\n"),
-    );
+    s.file(".env", &format!("# comment\nexport MY_KEY=\"{KEY}\"\n"));
     s.profile(
         "t",
         r#"version = 1
@@ -742,4 +739,121 @@ fn redact_command_filters_stdin() {
         !text.contains(KEY) && !text.contains("abcdefghijklmnopqrstuvwx"),
         "{text}"
     );
+}
+
+#[test]
+fn a_dotenv_with_undeclared_keys_is_kept_from_the_child() {
+    let s = Scratch::new();
+    s.file(
+        ".env",
+        &format!("MY_KEY={KEY}\nOTHER_DB_PASS=UndeclaredValue98765\n"),
+    );
+    s.profile(
+        "t",
+        "version = 1\n[secrets]\nMY_KEY = \"dotenv:.env#MY_KEY\"\n",
+    );
+    let o = s.run(&["-p", "t", "--", "sh", "-c", "cat .env; echo rc=$?"]);
+    assert!(!o.stdout.contains("UndeclaredValue98765"), "{o:?}");
+    assert!(
+        o.stdout.contains("rc=1") && o.stderr.contains("Permission denied"),
+        "{o:?}"
+    );
+    assert!(
+        o.stderr
+            .contains(".env holds credentials the profile does not declare"),
+        "{o:?}"
+    );
+    // With only the declared key in it, the file gives the child nothing new: no rule needed.
+    s.file(".env", &format!("MY_KEY={KEY}\n"));
+    let o = s.run(&["-p", "t", "--", "sh", "-c", "cat .env"]);
+    assert_eq!(o.stdout, "MY_KEY=[REDACTED:MY_KEY]\n", "{o:?}");
+}
+
+#[test]
+fn variables_agentrun_reads_credentials_from_are_withheld() {
+    let mut s = Scratch::new();
+    s.env
+        .insert("MY_VAULT_TOK".into(), "vault-login-token-value".into());
+    s.env.insert("MY_SRC_KEY".into(), KEY.into());
+    s.env.insert("MY_PLAIN".into(), "plain".into());
+    s.profile(
+        "w",
+        "version = 1\n[env]\npass = [\"PATH\", \"MY_*\"]\n[vault]\naddress = \"http://127.0.0.1:1\"\ntoken = \"env:MY_VAULT_TOK\"\n[secrets]\nRENAMED = \"env:MY_SRC_KEY\"\n",
+    );
+    let o = s.run(&["-p", "w", "--no-redact", "--", "env"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("MY_PLAIN=plain"), "{o:?}");
+    assert!(o.stdout.contains(&format!("RENAMED={KEY}")), "{o:?}");
+    assert!(
+        !o.stdout.contains("MY_VAULT_TOK") && !o.stdout.contains("MY_SRC_KEY"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn a_credential_pasted_as_a_source_is_never_echoed() {
+    let s = Scratch::new();
+    s.profile(
+        "p",
+        "version = 1\n[secrets]\nOPENAI_API_KEY = \"sk-proj-Abcdefghijklmnopqrstuvwx\"\n",
+    );
+    let o = s.run(&["-p", "p", "--", "true"]);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("secrets.OPENAI_API_KEY.from") && o.stderr.contains("no scheme"),
+        "{o:?}"
+    );
+    assert!(!o.stderr.contains("Abcdefghijklmnopqrstuvwx"), "{o:?}");
+    s.profile("v", "version = 1\n[vault]\naddress = \"http://127.0.0.1:1\"\ntoken = \"hvs.CAESIAbcdefghijklmnopqrstuvwx\"\n[secrets]\nK = \"vault:secret/x#y\"\n");
+    let o = s.run(&["-p", "v", "--", "true"]);
+    assert_eq!(o.code, 125, "{o:?}");
+    // Refused while the profile is checked, before the audit log opens; when there is one,
+    // it must not hold the token either.
+    assert!(o.stderr.contains("[vault] token"), "{o:?}");
+    let audit = std::fs::read_to_string(s.path().join("audit.jsonl")).unwrap_or_default();
+    for text in [&o.stderr, &audit] {
+        assert!(!text.contains("Abcdefghijklmnopqrstuvwx"), "{o:?}\n{audit}");
+    }
+}
+
+#[test]
+fn check_refuses_whatever_a_run_would_refuse() {
+    let s = Scratch::new();
+    s.file("short", "abc");
+    s.profile("short", "version = 1\n[secrets]\nS = \"file:short\"\n");
+    let o = s.run(&["check", "-p", "short"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("shorter than 4 characters"), "{o:?}");
+    assert_eq!(s.run(&["-p", "short", "--", "true"]).code, 125);
+    s.file(
+        "profiles/badaudit.toml",
+        "version = 1\n[audit]\nlog = \"/proc/forbidden/a.jsonl\"\n",
+    );
+    let o = s.run(&["check", "-p", "badaudit"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert_eq!(s.run(&["-p", "badaudit", "--", "true"]).code, 125);
+}
+
+#[test]
+fn explain_touches_no_secret_backend() {
+    let mut s = Scratch::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    s.env
+        .insert("VAULT_TOKEN".into(), "root-token-for-test".into());
+    s.profile(
+        "x",
+        &format!("version = 1\n[vault]\naddress = \"http://127.0.0.1:{port}\"\ntimeout = \"1s\"\nretries = 0\n[secrets]\nK = \"vault:secret/x#y\"\n"),
+    );
+    let o = s.run(&["explain", "-p", "x", "--json"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        listener.accept().is_err(),
+        "explain connected to the Vault address"
+    );
+    assert!(!o.stdout.contains("root-token-for-test"));
+    // The control: check does fetch, and the listener sees it.
+    let _ = s.run(&["check", "-p", "x"]);
+    assert!(listener.accept().is_ok(), "check should have connected");
 }

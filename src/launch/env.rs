@@ -20,8 +20,13 @@ pub struct BaseEnv {
     pub dropped: Vec<String>,
 }
 
-/// Apply `pass` and `set` to agentrun's environment.
-pub fn base(profile: &Profile, parent: &BTreeMap<OsString, OsString>) -> BaseEnv {
+/// Apply `pass` and `set` to agentrun's environment. `withheld` names variables agentrun
+/// read credentials from (`env:` sources): never copied under their own name.
+pub fn base(
+    profile: &Profile,
+    parent: &BTreeMap<OsString, OsString>,
+    withheld: &[String],
+) -> BaseEnv {
     let mut vars = BTreeMap::new();
     let mut dropped = Vec::new();
     let declared =
@@ -33,17 +38,21 @@ pub fn base(profile: &Profile, parent: &BTreeMap<OsString, OsString>) -> BaseEnv
                 if !name.starts_with(prefix) || declared(name) {
                     continue;
                 }
-                if looks_like_credential(name) || OWN_CREDENTIALS.contains(&name) {
+                if looks_like_credential(name)
+                    || OWN_CREDENTIALS.contains(&name)
+                    || withheld.iter().any(|w| w == name)
+                {
                     dropped.push(name.to_string());
                     continue;
                 }
                 vars.insert(k.clone(), v.clone());
             }
-        } else if let Some(v) = parent.get(OsStr::new(pattern))
-            && !OWN_CREDENTIALS.contains(&pattern.as_str())
-            && !declared(pattern)
-        {
-            vars.insert(OsString::from(pattern), v.clone());
+        } else if let Some(v) = parent.get(OsStr::new(pattern)) {
+            if withheld.contains(pattern) {
+                dropped.push(pattern.clone());
+            } else if !OWN_CREDENTIALS.contains(&pattern.as_str()) && !declared(pattern) {
+                vars.insert(OsString::from(pattern), v.clone());
+            }
         }
     }
     for (k, v) in &profile.set {
@@ -89,13 +98,16 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.into(), b.into()))
         .collect();
-        let env = base(&p, &parent);
+        let env = base(&p, &parent, &["LC_ALL".to_string()]);
         let names: Vec<_> = env
             .vars
             .keys()
             .map(|k| k.to_str().unwrap().to_string())
             .collect();
-        assert_eq!(names, ["AWS_REGION", "LC_ALL", "PATH", "X"]);
-        assert_eq!(env.dropped, ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
+        assert_eq!(names, ["AWS_REGION", "PATH", "X"]);
+        assert_eq!(
+            env.dropped,
+            ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LC_ALL"]
+        );
     }
 }

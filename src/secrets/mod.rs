@@ -24,11 +24,22 @@ use std::time::{Duration, Instant};
 
 /// Everything a fetch may read besides the source itself: agentrun's own environment
 /// (a snapshot taken at start), the working directory and `$HOME`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Context {
     pub env: BTreeMap<OsString, OsString>,
     pub cwd: PathBuf,
     pub home: Option<PathBuf>,
+}
+
+/// Names only: the environment holds agentrun's own credentials.
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("env_names", &self.env.keys().collect::<Vec<_>>())
+            .field("cwd", &self.cwd)
+            .field("home", &self.home)
+            .finish()
+    }
 }
 
 impl Context {
@@ -292,4 +303,72 @@ impl<'a> Fetcher<'a> {
         self.aws.borrow_mut().insert(region, result.clone());
         result
     }
+}
+
+/// Where agentrun's credentials come from, besides the values it hands over: the child
+/// must not read these files or inherit these variables, or it would get more than the
+/// profile declares (the rest of a `.env`, the Vault login).
+#[derive(Debug, Default)]
+pub struct CredentialInputs {
+    /// Variables read by `env:` sources of `[vault]` (the `[secrets]` ones are declared).
+    pub env_names: Vec<String>,
+    /// Files holding more than the child gets: a dotenv file with undeclared keys, the
+    /// `[vault]` login files, `$CREDENTIALS_DIRECTORY`.
+    pub paths: Vec<PathBuf>,
+}
+
+pub fn credential_inputs(profile: &crate::profile::Profile, ctx: &Context) -> CredentialInputs {
+    let mut out = CredentialInputs::default();
+    // A dotenv file is kept from the child only when it holds keys the profile does not
+    // take from it; a `file:` source holds exactly the value the child gets anyway.
+    let mut dotenv_keys: BTreeMap<&std::path::Path, Vec<&str>> = BTreeMap::new();
+    for s in &profile.secrets {
+        match &s.source {
+            Source::Env { name } => out.env_names.push(name.clone()),
+            Source::Dotenv { path, key } => dotenv_keys.entry(path).or_default().push(key),
+            _ => {}
+        }
+    }
+    for (path, declared) in dotenv_keys {
+        let holds_more = match dotenvy::from_path_iter(path) {
+            Ok(iter) => iter
+                .filter_map(Result::ok)
+                .any(|(k, _)| !declared.contains(&k.as_str())),
+            Err(_) => false,
+        };
+        if holds_more {
+            out.paths.push(path.to_path_buf());
+        }
+    }
+    if let Some(v) = &profile.vault {
+        for (key, text) in [
+            ("token", &v.token),
+            ("role_id", &v.role_id),
+            ("secret_id", &v.secret_id),
+            ("jwt", &v.jwt),
+        ] {
+            let Some(text) = text else { continue };
+            match Source::parse(text, &ctx.cwd, ctx.home.as_deref()) {
+                Ok(Source::Env { name }) => out.env_names.push(name),
+                Ok(Source::Dotenv { path, .. } | Source::File { path }) => out.paths.push(path),
+                Ok(_) => {}
+                // `jwt` may be a bare path; anything else that does not parse is an error
+                // the fetch reports (without echoing it).
+                Err(_) if key == "jwt" => {
+                    out.paths
+                        .push(source::resolve_path(text, &ctx.cwd, ctx.home.as_deref()))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    if let Some(dir) = ctx.var("CREDENTIALS_DIRECTORY") {
+        out.paths.push(PathBuf::from(dir));
+    }
+    // Only files that exist can be kept from the child (and a bare `jwt` that is really a
+    // pasted token is then never named in a message).
+    out.paths.retain(|p| p.exists());
+    out.paths.sort();
+    out.paths.dedup();
+    out
 }

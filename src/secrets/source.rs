@@ -69,10 +69,8 @@ impl Source {
     /// Parse a source string. `cwd` and `home` resolve relative paths and `~`.
     pub fn parse(text: &str, cwd: &Path, home: Option<&Path>) -> Result<Source, String> {
         let Some((scheme, rest)) = text.split_once(':') else {
-            return Err(format!(
-                "`{text}` has no scheme: write `env:NAME`, `dotenv:PATH#KEY`, `file:PATH`, \
-                 `systemd:NAME`, `vault:MOUNT/PATH#FIELD` or `aws-sm:SECRET_ID[#KEY]`"
-            ));
+            return Err("the source has no scheme (it is not shown, in case it is a credential pasted in the wrong place): write `env:NAME`, `dotenv:PATH#KEY`, `file:PATH`, \
+                 `systemd:NAME`, `vault:MOUNT/PATH#FIELD` or `aws-sm:SECRET_ID[#KEY]`".to_string());
         };
         let (rest, field) = match rest.split_once('#') {
             Some((r, f)) => (r, Some(f)),
@@ -93,7 +91,7 @@ impl Source {
             Some(f) => Err(format!("`{text}`: {what} sources take no `#{f}` field")),
             None => Ok(()),
         };
-        let pairs = parse_query(text, query)?;
+        let pairs = parse_query(query)?;
         match scheme {
             "env" => {
                 no_query("env")?;
@@ -207,21 +205,19 @@ impl Source {
                 }
                 Ok(Source::AwsSm(r))
             }
-            other => Err(format!(
-                "`{text}`: unknown scheme `{other}` (known: env, dotenv, file, systemd, vault, aws-sm)"
-            )),
+            _ => Err("the source's scheme is unknown (known: env, dotenv, file, systemd, vault, aws-sm; the source is not shown, in case it is a credential)".to_string()),
         }
     }
 }
 
-fn parse_query<'a>(text: &str, query: Option<&'a str>) -> Result<Vec<(&'a str, &'a str)>, String> {
+fn parse_query(query: Option<&str>) -> Result<Vec<(&str, &str)>, String> {
     let Some(q) = query else {
         return Ok(Vec::new());
     };
     q.split('&')
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k, v)),
-            _ => Err(format!("`{text}`: query part `{pair}` is not `key=value`")),
+            _ => Err("a query part of the source is not `key=value`".to_string()),
         })
         .collect()
 }
@@ -308,7 +304,19 @@ mod tests {
                 .contains("needs the field")
         );
         assert!(parse("vault:secret/x?kv=3#f").unwrap_err().contains("kv"));
-        assert!(parse("ftp:x").unwrap_err().contains("unknown scheme"));
+        assert!(parse("ftp:x").unwrap_err().contains("scheme is unknown"));
+        // A credential pasted where a source belongs is never echoed.
+        for pasted in [
+            "sk-proj-abcdefghijklmnop",
+            "admin:hunter2hunter2",
+            "user:pw?x#y",
+        ] {
+            let e = parse(pasted).unwrap_err();
+            assert!(
+                !e.contains("hunter2") && !e.contains("abcdefghijklmnop") && !e.contains("pw"),
+                "{e}"
+            );
+        }
         assert!(parse("env:A?x=1").unwrap_err().contains("no `?x=1`"));
     }
 }

@@ -371,6 +371,9 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// The message for a response agentrun cannot read. Never quotes the response.
+const UNEXPECTED: &str = "the server's response has an unexpected shape (is this a Vault/OpenBao KV endpoint, and is `?kv=` right?)";
+
 fn classify(err: ClientError) -> Failure {
     match err {
         ClientError::APIError { code, errors } => Failure::Status { code, errors },
@@ -391,16 +394,22 @@ fn classify(err: ClientError) -> Failure {
                     if re.is_connect() {
                         return Failure::Connect(root_cause(re));
                     }
-                    return Failure::Other(root_cause(re));
+                    if re.is_request() || re.is_builder() {
+                        return Failure::Other(root_cause(re));
+                    }
+                    break;
                 }
                 cur = e.source();
             }
-            Failure::Other(root_cause(&source))
+            // Anything else (a response that does not parse, a body the client could not
+            // convert) may quote what the server sent, values included: say only what kind
+            // of failure it was.
+            Failure::Other(UNEXPECTED.into())
         }
         ClientError::JsonParseError { .. } | ClientError::ResponseDataEmptyError => {
             Failure::Other("the response is not what a KV read returns".into())
         }
-        other => Failure::Other(other.to_string()),
+        _ => Failure::Other(UNEXPECTED.into()),
     }
 }
 
