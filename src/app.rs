@@ -446,6 +446,16 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         for n in &report.notes {
             say.at(Level::Info, &format!("sandbox: {n}"));
         }
+    } else if !report.pid_namespace.available {
+        // Not a refusal (the contract asks for it only where agentrun can), but the
+        // operator should know that a SIGKILL of agentrun may leave descendants behind.
+        say.at(
+            Level::Info,
+            &format!(
+                "no PID namespace ({}): if agentrun is SIGKILLed, processes the child detached may survive",
+                report.pid_namespace.how
+            ),
+        );
     }
     audit.record("sandbox", json!(report));
     // Everything before the spawn reaches the log before the child starts.
