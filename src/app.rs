@@ -44,6 +44,14 @@ impl<E: std::error::Error> From<E> for Fail {
     }
 }
 
+/// A launch failure keeps its own exit code (126, 127, or 125 for a setup failure).
+fn spawn_fail(e: &launch::spawn::SpawnError) -> Fail {
+    Fail {
+        code: e.exit_code(),
+        msg: e.to_string(),
+    }
+}
+
 /// Verbosity of agentrun's own messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -416,16 +424,7 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
     };
     let program = match launch::resolve(&launch) {
         Ok(p) => p,
-        Err(e) => {
-            let code = e.exit_code();
-            return Err(fail(
-                &mut audit,
-                Fail {
-                    code,
-                    msg: e.to_string(),
-                },
-            ));
-        }
+        Err(e) => return Err(fail(&mut audit, spawn_fail(&e))),
     };
     if tty {
         let pty = launch::tty::Pty::open()
@@ -484,16 +483,7 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
     );
     let ran = match ran {
         Ok(r) => r,
-        Err(e) => {
-            let code = e.exit_code();
-            return Err(fail(
-                &mut audit,
-                Fail {
-                    code,
-                    msg: e.to_string(),
-                },
-            ));
-        }
+        Err(e) => return Err(fail(&mut audit, spawn_fail(&e))),
     };
     if let Some(e) = audit_err {
         say.at(Level::Error, &e.to_string());
