@@ -663,12 +663,28 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        println!(
-            "{}",
-            toml::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
-        );
+        // As TOML, the profile's own language; TOML has no null, so unset keys are left out.
+        let doc = without_nulls(doc);
+        match toml::to_string_pretty(&doc) {
+            Ok(text) => print!("{text}"),
+            Err(_) => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+        }
     }
     Ok(0)
+}
+
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
 }
 
 fn redact(args: &ProfileArg, say: &Say) -> Result<u8, Fail> {
