@@ -114,7 +114,7 @@ pub fn run<'f>(
     // Raw mode before the child exists: a key typed as soon as it starts (Ctrl-C included)
     // must reach its terminal, not be eaten by ours.
     let raw = term.as_ref().and_then(|t| t.enter_raw_mode());
-    let child = spawn::spawn(ChildSpec {
+    let spawn::Spawned { child, status } = spawn::spawn(ChildSpec {
         program,
         argv: launch.argv,
         env,
@@ -144,13 +144,17 @@ pub fn run<'f>(
             Some(t) => Box::new(t.winch_hook()),
             None => Box::new(supervise::NoHooks),
         };
-        let outcome = supervise::supervise(
+        let mut outcome = supervise::supervise(
             signals,
             pid,
             launch.timeout,
             launch.limits.kill_after,
             hooks.as_mut(),
         );
+        // With a PID namespace init as our child, the command's own ending comes from it.
+        if let Some(ending) = status.and_then(command_ending) {
+            outcome.ending = ending;
+        }
         let out_stats = o.join().unwrap_or_default();
         let err_stats = e.join().unwrap_or_default();
         (outcome, out_stats, err_stats)
@@ -163,4 +167,13 @@ pub fn run<'f>(
         stderr: err_stats,
         pid,
     })
+}
+
+/// The command's wait status as its PID namespace's init reported it, if it did (not when
+/// the init was killed, or the command never started).
+fn command_ending(status: OwnedFd) -> Option<supervise::Ending> {
+    let mut buf = [0u8; 4];
+    // The init is reaped: every writer is gone, so this read cannot block.
+    let n = std::io::Read::read(&mut File::from(status), &mut buf).ok()?;
+    (n == 4).then(|| supervise::Ending::from_wait_status(i32::from_ne_bytes(buf)))
 }

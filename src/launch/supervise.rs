@@ -57,6 +57,15 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// From a raw `waitpid` status (as a PID namespace's init reports the command's).
+    pub fn from_wait_status(status: i32) -> Ending {
+        if libc::WIFSIGNALED(status) {
+            Ending::Signaled(libc::WTERMSIG(status))
+        } else {
+            Ending::Exited(libc::WEXITSTATUS(status))
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             Ending::Exited(c) => (c & 0xff) as u8,
