@@ -446,3 +446,37 @@ pub fn setns(fd: std::os::fd::BorrowedFd, nstype: libc::c_int) -> io::Result<()>
         Err(io::Error::last_os_error())
     }
 }
+
+/// `poll(2)` on raw descriptors, retrying on EINTR; `timeout_ms` < 0 waits for ever.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    loop {
+        // SAFETY: fds is a valid, writable slice of pollfd for its length.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `send(fd, buf, MSG_DONTWAIT | MSG_NOSIGNAL)`: a non-blocking write to a socket whose
+/// description other processes share.
+pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid slice for its length.
+    let r = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r >= 0 {
+        Ok(r as usize)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
