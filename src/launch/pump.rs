@@ -155,6 +155,7 @@ pub struct Stream<'f> {
     sink: Sink,
     sink_open: bool,
     filter: Box<dyn StreamFilter + 'f>,
+    /// The read buffer: empty until the source first has data.
     buf: Vec<u8>,
     /// Released by the filter, not yet written; `written` bytes of it are.
     out: Vec<u8>,
@@ -175,8 +176,8 @@ impl<'f> Stream<'f> {
             sink,
             sink_open: true,
             filter,
-            buf: vec![0u8; 64 * 1024],
-            out: Vec::with_capacity(64 * 1024),
+            buf: Vec::new(),
+            out: Vec::new(),
             written: 0,
             stats: PumpStats::default(),
         })
@@ -204,12 +205,25 @@ impl<'f> Stream<'f> {
         self.source.is_none() && !self.pending()
     }
 
-    /// The source is readable (or hung up): one read, filtered and written at once.
-    pub fn on_readable(&mut self) {
+    /// The source is readable (`data`: poll said POLLIN) or hung up: one read, filtered and
+    /// written at once.
+    pub fn on_readable(&mut self, data: bool) {
         let Some(src) = self.source.as_mut() else {
             return;
         };
-        let n = match src.read(&mut self.buf) {
+        // The 64 KiB buffer (a pipe's capacity) only once there is data: a child that
+        // prints nothing costs no zeroed pages, its hang-up is read into `small`.
+        let mut small = [0u8; 256];
+        let use_small = self.buf.is_empty() && !data;
+        if self.buf.is_empty() && !use_small {
+            self.buf = vec![0u8; 64 * 1024];
+        }
+        let read = if use_small {
+            src.read(&mut small)
+        } else {
+            src.read(&mut self.buf)
+        };
+        let n = match read {
             Ok(0) => return self.end_of_input(),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
@@ -224,7 +238,12 @@ impl<'f> Stream<'f> {
         self.stats.bytes_in += n as u64;
         self.out.clear();
         self.written = 0;
-        self.filter.push(&self.buf[..n], &mut self.out);
+        let input = if use_small {
+            &small[..n]
+        } else {
+            &self.buf[..n]
+        };
+        self.filter.push(input, &mut self.out);
         self.flush();
     }
 

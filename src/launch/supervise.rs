@@ -196,7 +196,7 @@ pub fn supervise(
             }
             match *role {
                 Role::Signals => check_children = true,
-                Role::Read(i) => streams[i].on_readable(),
+                Role::Read(i) => streams[i].on_readable(p.revents & libc::POLLIN != 0),
                 Role::Write(i) => streams[i].on_writable(),
                 Role::StdinRead => {
                     if let Some(i) = stdin.as_deref_mut() {
