@@ -5,7 +5,10 @@ Runs each command N times, interleaved (A B C A B C ...) so that the noise of th
 machine hits all of them alike, and prints the median and quartiles of the wall time of
 fork+exec+wait as seen from here. Every row runs `/bin/true` as the child.
 
-    bench/startup.py [--runs N] [--release-binary PATH]
+    bench/startup.py [--runs N] [--binary PATH] [--compare OLD_BINARY]
+
+With --compare, an older build's two rows run interleaved with the others, so a change is
+measured against its baseline under the same load (this machine is shared and noisy).
 """
 
 import argparse
@@ -40,6 +43,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/agentrun"))
+    ap.add_argument("--compare", metavar="PATH", help="another agentrun build to add rows for (e.g. before a change)")
     args = ap.parse_args()
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} missing: run `cargo build --release --locked` first")
@@ -65,6 +69,9 @@ def main():
         ("agentrun --unconfined (4 local secrets)", [args.binary, "--unconfined", "--profile", profile, "--", "/bin/true"]),
         ("agentrun confined (4 local secrets)", [args.binary, "--profile", profile, "--", "/bin/true"]),
     ]
+    if args.compare:
+        cmds.append(("compare: --unconfined (4 local secrets)", [args.compare, "--unconfined", "--profile", profile, "--", "/bin/true"]))
+        cmds.append(("compare: confined (4 local secrets)", [args.compare, "--profile", profile, "--", "/bin/true"]))
     extra = os.environ.get("BENCH_EXTRA_FLAGS")
     if extra:
         cmds.append((f"agentrun {extra}", [args.binary, *extra.split(), "--profile", profile, "--", "/bin/true"]))
@@ -74,12 +81,15 @@ def main():
 
     times = measure(cmds, args.runs, work, env)
     base = statistics.median(times["bare /bin/true"])
+    bw = statistics.median(times[cmds[-1][0]]) if bwrap else None
     print(f"{args.runs} interleaved runs each, wall time in ms (median, p25-p75), added = median - bare median")
     for name, _ in cmds:
         t = sorted(times[name])
         med = statistics.median(t)
         q = statistics.quantiles(t, n=4)
-        print(f"  {name:<46} {med:7.3f}  ({q[0]:.3f}-{q[2]:.3f})  added {med - base:+.3f}  ratio {med / base:.2f}x")
+        vs = f"  {med / bw:.2f}x bwrap" if bw else ""
+        print(f"  {name:<46} {med:7.3f}  ({q[0]:.3f}-{q[2]:.3f})  added {med - base:+.3f}  ratio {med / base:.2f}x{vs}")
+    print(f"  load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     shutil.rmtree(work)
 
 

@@ -366,3 +366,117 @@ pub fn set_pdeathsig_kill() -> Result<(), i32> {
     };
     if r == 0 { Ok(()) } else { Err(errno()) }
 }
+
+// --- Start-up scheduling: hand the CPU from parent to child (see `launch::spawn`) ---
+
+/// A CPU affinity mask (`cpu_set_t`), copied by value so the forked child can use it.
+#[derive(Clone, Copy)]
+pub struct CpuSet(libc::cpu_set_t);
+
+/// This thread's affinity mask; `None` if the kernel's mask does not fit a `cpu_set_t`.
+pub fn affinity() -> Option<CpuSet> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let r = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        (r == 0).then_some(CpuSet(set))
+    }
+}
+
+/// The CPU this thread runs on, as a one-CPU mask, if it is one of `allowed`'s.
+pub fn current_cpu_within(allowed: &CpuSet) -> Option<CpuSet> {
+    // SAFETY: sched_getcpu takes no arguments.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return None;
+    }
+    // SAFETY: cpu is below CPU_SETSIZE, the number of bits in a cpu_set_t.
+    if !unsafe { libc::CPU_ISSET(cpu, &allowed.0) } {
+        return None;
+    }
+    // SAFETY: an all-zero cpu_set_t is a valid empty set; cpu is below CPU_SETSIZE.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    Some(CpuSet(set))
+}
+
+/// Restrict this thread to `set`. Async-signal-safe.
+pub fn set_affinity(set: &CpuSet) -> Result<(), i32> {
+    // SAFETY: sched_setaffinity reads size_of::<cpu_set_t>() bytes from the valid set we pass.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set.0) };
+    if r == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// True when the read end of the pipe whose write end is `fd` is closed everywhere, which
+/// for a pipe whose only other reader is the parent means: the parent is gone.
+/// `PR_SET_PDEATHSIG` first, then this check: the race check for a child that cannot use
+/// `getppid()` (PID 1 of a new PID namespace sees 0). Async-signal-safe.
+pub fn die_with_reader(fd: RawFd) -> Result<(), i32> {
+    set_pdeathsig_kill()?;
+    if readers_gone(fd) {
+        return Err(libc::ESRCH);
+    }
+    Ok(())
+}
+
+/// A pidfd for this process (to return to its own namespaces with [`setns`]).
+pub fn pidfd_self() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes integers; on success it returns a new fd that we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0 as libc::c_uint) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: r is a fresh fd from pidfd_open, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// `setns(fd, nstype)`: with a pidfd and `CLONE_NEWPID`, later children of this thread are
+/// created in that process's PID namespace again.
+pub fn setns(fd: std::os::fd::BorrowedFd, nstype: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns takes an fd we borrow for the call and an integer flag set.
+    if unsafe { libc::setns(fd.as_raw_fd(), nstype) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `poll(2)` on raw descriptors, retrying on EINTR; `timeout_ms` < 0 waits for ever.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    loop {
+        // SAFETY: fds is a valid, writable slice of pollfd for its length.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `send(fd, buf, MSG_DONTWAIT | MSG_NOSIGNAL)`: a non-blocking write to a socket whose
+/// description other processes share.
+pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid slice for its length.
+    let r = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r >= 0 {
+        Ok(r as usize)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -111,10 +111,31 @@ pub fn run<'f>(
             (Stdio::inherit(), Stdio::from(w), r, None)
         }
     };
+    let io_err = |what: &str, e: std::io::Error| {
+        SpawnError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+    };
+    let mut streams = [
+        pump::Stream::new(
+            out_r,
+            pump::Sink::new(std::io::stdout().as_fd()).map_err(|e| io_err("stdout", e))?,
+            make_filter(),
+        )
+        .map_err(|e| io_err("the child's stdout", e))?,
+        pump::Stream::new(
+            err_r,
+            pump::Sink::new(std::io::stderr().as_fd()).map_err(|e| io_err("stderr", e))?,
+            make_filter(),
+        )
+        .map_err(|e| io_err("the child's stderr", e))?,
+    ];
+    let mut input = match &term {
+        Some(t) => Some(t.stdin_forward().map_err(|e| io_err("the terminal", e))?),
+        None => None,
+    };
     // Raw mode before the child exists: a key typed as soon as it starts (Ctrl-C included)
     // must reach its terminal, not be eaten by ours.
     let raw = term.as_ref().and_then(|t| t.enter_raw_mode());
-    let child = spawn::spawn(ChildSpec {
+    let spawn::Spawned { child, status } = spawn::spawn(ChildSpec {
         program,
         argv: launch.argv,
         env,
@@ -132,29 +153,25 @@ pub fn run<'f>(
     let pid = child.id() as i32;
     started(pid);
 
-    let our_out = File::from(std::io::stdout().as_fd().try_clone_to_owned().map_err(io)?);
-    let our_err = File::from(std::io::stderr().as_fd().try_clone_to_owned().map_err(io)?);
-    let (outcome, out_stats, err_stats) = std::thread::scope(|s| {
-        let o = s.spawn(|| pump::pump(File::from(out_r), our_out, make_filter()));
-        let e = s.spawn(|| pump::pump(File::from(err_r), our_err, make_filter()));
-        if let Some(t) = &term {
-            t.forward_stdin();
-        }
-        let mut hooks: Box<dyn supervise::OnSignal> = match &term {
-            Some(t) => Box::new(t.winch_hook()),
-            None => Box::new(supervise::NoHooks),
-        };
-        let outcome = supervise::supervise(
-            signals,
-            pid,
-            launch.timeout,
-            launch.limits.kill_after,
-            hooks.as_mut(),
-        );
-        let out_stats = o.join().unwrap_or_default();
-        let err_stats = e.join().unwrap_or_default();
-        (outcome, out_stats, err_stats)
-    });
+    let mut hooks: Box<dyn supervise::OnSignal> = match &term {
+        Some(t) => Box::new(t.winch_hook()),
+        None => Box::new(supervise::NoHooks),
+    };
+    let mut outcome = supervise::supervise(
+        signals,
+        pid,
+        launch.timeout,
+        launch.limits.kill_after,
+        hooks.as_mut(),
+        &mut streams,
+        input.as_mut(),
+    );
+    // With a PID namespace init as our child, the command's own ending comes from it.
+    if let Some(ending) = status.and_then(command_ending) {
+        outcome.ending = ending;
+    }
+    let [out, err] = streams;
+    let (out_stats, err_stats) = (out.into_stats(), err.into_stats());
     drop(raw);
     drop(child);
     Ok(Ran {
@@ -163,4 +180,13 @@ pub fn run<'f>(
         stderr: err_stats,
         pid,
     })
+}
+
+/// The command's wait status as its PID namespace's init reported it, if it did (not when
+/// the init was killed, or the command never started).
+fn command_ending(status: OwnedFd) -> Option<supervise::Ending> {
+    let mut buf = [0u8; 4];
+    // The init is reaped: every writer is gone, so this read cannot block.
+    let n = std::io::Read::read(&mut File::from(status), &mut buf).ok()?;
+    (n == 4).then(|| supervise::Ending::from_wait_status(i32::from_ne_bytes(buf)))
 }

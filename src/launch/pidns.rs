@@ -3,25 +3,40 @@
 //! `PR_SET_PDEATHSIG` reaches only the child itself, and a `setsid()` grandchild of a
 //! SIGKILLed agentrun would live on under PID 1 with whatever it took. When the init of a PID
 //! namespace dies, the kernel kills everything in the namespace, so agentrun puts the child in
-//! one and ties that init's life to its own:
+//! one and ties that init's life to its own.
+//!
+//! As root (`CLONE_NEWPID` alone), agentrun's spawning thread unshares the namespace itself
+//! just before the fork (see [`NextChildInNewNs`]), so std's forked child is already the init:
 //!
 //! ```text
-//! agentrun ── C1 (std's forked child: setsid, limits, fds; then unshare(CLONE_NEWPID))
+//! agentrun ── C1 (std's forked child, PID 1: setsid, limits, fds; the init; dies with agentrun)
+//!              └── C2 (PID 2: confined by the sandbox, execs the command)
+//! ```
+//!
+//! Unprivileged, a user namespace must come with it, which only a single-threaded process
+//! can unshare, so std's child does it and one more process is needed:
+//!
+//! ```text
+//! agentrun ── C1 (std's forked child: setsid, limits, fds; then unshare(USER|PID))
 //!              └── C2 (PID 1 of the new namespace: the init; dies with C1)
 //!                   └── C3 (PID 2: confined by the sandbox, execs the command)
 //! ```
 //!
-//! C1 dies with agentrun (its parent-death signal), C2 with C1, and every descendant of C3,
-//! however it detached, with C2. C1 and C2 block all signals, close every descriptor they do
-//! not need (so std's exec-error pipe reports C3's exec, and the output pipes see EOF when
-//! C3's tree is done) and never return from `pre_exec`. agentrun forwards signals to the
-//! process group, which C3 shares with C1 and C2. C2 reaps every orphan; when C3 ends it
-//! passes C3's wait status to C1 over a pipe and exits, which kills what is left; C1 ends the
-//! same way C3 did (exit code, or death by the same signal), so exit codes stay as without.
+//! C1 dies with agentrun (its parent-death signal), an init outside agentrun's direct child
+//! with C1, and every descendant of the command, however it detached, with the init. The
+//! processes above the command block all signals, close every descriptor they do not need
+//! (so std's exec-error pipe reports the command's exec, and the output pipes see EOF when
+//! its tree is done) and never return from `pre_exec`. agentrun forwards signals to the
+//! process group, which the command shares with them. The init reaps every orphan; when the
+//! command ends it writes the command's wait status to a pipe and exits, which kills what is
+//! left. An init cannot die by a signal it sends itself, so as C1 it exits with 128 + N and
+//! agentrun takes the command's real status from the pipe (`launch::run`); as C2 it hands
+//! the status to C1, which ends the same way the command did. Exit codes and the audit
+//! log's `signal` stay as without a namespace.
 //!
-//! As root `unshare(CLONE_NEWPID)` is enough. Unprivileged, a user namespace comes with it
-//! (the caller's own uid and gid mapped to themselves, `setgroups` denied); writing those maps
-//! needs the process dumpable for a moment (see [`Plan::enter`]).
+//! Unprivileged, the user namespace gets the caller's own uid and gid mapped to themselves
+//! (`setgroups` denied); writing those maps needs the process dumpable for a moment (see
+//! [`Plan::enter`]).
 //!
 //! Runs between fork and exec: syscalls only, everything allocated before the fork.
 
@@ -36,6 +51,9 @@ pub const STEP_FORK: usize = 2;
 #[derive(Debug, Clone)]
 pub struct Plan {
     flags: libc::c_int,
+    /// The write end of the pipe on which an init that is std's own child (C1) reports the
+    /// command's wait status; -1 when the init is C2 (it reports to C1 on its own pipe).
+    status_w: libc::c_int,
     uid_map: Vec<u8>,
     gid_map: Vec<u8>,
 }
@@ -47,6 +65,7 @@ impl Plan {
         let gid = nix::unistd::getgid().as_raw();
         Plan {
             flags,
+            status_w: -1,
             uid_map: format!("{uid} {uid} 1\n").into_bytes(),
             gid_map: format!("{gid} {gid} 1\n").into_bytes(),
         }
@@ -57,11 +76,36 @@ impl Plan {
         self.flags & libc::CLONE_NEWUSER != 0
     }
 
+    /// Whether agentrun's spawning thread unshares the namespace before the fork (root: no
+    /// user namespace needed), which makes std's child the init.
+    pub fn unshared_by_parent(&self) -> bool {
+        self.flags == libc::CLONE_NEWPID
+    }
+
+    /// Where the init (std's own child, see [`Plan::unshared_by_parent`]) writes the
+    /// command's wait status.
+    pub fn report_status_to(&mut self, fd: libc::c_int) {
+        self.status_w = fd;
+    }
+
     /// In std's forked child (C1), after its session, limits and descriptors are set up.
-    /// Returns only in C3, the process that goes on to be confined and exec the command; with
-    /// all signals blocked (the caller sets the child's mask). C1 and C2 end in here.
-    pub fn enter(&self) -> Result<(), (usize, i32)> {
+    /// Returns only in the process that goes on to be confined and exec the command (C2 when
+    /// the parent unshared, else C3), with all signals blocked (the caller sets the child's
+    /// mask). The processes above it end in here. `affinity`, when given, is restored in every
+    /// process that stays (the launcher pins the start to one CPU).
+    pub fn enter(&self, affinity: Option<&sys::CpuSet>) -> Result<(), (usize, i32)> {
         sys::block_all_signals().map_err(|e| (STEP_UNSHARE, e))?;
+        if self.unshared_by_parent() {
+            // C1 is PID 1 already: fork the command and become its init.
+            let agent = sys::fork_raw().map_err(|e| (STEP_FORK, e))?;
+            if agent != 0 {
+                restore(affinity);
+                sys::close_all_except(self.status_w);
+                init_loop(agent, self.status_w);
+            }
+            sys::close(self.status_w);
+            return Ok(());
+        }
         sys::unshare(self.flags).map_err(|e| (STEP_UNSHARE, e))?;
         if self.with_user_ns() {
             self.write_maps().map_err(|e| (STEP_USER_MAP, e))?;
@@ -69,6 +113,7 @@ impl Plan {
         let (status_r, status_w) = sys::pipe_cloexec().map_err(|e| (STEP_FORK, e))?;
         let init = sys::fork_raw().map_err(|e| (STEP_FORK, e))?;
         if init != 0 {
+            restore(affinity);
             sys::close(status_w);
             sys::close_all_except(status_r);
             watch(init, status_r);
@@ -83,6 +128,7 @@ impl Plan {
         }
         let agent = sys::fork_raw().map_err(|e| (STEP_FORK, e))?;
         if agent != 0 {
+            restore(affinity);
             sys::close_all_except(status_w);
             init_loop(agent, status_w);
         }
@@ -102,6 +148,36 @@ impl Plan {
             .and_then(|()| sys::write_file(c"/proc/self/gid_map", &self.gid_map));
         sys::set_dumpable(false)?;
         r
+    }
+}
+
+/// Back to the caller's CPU mask (best effort: a process left on one CPU only runs slower).
+fn restore(affinity: Option<&sys::CpuSet>) {
+    if let Some(set) = affinity {
+        let _ = sys::set_affinity(set);
+    }
+}
+
+/// agentrun's spawning thread, between [`NextChildInNewNs::enter`] and
+/// [`NextChildInNewNs::leave`]: its next child is created as PID 1 of a new PID namespace.
+///
+/// The thread cannot create threads meanwhile (the kernel refuses a thread in another PID
+/// namespace than its process), so `leave` must come right after the spawn.
+pub struct NextChildInNewNs {
+    own: std::os::fd::OwnedFd,
+}
+
+impl NextChildInNewNs {
+    pub fn enter() -> std::io::Result<NextChildInNewNs> {
+        let own = sys::pidfd_self()?;
+        sys::unshare(libc::CLONE_NEWPID).map_err(std::io::Error::from_raw_os_error)?;
+        Ok(NextChildInNewNs { own })
+    }
+
+    /// Back to agentrun's own PID namespace for later children and threads.
+    pub fn leave(self) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        sys::setns(self.own.as_fd(), libc::CLONE_NEWPID)
     }
 }
 

@@ -1,13 +1,21 @@
 //! The output pump: child stdout/stderr -> filter (the redactor) -> agentrun's own.
 //!
-//! One thread per stream, blocking reads, no added buffering: whatever the filter
-//! releases is written at once. At end of stream the filter's held bytes are flushed.
-//! If agentrun's own output goes away (EPIPE), the read end is closed so the child sees
-//! EPIPE/SIGPIPE as it would writing to the pipe directly.
+//! No added buffering: whatever the filter releases is written at once. At end of stream
+//! the filter's held bytes are flushed. If agentrun's own output goes away (EPIPE), the
+//! read end is closed so the child sees EPIPE/SIGPIPE as it would writing to the pipe
+//! directly.
+//!
+//! A run pumps its streams as [`Stream`]s from the supervisor's single event loop (no
+//! thread per stream: on a busy machine each thread start is a wait for a CPU). A stream
+//! whose sink cannot take more stops reading its source until it can, so the child feels
+//! the back-pressure as before and the other stream and the signals keep flowing: the
+//! sink is written without blocking (see [`Sink`]). [`pump`] is the blocking form for
+//! `agentrun redact`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// What the pump runs each chunk through. The redactor implements it.
 pub trait StreamFilter: Send {
@@ -85,4 +93,214 @@ pub fn pump(
     }
     stats.counts = filter.counts();
     stats
+}
+
+/// One of agentrun's own outputs, written without blocking where that can be arranged
+/// without touching the description other processes share: a pipe or a terminal is
+/// reopened through `/proc/self/fd` as a private non-blocking description; a socket is
+/// written with `MSG_DONTWAIT`. Anything else (a regular file, `/dev/null`) is written as
+/// it is: such writes do not wait for a reader.
+pub struct Sink {
+    file: File,
+    socket: bool,
+}
+
+impl Sink {
+    /// A sink writing to what `fd` refers to (agentrun's stdout or stderr).
+    pub fn new(fd: BorrowedFd) -> io::Result<Sink> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let own = File::from(fd.try_clone_to_owned()?);
+        let kind = own.metadata()?.file_type();
+        if kind.is_socket() {
+            return Ok(Sink {
+                file: own,
+                socket: true,
+            });
+        }
+        let tty = kind.is_char_device() && nix::unistd::isatty(fd).unwrap_or(false);
+        if kind.is_fifo() || tty {
+            let reopened = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+                .open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            if let Ok(f) = reopened {
+                return Ok(Sink {
+                    file: f,
+                    socket: false,
+                });
+            }
+        }
+        Ok(Sink {
+            file: own,
+            socket: false,
+        })
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.socket {
+            return crate::sys::send_nonblocking(self.file.as_raw_fd(), buf);
+        }
+        self.file.write(buf)
+    }
+
+    fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// One stream of the child's output, pumped by the event loop: readable source ->
+/// filter -> sink, holding only what the sink could not take yet.
+pub struct Stream<'f> {
+    source: Option<File>,
+    sink: Sink,
+    sink_open: bool,
+    filter: Box<dyn StreamFilter + 'f>,
+    /// The read buffer: empty until the source first has data.
+    buf: Vec<u8>,
+    /// Released by the filter, not yet written; `written` bytes of it are.
+    out: Vec<u8>,
+    written: usize,
+    stats: PumpStats,
+}
+
+impl<'f> Stream<'f> {
+    /// `source` is made non-blocking (it is agentrun's own read end).
+    pub fn new(
+        source: OwnedFd,
+        sink: Sink,
+        filter: Box<dyn StreamFilter + 'f>,
+    ) -> io::Result<Stream<'f>> {
+        set_nonblocking(source.as_fd())?;
+        Ok(Stream {
+            source: Some(File::from(source)),
+            sink,
+            sink_open: true,
+            filter,
+            buf: Vec::new(),
+            out: Vec::new(),
+            written: 0,
+            stats: PumpStats::default(),
+        })
+    }
+
+    fn pending(&self) -> bool {
+        self.sink_open && self.written < self.out.len()
+    }
+
+    /// The source to poll for input: only while nothing waits for the sink.
+    pub fn read_fd(&self) -> Option<RawFd> {
+        match &self.source {
+            Some(f) if !self.pending() => Some(f.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    /// The sink to poll for room, while output waits for it.
+    pub fn write_fd(&self) -> Option<RawFd> {
+        self.pending().then(|| self.sink.fd())
+    }
+
+    /// Source and sink are done with.
+    pub fn done(&self) -> bool {
+        self.source.is_none() && !self.pending()
+    }
+
+    /// The source is readable (`data`: poll said POLLIN) or hung up: one read, filtered and
+    /// written at once.
+    pub fn on_readable(&mut self, data: bool) {
+        let Some(src) = self.source.as_mut() else {
+            return;
+        };
+        // The 64 KiB buffer (a pipe's capacity) only once there is data: a child that
+        // prints nothing costs no zeroed pages, its hang-up is read into `small`.
+        let mut small = [0u8; 256];
+        let use_small = self.buf.is_empty() && !data;
+        if self.buf.is_empty() && !use_small {
+            self.buf = vec![0u8; 64 * 1024];
+        }
+        let read = if use_small {
+            src.read(&mut small)
+        } else {
+            src.read(&mut self.buf)
+        };
+        let n = match read {
+            Ok(0) => return self.end_of_input(),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // EIO on a pty master means the slave side closed: end of stream.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return self.end_of_input(),
+            Err(e) => {
+                self.stats.error = Some(e.to_string());
+                return self.end_of_input();
+            }
+        };
+        self.stats.bytes_in += n as u64;
+        self.out.clear();
+        self.written = 0;
+        let input = if use_small {
+            &small[..n]
+        } else {
+            &self.buf[..n]
+        };
+        self.filter.push(input, &mut self.out);
+        self.flush();
+    }
+
+    /// The sink has room again.
+    pub fn on_writable(&mut self) {
+        self.flush();
+    }
+
+    /// Stop reading: what the filter holds is released, the read end closed.
+    fn end_of_input(&mut self) {
+        self.source = None;
+        if self.pending() {
+            // Cannot happen (no read while output waits), but keep every byte.
+            self.out.drain(..self.written);
+        } else {
+            self.out.clear();
+        }
+        self.written = 0;
+        self.filter.finish(&mut self.out);
+        self.flush();
+    }
+
+    /// Write what is pending until done or the sink is full.
+    fn flush(&mut self) {
+        while self.pending() {
+            match self.sink.write(&self.out[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    // The reader went away: stop reading so the child gets EPIPE too.
+                    self.sink_open = false;
+                    if self.source.take().is_some() {
+                        self.out.clear();
+                        self.filter.finish(&mut self.out);
+                    }
+                }
+                Err(e) => {
+                    // Keep draining the source so the child does not block on a full pipe.
+                    self.stats.error = Some(e.to_string());
+                    self.sink_open = false;
+                }
+            }
+        }
+    }
+
+    /// How the stream ended.
+    pub fn into_stats(mut self) -> PumpStats {
+        self.stats.counts = self.filter.counts();
+        self.stats
+    }
+}
+
+/// `O_NONBLOCK` on a description agentrun alone uses.
+pub fn set_nonblocking(fd: BorrowedFd) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
 }

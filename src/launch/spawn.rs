@@ -169,8 +169,22 @@ const STEPS: &[&str] = &[
     "the PID namespace's init",
 ];
 
+/// A started child: std's child, and where the command's own wait status arrives when a PID
+/// namespace init stands between them (see `pidns`).
+pub struct Spawned {
+    pub child: Child,
+    pub status: Option<OwnedFd>,
+}
+
 /// Fork and exec the child.
-pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
+///
+/// Start-up on a busy machine is mostly waiting for a CPU: each new process queues behind
+/// whatever runs until the next scheduler tick, unless its parent hands over its own CPU by
+/// blocking. So the spawning thread pins itself to the CPU it is on for the spawn; every
+/// process of the chain is created there and runs as soon as its parent blocks on it. Each
+/// process that stays (the command, a PID namespace init) gets the caller's mask back, and so
+/// does agentrun once the command has started.
+pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
     let shown = spec.argv[0].to_string_lossy().into_owned();
     let mut cmd = Command::new(&spec.program);
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]);
@@ -200,10 +214,21 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
     let inherit = spec.inherit;
     let ctty = spec.ctty;
     let confine = spec.confine;
-    let pidns = confine
+    let mut pidns = confine
         .as_ref()
         .and_then(|c| c.pid_namespace_flags())
         .map(pidns::Plan::new);
+    let in_new_ns = pidns.as_ref().is_some_and(pidns::Plan::unshared_by_parent);
+    let mut status = None;
+    if let Some(plan) = pidns.as_mut().filter(|_| in_new_ns) {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| SpawnError::Io(e.into()))?;
+        plan.report_status_to(w.as_raw_fd());
+        status = Some((r, w));
+    }
+    let report_r_fd = report_r.as_raw_fd();
+    let restore = sys::affinity();
+    let pin = restore.as_ref().and_then(sys::current_cpu_within);
     sys::set_pre_exec(&mut cmd, move || {
         let fail = |step: usize, errno: i32| {
             let mut msg = [0u8; 8];
@@ -212,7 +237,15 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
             sys::write_best_effort(report_fd, &msg);
             Err(io::Error::from_raw_os_error(errno))
         };
-        if let Err(e) = sys::die_with_parent(parent) {
+        let dies_with_parent = if in_new_ns {
+            // PID 1 of a new namespace sees getppid() == 0; the parent holds the report
+            // pipe's only other read end until the command has started.
+            sys::close(report_r_fd);
+            sys::die_with_reader(report_fd)
+        } else {
+            sys::die_with_parent(parent)
+        };
+        if let Err(e) = dies_with_parent {
             return fail(0, e);
         }
         if let Err(e) = sys::new_session() {
@@ -239,9 +272,15 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
         }
         if let Some(plan) = &pidns {
             // Returns only in the process that becomes the command (see `pidns`).
-            if let Err((step, e)) = plan.enter() {
+            if let Err((step, e)) = plan.enter(restore.as_ref()) {
                 return fail(6 + step, e);
             }
+        }
+        if pin.is_some()
+            && let Some(set) = &restore
+        {
+            // Best effort: a command left on one CPU only runs slower.
+            let _ = sys::set_affinity(set);
         }
         // agentrun blocks the signals it forwards (and the PID namespace's init all of them);
         // the command starts with none blocked.
@@ -255,14 +294,43 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
         Ok(())
     });
 
+    let pinned = pin.is_some_and(|p| sys::set_affinity(&p).is_ok());
+    let ns = if in_new_ns {
+        match pidns::NextChildInNewNs::enter() {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                unpin(pinned, restore.as_ref());
+                return Err(SpawnError::Setup {
+                    step: STEPS[6],
+                    err: e,
+                });
+            }
+        }
+    } else {
+        None
+    };
     let result = cmd.spawn();
+    let left = ns.map(pidns::NextChildInNewNs::leave);
+    unpin(pinned, restore.as_ref());
     drop(cmd);
     drop(report_w);
+    let status = status.map(|(r, _w)| r);
+    if let Some(Err(e)) = left {
+        // Threads could not be created any more; never happens with CAP_SYS_ADMIN.
+        if let Ok(mut child) = result {
+            let _ = sys::kill(child.id() as i32, libc::SIGKILL);
+            let _ = child.wait();
+        }
+        return Err(SpawnError::Setup {
+            step: "returning to agentrun's PID namespace",
+            err: e,
+        });
+    }
     let mut report = [0u8; 8];
     let mut f = std::fs::File::from(report_r);
     let got = f.read(&mut report).unwrap_or(0);
     match result {
-        Ok(child) => Ok(child),
+        Ok(child) => Ok(Spawned { child, status }),
         Err(_) if got == 8 => {
             let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]) as usize;
             let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
@@ -293,5 +361,12 @@ pub fn spawn(spec: ChildSpec) -> Result<Child, SpawnError> {
             )),
             _ => Err(SpawnError::CannotExecute(shown, err.to_string())),
         },
+    }
+}
+
+/// Give the spawning thread its CPU mask back.
+fn unpin(pinned: bool, restore: Option<&sys::CpuSet>) {
+    if pinned && let Some(set) = restore {
+        let _ = sys::set_affinity(set);
     }
 }

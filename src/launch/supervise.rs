@@ -1,17 +1,24 @@
-//! Supervision: forward signals, enforce the time limit, reap, and leave no survivors.
+//! Supervision: forward signals, enforce the time limit, pump the output, reap, and leave
+//! no survivors.
 //!
 //! agentrun blocks the signals it forwards before any thread starts and reads them from
 //! a signalfd, so there are no async handlers. It is a child subreaper: orphans of the
 //! child's tree are re-parented to it, and when the child exits every remaining
 //! descendant is killed and reaped.
+//!
+//! One thread does it all: a `poll` over the signalfd, the child's output streams, their
+//! sinks when full, and (with a pty) agentrun's stdin. Nothing in the loop blocks, so a
+//! stalled reader of one stream holds up neither the other stream nor the signals and
+//! the time limit.
 
+use super::pump::Stream;
+use super::tty::StdinToPty;
 use crate::sys;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// Signals agentrun forwards to the child, plus SIGCHLD.
@@ -57,6 +64,15 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// From a raw `waitpid` status (as a PID namespace's init reports the command's).
+    pub fn from_wait_status(status: i32) -> Ending {
+        if libc::WIFSIGNALED(status) {
+            Ending::Signaled(libc::WTERMSIG(status))
+        } else {
+            Ending::Exited(libc::WEXITSTATUS(status))
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             Ending::Exited(c) => (c & 0xff) as u8,
@@ -93,13 +109,26 @@ fn signal_child(pid: i32, sig: Signal) {
     }
 }
 
-/// Supervise `pid` until it exits; then kill and reap every remaining descendant.
+/// What the event loop polls a descriptor for.
+#[derive(Clone, Copy)]
+enum Role {
+    Signals,
+    Read(usize),
+    Write(usize),
+    StdinRead,
+    StdinWrite,
+}
+
+/// Supervise `pid` until it exits, pumping `streams` (and `stdin` to the pty) meanwhile;
+/// then kill and reap every remaining descendant and drain the streams to their end.
 pub fn supervise(
     signals: &Signals,
     pid: i32,
     timeout: Option<Duration>,
     kill_after: Duration,
     hooks: &mut dyn OnSignal,
+    streams: &mut [Stream],
+    mut stdin: Option<&mut StdinToPty>,
 ) -> Outcome {
     let start = Instant::now();
     let deadline = timeout.map(|t| start + t);
@@ -108,22 +137,82 @@ pub fn supervise(
     let mut terms = 0;
     let mut forwarded = Vec::new();
     let mut ending = None;
+    let mut killed_descendants = 0;
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(8);
+    let mut roles: Vec<Role> = Vec::with_capacity(8);
 
-    while ending.is_none() {
+    loop {
+        if ending.is_some() && streams.iter().all(Stream::done) {
+            break;
+        }
+        fds.clear();
+        roles.clear();
+        let mut add = |fd: i32, events: libc::c_short, role: Role| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            });
+            roles.push(role);
+        };
+        if ending.is_none() {
+            add(signals.fd.as_raw_fd(), libc::POLLIN, Role::Signals);
+            if let Some(i) = stdin.as_deref() {
+                if let Some(fd) = i.read_fd() {
+                    add(fd, libc::POLLIN, Role::StdinRead);
+                }
+                if let Some(fd) = i.write_fd() {
+                    add(fd, libc::POLLOUT, Role::StdinWrite);
+                }
+            }
+        }
+        for (i, st) in streams.iter().enumerate() {
+            if let Some(fd) = st.read_fd() {
+                add(fd, libc::POLLIN, Role::Read(i));
+            }
+            if let Some(fd) = st.write_fd() {
+                add(fd, libc::POLLOUT, Role::Write(i));
+            }
+        }
         let now = Instant::now();
         let next = [deadline.filter(|_| !timed_out), kill_at]
             .into_iter()
             .flatten()
-            .min();
-        let wait = match next {
-            None => PollTimeout::NONE,
+            .min()
+            .filter(|_| ending.is_none());
+        let wait_ms = match next {
+            None => -1,
             Some(t) => {
-                let ms = t.saturating_duration_since(now).as_millis().min(60_000) as u16;
-                PollTimeout::from(ms.max(if t > now { 1 } else { 0 }))
+                let ms = t.saturating_duration_since(now).as_millis().min(60_000) as i32;
+                ms.max(if t > now { 1 } else { 0 })
             }
         };
-        let mut fds = [PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, wait);
+        let ready = sys::poll(&mut fds, wait_ms).unwrap_or(0);
+
+        let mut check_children = ready == 0;
+        for (p, role) in fds.iter().zip(&roles) {
+            if p.revents == 0 {
+                continue;
+            }
+            match *role {
+                Role::Signals => check_children = true,
+                Role::Read(i) => streams[i].on_readable(p.revents & libc::POLLIN != 0),
+                Role::Write(i) => streams[i].on_writable(),
+                Role::StdinRead => {
+                    if let Some(i) = stdin.as_deref_mut() {
+                        i.on_readable();
+                    }
+                }
+                Role::StdinWrite => {
+                    if let Some(i) = stdin.as_deref_mut() {
+                        i.on_writable();
+                    }
+                }
+            }
+        }
+        if ending.is_some() {
+            continue;
+        }
 
         let now = Instant::now();
         if let Some(d) = deadline
@@ -139,6 +228,9 @@ pub fn supervise(
         {
             signal_child(pid, Signal::SIGKILL);
             kill_at = None;
+        }
+        if !check_children {
+            continue;
         }
         while let Ok(Some(info)) = signals.fd.read_signal() {
             let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
@@ -180,8 +272,11 @@ pub fn supervise(
                 Ok(_) => continue,
             }
         }
+        if ending.is_some() {
+            // Whatever still holds the output pipes goes now, so the streams reach their end.
+            killed_descendants = kill_descendants(pid);
+        }
     }
-    let killed_descendants = kill_descendants(pid);
     Outcome {
         ending: ending.unwrap_or(Ending::Exited(0)),
         timed_out,

@@ -5,8 +5,8 @@
 
 use crate::sys;
 use nix::sys::termios::{self, SetArg, Termios};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 pub struct Pty {
     pub master: OwnedFd,
@@ -52,32 +52,18 @@ impl Pty {
         Some(RawGuard { saved })
     }
 
-    /// Copy agentrun's stdin to the pty in a detached thread (it may block forever).
-    pub fn forward_stdin(&self) {
-        let Ok(master) = self.master.try_clone() else {
-            return;
-        };
-        std::thread::spawn(move || {
-            let mut master = std::fs::File::from(master);
-            let mut stdin = std::io::stdin().lock();
-            let mut buf = [0u8; 4096];
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) => {
-                        // End of input: the terminal's EOF character.
-                        let _ = master.write_all(&[4]);
-                        return;
-                    }
-                    Ok(n) => {
-                        if master.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            }
-        });
+    /// What copies agentrun's stdin to the pty from the event loop. Makes the master
+    /// non-blocking (its description is agentrun's alone).
+    pub fn stdin_forward(&self) -> std::io::Result<StdinToPty> {
+        let master = self.master.try_clone()?;
+        super::pump::set_nonblocking(master.as_fd())?;
+        Ok(StdinToPty {
+            master: std::fs::File::from(master),
+            buf: vec![0u8; 4096],
+            len: 0,
+            written: 0,
+            open: true,
+        })
     }
 
     pub fn winch_hook(&self) -> Winch {
@@ -120,6 +106,62 @@ impl super::supervise::OnSignal for Winch {
                 true
             }
             None => false,
+        }
+    }
+}
+
+/// agentrun's stdin -> the child's terminal, one chunk at a time: stdin is read only when the
+/// previous chunk is in, so a child that does not read its input holds nothing up but that.
+pub struct StdinToPty {
+    master: std::fs::File,
+    buf: Vec<u8>,
+    len: usize,
+    written: usize,
+    open: bool,
+}
+
+impl StdinToPty {
+    /// Poll stdin while the last chunk is delivered and input has not ended.
+    pub fn read_fd(&self) -> Option<RawFd> {
+        (self.open && self.written == self.len).then_some(libc::STDIN_FILENO)
+    }
+
+    /// Poll the master while a chunk waits for room.
+    pub fn write_fd(&self) -> Option<RawFd> {
+        (self.written < self.len).then(|| self.master.as_raw_fd())
+    }
+
+    pub fn on_readable(&mut self) {
+        // A raw read: std's buffered stdin could hold bytes that poll no longer sees.
+        match nix::unistd::read(std::io::stdin().as_fd(), &mut self.buf) {
+            Ok(0) => {
+                // End of input: the terminal's EOF character.
+                self.open = false;
+                self.buf[0] = 4;
+                self.len = 1;
+            }
+            Ok(n) => self.len = n,
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => return,
+            Err(_) => {
+                self.open = false;
+                return;
+            }
+        }
+        self.written = 0;
+        self.on_writable();
+    }
+
+    pub fn on_writable(&mut self) {
+        while self.written < self.len {
+            match self.master.write(&self.buf[self.written..self.len]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.open = false;
+                    self.written = self.len;
+                }
+            }
         }
     }
 }
