@@ -149,6 +149,17 @@ pub(crate) fn fold_into(hay: &[u8], out: &mut Vec<u8>) {
     );
 }
 
+/// An anchor containing a trigger, with what rejects most wrong candidates inline (no
+/// pointer to chase): its first and last byte.
+struct Use {
+    anchor: u32,
+    /// Where the trigger sits in the anchor.
+    offset: u32,
+    len: u32,
+    first: u8,
+    last: u8,
+}
+
 enum Finder {
     Teddy(packed::Searcher),
     Ac(AhoCorasick),
@@ -166,8 +177,8 @@ pub(crate) struct Triggers {
     /// with their trigger ids.
     main: Option<(Finder, Vec<u32>)>,
     short: Vec<(memchr::memmem::Finder<'static>, u32)>,
-    /// Per trigger: `(anchor, offset of the trigger inside the anchor)`.
-    uses: Vec<Vec<(u32, u32)>>,
+    /// Per trigger: the anchors that contain it.
+    uses: Vec<Vec<Use>>,
     anchors: Vec<Vec<u8>>,
 }
 
@@ -182,7 +193,13 @@ impl Triggers {
                 for (i, a) in anchors.iter().enumerate() {
                     for o in 0..=a.len().saturating_sub(t.len()) {
                         if a[o..].starts_with(t) {
-                            u.push((i as u32, o as u32));
+                            u.push(Use {
+                                anchor: i as u32,
+                                offset: o as u32,
+                                len: a.len() as u32,
+                                first: a[0],
+                                last: a[a.len() - 1],
+                            });
                         }
                     }
                 }
@@ -272,20 +289,18 @@ impl Triggers {
         p: usize,
         f: &mut impl FnMut(usize, usize),
     ) {
-        for &(a, o) in &self.uses[t] {
-            let (a, o) = (a as usize, o as usize);
-            let anchor = &self.anchors[a];
-            let Some(start) = p.checked_sub(o) else {
+        for u in &self.uses[t] {
+            let Some(start) = p.checked_sub(u.offset as usize) else {
                 continue;
             };
             // First and last byte before the full comparison: most anchors sharing a trigger
-            // differ there (`?token=`, `"token"`, `x-auth-token`), and it saves a call.
+            // differ there (`?token=`, `"token"`, `x-auth-token`).
             if start >= from
-                && folded.get(start + anchor.len() - 1) == anchor.last()
-                && folded[start] == anchor[0]
-                && folded[start..].starts_with(anchor)
+                && folded.get(start + u.len as usize - 1) == Some(&u.last)
+                && folded[start] == u.first
+                && folded[start..].starts_with(&self.anchors[u.anchor as usize])
             {
-                f(a, start);
+                f(u.anchor as usize, start);
             }
         }
     }
