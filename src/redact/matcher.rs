@@ -7,15 +7,19 @@
 //! definition of "match" for both is what lets the property tests compare them byte for byte.
 //!
 //! - Known values (every secret, its encodings and its 12-character fragments) go into one
-//!   Aho-Corasick automaton searched with overlapping semantics, so nested and overlapping
-//!   values are all found (a secret that is a prefix of another included). The live start is
-//!   the longest suffix of the window that is a proper prefix of some pattern, read from the
-//!   automaton state via a per-state table built once.
-//! - Rules start at literal anchors (a second, case-insensitive automaton). Each anchor hit is
-//!   a candidate; a lazy DFA run anchored there says whether the rule is dead (the match, if
-//!   any, is final), or still alive at the window end (hold from the candidate: never emit a
-//!   match half done, and never trust `$` or `\b` at a window end). Captures, for the `secret`
-//!   group, are computed by a PikeVM only over a span the DFA already proved to be a match.
+//!   case-sensitive Aho-Corasick automaton searched with overlapping semantics, so nested and
+//!   overlapping values are all found (a secret that is a prefix of another included). A
+//!   sampled q-gram filter ([`prefilter::GramFilter`]) says where it needs to run: only around
+//!   the filter's hits, which ordinary output almost never has. The live start is the longest
+//!   suffix of the window that is a proper prefix of some pattern, read from the automaton
+//!   state via a per-state table built once.
+//! - Rules start at literal anchors (case-insensitive), found through a few trigger literals
+//!   searched in a lower-cased copy of the window ([`prefilter::Triggers`]). Each anchor hit
+//!   is a candidate; a lazy DFA run anchored there says whether the rule is dead (the match,
+//!   if any, is final), or still alive at the window end (hold from the candidate: never emit
+//!   a match half done, and never trust `$` or `\b` at a window end). Captures, for the
+//!   `secret` group, are computed by a PikeVM only over a span the DFA already proved to be a
+//!   match. A second automaton of the anchors gives their live partial match at the end.
 //!
 //! Regexes are compiled with Unicode off (ASCII classes, byte-oriented `.`): an order of
 //! magnitude faster and it lets binary output through untouched.
@@ -32,6 +36,7 @@ use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
 
 use super::RedactError;
+use super::prefilter::{self, GramFilter, Triggers};
 
 /// Above this many pattern bytes the literal automaton is a contiguous NFA instead of a DFA,
 /// to keep memory bounded (a DFA costs a row of transitions per pattern byte).
@@ -147,13 +152,19 @@ impl Literals {
         Ok(hold)
     }
 
-    /// Call `f(pattern, start, end)` for every (overlapping) match inside `hay[from..]`.
-    pub(crate) fn for_each(&self, hay: &[u8], from: usize, f: impl FnMut(usize, usize, usize)) {
+    /// Call `f(pattern, start, end)` for every (overlapping) match inside `hay[from..to]`.
+    pub(crate) fn for_each(
+        &self,
+        hay: &[u8],
+        from: usize,
+        to: usize,
+        f: impl FnMut(usize, usize, usize),
+    ) {
         // Dispatch once per call so the search loop is monomorphic (a `dyn` automaton costs a
         // virtual call per byte).
         match &self.ac {
-            AcKind::Dfa(d) => overlapping(d, hay, from, f),
-            AcKind::Nfa(n) => overlapping(n, hay, from, f),
+            AcKind::Dfa(d) => overlapping(d, hay, from, to, f),
+            AcKind::Nfa(n) => overlapping(n, hay, from, to, f),
         }
     }
 
@@ -183,9 +194,10 @@ fn overlapping<A: Automaton>(
     a: &A,
     hay: &[u8],
     from: usize,
+    to: usize,
     mut f: impl FnMut(usize, usize, usize),
 ) {
-    let input = AcInput::new(hay).span(from..hay.len());
+    let input = AcInput::new(hay).span(from..to);
     let mut state = OverlappingState::start();
     while a.try_find_overlapping(&input, &mut state).is_ok() {
         let Some(m) = state.get_match() else { break };
@@ -406,30 +418,154 @@ pub(crate) struct Hit {
     pub known: bool,
 }
 
+/// Known values: a sampled q-gram filter in front of a case-sensitive automaton that runs
+/// only around the filter's hits.
+pub(crate) struct Values {
+    lits: Literals,
+    filter: Option<GramFilter>,
+    /// Name index of each pattern.
+    pub names: Vec<u32>,
+}
+
+impl Values {
+    pub(crate) fn new(patterns: &[Vec<u8>], names: Vec<u32>) -> Result<Values, RedactError> {
+        Ok(Values {
+            lits: Literals::new(patterns, false)?,
+            filter: GramFilter::new(patterns),
+            names,
+        })
+    }
+
+    /// Every occurrence `(pattern, start, end)` inside `hay[from..]`.
+    fn for_each(
+        &self,
+        hay: &[u8],
+        from: usize,
+        regions: &mut Vec<(usize, usize)>,
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
+        let Some(filter) = &self.filter else {
+            self.lits.for_each(hay, from, hay.len(), f);
+            return;
+        };
+        // An occurrence holding the sampled q-gram at `p` lies inside
+        // `[p + q - max_len, p + max_len)`; merge those spans and search them exactly.
+        let (q, max_len, len) = (filter.q(), self.lits.max_len, hay.len());
+        regions.clear();
+        filter.for_each_hit(hay, from, |p| {
+            let a = (p + q).saturating_sub(max_len).max(from);
+            let b = (p + max_len).min(len);
+            match regions.last_mut() {
+                Some(r) if a < r.1 => r.1 = r.1.max(b),
+                _ => regions.push((a, b)),
+            }
+        });
+        for &(a, b) in regions.iter() {
+            self.lits.for_each(hay, a, b, &mut f);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Every occurrence in `hay[from..]`, sorted, with the filter (`true`) or the automaton
+    /// over the whole window (`false`): for tests comparing the two.
+    #[cfg(test)]
+    pub(crate) fn occurrences(
+        &self,
+        hay: &[u8],
+        from: usize,
+        filtered: bool,
+    ) -> Vec<(usize, usize, usize)> {
+        let mut v = Vec::new();
+        if filtered {
+            self.for_each(hay, from, &mut Vec::new(), |p, s, e| v.push((p, s, e)));
+        } else {
+            self.lits
+                .for_each(hay, from, hay.len(), |p, s, e| v.push((p, s, e)));
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.lits.memory_usage() + self.filter.as_ref().map_or(0, GramFilter::memory_usage)
+    }
+}
+
+/// Rule anchors: case-insensitive literals where a rule's match can begin.
+pub(crate) struct Anchors {
+    triggers: Triggers,
+    /// The same anchors as an automaton, for the live partial anchor at a window's end.
+    lits: Literals,
+    /// Rules to try at each anchor.
+    pub rules: Vec<Vec<u32>>,
+}
+
+impl Anchors {
+    /// `patterns` distinct under ASCII case folding, as `rules` is indexed.
+    pub(crate) fn new(patterns: &[Vec<u8>], rules: Vec<Vec<u32>>) -> Result<Anchors, RedactError> {
+        Ok(Anchors {
+            triggers: Triggers::new(patterns.iter().map(|p| p.to_ascii_lowercase()).collect())?,
+            lits: Literals::new(patterns, true)?,
+            rules,
+        })
+    }
+
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.lits.memory_usage() + self.triggers.memory_usage()
+    }
+
+    pub(crate) fn trigger_count(&self) -> usize {
+        self.triggers.len()
+    }
+
+    /// Every `(anchor, start)` in `hay[from..]`, sorted, found through the triggers (`true`)
+    /// or by comparing every anchor at every position (`false`): for tests.
+    #[cfg(test)]
+    pub(crate) fn occurrences(
+        &self,
+        hay: &[u8],
+        from: usize,
+        filtered: bool,
+    ) -> Vec<(usize, usize)> {
+        let mut folded = Vec::new();
+        prefilter::fold_into(hay, &mut folded);
+        let mut v = Vec::new();
+        if filtered {
+            self.triggers.for_each(&folded, from, |a, s| v.push((a, s)));
+        } else {
+            for (a, anchor) in self.triggers.anchors().iter().enumerate() {
+                for s in from..folded.len() {
+                    if folded[s..].starts_with(anchor) {
+                        v.push((a, s));
+                    }
+                }
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// Per-stream scratch space for [`Matcher::scan`].
+#[derive(Default)]
+pub(crate) struct Scratch {
+    cands: Vec<(usize, u32)>,
+    folded: Vec<u8>,
+    regions: Vec<(usize, usize)>,
+}
+
 /// Everything the redactor matches, immutable after construction.
-///
-/// Known values and rule anchors share one case-insensitive automaton, so each byte of output
-/// is walked once; value hits are then confirmed byte for byte.
 pub(crate) struct Matcher {
-    pub literals: Option<Literals>,
-    /// The first `values.len()` patterns of `literals` are known values (exact bytes kept for
-    /// the case-sensitive confirmation); the rest are rule anchors.
-    pub values: Vec<Vec<u8>>,
-    /// Name index of each value pattern.
-    pub value_names: Vec<u32>,
-    /// Rules to try at each anchor pattern (indexed from 0 = first anchor).
-    pub anchor_rules: Vec<Vec<u32>>,
+    pub values: Option<Values>,
+    pub anchors: Option<Anchors>,
     pub rules: Vec<Rule>,
     /// Rules with no usable literal prefix: tried at every position.
     pub everywhere: Vec<u32>,
-}
-
-impl Drop for Matcher {
-    fn drop(&mut self) {
-        for v in &mut self.values {
-            v.fill(0);
-        }
-    }
 }
 
 pub(crate) struct ScanOut {
@@ -445,7 +581,7 @@ impl Matcher {
     pub(crate) fn scan(
         &self,
         caches: &mut [RuleCache],
-        cands: &mut Vec<(usize, u32)>,
+        scratch: &mut Scratch,
         hay: &[u8],
         from: usize,
         eof: bool,
@@ -459,28 +595,35 @@ impl Matcher {
         if from >= len {
             return out;
         }
+        let Scratch {
+            cands,
+            folded,
+            regions,
+        } = scratch;
         cands.clear();
-        if let Some(lits) = &self.literals {
-            let nvalues = self.values.len();
-            lits.for_each(hay, from, |pid, start, end| {
-                if pid < nvalues {
-                    if hay[start..end] == self.values[pid][..] {
-                        hits.push(Hit {
-                            origin: start,
-                            start,
-                            end,
-                            name: self.value_names[pid],
-                            known: true,
-                        });
-                    }
-                } else {
-                    for &r in &self.anchor_rules[pid - nvalues] {
-                        cands.push((start, r));
-                    }
+        if let Some(values) = &self.values {
+            values.for_each(hay, from, regions, |pid, start, end| {
+                hits.push(Hit {
+                    origin: start,
+                    start,
+                    end,
+                    name: values.names[pid],
+                    known: true,
+                });
+            });
+            if !eof {
+                out.live = out.live.min(len - values.lits.hold(hay, from));
+            }
+        }
+        if let Some(anchors) = &self.anchors {
+            prefilter::fold_into(hay, folded);
+            anchors.triggers.for_each(folded, from, |a, start| {
+                for &r in &anchors.rules[a] {
+                    cands.push((start, r));
                 }
             });
             if !eof {
-                out.live = out.live.min(len - lits.hold(hay, from));
+                out.live = out.live.min(len - anchors.lits.hold(hay, from));
             }
         }
         for &r in &self.everywhere {

@@ -15,12 +15,13 @@
 //! is not a real match.
 //!
 //! Layers: [`encodings`] (value -> forms to look for), [`rules`] (built-in detectors as data),
-//! [`matcher`] (one window -> matches + live start), [`stream`] (windows, holding, SGR colour
-//! codes, emitting). The launcher builds one [`Redactor`] before the child starts and gives
+//! [`prefilter`] (where the exact matchers need to look at all), [`matcher`] (one window ->
+//! matches + live start), [`stream`] (windows, holding, SGR colour codes, emitting). The launcher builds one [`Redactor`] before the child starts and gives
 //! each output stream its own [`RedactStream`].
 
 mod encodings;
 mod matcher;
+mod prefilter;
 mod rules;
 mod stream;
 #[cfg(test)]
@@ -34,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use stream::RedactStream;
 
-use matcher::{Literals, Matcher, Rule};
+use matcher::{Anchors, Matcher, Rule, Values};
 
 fn default_replacement() -> String {
     "[REDACTED:{name}]".to_owned()
@@ -135,7 +136,18 @@ impl fmt::Debug for Redactor {
         f.debug_struct("Redactor")
             .field("names", &self.names)
             .field("rules", &self.matcher.rules.len())
-            .field("value_patterns", &self.matcher.value_names.len())
+            .field(
+                "anchor_triggers",
+                &self
+                    .matcher
+                    .anchors
+                    .as_ref()
+                    .map_or(0, Anchors::trigger_count),
+            )
+            .field(
+                "value_patterns",
+                &self.matcher.values.as_ref().map_or(0, Values::len),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -237,16 +249,19 @@ impl Redactor {
                 None => everywhere.push(idx),
             }
         }
-        let mut all = value_patterns.clone();
-        all.extend(anchor_patterns);
-        let literals = if all.is_empty() {
+        let values = if value_patterns.is_empty() {
             None
         } else {
-            Some(Literals::new(&all, true)?)
+            Some(Values::new(&value_patterns, value_names)?)
         };
-        for p in &mut all {
+        for p in &mut value_patterns {
             p.fill(0);
         }
+        let anchors = if anchor_patterns.is_empty() {
+            None
+        } else {
+            Some(Anchors::new(&anchor_patterns, anchor_rules)?)
+        };
 
         let replacements = names
             .iter()
@@ -254,10 +269,8 @@ impl Redactor {
             .collect();
         Ok(Redactor {
             matcher: Matcher {
-                literals,
-                values: value_patterns,
-                value_names,
-                anchor_rules,
+                values,
+                anchors,
                 rules: compiled,
                 everywhere,
             },
@@ -288,9 +301,11 @@ impl Redactor {
 
     /// Approximate heap bytes of the matching automata (for diagnostics and the RSS budget).
     pub fn memory_usage(&self) -> usize {
-        self.matcher
-            .literals
-            .as_ref()
-            .map_or(0, Literals::memory_usage)
+        self.matcher.values.as_ref().map_or(0, Values::memory_usage)
+            + self
+                .matcher
+                .anchors
+                .as_ref()
+                .map_or(0, Anchors::memory_usage)
     }
 }

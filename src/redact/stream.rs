@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::Redactor;
-use super::matcher::{Hit, RuleCache};
+use super::matcher::{Hit, RuleCache, Scratch};
 
 /// A chain of overlapping matches longer than this is emitted in parts (the rest stays
 /// covered), so memory stays bounded whatever the output.
@@ -35,7 +35,7 @@ pub struct RedactStream<'r> {
     hits: Vec<Hit>,
     merged: Vec<Hit>,
     spans: Vec<(usize, usize)>,
-    cands: Vec<(usize, u32)>,
+    scratch: Scratch,
     caches: Vec<RuleCache>,
     /// Ranges (raw, relative to the pending start) of matches whose beginning was already
     /// emitted: replaced without being found again.
@@ -57,7 +57,7 @@ impl<'r> RedactStream<'r> {
             hits: Vec::new(),
             merged: Vec::new(),
             spans: Vec::new(),
-            cands: Vec::new(),
+            scratch: Scratch::default(),
             caches: r.matcher.rules.iter().map(|rule| rule.cache()).collect(),
             carry: Vec::new(),
             carry_next: Vec::new(),
@@ -152,7 +152,7 @@ impl<'r> RedactStream<'r> {
             hits,
             merged,
             spans,
-            cands,
+            scratch,
             caches,
             ..
         } = self;
@@ -225,7 +225,7 @@ impl<'r> RedactStream<'r> {
             }
         }
 
-        let scan = r.matcher.scan(caches, cands, hay, from, eof, hits);
+        let scan = r.matcher.scan(caches, scratch, hay, from, eof, hits);
         let mut boundary = if eof { len } else { scan.live };
 
         // A match that begins before the boundary and ends after it is held whole, from where

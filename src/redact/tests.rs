@@ -947,3 +947,114 @@ proptest! {
         prop_assert_eq!(&bytewise(&r, &input), &whole);
     }
 }
+
+// ---------------------------------------------------------------- prefilters
+
+/// Value forms as the redactor registers them, for the prefilter tests.
+fn value_set(secrets: &[String]) -> matcher::Values {
+    let mut pats: Vec<Vec<u8>> = Vec::new();
+    for s in secrets {
+        let mut forms = encodings::whole_forms(s);
+        forms.extend(encodings::fragments(s));
+        for f in forms {
+            if !pats.contains(&f) {
+                pats.push(f);
+            }
+        }
+    }
+    let n = pats.len();
+    matcher::Values::new(&pats, vec![0; n]).unwrap()
+}
+
+/// Text with anchors in random case, parts of them, and noise around them.
+fn anchor_text_strategy() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            proptest::sample::select(vec![
+                "Authorization",
+                "COOKIE",
+                "?Token=",
+                "&key=",
+                "X-Api-Key",
+                "://",
+                "s.",
+                "S.",
+                "sk-ant-",
+                "ghp_",
+                "xoxb-",
+                "eyJ",
+                "AKIA",
+                "-----BEGIN",
+                "\"password\"",
+                "'Secret'",
+                "api_key",
+                "hooks.slack.com/",
+                "ya29.",
+                "GOCSPX-",
+                "hvs.",
+                "npm_",
+                "tok",
+                "ken",
+                "auth",
+                "pass",
+                "word",
+                "_",
+                "-",
+                ".",
+                "?",
+                "&",
+                "=",
+                "x",
+                "ab",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+            proptest::string::string_regex("[A-Za-z0-9 \n:=/._&?'\"-]{0,10}")
+                .unwrap()
+                .prop_map(String::into_bytes),
+        ],
+        0..40,
+    )
+    .prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The sampled q-gram filter finds exactly what the automaton finds over the whole
+    /// window, at every window start.
+    #[test]
+    fn value_prefilter_finds_what_a_full_scan_finds(
+        (secrets, input) in proptest::collection::vec(secret_strategy(), 1..4)
+            .prop_flat_map(text_strategy),
+        from in 0usize..3,
+    ) {
+        let values = value_set(&secrets);
+        let from = from.min(input.len());
+        prop_assert_eq!(
+            values.occurrences(&input, from, true),
+            values.occurrences(&input, from, false)
+        );
+    }
+
+    /// The trigger search finds every anchor a comparison at every position finds, for the
+    /// built-in rules and for profile patterns with short literal prefixes.
+    #[test]
+    fn anchor_triggers_find_every_anchor(
+        input in anchor_text_strategy(),
+        from in 0usize..3,
+        short in 0usize..3,
+    ) {
+        let patterns: &[&str] = match short {
+            0 => &[],
+            1 => &[r"x[0-9]+", r"ab=\w+"],
+            _ => &[r"x[0-9]+", r"ab=\w+", r"q\d", r"z\d", r"=\d\d", r"[jk]\d"],
+        };
+        let r = build(&section(&["default"], patterns), &[]);
+        let anchors = r.matcher.anchors.as_ref().unwrap();
+        let from = from.min(input.len());
+        prop_assert_eq!(
+            anchors.occurrences(&input, from, true),
+            anchors.occurrences(&input, from, false)
+        );
+    }
+}
