@@ -235,7 +235,10 @@ def main():
     os.chmod(profile, 0o600)
     os.chmod(os.path.join(work, ".env"), 0o600)
     os.mkdir(os.path.join(work, "home"))
-    env = {"PATH": "/usr/bin:/bin", "HOME": os.path.join(work, "home")}
+    # $HOME outside every write root, as on a real machine: a home under /tmp would make
+    # the sandbox grant /tmp entry by entry around its credential stores.
+    home = tempfile.mkdtemp(prefix="agentrun-bench-home-", dir="/var/tmp")
+    env = {"PATH": "/usr/bin:/bin", "HOME": home}
     env.update({f"BENCH_{k}": secrets[k] for k in names[7:]})
 
     # The redacting run must really redact: check once, outside the timing.

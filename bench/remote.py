@@ -99,7 +99,10 @@ def main():
             "10 secrets from moto": profile("a10", "".join(f'S{i} = "aws-sm:bench/s{i}"\n' for i in range(10))),
         }
         os.mkdir(os.path.join(work, "home"))
-        env = {"PATH": "/usr/bin:/bin", "HOME": os.path.join(work, "home"), "VAULT_TOKEN": token,
+        # $HOME outside every write root, as on a real machine: a home under /tmp would make
+        # the sandbox grant /tmp entry by entry around its credential stores.
+        home = tempfile.mkdtemp(prefix="agentrun-bench-home-", dir="/var/tmp")
+        env = {"PATH": "/usr/bin:/bin", "HOME": home, "VAULT_TOKEN": token,
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
         times = {k: [] for k in profiles}
         for _ in range(3):

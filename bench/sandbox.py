@@ -77,8 +77,9 @@ def main():
     python = "/usr/bin/python3"
 
     work = tempfile.mkdtemp(prefix="agentrun-bench-sandbox-")
-    home = os.path.join(work, "home")
-    os.mkdir(home)
+    # $HOME outside every write root, as on a real machine: a home under /tmp would make
+    # the sandbox grant /tmp entry by entry around its credential stores.
+    home = tempfile.mkdtemp(prefix="agentrun-bench-home-", dir="/var/tmp")
     profile = os.path.join(work, "bench.toml")
     with open(profile, "w") as f:
         f.write('version = 1\n[audit]\nlog = "audit.jsonl"\n')

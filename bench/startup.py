@@ -61,8 +61,10 @@ def main():
             '[audit]\nlog = "audit.jsonl"\n'
         )
     os.chmod(profile, 0o600)
-    os.mkdir(os.path.join(work, "home"))
-    env = {"PATH": "/usr/bin:/bin", "HOME": os.path.join(work, "home"), "BENCH_SECRET": "env-secret-value-0123456789"}
+    # $HOME outside every write root, as on a real machine: a home under /tmp would make
+    # the sandbox grant /tmp entry by entry around its credential stores.
+    home = tempfile.mkdtemp(prefix="agentrun-bench-home-", dir="/var/tmp")
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "BENCH_SECRET": "env-secret-value-0123456789"}
 
     cmds = [
         ("bare /bin/true", ["/bin/true"]),

@@ -11,7 +11,7 @@ use crate::redact::{RedactStream, Redactor};
 use crate::sandbox::{self, ChildNeeds, Mode, Policy};
 use crate::secrets::{self, Context, Fetcher};
 use crate::verify;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::collections::BTreeMap as Counts;
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A failure with its exit code and a message for the operator (never a value).
@@ -64,8 +64,12 @@ pub enum Level {
 /// secrets are known.
 pub struct Say {
     level: Level,
-    redactor: std::sync::OnceLock<Arc<Redactor>>,
+    redactor: OnceLock<Pending>,
 }
+
+/// A redactor being built on its own thread (see [`redactor_in_background`]); `Err` holds
+/// why it could not be built.
+type Pending = &'static OnceLock<Result<&'static Redactor, String>>;
 
 impl Say {
     pub fn new(p: &ProfileArg) -> Say {
@@ -78,12 +82,12 @@ impl Say {
         };
         Say {
             level,
-            redactor: std::sync::OnceLock::new(),
+            redactor: OnceLock::new(),
         }
     }
 
-    /// From now on, messages pass through `r`.
-    fn redact_with(&self, r: Arc<Redactor>) {
+    /// From now on, messages pass through the redactor (waiting for it if need be).
+    fn redact_with(&self, r: Pending) {
         let _ = self.redactor.set(r);
     }
 
@@ -92,9 +96,10 @@ impl Say {
             return;
         }
         let line = format!("agentrun: {msg}\n");
-        let bytes = match self.redactor.get() {
-            Some(r) => r.redact_bytes(line.as_bytes()),
-            None => line.into_bytes(),
+        let bytes = match self.redactor.get().map(|c| c.wait()) {
+            Some(Ok(r)) => r.redact_bytes(line.as_bytes()),
+            // No redactor (yet, or it failed): agentrun's messages name things, never values.
+            _ => line.into_bytes(),
         };
         let _ = std::io::stderr().lock().write_all(&bytes);
     }
@@ -127,7 +132,7 @@ pub fn main(cli: Cli) -> ExitCode {
             profiles(),
             Say {
                 level: Level::Info,
-                redactor: std::sync::OnceLock::new(),
+                redactor: OnceLock::new(),
             },
         ),
     };
@@ -383,14 +388,15 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         );
         None
     } else {
-        match build_redactor(&profile, &got) {
+        match redactor_in_background(&profile, &got) {
             Ok(r) => Some(r),
             Err(f) => return Err(fail(&mut audit, f)),
         }
     };
-    if let Some(r) = &redactor {
-        say.redact_with(r.clone());
-    }
+    let (redactor, mut build) = match redactor {
+        Some((pending, build)) => (Some(pending), Some(build)),
+        None => (None, None),
+    };
 
     let inputs = secrets::credential_inputs(&profile, &ctx);
     let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
@@ -462,8 +468,12 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
     launch.confine = Some(std::sync::Arc::new(prepared));
     let start = Instant::now();
     let make_filter = || -> Box<dyn StreamFilter + '_> {
-        match &redactor {
-            Some(r) => Box::new(r.stream()),
+        match redactor {
+            Some(r) => Box::new(LazyRedact {
+                pending: r,
+                stream: None,
+                failed: false,
+            }),
             None => Box::new(Passthrough),
         }
     };
@@ -474,6 +484,12 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         &signals,
         &make_filter,
         &mut |pid| {
+            // The child is on its way: build the redactor now, beside it, not before it.
+            if let Some(b) = build.take() {
+                // From here on agentrun's own messages wait for it too (before, they hold
+                // no values and must not wait for a build that has not started).
+                say.redact_with(b.start());
+            }
             if let Err(e) =
                 audit.event("spawn", json!({"pid": pid, "program": program, "tty": tty}))
             {
@@ -695,7 +711,6 @@ fn redact(args: &ProfileArg, say: &Say) -> Result<u8, Fail> {
         return Err(Fail::setup(errors.join("\nagentrun: ")));
     }
     let redactor = build_redactor(&profile, &got)?;
-    say.redact_with(redactor.clone());
     let input = std::fs::File::from(std::io::stdin().lock().as_fd_owned()?);
     let output = std::fs::File::from(std::io::stdout().lock().as_fd_owned()?);
     let stats = launch::pump::pump(input, output, Box::new(redactor.stream()));
@@ -711,17 +726,123 @@ fn redact(args: &ProfileArg, say: &Say) -> Result<u8, Fail> {
 /// The run's redactor: every accepted secret value plus the profile's rules and patterns.
 /// A secret too short to redact without mangling all output stops the run.
 fn build_redactor(profile: &Profile, got: &[Got]) -> Result<Arc<Redactor>, Fail> {
+    refuse_too_short(got)?;
     let pairs: Vec<(&str, &SecretString)> =
         got.iter().map(|g| (g.name.as_str(), &g.value)).collect();
     let r = Redactor::new(&profile.redact, &pairs)
         .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
-    if let Some(name) = r.too_short().first() {
-        return Err(Fail::setup(format!(
-            "secret {name} is shorter than 4 characters: it cannot be redacted without mangling \
-             all output; use a real credential, or pass --no-redact (operator only)"
-        )));
-    }
     Ok(Arc::new(r))
+}
+
+fn refuse_too_short(got: &[Got]) -> Result<(), Fail> {
+    match got
+        .iter()
+        .find(|g| g.value.expose_secret().len() < crate::redact::MIN_SECRET_LEN)
+    {
+        Some(g) => Err(Fail::setup(format!(
+            "secret {} is shorter than {} characters: it cannot be redacted without mangling \
+             all output; use a real credential, or pass --no-redact (operator only)",
+            g.name,
+            crate::redact::MIN_SECRET_LEN
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Build the run's redactor on its own thread, started once the child is spawned, so that
+/// compiling its automata (several milliseconds) overlaps the child's start instead of
+/// delaying it. Output and messages wait for it only when there is something to redact; a
+/// child that prints nothing never waits. It lives until the process ends (leaked once per
+/// run, on purpose).
+fn redactor_in_background(profile: &Profile, got: &[Got]) -> Result<(Pending, Build), Fail> {
+    refuse_too_short(got)?;
+    let cell: Pending = Box::leak(Box::new(OnceLock::new()));
+    let build = Build {
+        cell,
+        section: profile.redact.clone(),
+        path: profile.path.clone(),
+        secrets: got
+            .iter()
+            .map(|g| (g.name.clone(), g.value.clone()))
+            .collect(),
+    };
+    Ok((cell, build))
+}
+
+/// What the redactor thread needs; [`Build::start`] moves it there.
+struct Build {
+    cell: Pending,
+    section: crate::redact::RedactSection,
+    path: PathBuf,
+    secrets: Vec<(String, SecretString)>,
+}
+
+impl Build {
+    fn start(self) -> Pending {
+        let cell = self.cell;
+        let spawned = std::thread::Builder::new()
+            .name("redactor".into())
+            .spawn(move || {
+                let pairs: Vec<(&str, &SecretString)> =
+                    self.secrets.iter().map(|(n, v)| (n.as_str(), v)).collect();
+                let built = Redactor::new(&self.section, &pairs)
+                    .map(|r| &*Box::leak(Box::new(r)))
+                    .map_err(|e| format!("{}: {e}", self.path.display()));
+                let _ = self.cell.set(built);
+            });
+        if let Err(e) = spawned {
+            // Fail closed: output is withheld, never passed raw.
+            let _ = cell.set(Err(format!("cannot start the redactor thread: {e}")));
+        }
+        cell
+    }
+}
+
+/// The pump's filter while the redactor may still be building: the first bytes wait for
+/// it. If it could not be built, output is withheld (fail closed), never passed raw.
+struct LazyRedact {
+    pending: Pending,
+    stream: Option<RedactStream<'static>>,
+    failed: bool,
+}
+
+impl LazyRedact {
+    fn ready(&mut self, out: &mut Vec<u8>) -> Option<&mut RedactStream<'static>> {
+        if self.stream.is_none() && !self.failed {
+            match self.pending.wait() {
+                Ok(r) => self.stream = Some(r.stream()),
+                Err(e) => {
+                    self.failed = true;
+                    out.extend_from_slice(
+                        format!(
+                            "[agentrun: output withheld: the redactor could not be built: {e}]\n"
+                        )
+                        .as_bytes(),
+                    );
+                }
+            }
+        }
+        self.stream.as_mut()
+    }
+}
+
+impl StreamFilter for LazyRedact {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if let Some(s) = self.ready(out) {
+            s.push(input, out);
+        }
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(s) = self.stream.as_mut() {
+            s.finish(out);
+        }
+    }
+    fn counts(&self) -> Counts<String, u64> {
+        self.stream
+            .as_ref()
+            .map(|s| s.counts().clone())
+            .unwrap_or_default()
+    }
 }
 
 /// The redactor is the pump's filter.

@@ -857,3 +857,30 @@ fn explain_touches_no_secret_backend() {
     let _ = s.run(&["check", "-p", "x"]);
     assert!(listener.accept().is_ok(), "check should have connected");
 }
+
+#[test]
+fn messages_before_and_after_the_spawn_with_the_redactor_building_beside_the_child() {
+    let s = Scratch::new();
+    basic(&s);
+    // --unconfined says something before the spawn (the redactor is not started yet), and
+    // the time limit says something after it (then the redactor must be waited for).
+    let start = std::time::Instant::now();
+    let o = s.run(&[
+        "-p",
+        "t",
+        "--unconfined",
+        "--timeout",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$MY_KEY\"; sleep 5",
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(4), "the run hung");
+    assert_eq!(o.code, 124, "{o:?}");
+    assert_eq!(o.stdout, "[REDACTED:MY_KEY]\n", "{o:?}");
+    assert!(
+        o.stderr.contains("--unconfined") && o.stderr.contains("time limit"),
+        "{o:?}"
+    );
+}

@@ -35,6 +35,10 @@ use serde::{Deserialize, Serialize};
 
 pub use stream::RedactStream;
 
+/// Secrets shorter than this (in bytes) cannot be redacted without mangling ordinary
+/// output; the launcher refuses them.
+pub const MIN_SECRET_LEN: usize = encodings::MIN_LEN;
+
 use matcher::{Anchors, Matcher, Rule, Values};
 
 fn default_replacement() -> String {
