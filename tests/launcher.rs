@@ -610,8 +610,17 @@ fn bad_input_is_refused_with_a_clear_message() {
     );
     refused(&s, "short", &["fewer than min_length = 100"]);
     let p = s.profile("loose", "version = 1\n");
+    // A shared group (nogroup, gid 65534) that can write it: refused.
+    std::os::unix::fs::chown(&p, None, Some(65534)).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o620)).unwrap();
     refused(&s, "loose", &["writable by its group", "chmod go-w"]);
+    // The owner's private group (umask 002 on user-private-group systems): accepted, as
+    // OpenSSH accepts it.
+    let owner_gid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+        .unwrap();
+    std::os::unix::fs::chown(&p, None, Some(owner_gid)).unwrap();
+    assert_eq!(s.run(&["-p", "loose", "--", "true"]).code, 0);
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o602)).unwrap();
     refused(&s, "loose", &["writable by others"]);
 }

@@ -216,7 +216,7 @@ impl Profile {
                 mode,
             });
         }
-        if mode & 0o020 != 0 {
+        if mode & 0o020 != 0 && !private_group(meta.uid(), meta.gid()) {
             return Err(ProfileError::Insecure {
                 path: path.to_path_buf(),
                 who: "its group",
@@ -411,6 +411,24 @@ impl Profile {
     }
 }
 
+/// True when `gid` is the owner's own private group (named like the owner, nobody else
+/// in it): then group-writable is owner-writable, as OpenSSH also accepts. This is what a
+/// umask of 002 gives files on systems with user private groups.
+fn private_group(uid: u32, gid: u32) -> bool {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let (Ok(Some(user)), Ok(Some(group))) = (
+        User::from_uid(Uid::from_raw(uid)),
+        Group::from_gid(Gid::from_raw(gid)),
+    ) else {
+        return false;
+    };
+    is_private_group(&user.name, user.gid.as_raw(), &group.name, gid, &group.mem)
+}
+
+fn is_private_group(user: &str, user_gid: u32, group: &str, gid: u32, members: &[String]) -> bool {
+    user_gid == gid && group == user && members.iter().all(|m| m == user)
+}
+
 fn default_audit_log(r: &Resolve) -> PathBuf {
     let state = match (r.xdg_state_home, r.home) {
         (Some(s), _) if s.is_absolute() => s.to_path_buf(),
@@ -447,6 +465,15 @@ mod tests {
                 xdg_state_home: None,
             },
         )
+    }
+
+    #[test]
+    fn only_a_private_group_may_write() {
+        assert!(is_private_group("ada", 1000, "ada", 1000, &[]));
+        assert!(is_private_group("ada", 1000, "ada", 1000, &["ada".into()]));
+        assert!(!is_private_group("ada", 1000, "ada", 1000, &["bob".into()]));
+        assert!(!is_private_group("ada", 1000, "staff", 50, &[]));
+        assert!(!is_private_group("ada", 100, "ada", 1000, &[]));
     }
 
     #[test]
