@@ -194,7 +194,11 @@ fn validate_backends(profile: &Profile, ctx: &Context) -> Result<(), Fail> {
 
 /// The sandbox policy, with the files agentrun reads credentials from kept from the child
 /// like the credential stores under `$HOME` (a `.env` holds more than the declared key).
-fn sandbox_policy(profile: &Profile, ctx: &Context) -> Result<Policy, Fail> {
+fn sandbox_policy(
+    profile: &Profile,
+    ctx: &Context,
+    inputs: &secrets::CredentialInputs,
+) -> Result<Policy, Fail> {
     let tmpdir = ctx.var("TMPDIR").map(PathBuf::from);
     let mut policy = Policy::resolve(
         profile.sandbox.as_ref(),
@@ -203,9 +207,9 @@ fn sandbox_policy(profile: &Profile, ctx: &Context) -> Result<Policy, Fail> {
         tmpdir.as_deref(),
     )
     .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
-    for p in secrets::credential_inputs(profile, ctx).paths {
-        if !policy.protected.contains(&p) {
-            policy.protected.push(p);
+    for p in &inputs.paths {
+        if !policy.protected.contains(p) {
+            policy.protected.push(p.clone());
         }
     }
     Ok(policy)
@@ -214,8 +218,8 @@ fn sandbox_policy(profile: &Profile, ctx: &Context) -> Result<Policy, Fail> {
 /// Say when keeping a credential file from the child costs it part of a directory it may
 /// write: Landlock cannot grant a directory while denying one entry, so the directory's
 /// other entries are granted one by one and the directory itself is not.
-fn explain_kept_inputs(policy: &Policy, profile: &Profile, ctx: &Context, say: &Say) {
-    for p in secrets::credential_inputs(profile, ctx).paths {
+fn explain_kept_inputs(policy: &Policy, inputs: &secrets::CredentialInputs, say: &Say) {
+    for p in &inputs.paths {
         if let Some(dir) = p.parent()
             && policy.write.iter().any(|w| w == dir)
         {
@@ -338,9 +342,10 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
     }
     let profile = load_profile(&args.profile, &ctx)?;
     validate_backends(&profile, &ctx)?;
-    let policy = sandbox_policy(&profile, &ctx)?;
+    let inputs = secrets::credential_inputs(&profile, &ctx);
+    let policy = sandbox_policy(&profile, &ctx, &inputs)?;
     if !args.unconfined {
-        explain_kept_inputs(&policy, &profile, &ctx, say);
+        explain_kept_inputs(&policy, &inputs, say);
     }
     let mode = if args.unconfined {
         Mode::Unconfined
@@ -398,7 +403,6 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         None => (None, None),
     };
 
-    let inputs = secrets::credential_inputs(&profile, &ctx);
     let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
     for d in &base.dropped {
         say.at(
@@ -543,7 +547,8 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(&args.profile, &ctx)?;
     validate_backends(&profile, &ctx)?;
-    let policy = sandbox_policy(&profile, &ctx)?;
+    let inputs = secrets::credential_inputs(&profile, &ctx);
+    let policy = sandbox_policy(&profile, &ctx, &inputs)?;
     let Secrets {
         got,
         report,
@@ -637,9 +642,9 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
 fn explain(args: &CheckArgs) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(&args.profile, &ctx)?;
-    let policy = sandbox_policy(&profile, &ctx)?;
-    let denied = sandbox::denied_syscalls(&policy);
     let inputs = secrets::credential_inputs(&profile, &ctx);
+    let policy = sandbox_policy(&profile, &ctx, &inputs)?;
+    let denied = sandbox::denied_syscalls(&policy);
     let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
     let mut env_names: Vec<String> = base
         .vars
