@@ -13,13 +13,12 @@ use crate::secrets::{self, Context, Fetcher};
 use crate::verify;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use std::collections::BTreeMap as Counts;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A failure with its exit code and a message for the operator (never a value).
@@ -730,13 +729,20 @@ fn redact(args: &ProfileArg, say: &Say) -> Result<u8, Fail> {
 
 /// The run's redactor: every accepted secret value plus the profile's rules and patterns.
 /// A secret too short to redact without mangling all output stops the run.
-fn build_redactor(profile: &Profile, got: &[Got]) -> Result<Arc<Redactor>, Fail> {
+fn build_redactor(profile: &Profile, got: &[Got]) -> Result<Redactor, Fail> {
     refuse_too_short(got)?;
     let pairs: Vec<(&str, &SecretString)> =
         got.iter().map(|g| (g.name.as_str(), &g.value)).collect();
-    let r = Redactor::new(&profile.redact, &pairs)
-        .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
-    Ok(Arc::new(r))
+    new_redactor(&profile.redact, &profile.path, &pairs).map_err(Fail::setup)
+}
+
+/// `Redactor::new`, its error naming the profile.
+fn new_redactor(
+    section: &crate::redact::RedactSection,
+    path: &std::path::Path,
+    pairs: &[(&str, &SecretString)],
+) -> Result<Redactor, String> {
+    Redactor::new(section, pairs).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn refuse_too_short(got: &[Got]) -> Result<(), Fail> {
@@ -790,9 +796,8 @@ impl Build {
             .spawn(move || {
                 let pairs: Vec<(&str, &SecretString)> =
                     self.secrets.iter().map(|(n, v)| (n.as_str(), v)).collect();
-                let built = Redactor::new(&self.section, &pairs)
-                    .map(|r| &*Box::leak(Box::new(r)))
-                    .map_err(|e| format!("{}: {e}", self.path.display()));
+                let built = new_redactor(&self.section, &self.path, &pairs)
+                    .map(|r| &*Box::leak(Box::new(r)));
                 let _ = self.cell.set(built);
             });
         if let Err(e) = spawned {
@@ -842,7 +847,7 @@ impl StreamFilter for LazyRedact {
             s.finish(out);
         }
     }
-    fn counts(&self) -> Counts<String, u64> {
+    fn counts(&self) -> BTreeMap<String, u64> {
         self.stream
             .as_ref()
             .map(|s| s.counts().clone())
@@ -858,7 +863,7 @@ impl StreamFilter for RedactStream<'_> {
     fn finish(&mut self, out: &mut Vec<u8>) {
         RedactStream::finish(self, out)
     }
-    fn counts(&self) -> Counts<String, u64> {
+    fn counts(&self) -> BTreeMap<String, u64> {
         RedactStream::counts(self).clone()
     }
 }

@@ -96,14 +96,6 @@ pub fn fetch_local(source: &Source, ctx: &Context) -> Result<SecretString, Fetch
     local::fetch(source, ctx)
 }
 
-/// Fetch every declared secret of `profile`; the result is in the order of `profile.secrets`.
-///
-/// A shorthand for [`Fetcher::new`] + [`Fetcher::fetch_all`]; keep the [`Fetcher`] when a
-/// refetch or a probe may follow, so that the Vault login and AWS configuration are reused.
-pub fn fetch_all(profile: &Profile, ctx: &Context) -> Vec<Fetched> {
-    Fetcher::new(profile, ctx).fetch_all(&profile.secrets)
-}
-
 /// Fetches secrets from every source, remote ones concurrently.
 ///
 /// Nothing remote is touched until a remote source is fetched: no async runtime, no Vault
