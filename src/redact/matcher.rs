@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 
 use aho_corasick::automaton::{Automaton, OverlappingState, StateID};
-use aho_corasick::{Anchored as AcAnchored, Input as AcInput, MatchKind, StartKind};
+use aho_corasick::{Anchored as AcAnchored, Input as AcInput, MatchKind};
 use regex_automata::hybrid::dfa::{Cache as DfaCache, DFA};
 use regex_automata::nfa::thompson::pikevm::{Cache as VmCache, PikeVM};
 use regex_automata::nfa::thompson::{self, NFA};
@@ -38,52 +38,33 @@ use regex_automata::{Anchored, Input};
 use super::RedactError;
 use super::prefilter::{self, GramFilter, Triggers};
 
-/// Above this many pattern bytes the literal automaton is a contiguous NFA instead of a DFA,
-/// to keep memory bounded (a DFA costs a row of transitions per pattern byte).
-const DFA_MAX_PATTERN_BYTES: usize = 24 * 1024;
 /// Lazy DFA cache per rule and stream.
 const DFA_CACHE_BYTES: usize = 256 * 1024;
 
-enum AcKind {
-    Dfa(aho_corasick::dfa::DFA),
-    Nfa(aho_corasick::nfa::contiguous::NFA),
-}
-
 /// A set of literal byte strings searched with overlapping semantics, plus for every automaton
 /// state the length of the longest suffix read so far that could still grow into a match.
+///
+/// A contiguous NFA, not a DFA: it is searched only around the q-gram filter's hits (values)
+/// or over a window's last bytes (anchors), where its speed hardly shows, and it builds in a
+/// fraction of the time. The redactor is built at every start, so that time is paid per run.
 pub(crate) struct Literals {
-    ac: AcKind,
+    ac: aho_corasick::nfa::contiguous::NFA,
     hold: HashMap<StateID, u32>,
     max_len: usize,
 }
 
 impl Literals {
     pub(crate) fn new(patterns: &[Vec<u8>], case_insensitive: bool) -> Result<Self, RedactError> {
-        let total: usize = patterns.iter().map(Vec::len).sum();
         let build_err = |e: aho_corasick::BuildError| RedactError::Build {
             what: "literal matcher".to_owned(),
             message: e.to_string(),
         };
-        let ac = if total <= DFA_MAX_PATTERN_BYTES {
-            AcKind::Dfa(
-                aho_corasick::dfa::DFA::builder()
-                    .match_kind(MatchKind::Standard)
-                    .start_kind(StartKind::Unanchored)
-                    .ascii_case_insensitive(case_insensitive)
-                    .prefilter(true)
-                    .build(patterns)
-                    .map_err(build_err)?,
-            )
-        } else {
-            AcKind::Nfa(
-                aho_corasick::nfa::contiguous::NFA::builder()
-                    .match_kind(MatchKind::Standard)
-                    .ascii_case_insensitive(case_insensitive)
-                    .prefilter(true)
-                    .build(patterns)
-                    .map_err(build_err)?,
-            )
-        };
+        let ac = aho_corasick::nfa::contiguous::NFA::builder()
+            .match_kind(MatchKind::Standard)
+            .ascii_case_insensitive(case_insensitive)
+            .prefilter(true)
+            .build(patterns)
+            .map_err(build_err)?;
         let mut lit = Literals {
             ac,
             hold: HashMap::new(),
@@ -94,10 +75,7 @@ impl Literals {
     }
 
     fn automaton(&self) -> &dyn Automaton {
-        match &self.ac {
-            AcKind::Dfa(d) => d,
-            AcKind::Nfa(n) => n,
-        }
+        &self.ac
     }
 
     fn start(&self) -> Result<StateID, RedactError> {
@@ -160,12 +138,9 @@ impl Literals {
         to: usize,
         f: impl FnMut(usize, usize, usize),
     ) {
-        // Dispatch once per call so the search loop is monomorphic (a `dyn` automaton costs a
+        // The concrete type keeps the search loop monomorphic (a `dyn` automaton costs a
         // virtual call per byte).
-        match &self.ac {
-            AcKind::Dfa(d) => overlapping(d, hay, from, to, f),
-            AcKind::Nfa(n) => overlapping(n, hay, from, to, f),
-        }
+        overlapping(&self.ac, hay, from, to, f)
     }
 
     /// Length of the longest suffix of `hay[from..]` that is a proper prefix of some pattern

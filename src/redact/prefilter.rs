@@ -330,36 +330,61 @@ const MIN_TRIGGER: usize = 4;
 /// anchors not yet covered), then without any piece that contains another (it is redundant,
 /// and without it at most one trigger starts at any position, so a leftmost search that
 /// restarts one byte after each hit finds every occurrence). Teddy takes up to 64.
+///
+/// The greedy choice is made lazily: every piece sits in a heap under the number of open
+/// anchors it had when last counted, which only falls as anchors are covered, so a piece whose
+/// recount still tops the heap is the best one. This runs at every start (the redactor is
+/// built per run); recounting every piece in every round took milliseconds.
 fn choose_triggers(anchors: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    use std::collections::{BTreeSet, HashMap};
-    let mut open: Vec<&[u8]> = anchors.iter().map(Vec::as_slice).collect();
-    let mut chosen: Vec<Vec<u8>> = Vec::new();
-    while !open.is_empty() {
-        let mut count: HashMap<&[u8], usize> = HashMap::new();
-        for a in &open {
-            let m = a.len().min(MIN_TRIGGER);
-            let pieces: BTreeSet<&[u8]> = (0..a.len())
-                .flat_map(|i| (i + m..=a.len()).map(move |j| &a[i..j]))
-                .collect();
-            for p in pieces {
-                *count.entry(p).or_insert(0) += 1;
+    use std::collections::{BinaryHeap, HashMap};
+    // Every piece, with the anchors that hold it (each once, in order).
+    let mut holders: HashMap<&[u8], Vec<u32>> = HashMap::new();
+    for (i, a) in anchors.iter().enumerate() {
+        let m = a.len().min(MIN_TRIGGER);
+        for s in 0..a.len() {
+            for e in s + m..=a.len() {
+                let h = holders.entry(&a[s..e]).or_default();
+                if h.last() != Some(&(i as u32)) {
+                    h.push(i as u32);
+                }
             }
         }
-        // Most anchors covered, then the longest (rarer in text), then the smallest bytes
-        // (only for a result that does not depend on hash order).
-        let Some(best) = count
-            .into_iter()
-            .max_by(|x, y| {
-                (x.1, x.0.len())
-                    .cmp(&(y.1, y.0.len()))
-                    .then_with(|| y.0.cmp(x.0))
-            })
-            .map(|(p, _)| p.to_vec())
-        else {
-            break;
-        };
-        open.retain(|a| !contains(a, &best));
-        chosen.push(best);
+    }
+    let mut heap: BinaryHeap<Candidate> = holders
+        .iter()
+        .map(|(piece, h)| Candidate {
+            count: h.len(),
+            piece,
+        })
+        .collect();
+    let mut open = vec![true; anchors.len()];
+    let mut left = anchors.len();
+    let mut chosen: Vec<Vec<u8>> = Vec::new();
+    while left > 0 {
+        let Some(top) = heap.pop() else { break };
+        let count = holders[top.piece]
+            .iter()
+            .filter(|&&i| open[i as usize])
+            .count();
+        if count == 0 {
+            continue;
+        }
+        if count < top.count {
+            heap.push(Candidate {
+                count,
+                piece: top.piece,
+            });
+            continue;
+        }
+        // Cover every anchor containing it (a short whole anchor can sit inside a longer
+        // one without being one of its pieces).
+        for (i, a) in anchors.iter().enumerate() {
+            if open[i] && contains(a, top.piece) {
+                open[i] = false;
+                left -= 1;
+            }
+        }
+        chosen.push(top.piece.to_vec());
     }
     let keep: Vec<bool> = chosen
         .iter()
@@ -372,6 +397,114 @@ fn choose_triggers(anchors: &[Vec<u8>]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A piece in [`choose_triggers`]'s heap, ordered as the greedy choice prefers: most anchors
+/// covered, then the longest (rarer in text), then the smallest bytes (only for a result that
+/// does not depend on hash order).
+#[derive(PartialEq, Eq)]
+struct Candidate<'a> {
+    count: usize,
+    piece: &'a [u8],
+}
+
+impl Ord for Candidate<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.count, self.piece.len())
+            .cmp(&(other.count, other.piece.len()))
+            .then_with(|| other.piece.cmp(self.piece))
+    }
+}
+
+impl PartialOrd for Candidate<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The greedy cover as first written: every piece recounted in every round. The lazy
+    /// version must choose exactly the same triggers.
+    fn choose_triggers_reference(anchors: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        use std::collections::{BTreeSet, HashMap};
+        let mut open: Vec<&[u8]> = anchors.iter().map(Vec::as_slice).collect();
+        let mut chosen: Vec<Vec<u8>> = Vec::new();
+        while !open.is_empty() {
+            let mut count: HashMap<&[u8], usize> = HashMap::new();
+            for a in &open {
+                let m = a.len().min(MIN_TRIGGER);
+                let pieces: BTreeSet<&[u8]> = (0..a.len())
+                    .flat_map(|i| (i + m..=a.len()).map(move |j| &a[i..j]))
+                    .collect();
+                for p in pieces {
+                    *count.entry(p).or_insert(0) += 1;
+                }
+            }
+            // Most anchors covered, then the longest (rarer in text), then the smallest bytes
+            // (only for a result that does not depend on hash order).
+            let Some(best) = count
+                .into_iter()
+                .max_by(|x, y| {
+                    (x.1, x.0.len())
+                        .cmp(&(y.1, y.0.len()))
+                        .then_with(|| y.0.cmp(x.0))
+                })
+                .map(|(p, _)| p.to_vec())
+            else {
+                break;
+            };
+            open.retain(|a| !contains(a, &best));
+            chosen.push(best);
+        }
+        let keep: Vec<bool> = chosen
+            .iter()
+            .map(|t| !chosen.iter().any(|u| u.len() < t.len() && contains(t, u)))
+            .collect();
+        chosen
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(t, k)| k.then_some(t))
+            .collect()
+    }
+
+    fn built_in_anchors() -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = Vec::new();
+        for r in super::super::rules::RULES {
+            for pre in r.anchor_prefixes {
+                for a in r.anchors {
+                    let l = format!("{pre}{a}").to_ascii_lowercase().into_bytes();
+                    if !v.contains(&l) {
+                        v.push(l);
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn lazy_greedy_chooses_what_the_full_recount_chooses_for_the_built_in_rules() {
+        let anchors = built_in_anchors();
+        assert!(anchors.len() > 100, "{}", anchors.len());
+        let t = choose_triggers(&anchors);
+        assert_eq!(t, choose_triggers_reference(&anchors));
+        assert!(anchors.iter().all(|a| t.iter().any(|t| contains(a, t))));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn lazy_greedy_matches_the_full_recount(
+            set in proptest::collection::btree_set("[a-e_=]{1,9}", 1..40)
+        ) {
+            let anchors: Vec<Vec<u8>> = set.into_iter().map(String::into_bytes).collect();
+            prop_assert_eq!(choose_triggers(&anchors), choose_triggers_reference(&anchors));
+        }
+    }
 }
