@@ -25,6 +25,7 @@
 //! magnitude faster and it lets binary output through untouched.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use aho_corasick::automaton::{Automaton, OverlappingState, StateID};
 use aho_corasick::{Anchored as AcAnchored, Input as AcInput, MatchKind};
@@ -180,15 +181,26 @@ fn overlapping<A: Automaton>(
     }
 }
 
-/// One compiled rule (built-in or a profile pattern).
+/// One rule (built-in or a profile pattern). A built-in rule is compiled the first time one
+/// of its anchors shows up in the output: most runs never need most rules, and compiling all
+/// of them took over a millisecond of every start. (Every built-in rule compiles: a test
+/// compiles them all.) A profile's patterns are compiled at once, so a bad one is refused
+/// before the child starts.
 pub(crate) struct Rule {
     pub name: u32,
+    pattern: &'static str,
+    secret_group: fn(&str) -> bool,
+    compiled: OnceLock<Result<Compiled, String>>,
+    check: Option<fn(&[u8]) -> bool>,
+    pub max_len: usize,
+}
+
+/// A rule's automata.
+struct Compiled {
     dfa: DFA,
     vm: PikeVM,
     /// Capture group indices whose union is replaced; empty: the whole match.
     secret_groups: Vec<usize>,
-    check: Option<fn(&[u8]) -> bool>,
-    pub max_len: usize,
 }
 
 /// Per-stream mutable state for one rule.
@@ -217,14 +229,8 @@ pub(crate) fn compile_nfa(pattern: &str) -> Result<NFA, String> {
     build(false).or_else(|_| build(true))
 }
 
-impl Rule {
-    pub(crate) fn new(
-        pattern: &str,
-        name: u32,
-        check: Option<fn(&[u8]) -> bool>,
-        max_len: usize,
-        secret_group: impl Fn(&str) -> bool,
-    ) -> Result<Rule, String> {
+impl Compiled {
+    fn new(pattern: &str, secret_group: fn(&str) -> bool) -> Result<Compiled, String> {
         let nfa = compile_nfa(pattern)?;
         let build_dfa = |config| {
             DFA::builder()
@@ -246,70 +252,150 @@ impl Rule {
             .enumerate()
             .filter_map(|(i, n)| n.filter(|n| secret_group(n)).map(|_| i))
             .collect();
-        Ok(Rule {
-            name,
+        Ok(Compiled {
             dfa,
             vm,
             secret_groups,
-            check,
-            max_len,
         })
     }
 
-    pub(crate) fn cache(&self) -> RuleCache {
+    fn cache(&self) -> RuleCache {
         RuleCache {
             dfa: self.dfa.create_cache(),
             vm: self.vm.create_cache(),
             caps: self.vm.create_captures(),
         }
     }
+}
+
+impl Rule {
+    /// A profile pattern: compiled now.
+    pub(crate) fn new(
+        pattern: &str,
+        name: u32,
+        max_len: usize,
+        secret_group: fn(&str) -> bool,
+    ) -> Result<Rule, String> {
+        let compiled = Compiled::new(pattern, secret_group)?;
+        Ok(Rule {
+            name,
+            pattern: "",
+            secret_group,
+            compiled: OnceLock::from(Ok(compiled)),
+            check: None,
+            max_len,
+        })
+    }
+
+    /// A built-in rule: compiled on first use.
+    pub(crate) fn deferred(
+        pattern: &'static str,
+        name: u32,
+        check: Option<fn(&[u8]) -> bool>,
+        max_len: usize,
+        secret_group: fn(&str) -> bool,
+    ) -> Rule {
+        Rule {
+            name,
+            pattern,
+            secret_group,
+            compiled: OnceLock::new(),
+            check,
+            max_len,
+        }
+    }
+
+    fn compiled(&self) -> Result<&Compiled, &str> {
+        self.compiled
+            .get_or_init(|| Compiled::new(self.pattern, self.secret_group))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// Compiles a deferred rule now; the error says why it does not compile.
+    #[cfg(test)]
+    pub(crate) fn compile(&self) -> Result<(), String> {
+        self.compiled().map(|_| ()).map_err(str::to_owned)
+    }
 
     /// True when the pattern matches the empty string (useless and dangerous as a redactor).
     pub(crate) fn matches_empty(&self) -> bool {
-        let mut cache = self.cache();
-        self.vm.is_match(&mut cache.vm, "")
+        match self.compiled() {
+            Ok(c) => c.vm.is_match(&mut c.vm.create_cache(), ""),
+            Err(_) => false,
+        }
     }
 
-    /// Evaluate a candidate match starting at `c`.
-    pub(crate) fn eval(&self, cache: &mut RuleCache, hay: &[u8], c: usize, eof: bool) -> Eval {
+    /// Evaluate a candidate match starting at `c`, with this stream's cache for the rule
+    /// (created on first use). A rule that fails to compile (never a built-in one: they are
+    /// all compiled by a test) replaces from the candidate to the window's end: fail closed.
+    pub(crate) fn eval(
+        &self,
+        cache: &mut Option<RuleCache>,
+        hay: &[u8],
+        c: usize,
+        eof: bool,
+    ) -> Eval {
+        let Ok(compiled) = self.compiled() else {
+            return Eval::Done(Some((c, hay.len())));
+        };
+        let cache = cache.get_or_insert_with(|| compiled.cache());
+        self.eval_with(compiled, cache, hay, c, eof)
+    }
+
+    fn eval_with(
+        &self,
+        rule: &Compiled,
+        cache: &mut RuleCache,
+        hay: &[u8],
+        c: usize,
+        eof: bool,
+    ) -> Eval {
         let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
-        let Ok(mut sid) = self.dfa.start_state_forward(&mut cache.dfa, &input) else {
-            return self.eval_slow(cache, hay, c, eof);
+        let Ok(mut sid) = rule.dfa.start_state_forward(&mut cache.dfa, &input) else {
+            return self.eval_slow(rule, cache, hay, c, eof);
         };
         let mut last = None;
         for (i, &b) in hay.iter().enumerate().skip(c) {
-            sid = match self.dfa.next_state(&mut cache.dfa, sid, b) {
+            sid = match rule.dfa.next_state(&mut cache.dfa, sid, b) {
                 Ok(s) => s,
-                Err(_) => return self.eval_slow(cache, hay, c, eof),
+                Err(_) => return self.eval_slow(rule, cache, hay, c, eof),
             };
             if sid.is_tagged() {
                 if sid.is_match() {
                     last = Some(i);
                 } else if sid.is_dead() {
-                    return Eval::Done(self.finish(cache, hay, c, last));
+                    return Eval::Done(self.finish(rule, cache, hay, c, last));
                 } else if sid.is_quit() {
-                    return self.eval_slow(cache, hay, c, eof);
+                    return self.eval_slow(rule, cache, hay, c, eof);
                 }
             }
         }
         if !eof {
             return Eval::Live;
         }
-        match self.dfa.next_eoi_state(&mut cache.dfa, sid) {
+        match rule.dfa.next_eoi_state(&mut cache.dfa, sid) {
             Ok(s) if s.is_match() => last = Some(hay.len()),
             Ok(_) => {}
-            Err(_) => return self.eval_slow(cache, hay, c, eof),
+            Err(_) => return self.eval_slow(rule, cache, hay, c, eof),
         }
-        Eval::Done(self.finish(cache, hay, c, last))
+        Eval::Done(self.finish(rule, cache, hay, c, last))
     }
 
     /// Without the lazy DFA (it gave up, e.g. on a Unicode word boundary next to non-ASCII).
-    fn eval_slow(&self, cache: &mut RuleCache, hay: &[u8], c: usize, eof: bool) -> Eval {
+    fn eval_slow(
+        &self,
+        rule: &Compiled,
+        cache: &mut RuleCache,
+        hay: &[u8],
+        c: usize,
+        eof: bool,
+    ) -> Eval {
         let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
-        self.vm.search(&mut cache.vm, &input, &mut cache.caps);
+        rule.vm.search(&mut cache.vm, &input, &mut cache.caps);
         match cache.caps.get_match() {
             Some(m) if eof || m.end() < hay.len() => {
-                Eval::Done(self.finish(cache, hay, c, Some(m.end())))
+                Eval::Done(self.finish(rule, cache, hay, c, Some(m.end())))
             }
             Some(_) => Eval::Live,
             None if eof => Eval::Done(None),
@@ -319,19 +405,20 @@ impl Rule {
 
     fn finish(
         &self,
+        rule: &Compiled,
         cache: &mut RuleCache,
         hay: &[u8],
         c: usize,
         end: Option<usize>,
     ) -> Option<(usize, usize)> {
         let e = end?;
-        let (s, e) = if self.secret_groups.is_empty() {
+        let (s, e) = if rule.secret_groups.is_empty() {
             (c, e)
         } else {
             let input = Input::new(hay).range(c..e).anchored(Anchored::Yes);
-            self.vm.search(&mut cache.vm, &input, &mut cache.caps);
+            rule.vm.search(&mut cache.vm, &input, &mut cache.caps);
             if cache.caps.is_match() {
-                let spans = self
+                let spans = rule
                     .secret_groups
                     .iter()
                     .filter_map(|&g| cache.caps.get_group(g));
@@ -555,7 +642,7 @@ impl Matcher {
     /// where the live part of the window begins. With `eof`, nothing is live.
     pub(crate) fn scan(
         &self,
-        caches: &mut [RuleCache],
+        caches: &mut [Option<RuleCache>],
         scratch: &mut Scratch,
         hay: &[u8],
         from: usize,

@@ -95,13 +95,18 @@ impl RedactSection {
 
 fn compile_pattern(index: usize, pattern: &str, name: u32) -> Result<Rule, RedactError> {
     let bad = |message: String| RedactError::BadPattern { index, message };
-    let rule = Rule::new(pattern, name, None, PATTERN_MAX_LEN, |n| n == "secret").map_err(bad)?;
+    let rule = Rule::new(pattern, name, PATTERN_MAX_LEN, |n| n == "secret").map_err(bad)?;
     if rule.matches_empty() {
         return Err(bad(
             "it matches the empty string, so it would match everywhere; require at least one character (e.g. `+` instead of `*`)".to_owned(),
         ));
     }
     Ok(rule)
+}
+
+/// The capture groups a built-in rule replaces (a profile pattern's: `secret` only).
+fn builtin_group(name: &str) -> bool {
+    name == "secret" || name.starts_with("secret_")
 }
 
 /// A profile pattern's live match is held up to this many bytes.
@@ -219,13 +224,7 @@ impl Redactor {
         for r in section.resolve_rules()? {
             let def = &rules::RULES[r];
             let name = intern(def.id, &mut names);
-            let rule = Rule::new(def.pattern, name, def.check, def.max_len, |n| {
-                n == "secret" || n.starts_with("secret_")
-            })
-            .map_err(|message| RedactError::Build {
-                what: format!("built-in rule {}", def.id),
-                message,
-            })?;
+            let rule = Rule::deferred(def.pattern, name, def.check, def.max_len, builtin_group);
             let idx = compiled.len() as u32;
             compiled.push(rule);
             for pre in def.anchor_prefixes {

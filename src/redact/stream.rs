@@ -36,7 +36,7 @@ pub struct RedactStream<'r> {
     merged: Vec<Hit>,
     spans: Vec<(usize, usize)>,
     scratch: Scratch,
-    caches: Vec<RuleCache>,
+    caches: Vec<Option<RuleCache>>,
     /// Ranges (raw, relative to the pending start) of matches whose beginning was already
     /// emitted: replaced without being found again.
     carry: Vec<(usize, usize, u32)>,
@@ -58,7 +58,7 @@ impl<'r> RedactStream<'r> {
             merged: Vec::new(),
             spans: Vec::new(),
             scratch: Scratch::default(),
-            caches: r.matcher.rules.iter().map(|rule| rule.cache()).collect(),
+            caches: r.matcher.rules.iter().map(|_| None).collect(),
             carry: Vec::new(),
             carry_next: Vec::new(),
             cover_line: None,

@@ -466,6 +466,19 @@ fn each_builtin_rule_catches_its_form_and_keeps_the_context() {
     }
 }
 
+/// Built-in rules are compiled on first use, mid-run: each must compile, and a mistake in one
+/// must show here rather than in a user's output.
+#[test]
+fn every_builtin_rule_compiles() {
+    for (i, r) in rules::RULES.iter().enumerate() {
+        let rule = matcher::Rule::deferred(r.pattern, i as u32, r.check, r.max_len, builtin_group);
+        if let Err(e) = rule.compile() {
+            panic!("built-in rule {} does not compile: {e}", r.id);
+        }
+        assert!(!rule.matches_empty(), "built-in rule {} matches \"\"", r.id);
+    }
+}
+
 #[test]
 fn every_builtin_rule_has_a_case() {
     let covered: std::collections::HashSet<&str> = rule_cases().iter().map(|c| c.0).collect();
