@@ -368,14 +368,24 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
     };
     let mut audit = Audit::open(&sink)?;
     let argv0 = args.command[0].to_string_lossy().into_owned();
-    audit.event(
+    audit.record(
         "start",
         json!({
             "profile": profile.path, "profile_sha256": profile.sha256, "user": user_name(&ctx),
             "argv0": argv0, "cwd": ctx.cwd, "pid": std::process::id(),
             "operator": {"best_effort": args.best_effort, "unconfined": args.unconfined, "no_redact": args.no_redact},
         }),
-    )?;
+    );
+    // A fetch from a server or a live probe can take seconds (or hang until its timeout):
+    // the log shows the run started before it. Local sources take microseconds, and their
+    // `start` goes out with the rest before the spawn, in one locked append.
+    if profile
+        .secrets
+        .iter()
+        .any(|s| s.source.is_remote() || s.verify.probe.is_some())
+    {
+        audit.flush()?;
+    }
     let fail = |audit: &mut Audit, f: Fail| -> Fail {
         let _ = audit.event("refused", json!({"reason": f.msg}));
         f
