@@ -77,6 +77,13 @@ impl Audit {
                     .open(path)
                     .map_err(err)?;
                 let meta = file.metadata().map_err(err)?;
+                // Only ever tighten a file of our own: `--audit-log /dev/null` once made
+                // /dev/null 0600 for everyone (the audit log is a record, not a sink).
+                if !meta.file_type().is_file() {
+                    return Err(err(io::Error::other(
+                        "not a regular file; the audit log must be a file (or `-` for stderr)",
+                    )));
+                }
                 if meta.permissions().mode() & 0o077 != 0 {
                     file.set_permissions(std::fs::Permissions::from_mode(0o600))
                         .map_err(err)?;

@@ -494,6 +494,31 @@ fn default_audit_log_lives_in_xdg_state_home_with_private_dir() {
     assert!(dir.join("audit.jsonl").exists());
 }
 
+/// A path that is not a regular file is refused and left as it was: agentrun tightens the
+/// mode of its own log, and `--audit-log /dev/null` once made /dev/null 0600 for everyone.
+/// (A FIFO stands in for the device: same code path, and nothing outside the scratch dir.)
+#[test]
+fn audit_log_that_is_not_a_regular_file_is_refused_untouched() {
+    let s = Scratch::new();
+    basic(&s);
+    let fifo = s.path().join("audit.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "0644"])
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let o = s.run(&["-p", "t", "--audit-log", fifo.to_str().unwrap(), "--", "true"]);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("audit log") && o.stderr.contains("not a regular file"),
+        "{}",
+        o.stderr
+    );
+    let mode = std::fs::metadata(&fifo).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+}
+
 #[test]
 fn audit_log_to_stderr() {
     let s = Scratch::new();
