@@ -8,12 +8,14 @@
 //! their own: they can be walked through and `stat`ed, but not listed or created in.
 //! Symlinks met while expanding are never granted (Landlock would grant their *target*).
 
+use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::policy::normalize;
 use super::{ChildNeeds, Policy, SandboxError};
 
 /// What a grant allows, in agentrun's terms (mapped to Landlock rights in `landlock.rs`).
@@ -110,7 +112,8 @@ const LIBRARY_DIRS: &[&str] = &[
 
 /// Builds the file-system plan.
 pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError> {
-    let denied = denied_paths(&policy.protected);
+    let mut r = Resolver::default();
+    let denied = denied_paths(&policy.protected, &mut r);
     let mut plan = FsPlan::default();
 
     let lists = [
@@ -120,19 +123,19 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
     ];
     for (list, access) in lists {
         for root in list {
-            add_rule(&mut plan, root, access, &policy.protected, &denied)?;
+            add_rule(&mut plan, &mut r, root, access, &policy.protected, &denied)?;
         }
     }
 
     for d in DEVICES_RW {
-        add_existing(&mut plan, Path::new(d), FsAccess::READ_WRITE);
+        add_existing(&mut plan, &mut r, Path::new(d), FsAccess::READ_WRITE);
     }
     for d in DEVICES_RO {
-        add_existing(&mut plan, Path::new(d), FsAccess::READ);
+        add_existing(&mut plan, &mut r, Path::new(d), FsAccess::READ);
     }
     if let Some(tty) = &needs.tty {
-        add_existing(&mut plan, Path::new("/dev/tty"), FsAccess::TERMINAL);
-        let c = canonical(tty).map_err(|e| SandboxError::ChildPath {
+        add_existing(&mut plan, &mut r, Path::new("/dev/tty"), FsAccess::TERMINAL);
+        let c = r.canonical(tty).map_err(|e| SandboxError::ChildPath {
             what: "terminal",
             path: tty.clone(),
             source: e,
@@ -141,15 +144,17 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
     }
 
     // The program, its interpreter(s), and the loader's libraries.
-    let program = canonical(&needs.program).map_err(|e| SandboxError::ChildPath {
-        what: "program",
-        path: needs.program.clone(),
-        source: e,
-    })?;
+    let program = r
+        .canonical(&needs.program)
+        .map_err(|e| SandboxError::ChildPath {
+            what: "program",
+            path: needs.program.clone(),
+            source: e,
+        })?;
     for p in interpreters(&program) {
-        if let Ok(c) = canonical(&p) {
+        if let Ok(c) = r.canonical(&p) {
             for q in interpreters(&c) {
-                if let Ok(qc) = canonical(&q) {
+                if let Ok(qc) = r.canonical(&q) {
                     plan.grant(qc, FsAccess::READ_EXEC);
                 }
             }
@@ -158,11 +163,11 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
     }
     plan.grant(program, FsAccess::READ_EXEC);
     for d in LIBRARY_DIRS {
-        add_existing(&mut plan, Path::new(d), FsAccess::READ);
+        add_existing(&mut plan, &mut r, Path::new(d), FsAccess::READ);
     }
 
     for p in &needs.extra_read {
-        let c = canonical(p).map_err(|e| SandboxError::ChildPath {
+        let c = r.canonical(p).map_err(|e| SandboxError::ChildPath {
             what: "injected file",
             path: p.clone(),
             source: e,
@@ -172,32 +177,85 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
     Ok(plan)
 }
 
-fn canonical(p: &Path) -> std::io::Result<PathBuf> {
-    fs::canonicalize(p)
+/// `fs::canonicalize` with a memory, for the one plan it serves.
+///
+/// glibc's `realpath` makes one `readlink` per component on every call, and a plan resolves
+/// dozens of paths that share prefixes (`$HOME` for every store, `/usr` for the rules and the
+/// loader), most of the stores not even existing. Here a path in normal form whose last
+/// component is not a symlink (one `lstat` says so, and fails at once for a missing path)
+/// resolves as its parent's canonical form plus that name, and every answer is remembered.
+/// A symlink, or a path not in normal form, goes to `fs::canonicalize` whole: symlinks
+/// resolve exactly as `realpath` resolves them.
+#[derive(Debug, Default)]
+struct Resolver {
+    /// Each path resolved so far: its canonical form, or the errno that said there is none.
+    known: HashMap<PathBuf, Result<PathBuf, i32>>,
 }
 
-fn add_existing(plan: &mut FsPlan, p: &Path, access: FsAccess) {
-    if let Ok(c) = canonical(p) {
+impl Resolver {
+    /// The canonical form of `p` (symlinks resolved), or why there is none.
+    fn canonical(&mut self, p: &Path) -> io::Result<PathBuf> {
+        // `Path` equality ignores doubled and trailing slashes and `.`, which `realpath` does
+        // not (`file/` is not `file`): such paths are neither looked up nor remembered.
+        if !is_normal(p) {
+            return fs::canonicalize(p);
+        }
+        match self.known.get(p) {
+            Some(Ok(c)) => return Ok(c.clone()),
+            Some(Err(errno)) => return Err(io::Error::from_raw_os_error(*errno)),
+            None => {}
+        }
+        let resolved = self.resolve(p);
+        let answer = match &resolved {
+            Ok(c) => Some(Ok(c.clone())),
+            Err(e) => e.raw_os_error().map(Err),
+        };
+        if let Some(answer) = answer {
+            self.known.insert(p.to_path_buf(), answer);
+        }
+        resolved
+    }
+
+    fn resolve(&mut self, p: &Path) -> io::Result<PathBuf> {
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return fs::canonicalize(p); // `/`
+        };
+        if fs::symlink_metadata(p)?.file_type().is_symlink() {
+            fs::canonicalize(p)
+        } else {
+            Ok(self.canonical(parent)?.join(name))
+        }
+    }
+}
+
+/// Absolute, without `.`, `..`, doubled or trailing slashes: a path `realpath` would walk
+/// exactly as its components read.
+fn is_normal(p: &Path) -> bool {
+    p.as_os_str() == normalize(p).as_os_str()
+}
+
+fn add_existing(plan: &mut FsPlan, r: &mut Resolver, p: &Path, access: FsAccess) {
+    if let Ok(c) = r.canonical(p) {
         plan.grant(c, access);
     }
 }
 
 /// The stores, both as written under `$HOME` and with symlinks resolved (a store may be a
 /// symlink into another tree that a rule covers).
-fn denied_paths(protected: &[PathBuf]) -> Vec<PathBuf> {
+fn denied_paths(protected: &[PathBuf], r: &mut Resolver) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for s in protected {
-        let resolved = canonical(s).ok().or_else(|| {
+        let resolved = r.canonical(s).ok().or_else(|| {
             let parent = s.parent()?;
             let name = s.file_name()?;
             // A store that does not exist yet: resolve its nearest existing ancestor.
             let mut base = parent.to_path_buf();
             let mut rest = vec![name.to_os_string()];
             loop {
-                if let Ok(c) = canonical(&base) {
+                if let Ok(c) = r.canonical(&base) {
                     let mut p = c;
-                    for r in rest.iter().rev() {
-                        p.push(r);
+                    for part in rest.iter().rev() {
+                        p.push(part);
                     }
                     return Some(p);
                 }
@@ -217,12 +275,13 @@ fn denied_paths(protected: &[PathBuf]) -> Vec<PathBuf> {
 /// Adds one profile rule, expanding it around the stores when it covers one.
 fn add_rule(
     plan: &mut FsPlan,
+    r: &mut Resolver,
     root: &Path,
     access: FsAccess,
     protected: &[PathBuf],
     denied: &[PathBuf],
 ) -> Result<(), SandboxError> {
-    let Ok(c) = canonical(root) else {
+    let Ok(c) = r.canonical(root) else {
         plan.skipped
             .push(format!("{} (does not exist)", root.display()));
         return Ok(());
@@ -382,7 +441,7 @@ fn elf_interp(path: &Path) -> Option<PathBuf> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::sandbox::SandboxSection;
+    use crate::sandbox::{CREDENTIAL_STORES, SandboxSection};
 
     struct TempDir(PathBuf);
     impl TempDir {
@@ -552,6 +611,144 @@ mod tests {
         let got = paths(&plan(&policy, &needs()).unwrap());
         assert!(got.contains(&t.0.join("data/other")));
         assert!(!got.contains(&keys) && !got.contains(&t.0.join("data")));
+    }
+
+    #[test]
+    fn resolver_agrees_with_canonicalize() {
+        use std::os::unix::fs::symlink;
+        let t = TempDir::new("resolver");
+        let b = t.0.join("a/b");
+        fs::create_dir_all(&b).unwrap();
+        fs::write(b.join("file"), "x").unwrap();
+        symlink(t.0.join("a"), t.0.join("abs")).unwrap();
+        symlink("a/b/../b", t.0.join("rel")).unwrap();
+        symlink(b.join("file"), t.0.join("leaf")).unwrap();
+        symlink(t.0.join("nowhere"), t.0.join("dangling")).unwrap();
+        symlink(t.0.join("loop2"), t.0.join("loop1")).unwrap();
+        symlink(t.0.join("loop1"), t.0.join("loop2")).unwrap();
+        let root = t.0.display().to_string();
+        let cases = [
+            "a/b/file",
+            "abs/b/file",
+            "abs/b",
+            "rel/file",
+            "rel",
+            "leaf",
+            "dangling",
+            "loop1/x",
+            "loop1",
+            "a/missing",
+            "a/missing/x",
+            "a/b/file/x",
+            "a/./b",
+            "a/b/../b/file",
+            "a/b/",
+            "a/b/file/",
+            "abs//b",
+        ];
+        let mut r = Resolver::default();
+        for round in 0..2 {
+            for case in cases {
+                let p = PathBuf::from(format!("{root}/{case}"));
+                let want = fs::canonicalize(&p);
+                let got = r.canonical(&p);
+                match (&want, &got) {
+                    (Ok(w), Ok(g)) => assert_eq!(w, g, "{case} (round {round})"),
+                    (Err(w), Err(g)) => assert_eq!(
+                        w.raw_os_error(),
+                        g.raw_os_error(),
+                        "{case} (round {round}): {w} vs {g}"
+                    ),
+                    _ => panic!("{case} (round {round}): {want:?} vs {got:?}"),
+                }
+            }
+        }
+        for p in ["/", "/usr/bin/env", "/bin/sh", "relative/path"] {
+            let p = Path::new(p);
+            assert_eq!(
+                fs::canonicalize(p).ok(),
+                r.canonical(p).ok(),
+                "{}",
+                p.display()
+            );
+        }
+    }
+
+    #[test]
+    fn denied_paths_resolve_stores_as_before() {
+        use std::os::unix::fs::symlink;
+        let t = TempDir::new("denied");
+        let real = t.0.join("real-home");
+        let keys = t.0.join("elsewhere/keys");
+        let docker = t.0.join("elsewhere/docker");
+        fs::create_dir_all(&real).unwrap();
+        fs::create_dir_all(&keys).unwrap();
+        fs::create_dir_all(&docker).unwrap();
+        // $HOME as the environment says it, through a symlink.
+        let home = t.0.join("home");
+        symlink(&real, &home).unwrap();
+        symlink(&keys, real.join(".ssh")).unwrap();
+        symlink(&docker, real.join(".docker")).unwrap();
+        symlink(t.0.join("nowhere"), real.join(".netrc")).unwrap();
+        fs::write(real.join(".npmrc"), "x").unwrap();
+        let s = SandboxSection {
+            read: Some(vec![]),
+            write: Some(vec![]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let policy = Policy::resolve(Some(&s), &t.0, Some(&home), None).unwrap();
+        let denied = denied_paths(&policy.protected, &mut Resolver::default());
+        let expect = [
+            // Every store as written.
+            home.join(".ssh"),
+            home.join(".aws"),
+            home.join(".docker/config.json"),
+            // A store that is a symlink: its target.
+            keys.clone(),
+            // One that exists: resolved through $HOME's symlink.
+            real.join(".npmrc"),
+            // Missing ones: under the nearest existing ancestor, resolved.
+            real.join(".aws"),
+            real.join(".config/gcloud"),
+            real.join(".local/state/agentrun"),
+            docker.join("config.json"),
+            // A dangling symlink: where it sits (its target does not resolve).
+            real.join(".netrc"),
+        ];
+        for p in &expect {
+            assert!(denied.contains(p), "{} denied: {denied:?}", p.display());
+        }
+        assert_eq!(
+            denied.len(),
+            2 * CREDENTIAL_STORES.len(),
+            "each store as written and resolved: {denied:?}"
+        );
+    }
+
+    #[test]
+    fn missing_stores_still_keep_home_from_being_granted_whole() {
+        let t = TempDir::new("nostores");
+        let home = t.0.join("home");
+        fs::create_dir_all(home.join("src")).unwrap();
+        fs::write(home.join(".bashrc"), "x").unwrap();
+        let s = SandboxSection {
+            read: Some(vec!["~".into(), "~/.aws".into()]),
+            write: Some(vec![]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let policy = Policy::resolve(Some(&s), &t.0, Some(&home), None).unwrap();
+        let plan = plan(&policy, &needs()).unwrap();
+        let got = paths(&plan);
+        assert!(got.contains(&home.join("src")) && got.contains(&home.join(".bashrc")));
+        // Without a rule on $HOME itself the child cannot create a store in it.
+        assert!(!got.contains(&home), "{got:?}");
+        assert_eq!(plan.expanded, vec![home.clone()]);
+        assert_eq!(
+            plan.skipped,
+            vec![format!("{} (does not exist)", home.join(".aws").display())]
+        );
     }
 
     #[test]
