@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -349,10 +349,10 @@ fn expand(
 /// The interpreters `execve` of `path` will open: the ELF `PT_INTERP`, or a script's `#!` line.
 pub(crate) fn interpreters(path: &Path) -> Vec<PathBuf> {
     let mut head = Vec::with_capacity(4096);
-    let Ok(f) = fs::File::open(path) else {
+    let Ok(mut f) = fs::File::open(path) else {
         return Vec::new();
     };
-    if f.take(4096).read_to_end(&mut head).is_err() {
+    if (&mut f).take(4096).read_to_end(&mut head).is_err() {
         return Vec::new();
     }
     if let Some(rest) = head.strip_prefix(b"#!") {
@@ -365,15 +365,28 @@ pub(crate) fn interpreters(path: &Path) -> Vec<PathBuf> {
             .map(|s| vec![PathBuf::from(s)])
             .unwrap_or_default();
     }
-    elf_interp(path).into_iter().collect()
+    elf_interp(&mut f, &head).into_iter().collect()
 }
 
-/// Reads `PT_INTERP` from a 64- or 32-bit little-endian ELF file.
-fn elf_interp(path: &Path) -> Option<PathBuf> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = fs::File::open(path).ok()?;
-    let mut ident = [0u8; 64];
-    f.read_exact(&mut ident).ok()?;
+/// `len` bytes of `f` at `off`: from `head` (the file's first bytes, already read) when it
+/// holds them, else read from the file.
+fn bytes_at(f: &mut fs::File, head: &[u8], off: u64, len: usize) -> Option<Vec<u8>> {
+    let in_head = usize::try_from(off)
+        .ok()
+        .and_then(|start| head.get(start..start.checked_add(len)?));
+    if let Some(b) = in_head {
+        return Some(b.to_vec());
+    }
+    let mut buf = vec![0u8; len];
+    f.seek(SeekFrom::Start(off)).ok()?;
+    f.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Reads `PT_INTERP` from a 64- or 32-bit little-endian ELF file, `head` being its first bytes
+/// (the program headers and the interpreter's name are usually among them).
+fn elf_interp(f: &mut fs::File, head: &[u8]) -> Option<PathBuf> {
+    let ident = bytes_at(f, head, 0, 64)?;
     if &ident[..4] != b"\x7fELF" || ident[5] != 1 {
         return None;
     }
@@ -411,9 +424,7 @@ fn elf_interp(path: &Path) -> Option<PathBuf> {
     if phentsize < 32 || phnum > 512 {
         return None;
     }
-    let mut ph = vec![0u8; usize::try_from(phentsize * phnum).ok()?];
-    f.seek(SeekFrom::Start(phoff)).ok()?;
-    f.read_exact(&mut ph).ok()?;
+    let ph = bytes_at(f, head, phoff, usize::try_from(phentsize * phnum).ok()?)?;
     for i in 0..usize::try_from(phnum).ok()? {
         let e = &ph[i * usize::try_from(phentsize).ok()?..];
         if u32_at(e, 0)? != 3 {
@@ -427,9 +438,7 @@ fn elf_interp(path: &Path) -> Option<PathBuf> {
         if size == 0 || size > 4096 {
             return None;
         }
-        let mut buf = vec![0u8; usize::try_from(size).ok()?];
-        f.seek(SeekFrom::Start(off)).ok()?;
-        f.read_exact(&mut buf).ok()?;
+        let buf = bytes_at(f, head, off, usize::try_from(size).ok()?)?;
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         let s = std::str::from_utf8(&buf[..end]).ok()?;
         return s.starts_with('/').then(|| PathBuf::from(s));
@@ -774,7 +783,7 @@ mod tests {
         assert_eq!(g(&py), Some(FsAccess::READ_EXEC));
         assert_eq!(g(&secret), Some(FsAccess::READ));
         assert_eq!(g(Path::new("/dev/null")), Some(FsAccess::READ_WRITE));
-        let interp = elf_interp(&py).expect("python3 is a dynamic ELF");
+        let interp = interpreters(&py).pop().expect("python3 is a dynamic ELF");
         let interp = fs::canonicalize(interp).unwrap();
         assert_eq!(g(&interp), Some(FsAccess::READ_EXEC));
 
