@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::policy::normalize;
 use super::{ChildNeeds, Policy, SandboxError};
 
 /// What a grant allows, in agentrun's terms (mapped to Landlock rights in `landlock.rs`).
@@ -181,11 +181,11 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
 ///
 /// glibc's `realpath` makes one `readlink` per component on every call, and a plan resolves
 /// dozens of paths that share prefixes (`$HOME` for every store, `/usr` for the rules and the
-/// loader), most of the stores not even existing. Here a path in normal form whose last
-/// component is not a symlink (one `lstat` says so, and fails at once for a missing path)
-/// resolves as its parent's canonical form plus that name, and every answer is remembered.
-/// A symlink, or a path not in normal form, goes to `fs::canonicalize` whole: symlinks
-/// resolve exactly as `realpath` resolves them.
+/// loader), most of the stores not even existing. Here a path in normal form resolves as its
+/// parent's canonical form plus its last component when that component is not a symlink (one
+/// `lstat` says so, and fails at once for a missing path), and every answer is remembered,
+/// failures with their errno. A symlink, or a path not in normal form, goes to
+/// `fs::canonicalize` whole: symlinks resolve exactly as `realpath` resolves them.
 #[derive(Debug, Default)]
 struct Resolver {
     /// Each path resolved so far: its canonical form, or the errno that said there is none.
@@ -220,18 +220,26 @@ impl Resolver {
         let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
             return fs::canonicalize(p); // `/`
         };
+        // The parent first: under a missing directory there is nothing to `lstat`.
+        let parent = self.canonical(parent)?;
         if fs::symlink_metadata(p)?.file_type().is_symlink() {
             fs::canonicalize(p)
         } else {
-            Ok(self.canonical(parent)?.join(name))
+            Ok(parent.join(name))
         }
     }
 }
 
 /// Absolute, without `.`, `..`, doubled or trailing slashes: a path `realpath` would walk
-/// exactly as its components read.
+/// exactly as its components read (what `policy::normalize` makes of any path).
 fn is_normal(p: &Path) -> bool {
-    p.as_os_str() == normalize(p).as_os_str()
+    match p.as_os_str().as_bytes() {
+        b"/" => true,
+        [b'/', rest @ ..] => rest
+            .split(|&c| c == b'/')
+            .all(|name| !matches!(name, b"" | b"." | b"..")),
+        _ => false,
+    }
 }
 
 fn add_existing(plan: &mut FsPlan, r: &mut Resolver, p: &Path, access: FsAccess) {
@@ -677,6 +685,22 @@ mod tests {
             assert_eq!(
                 fs::canonicalize(p).ok(),
                 r.canonical(p).ok(),
+                "{}",
+                p.display()
+            );
+        }
+    }
+
+    #[test]
+    fn normal_form_is_what_normalize_makes() {
+        for p in [
+            "/", "/a", "/a/b", "/a/.b", "/a/..b", "/a/b.", "//", "//a", "/a/", "/a//b", "/./a",
+            "/a/.", "/a/..", "/a/../b", "a", "a/b", "./a", "", ".",
+        ] {
+            let p = Path::new(p);
+            assert_eq!(
+                is_normal(p),
+                crate::sandbox::policy::normalize(p).as_os_str() == p.as_os_str(),
                 "{}",
                 p.display()
             );
