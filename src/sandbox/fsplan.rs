@@ -8,8 +8,10 @@
 //! their own: they can be walked through and `stat`ed, but not listed or created in.
 //! Symlinks met while expanding are never granted (Landlock would grant their *target*).
 
+use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -110,7 +112,8 @@ const LIBRARY_DIRS: &[&str] = &[
 
 /// Builds the file-system plan.
 pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError> {
-    let denied = denied_paths(&policy.protected);
+    let mut r = Resolver::default();
+    let denied = denied_paths(&policy.protected, &mut r);
     let mut plan = FsPlan::default();
 
     let lists = [
@@ -120,19 +123,19 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
     ];
     for (list, access) in lists {
         for root in list {
-            add_rule(&mut plan, root, access, &policy.protected, &denied)?;
+            add_rule(&mut plan, &mut r, root, access, &policy.protected, &denied)?;
         }
     }
 
     for d in DEVICES_RW {
-        add_existing(&mut plan, Path::new(d), FsAccess::READ_WRITE);
+        add_existing(&mut plan, &mut r, Path::new(d), FsAccess::READ_WRITE);
     }
     for d in DEVICES_RO {
-        add_existing(&mut plan, Path::new(d), FsAccess::READ);
+        add_existing(&mut plan, &mut r, Path::new(d), FsAccess::READ);
     }
     if let Some(tty) = &needs.tty {
-        add_existing(&mut plan, Path::new("/dev/tty"), FsAccess::TERMINAL);
-        let c = canonical(tty).map_err(|e| SandboxError::ChildPath {
+        add_existing(&mut plan, &mut r, Path::new("/dev/tty"), FsAccess::TERMINAL);
+        let c = r.canonical(tty).map_err(|e| SandboxError::ChildPath {
             what: "terminal",
             path: tty.clone(),
             source: e,
@@ -141,15 +144,17 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
     }
 
     // The program, its interpreter(s), and the loader's libraries.
-    let program = canonical(&needs.program).map_err(|e| SandboxError::ChildPath {
-        what: "program",
-        path: needs.program.clone(),
-        source: e,
-    })?;
+    let program = r
+        .canonical(&needs.program)
+        .map_err(|e| SandboxError::ChildPath {
+            what: "program",
+            path: needs.program.clone(),
+            source: e,
+        })?;
     for p in interpreters(&program) {
-        if let Ok(c) = canonical(&p) {
+        if let Ok(c) = r.canonical(&p) {
             for q in interpreters(&c) {
-                if let Ok(qc) = canonical(&q) {
+                if let Ok(qc) = r.canonical(&q) {
                     plan.grant(qc, FsAccess::READ_EXEC);
                 }
             }
@@ -158,11 +163,11 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
     }
     plan.grant(program, FsAccess::READ_EXEC);
     for d in LIBRARY_DIRS {
-        add_existing(&mut plan, Path::new(d), FsAccess::READ);
+        add_existing(&mut plan, &mut r, Path::new(d), FsAccess::READ);
     }
 
     for p in &needs.extra_read {
-        let c = canonical(p).map_err(|e| SandboxError::ChildPath {
+        let c = r.canonical(p).map_err(|e| SandboxError::ChildPath {
             what: "injected file",
             path: p.clone(),
             source: e,
@@ -172,32 +177,93 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
     Ok(plan)
 }
 
-fn canonical(p: &Path) -> std::io::Result<PathBuf> {
-    fs::canonicalize(p)
+/// `fs::canonicalize` with a memory, for the one plan it serves.
+///
+/// glibc's `realpath` makes one `readlink` per component on every call, and a plan resolves
+/// dozens of paths that share prefixes (`$HOME` for every store, `/usr` for the rules and the
+/// loader), most of the stores not even existing. Here a path in normal form resolves as its
+/// parent's canonical form plus its last component when that component is not a symlink (one
+/// `lstat` says so, and fails at once for a missing path), and every answer is remembered,
+/// failures with their errno. A symlink, or a path not in normal form, goes to
+/// `fs::canonicalize` whole: symlinks resolve exactly as `realpath` resolves them.
+#[derive(Debug, Default)]
+struct Resolver {
+    /// Each path resolved so far: its canonical form, or the errno that said there is none.
+    known: HashMap<PathBuf, Result<PathBuf, i32>>,
 }
 
-fn add_existing(plan: &mut FsPlan, p: &Path, access: FsAccess) {
-    if let Ok(c) = canonical(p) {
+impl Resolver {
+    /// The canonical form of `p` (symlinks resolved), or why there is none.
+    fn canonical(&mut self, p: &Path) -> io::Result<PathBuf> {
+        // `Path` equality ignores doubled and trailing slashes and `.`, which `realpath` does
+        // not (`file/` is not `file`): such paths are neither looked up nor remembered.
+        if !is_normal(p) {
+            return fs::canonicalize(p);
+        }
+        match self.known.get(p) {
+            Some(Ok(c)) => return Ok(c.clone()),
+            Some(Err(errno)) => return Err(io::Error::from_raw_os_error(*errno)),
+            None => {}
+        }
+        let resolved = self.resolve(p);
+        let answer = match &resolved {
+            Ok(c) => Some(Ok(c.clone())),
+            Err(e) => e.raw_os_error().map(Err),
+        };
+        if let Some(answer) = answer {
+            self.known.insert(p.to_path_buf(), answer);
+        }
+        resolved
+    }
+
+    fn resolve(&mut self, p: &Path) -> io::Result<PathBuf> {
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return fs::canonicalize(p); // `/`
+        };
+        // The parent first: under a missing directory there is nothing to `lstat`.
+        let parent = self.canonical(parent)?;
+        if fs::symlink_metadata(p)?.file_type().is_symlink() {
+            fs::canonicalize(p)
+        } else {
+            Ok(parent.join(name))
+        }
+    }
+}
+
+/// Absolute, without `.`, `..`, doubled or trailing slashes: a path `realpath` would walk
+/// exactly as its components read (what `policy::normalize` makes of any path).
+fn is_normal(p: &Path) -> bool {
+    match p.as_os_str().as_bytes() {
+        b"/" => true,
+        [b'/', rest @ ..] => rest
+            .split(|&c| c == b'/')
+            .all(|name| !matches!(name, b"" | b"." | b"..")),
+        _ => false,
+    }
+}
+
+fn add_existing(plan: &mut FsPlan, r: &mut Resolver, p: &Path, access: FsAccess) {
+    if let Ok(c) = r.canonical(p) {
         plan.grant(c, access);
     }
 }
 
 /// The stores, both as written under `$HOME` and with symlinks resolved (a store may be a
 /// symlink into another tree that a rule covers).
-fn denied_paths(protected: &[PathBuf]) -> Vec<PathBuf> {
+fn denied_paths(protected: &[PathBuf], r: &mut Resolver) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for s in protected {
-        let resolved = canonical(s).ok().or_else(|| {
+        let resolved = r.canonical(s).ok().or_else(|| {
             let parent = s.parent()?;
             let name = s.file_name()?;
             // A store that does not exist yet: resolve its nearest existing ancestor.
             let mut base = parent.to_path_buf();
             let mut rest = vec![name.to_os_string()];
             loop {
-                if let Ok(c) = canonical(&base) {
+                if let Ok(c) = r.canonical(&base) {
                     let mut p = c;
-                    for r in rest.iter().rev() {
-                        p.push(r);
+                    for part in rest.iter().rev() {
+                        p.push(part);
                     }
                     return Some(p);
                 }
@@ -217,12 +283,13 @@ fn denied_paths(protected: &[PathBuf]) -> Vec<PathBuf> {
 /// Adds one profile rule, expanding it around the stores when it covers one.
 fn add_rule(
     plan: &mut FsPlan,
+    r: &mut Resolver,
     root: &Path,
     access: FsAccess,
     protected: &[PathBuf],
     denied: &[PathBuf],
 ) -> Result<(), SandboxError> {
-    let Ok(c) = canonical(root) else {
+    let Ok(c) = r.canonical(root) else {
         plan.skipped
             .push(format!("{} (does not exist)", root.display()));
         return Ok(());
@@ -290,10 +357,10 @@ fn expand(
 /// The interpreters `execve` of `path` will open: the ELF `PT_INTERP`, or a script's `#!` line.
 pub(crate) fn interpreters(path: &Path) -> Vec<PathBuf> {
     let mut head = Vec::with_capacity(4096);
-    let Ok(f) = fs::File::open(path) else {
+    let Ok(mut f) = fs::File::open(path) else {
         return Vec::new();
     };
-    if f.take(4096).read_to_end(&mut head).is_err() {
+    if (&mut f).take(4096).read_to_end(&mut head).is_err() {
         return Vec::new();
     }
     if let Some(rest) = head.strip_prefix(b"#!") {
@@ -306,15 +373,28 @@ pub(crate) fn interpreters(path: &Path) -> Vec<PathBuf> {
             .map(|s| vec![PathBuf::from(s)])
             .unwrap_or_default();
     }
-    elf_interp(path).into_iter().collect()
+    elf_interp(&mut f, &head).into_iter().collect()
 }
 
-/// Reads `PT_INTERP` from a 64- or 32-bit little-endian ELF file.
-fn elf_interp(path: &Path) -> Option<PathBuf> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = fs::File::open(path).ok()?;
-    let mut ident = [0u8; 64];
-    f.read_exact(&mut ident).ok()?;
+/// `len` bytes of `f` at `off`: from `head` (the file's first bytes, already read) when it
+/// holds them, else read from the file.
+fn bytes_at(f: &mut fs::File, head: &[u8], off: u64, len: usize) -> Option<Vec<u8>> {
+    let in_head = usize::try_from(off)
+        .ok()
+        .and_then(|start| head.get(start..start.checked_add(len)?));
+    if let Some(b) = in_head {
+        return Some(b.to_vec());
+    }
+    let mut buf = vec![0u8; len];
+    f.seek(SeekFrom::Start(off)).ok()?;
+    f.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Reads `PT_INTERP` from a 64- or 32-bit little-endian ELF file, `head` being its first bytes
+/// (the program headers and the interpreter's name are usually among them).
+fn elf_interp(f: &mut fs::File, head: &[u8]) -> Option<PathBuf> {
+    let ident = bytes_at(f, head, 0, 64)?;
     if &ident[..4] != b"\x7fELF" || ident[5] != 1 {
         return None;
     }
@@ -352,9 +432,7 @@ fn elf_interp(path: &Path) -> Option<PathBuf> {
     if phentsize < 32 || phnum > 512 {
         return None;
     }
-    let mut ph = vec![0u8; usize::try_from(phentsize * phnum).ok()?];
-    f.seek(SeekFrom::Start(phoff)).ok()?;
-    f.read_exact(&mut ph).ok()?;
+    let ph = bytes_at(f, head, phoff, usize::try_from(phentsize * phnum).ok()?)?;
     for i in 0..usize::try_from(phnum).ok()? {
         let e = &ph[i * usize::try_from(phentsize).ok()?..];
         if u32_at(e, 0)? != 3 {
@@ -368,9 +446,7 @@ fn elf_interp(path: &Path) -> Option<PathBuf> {
         if size == 0 || size > 4096 {
             return None;
         }
-        let mut buf = vec![0u8; usize::try_from(size).ok()?];
-        f.seek(SeekFrom::Start(off)).ok()?;
-        f.read_exact(&mut buf).ok()?;
+        let buf = bytes_at(f, head, off, usize::try_from(size).ok()?)?;
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         let s = std::str::from_utf8(&buf[..end]).ok()?;
         return s.starts_with('/').then(|| PathBuf::from(s));
@@ -382,7 +458,7 @@ fn elf_interp(path: &Path) -> Option<PathBuf> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::sandbox::SandboxSection;
+    use crate::sandbox::{CREDENTIAL_STORES, SandboxSection};
 
     struct TempDir(PathBuf);
     impl TempDir {
@@ -555,6 +631,160 @@ mod tests {
     }
 
     #[test]
+    fn resolver_agrees_with_canonicalize() {
+        use std::os::unix::fs::symlink;
+        let t = TempDir::new("resolver");
+        let b = t.0.join("a/b");
+        fs::create_dir_all(&b).unwrap();
+        fs::write(b.join("file"), "x").unwrap();
+        symlink(t.0.join("a"), t.0.join("abs")).unwrap();
+        symlink("a/b/../b", t.0.join("rel")).unwrap();
+        symlink(b.join("file"), t.0.join("leaf")).unwrap();
+        symlink(t.0.join("nowhere"), t.0.join("dangling")).unwrap();
+        symlink(t.0.join("loop2"), t.0.join("loop1")).unwrap();
+        symlink(t.0.join("loop1"), t.0.join("loop2")).unwrap();
+        let root = t.0.display().to_string();
+        let cases = [
+            "a/b/file",
+            "abs/b/file",
+            "abs/b",
+            "rel/file",
+            "rel",
+            "leaf",
+            "dangling",
+            "loop1/x",
+            "loop1",
+            "a/missing",
+            "a/missing/x",
+            "a/b/file/x",
+            "a/./b",
+            "a/b/../b/file",
+            "a/b/",
+            "a/b/file/",
+            "abs//b",
+        ];
+        let mut r = Resolver::default();
+        for round in 0..2 {
+            for case in cases {
+                let p = PathBuf::from(format!("{root}/{case}"));
+                let want = fs::canonicalize(&p);
+                let got = r.canonical(&p);
+                match (&want, &got) {
+                    (Ok(w), Ok(g)) => assert_eq!(w, g, "{case} (round {round})"),
+                    (Err(w), Err(g)) => assert_eq!(
+                        w.raw_os_error(),
+                        g.raw_os_error(),
+                        "{case} (round {round}): {w} vs {g}"
+                    ),
+                    _ => panic!("{case} (round {round}): {want:?} vs {got:?}"),
+                }
+            }
+        }
+        for p in ["/", "/usr/bin/env", "/bin/sh", "relative/path"] {
+            let p = Path::new(p);
+            assert_eq!(
+                fs::canonicalize(p).ok(),
+                r.canonical(p).ok(),
+                "{}",
+                p.display()
+            );
+        }
+    }
+
+    #[test]
+    fn normal_form_is_what_normalize_makes() {
+        for p in [
+            "/", "/a", "/a/b", "/a/.b", "/a/..b", "/a/b.", "//", "//a", "/a/", "/a//b", "/./a",
+            "/a/.", "/a/..", "/a/../b", "a", "a/b", "./a", "", ".",
+        ] {
+            let p = Path::new(p);
+            assert_eq!(
+                is_normal(p),
+                crate::sandbox::policy::normalize(p).as_os_str() == p.as_os_str(),
+                "{}",
+                p.display()
+            );
+        }
+    }
+
+    #[test]
+    fn denied_paths_resolve_stores_as_before() {
+        use std::os::unix::fs::symlink;
+        let t = TempDir::new("denied");
+        let real = t.0.join("real-home");
+        let keys = t.0.join("elsewhere/keys");
+        let docker = t.0.join("elsewhere/docker");
+        fs::create_dir_all(&real).unwrap();
+        fs::create_dir_all(&keys).unwrap();
+        fs::create_dir_all(&docker).unwrap();
+        // $HOME as the environment says it, through a symlink.
+        let home = t.0.join("home");
+        symlink(&real, &home).unwrap();
+        symlink(&keys, real.join(".ssh")).unwrap();
+        symlink(&docker, real.join(".docker")).unwrap();
+        symlink(t.0.join("nowhere"), real.join(".netrc")).unwrap();
+        fs::write(real.join(".npmrc"), "x").unwrap();
+        let s = SandboxSection {
+            read: Some(vec![]),
+            write: Some(vec![]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let policy = Policy::resolve(Some(&s), &t.0, Some(&home), None).unwrap();
+        let denied = denied_paths(&policy.protected, &mut Resolver::default());
+        let expect = [
+            // Every store as written.
+            home.join(".ssh"),
+            home.join(".aws"),
+            home.join(".docker/config.json"),
+            // A store that is a symlink: its target.
+            keys.clone(),
+            // One that exists: resolved through $HOME's symlink.
+            real.join(".npmrc"),
+            // Missing ones: under the nearest existing ancestor, resolved.
+            real.join(".aws"),
+            real.join(".config/gcloud"),
+            real.join(".local/state/agentrun"),
+            docker.join("config.json"),
+            // A dangling symlink: where it sits (its target does not resolve).
+            real.join(".netrc"),
+        ];
+        for p in &expect {
+            assert!(denied.contains(p), "{} denied: {denied:?}", p.display());
+        }
+        assert_eq!(
+            denied.len(),
+            2 * CREDENTIAL_STORES.len(),
+            "each store as written and resolved: {denied:?}"
+        );
+    }
+
+    #[test]
+    fn missing_stores_still_keep_home_from_being_granted_whole() {
+        let t = TempDir::new("nostores");
+        let home = t.0.join("home");
+        fs::create_dir_all(home.join("src")).unwrap();
+        fs::write(home.join(".bashrc"), "x").unwrap();
+        let s = SandboxSection {
+            read: Some(vec!["~".into(), "~/.aws".into()]),
+            write: Some(vec![]),
+            exec: Some(vec![]),
+            ..Default::default()
+        };
+        let policy = Policy::resolve(Some(&s), &t.0, Some(&home), None).unwrap();
+        let plan = plan(&policy, &needs()).unwrap();
+        let got = paths(&plan);
+        assert!(got.contains(&home.join("src")) && got.contains(&home.join(".bashrc")));
+        // Without a rule on $HOME itself the child cannot create a store in it.
+        assert!(!got.contains(&home), "{got:?}");
+        assert_eq!(plan.expanded, vec![home.clone()]);
+        assert_eq!(
+            plan.skipped,
+            vec![format!("{} (does not exist)", home.join(".aws").display())]
+        );
+    }
+
+    #[test]
     fn child_needs_are_added() {
         let t = TempDir::new("needs");
         let s = SandboxSection {
@@ -577,7 +807,7 @@ mod tests {
         assert_eq!(g(&py), Some(FsAccess::READ_EXEC));
         assert_eq!(g(&secret), Some(FsAccess::READ));
         assert_eq!(g(Path::new("/dev/null")), Some(FsAccess::READ_WRITE));
-        let interp = elf_interp(&py).expect("python3 is a dynamic ELF");
+        let interp = interpreters(&py).pop().expect("python3 is a dynamic ELF");
         let interp = fs::canonicalize(interp).unwrap();
         assert_eq!(g(&interp), Some(FsAccess::READ_EXEC));
 

@@ -685,6 +685,64 @@ fn explicit_store_rule_grants_it() {
     );
 }
 
+/// The ruleset takes each grant's type from the fd it opened: a file gets file rights (a
+/// directory's would be refused in enforce mode), a directory keeps its own, and a grant that
+/// vanished after planning is left out instead of failing the run.
+#[test]
+fn ruleset_takes_each_grants_type_from_its_fd() {
+    if !kernel_ready("ruleset_takes_each_grants_type_from_its_fd") {
+        return;
+    }
+    let s = Scratch::new("fdtype");
+    let dir = s.dir("d");
+    let file = s.file("f", "content");
+    let section = SandboxSection {
+        read: Some(vec![]),
+        write: Some(vec![dir.display().to_string(), file.display().to_string()]),
+        exec: Some(vec![]),
+        ..Default::default()
+    };
+    let policy = Policy::resolve(Some(&section), &s.0, None, None).unwrap();
+    let needs = ChildNeeds {
+        program: PathBuf::from("/bin/sh"),
+        extra_read: vec![],
+        tty: None,
+    };
+    let mut plan = fsplan::plan(&policy, &needs).unwrap();
+    plan.grants.push(FsGrant {
+        path: s.0.join("gone"),
+        access: FsAccess::READ,
+    });
+    let abi = landlock::kernel_abi();
+    let ruleset = landlock::build(&plan, &policy, false).unwrap();
+    assert!(ruleset.is_some());
+    let prepared = Arc::new(Prepared {
+        ruleset,
+        filter: None,
+        last_cap: sys::last_cap(),
+        enforcement: expected(&policy, Mode::Enforce, &abi, true).0,
+    });
+    let out = run_confined(
+        prepared,
+        None,
+        &s.0,
+        &[],
+        "/bin/sh",
+        &[
+            "-c",
+            // Builtins only: nothing but /bin/sh may execute.
+            "read -r l < f; echo \"$l\"; echo x > d/new && echo wrote; \
+             (echo x > other) 2>/dev/null || echo denied",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "content\nwrote\ndenied\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// On a terminal the child may use its pty (termios ioctls) but cannot inject input.
 #[test]
 fn terminal_usable_but_no_injection() {

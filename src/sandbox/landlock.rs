@@ -135,15 +135,25 @@ pub(crate) fn build(
     let mut created = ruleset.create().map_err(|e| err("create the ruleset", e))?;
 
     for g in &plan.grants {
-        let Ok(md) = fs::metadata(&g.path) else {
-            continue; // vanished since planning: nothing to grant
+        let fd = match PathFd::new(&g.path) {
+            Ok(fd) => fd,
+            // Vanished since planning: nothing to grant.
+            Err(_) if fs::metadata(&g.path).is_err() => continue,
+            Err(e) => {
+                return Err(SandboxError::Landlock {
+                    step: "open a rule path",
+                    detail: format!("{}: {e}", g.path.display()),
+                });
+            }
         };
-        let fd = PathFd::new(&g.path).map_err(|e| SandboxError::Landlock {
-            step: "open a rule path",
+        // The type of what was opened, not of what the path named a moment before.
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| SandboxError::Landlock {
+            step: "stat a rule path",
             detail: format!("{}: {e}", g.path.display()),
         })?;
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         created = created
-            .add_rule(PathBeneath::new(fd, rights(g.access, md.is_dir())))
+            .add_rule(PathBeneath::new(fd, rights(g.access, is_dir)))
             .map_err(|e| SandboxError::Landlock {
                 step: "add a file-system rule",
                 detail: format!("{}: {e}", g.path.display()),
