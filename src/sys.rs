@@ -179,6 +179,106 @@ pub fn fork_raw() -> Result<libc::pid_t, i32> {
     }
 }
 
+/// Run `f` in a new process that shares this one's memory, on `stack`, with this process
+/// stopped until the new one execs or exits (`clone(CLONE_VM | CLONE_VFORK)`, as
+/// `posix_spawn` does). Returns the new process's pid. No page tables are copied, which a
+/// `fork` of the launcher pays for and the command's `execve` then throws away.
+///
+/// `f` runs in the caller's memory: it must only make syscalls and then exec or return
+/// (the new process then exits with the returned code). The caller must be single-threaded
+/// (a forked launcher child) and hold no lock.
+pub fn vfork_run(stack: &mut [u8], f: &mut dyn FnMut() -> i32) -> Result<libc::pid_t, i32> {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut &mut dyn FnMut` below, alive until `clone` returns,
+        // which (CLONE_VFORK) is not before this process has exec'd or exited.
+        let f = unsafe { &mut *arg.cast::<&mut dyn FnMut() -> i32>() };
+        f()
+    }
+    // Stacks grow down on every architecture agentrun builds for; 16-byte alignment.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let mut f = f;
+    // SAFETY: `top` is the aligned end of a live, writable buffer that nothing else uses
+    // while the child runs (this process is suspended meanwhile); `trampoline` only calls
+    // `f`, which makes syscalls (the caller's contract); SIGCHLD lets the parent wait for it.
+    let r = unsafe {
+        libc::clone(
+            trampoline,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut f as *mut &mut dyn FnMut() -> i32).cast(),
+        )
+    };
+    if r < 0 { Err(errno()) } else { Ok(r) }
+}
+
+/// A command line and environment as `execvpe` takes them, built before any fork.
+pub struct ExecArgs {
+    program: std::ffi::CString,
+    _strings: Vec<std::ffi::CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into `_strings` (heap buffers owned by this struct, never
+// mutated after construction), so the struct may move between threads like its CStrings.
+unsafe impl Send for ExecArgs {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for ExecArgs {}
+
+impl ExecArgs {
+    /// Fails on a NUL byte inside an argument, name or value.
+    pub fn new<'a>(
+        program: &std::ffi::OsStr,
+        argv: impl IntoIterator<Item = &'a std::ffi::OsStr>,
+        env: impl IntoIterator<Item = (&'a std::ffi::OsStr, &'a std::ffi::OsStr)>,
+    ) -> io::Result<ExecArgs> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c =
+            |b: &[u8]| CString::new(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+        let program = c(program.as_bytes())?;
+        let mut strings = Vec::new();
+        let mut n_args = 0;
+        for a in argv {
+            strings.push(c(a.as_bytes())?);
+            n_args += 1;
+        }
+        for (k, v) in env {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            strings.push(c(&kv)?);
+        }
+        let ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        let mut argv = ptrs[..n_args].to_vec();
+        argv.push(std::ptr::null());
+        let mut envp = ptrs[n_args..].to_vec();
+        envp.push(std::ptr::null());
+        Ok(ExecArgs {
+            program,
+            _strings: strings,
+            argv,
+            envp,
+        })
+    }
+
+    /// `execvpe`: like std's `execvp` with `environ` set (a file without a `#!` line runs
+    /// under /bin/sh). Returns the errno only if the exec failed. Async-signal-safe enough
+    /// for a vfork child: glibc builds the /bin/sh argument list on the stack.
+    pub fn exec(&self) -> i32 {
+        // SAFETY: program, argv and envp are NUL-terminated strings and null-terminated
+        // arrays owned by `self`, alive for the call.
+        unsafe {
+            libc::execvpe(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            )
+        };
+        errno()
+    }
+}
+
 /// `unshare(flags)`.
 pub fn unshare(flags: libc::c_int) -> Result<(), i32> {
     // SAFETY: unshare takes an integer flag set and reads no user memory.

@@ -508,7 +508,14 @@ fn audit_log_that_is_not_a_regular_file_is_refused_untouched() {
         .status()
         .unwrap();
     assert!(made.success());
-    let o = s.run(&["-p", "t", "--audit-log", fifo.to_str().unwrap(), "--", "true"]);
+    let o = s.run(&[
+        "-p",
+        "t",
+        "--audit-log",
+        fifo.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
     assert_eq!(o.code, 125, "{o:?}");
     assert!(
         o.stderr.contains("audit log") && o.stderr.contains("not a regular file"),

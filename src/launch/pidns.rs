@@ -38,6 +38,11 @@
 //! (`setgroups` denied); writing those maps needs the process dumpable for a moment (see
 //! [`Plan::enter`]).
 //!
+//! The command itself (C2 or C3) is started with `clone(CLONE_VM | CLONE_VFORK)`
+//! ([`sys::vfork_run`]): it runs on its parent's memory until its own `execve`, as with
+//! `posix_spawn`, instead of on a copy of the launcher's page tables that the exec would
+//! throw away. Its parent waits meanwhile.
+//!
 //! Runs between fork and exec: syscalls only, everything allocated before the fork.
 
 use crate::sys;
@@ -89,29 +94,50 @@ impl Plan {
     }
 
     /// In std's forked child (C1), after its session, limits and descriptors are set up.
-    /// Returns only in the process that goes on to be confined and exec the command (C2 when
-    /// the parent unshared, else C3), with all signals blocked (the caller sets the child's
-    /// mask). The processes above it end in here. `affinity`, when given, is restored in every
-    /// process that stays (the launcher pins the start to one CPU).
-    pub fn enter(&self, affinity: Option<&sys::CpuSet>) -> Result<(), (usize, i32)> {
-        sys::block_all_signals().map_err(|e| (STEP_UNSHARE, e))?;
+    /// Starts the command with [`sys::vfork_run`]: `command` runs in the process that
+    /// becomes the command (C2 when the parent unshared, else C3), with all signals blocked
+    /// (it sets the command's mask), and execs or returns an exit code on failure (having
+    /// reported why). The processes above it become the init (and watcher) and never return;
+    /// only a failure to get that far returns, as `(step, errno)`. `affinity`, when given, is
+    /// restored in every process (the launcher pins the start to one CPU).
+    ///
+    /// The command shares its parent's memory until its exec instead of copying it: that
+    /// copy was a fork of the launcher's whole address space, thrown away by the exec.
+    pub fn enter(
+        &self,
+        affinity: Option<&sys::CpuSet>,
+        stack: &mut [u8],
+        command: &mut dyn FnMut() -> i32,
+    ) -> (usize, i32) {
+        if let Err(e) = sys::block_all_signals() {
+            return (STEP_UNSHARE, e);
+        }
         if self.unshared_by_parent() {
-            // C1 is PID 1 already: fork the command and become its init.
-            let agent = sys::fork_raw().map_err(|e| (STEP_FORK, e))?;
-            if agent != 0 {
-                restore(affinity);
-                sys::close_all_except(self.status_w);
-                init_loop(agent, self.status_w);
-            }
-            sys::close(self.status_w);
-            return Ok(());
+            // C1 is PID 1 already: start the command and become its init.
+            let agent = match sys::vfork_run(stack, command) {
+                Ok(pid) => pid,
+                Err(e) => return (STEP_FORK, e),
+            };
+            restore(affinity);
+            sys::close_all_except(self.status_w);
+            init_loop(agent, self.status_w);
         }
-        sys::unshare(self.flags).map_err(|e| (STEP_UNSHARE, e))?;
-        if self.with_user_ns() {
-            self.write_maps().map_err(|e| (STEP_USER_MAP, e))?;
+        if let Err(e) = sys::unshare(self.flags) {
+            return (STEP_UNSHARE, e);
         }
-        let (status_r, status_w) = sys::pipe_cloexec().map_err(|e| (STEP_FORK, e))?;
-        let init = sys::fork_raw().map_err(|e| (STEP_FORK, e))?;
+        if self.with_user_ns()
+            && let Err(e) = self.write_maps()
+        {
+            return (STEP_USER_MAP, e);
+        }
+        let (status_r, status_w) = match sys::pipe_cloexec() {
+            Ok(p) => p,
+            Err(e) => return (STEP_FORK, e),
+        };
+        let init = match sys::fork_raw() {
+            Ok(pid) => pid,
+            Err(e) => return (STEP_FORK, e),
+        };
         if init != 0 {
             restore(affinity);
             sys::close(status_w);
@@ -120,21 +146,21 @@ impl Plan {
         }
         // C2, PID 1 of the new namespace.
         sys::close(status_r);
-        sys::set_pdeathsig_kill().map_err(|e| (STEP_FORK, e))?;
+        if let Err(e) = sys::set_pdeathsig_kill() {
+            return (STEP_FORK, e);
+        }
         // getppid() is 0 here (the parent is outside the namespace): C1 holds the only read
         // end of the status pipe, so a closed read end means C1 died before the line above.
         if sys::readers_gone(status_w) {
             sys::exit_now(137);
         }
-        let agent = sys::fork_raw().map_err(|e| (STEP_FORK, e))?;
-        if agent != 0 {
-            restore(affinity);
-            sys::close_all_except(status_w);
-            init_loop(agent, status_w);
-        }
-        // C3.
-        sys::close(status_w);
-        Ok(())
+        let agent = match sys::vfork_run(stack, command) {
+            Ok(pid) => pid,
+            Err(e) => return (STEP_FORK, e),
+        };
+        restore(affinity);
+        sys::close_all_except(status_w);
+        init_loop(agent, status_w);
     }
 
     /// Identity maps for the new user namespace. The kernel lets only a dumpable process

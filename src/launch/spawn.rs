@@ -168,6 +168,13 @@ const STEPS: &[&str] = &[
     "the user namespace's id maps",
     "the PID namespace's init",
 ];
+/// Report steps past [`STEPS`]: the command's own exec failed (errno), or its set-up failed
+/// with the raw OS code of an `io::Error` (a sandbox step's error is encoded in it).
+const STEP_EXEC: u32 = 0x100;
+const STEP_RAW: u32 = 0x101;
+/// The stack the command runs on between its `clone(CLONE_VM)` and its exec (see
+/// `pidns`): the sandbox's syscalls and glibc's `execvpe` need a few KiB.
+const COMMAND_STACK: usize = 256 * 1024;
 
 /// A started child: std's child, and where the command's own wait status arrives when a PID
 /// namespace init stands between them (see `pidns`).
@@ -229,12 +236,32 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
     let report_r_fd = report_r.as_raw_fd();
     let restore = sys::affinity();
     let pin = restore.as_ref().and_then(sys::current_cpu_within);
+    // With a PID namespace the command is started by `clone(CLONE_VM)` inside it and execs
+    // on its own (std's exec is for the processes above it, which never reach it).
+    let exec = match &pidns {
+        Some(_) => Some(
+            sys::ExecArgs::new(
+                spec.program.as_os_str(),
+                spec.argv.iter().map(OsString::as_os_str),
+                spec.env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())),
+            )
+            .map_err(SpawnError::Io)?,
+        ),
+        None => None,
+    };
+    let mut stack = match &pidns {
+        Some(_) => vec![0u8; COMMAND_STACK],
+        None => Vec::new(),
+    };
     sys::set_pre_exec(&mut cmd, move || {
-        let fail = |step: usize, errno: i32| {
+        let report = |step: u32, errno: i32| {
             let mut msg = [0u8; 8];
-            msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+            msg[..4].copy_from_slice(&step.to_ne_bytes());
             msg[4..].copy_from_slice(&errno.to_ne_bytes());
             sys::write_best_effort(report_fd, &msg);
+        };
+        let fail = |step: usize, errno: i32| {
+            report(step as u32, errno);
             Err(io::Error::from_raw_os_error(errno))
         };
         let dies_with_parent = if in_new_ns {
@@ -270,28 +297,41 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
                 return fail(4, e);
             }
         }
-        if let Some(plan) = &pidns {
-            // Returns only in the process that becomes the command (see `pidns`).
-            if let Err((step, e)) = plan.enter(restore.as_ref()) {
-                return fail(6 + step, e);
+        // What makes the command of this process (or of the one `pidns` starts): its CPU
+        // mask, an empty signal mask (agentrun blocks the signals it forwards, the init all
+        // of them), then the sandbox.
+        let become_command = || -> io::Result<()> {
+            if pin.is_some()
+                && let Some(set) = &restore
+            {
+                // Best effort: a command left on one CPU only runs slower.
+                let _ = sys::set_affinity(set);
             }
+            if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
+                return fail(5, e as i32);
+            }
+            if let Some(confine) = &confine {
+                // Encoded in the raw error code (see `ChildSetupError::decode`).
+                confine.apply_in_child()?;
+            }
+            Ok(())
+        };
+        if let (Some(plan), Some(exec)) = (&pidns, &exec) {
+            let mut command = || -> i32 {
+                if let Err(e) = become_command() {
+                    if let Some(code) = e.raw_os_error() {
+                        report(STEP_RAW, code);
+                    }
+                    return 125;
+                }
+                report(STEP_EXEC, exec.exec());
+                127
+            };
+            // Returns only on a failure before the command was started (see `pidns`).
+            let (step, e) = plan.enter(restore.as_ref(), &mut stack, &mut command);
+            return fail(6 + step, e);
         }
-        if pin.is_some()
-            && let Some(set) = &restore
-        {
-            // Best effort: a command left on one CPU only runs slower.
-            let _ = sys::set_affinity(set);
-        }
-        // agentrun blocks the signals it forwards (and the PID namespace's init all of them);
-        // the command starts with none blocked.
-        if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
-            return fail(5, e as i32);
-        }
-        if let Some(confine) = &confine {
-            // Reported through std's own exec-error pipe, encoded in the raw error code.
-            confine.apply_in_child()?;
-        }
-        Ok(())
+        become_command()
     });
 
     let pinned = pin.is_some_and(|p| sys::set_affinity(&p).is_ok());
@@ -329,38 +369,53 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
     let mut report = [0u8; 8];
     let mut f = std::fs::File::from(report_r);
     let got = f.read(&mut report).unwrap_or(0);
-    match result {
-        Ok(child) => Ok(Spawned { child, status }),
-        Err(_) if got == 8 => {
-            let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]) as usize;
-            let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-            Err(SpawnError::Setup {
-                step: STEPS.get(step).copied().unwrap_or("setup"),
-                err: io::Error::from_raw_os_error(errno),
-            })
+    let reported = (got == 8).then(|| {
+        let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+        (step, errno)
+    });
+    let err = match (result, reported) {
+        (Ok(child), None) => return Ok(Spawned { child, status }),
+        // The command, started inside the PID namespace, failed before or at its exec; its
+        // init has ended the same way: reap it.
+        (Ok(mut child), Some(r)) => {
+            let _ = child.wait();
+            r
         }
-        Err(err) if let Some(e) = crate::sandbox::ChildSetupError::decode(&err) => {
-            Err(SpawnError::Setup {
-                step: e.step,
-                err: io::Error::from_raw_os_error(e.errno),
-            })
-        }
-        Err(err) => match err.raw_os_error() {
-            Some(libc::ENOENT) => Err(SpawnError::CannotExecute(
-                shown,
-                "its interpreter or loader was not found (check the #! line)".into(),
-            )),
-            Some(libc::EACCES) | Some(libc::EPERM) => Err(SpawnError::CannotExecute(
-                shown,
-                "permission denied (is it, or its interpreter, outside the sandbox's exec rules?)"
-                    .into(),
-            )),
-            Some(libc::ENOEXEC) => Err(SpawnError::CannotExecute(
-                shown,
-                "not an executable format".into(),
-            )),
-            _ => Err(SpawnError::CannotExecute(shown, err.to_string())),
-        },
+        (Err(err), None) => return Err(spawn_error(err, &shown)),
+        (Err(_), Some(r)) => r,
+    };
+    match err {
+        (STEP_EXEC, errno) => Err(spawn_error(io::Error::from_raw_os_error(errno), &shown)),
+        (STEP_RAW, code) => Err(spawn_error(io::Error::from_raw_os_error(code), &shown)),
+        (step, errno) => Err(SpawnError::Setup {
+            step: STEPS.get(step as usize).copied().unwrap_or("setup"),
+            err: io::Error::from_raw_os_error(errno),
+        }),
+    }
+}
+
+/// What an exec or set-up error of the child means for the operator.
+fn spawn_error(err: io::Error, shown: &str) -> SpawnError {
+    if let Some(e) = crate::sandbox::ChildSetupError::decode(&err) {
+        return SpawnError::Setup {
+            step: e.step,
+            err: io::Error::from_raw_os_error(e.errno),
+        };
+    }
+    let shown = shown.to_owned();
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => SpawnError::CannotExecute(
+            shown,
+            "its interpreter or loader was not found (check the #! line)".into(),
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => SpawnError::CannotExecute(
+            shown,
+            "permission denied (is it, or its interpreter, outside the sandbox's exec rules?)"
+                .into(),
+        ),
+        Some(libc::ENOEXEC) => SpawnError::CannotExecute(shown, "not an executable format".into()),
+        _ => SpawnError::CannotExecute(shown, err.to_string()),
     }
 }
 
