@@ -1,21 +1,29 @@
-//! seccomp: the policy -> a BPF deny-list program, compiled in the parent.
+//! seccomp: the policy -> a BPF deny-list program, assembled in the parent.
 //!
-//! The only importer of `seccompiler`. Style (see FIELD-NOTES): default allow, `EPERM` for the
-//! denied calls, so arbitrary programs keep working; `clone3` answers `ENOSYS` so that libc
-//! falls back to `clone`, whose flags a filter can read; a foreign syscall ABI (32-bit
-//! `int 0x80`, x32) kills the process, because the deny-list is written in x86_64 numbers.
-//! Arguments that are C `int`s (socket family/type/protocol, ioctl request, clone flags) are
-//! compared on their low 32 bits only, as the kernel reads them.
+//! Style (see FIELD-NOTES): default allow, `EPERM` for the denied calls, so arbitrary programs
+//! keep working; `clone3` answers `ENOSYS` so that libc falls back to `clone`, whose flags a
+//! filter can read; a foreign syscall ABI (32-bit `int 0x80`, x32) kills the process, because
+//! the deny-list is written in x86_64 numbers. Arguments that are C `int`s (socket
+//! family/type/protocol, ioctl request, clone flags, personality) are compared on their low 32
+//! bits only, as the kernel reads them.
 //!
-//! The program is a small hand-written prelude (arch, x32 and `clone3` checks) followed by the
-//! seccompiler-built deny-list.
-
-use std::collections::BTreeMap;
-
-use seccompiler::{
-    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
-};
+//! The program is written with a tiny assembler (labels, forward jumps) rather than generated
+//! by a seccomp library, because every child pays for each instruction at start-up: the kernel
+//! checks, converts and JITs the whole program when the filter is installed. Its shape:
+//!
+//! 1. the arch and x32 checks;
+//! 2. a dispatch on the syscall number: `JGE` halves the sorted list of numbers that are not
+//!    simply allowed until a short run is left, tested in turn (consecutive numbers with one
+//!    verdict are one range test); every other number goes to `allow`;
+//! 3. one small block per syscall whose arguments matter (`socket`, `clone`, `ioctl`,
+//!    `personality`);
+//! 4. the shared returns.
+//!
+//! Arguments are read only in those blocks, so the kernel's per-filter cache (Linux 5.11+ on
+//! x86_64) sees every other allowed syscall as allowed by its number alone and skips the filter
+//! for it. To fill that cache the kernel runs the program once per syscall number at install
+//! time, which is why the dispatch halves instead of testing the numbers in one long chain:
+//! measured here, a 68-instruction chain installed slower than the 75-instruction halving.
 
 use super::{GiveBack, Policy, SandboxError};
 
@@ -106,7 +114,7 @@ const DENY: &[(&str, libc::c_long, Option<GiveBack>)] = &[
 const SYS_OPEN_TREE_ATTR: libc::c_long = 467;
 
 /// Namespace flags of `clone(2)` (`CLONE_NEWTIME` overlaps the exit signal there).
-const CLONE_NS_FLAGS: [u64; 7] = [
+const CLONE_NS_FLAGS: [u32; 7] = [
     0x0002_0000, // CLONE_NEWNS
     0x0200_0000, // CLONE_NEWCGROUP
     0x0400_0000, // CLONE_NEWUTS
@@ -118,21 +126,17 @@ const CLONE_NS_FLAGS: [u64; 7] = [
 
 /// `personality(2)` values that change nothing dangerous (as Docker's default profile):
 /// PER_LINUX, PER_LINUX32, UNAME26, PER_LINUX32|UNAME26, and the query 0xffffffff.
-const PERSONALITY_OK: [u64; 5] = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
+const PERSONALITY_OK: [u32; 5] = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
 
 /// Terminal input injection and the Linux console ioctl (same on x86 and arm).
-const TIOCSTI: u64 = 0x5412;
-const TIOCLINUX: u64 = 0x541c;
-const IPPROTO_TCP: u64 = 6;
-const IPPROTO_UDP: u64 = 17;
-const SOCK_TYPE_MASK: u64 = 0xf;
+const TIOCSTI: u32 = 0x5412;
+const TIOCLINUX: u32 = 0x541c;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+const SOCK_TYPE_MASK: u32 = 0xf;
 
 #[cfg(target_arch = "x86_64")]
-const ARCH: TargetArch = TargetArch::x86_64;
-#[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-#[cfg(target_arch = "aarch64")]
-const ARCH: TargetArch = TargetArch::aarch64;
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
 
@@ -142,26 +146,19 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
+const RET_ALLOW: u32 = 0x7fff_0000;
 
-fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SandboxError> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(compile_err)
-}
-
-fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
-    SeccompRule::new(conds).map_err(compile_err)
-}
-
-fn compile_err(e: impl std::fmt::Display) -> SandboxError {
-    SandboxError::Seccomp(e.to_string())
+/// The `DENY` entries this policy does not give back.
+fn denied(
+    policy: &Policy,
+) -> impl Iterator<Item = &'static (&'static str, libc::c_long, Option<GiveBack>)> + '_ {
+    DENY.iter()
+        .filter(|(_, _, g)| g.is_none_or(|g| !policy.allows(g)))
 }
 
 /// The names the filter denies for this policy (for `explain`).
 pub fn denied_names(policy: &Policy) -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = DENY
-        .iter()
-        .filter(|(_, _, g)| g.is_none_or(|g| !policy.allows(g)))
-        .map(|(n, _, _)| *n)
-        .collect();
+    let mut v: Vec<&'static str> = denied(policy).map(|(n, _, _)| *n).collect();
     v.extend([
         "clone3 (ENOSYS)",
         "clone with namespace flags",
@@ -173,66 +170,155 @@ pub fn denied_names(policy: &Policy) -> Vec<&'static str> {
     v
 }
 
-/// Compiles the filter for `policy`.
+/// Assembles the filter for `policy` (see the module doc for its shape).
 pub(crate) fn build(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxError> {
-    use SeccompCmpOp::{Eq, MaskedEq, Ne};
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for &(_, nr, give_back) in DENY {
-        if give_back.is_none_or(|g| !policy.allows(g)) {
-            rules.insert(nr, Vec::new());
+    let mut a = Asm::default();
+    let [allow, deny, enosys, kill] = [(); 4].map(|()| a.label());
+    let [socket, clone, ioctl, personality] = [(); 4].map(|()| a.label());
+    let check_personality = !policy.allows(GiveBack::Personality);
+
+    // Where each syscall number goes; every number not listed is allowed.
+    let mut routes: Vec<(u32, Label)> = denied(policy)
+        .map(|&(_, nr, _)| (nr as u32, deny))
+        .collect();
+    routes.extend([
+        (libc::SYS_clone3 as u32, enosys),
+        (libc::SYS_socket as u32, socket),
+        (libc::SYS_clone as u32, clone),
+        (libc::SYS_ioctl as u32, ioctl),
+    ]);
+    if check_personality {
+        routes.push((libc::SYS_personality as u32, personality));
+    }
+
+    a.load(DATA_ARCH);
+    a.jeq(AUDIT_ARCH, NEXT, kill);
+    a.load(DATA_NR);
+    #[cfg(target_arch = "x86_64")]
+    a.jge(X32_SYSCALL_BIT, kill, NEXT);
+    dispatch(&mut a, &ranges(routes)?, allow);
+
+    a.bind(socket);
+    socket_block(&mut a, policy, allow, deny);
+    // clone(flags, ...)
+    a.bind(clone);
+    a.load(data_arg(0));
+    a.jset(CLONE_NS_FLAGS.iter().fold(0, |m, f| m | f), deny, allow);
+    // ioctl(fd, request, ...)
+    a.bind(ioctl);
+    a.load(data_arg(1));
+    a.jeq_any([TIOCSTI, TIOCLINUX], deny, allow);
+    if check_personality {
+        // personality(persona)
+        a.bind(personality);
+        a.load(data_arg(0));
+        a.jeq_any(PERSONALITY_OK, allow, deny);
+    }
+
+    a.bind(allow);
+    a.ret(RET_ALLOW);
+    a.bind(deny);
+    a.ret(RET_ERRNO | libc::EPERM as u32);
+    a.bind(enosys);
+    a.ret(RET_ERRNO | libc::ENOSYS as u32);
+    a.bind(kill);
+    a.ret(RET_KILL_PROCESS);
+    a.finish()
+}
+
+/// `socket(domain, type, protocol)`: INET/INET6 only as plain TCP (and plain UDP with `udp`),
+/// UNIX only with `unix_sockets`; everything else (MPTCP, SCTP, raw, ICMP, packet, netlink,
+/// vsock, ...) EPERM.
+fn socket_block(a: &mut Asm, policy: &Policy, allow: Label, deny: Label) {
+    let [inet, dgram] = [(); 2].map(|()| a.label());
+    a.load(data_arg(0));
+    if policy.unix_sockets {
+        a.jeq(libc::AF_UNIX as u32, allow, NEXT);
+    }
+    a.jeq_any([libc::AF_INET as u32, libc::AF_INET6 as u32], inet, deny);
+    a.bind(inet);
+    a.load(data_arg(1));
+    a.and(SOCK_TYPE_MASK);
+    if policy.udp {
+        a.jeq(libc::SOCK_DGRAM as u32, dgram, NEXT);
+    }
+    a.jeq(libc::SOCK_STREAM as u32, NEXT, deny);
+    a.load(data_arg(2));
+    a.jeq_any([0, IPPROTO_TCP], allow, deny);
+    if policy.udp {
+        a.bind(dgram);
+        a.load(data_arg(2));
+        a.jeq_any([0, IPPROTO_UDP], allow, deny);
+    }
+}
+
+/// Consecutive syscall numbers `first..=last` that go to one place.
+struct Range {
+    first: u32,
+    last: u32,
+    to: Label,
+}
+
+/// Sorts the routes and merges runs of consecutive numbers with one destination.
+fn ranges(mut routes: Vec<(u32, Label)>) -> Result<Vec<Range>, SandboxError> {
+    routes.sort_by_key(|&(nr, _)| nr);
+    let mut out: Vec<Range> = Vec::with_capacity(routes.len());
+    for (nr, to) in routes {
+        match out.last_mut() {
+            Some(r) if r.last == nr => {
+                return Err(SandboxError::Seccomp(format!(
+                    "syscall {nr} has two routes in the filter"
+                )));
+            }
+            Some(r) if r.last + 1 == nr && r.to == to => r.last = nr,
+            _ => out.push(Range {
+                first: nr,
+                last: nr,
+                to,
+            }),
         }
     }
-    let clone_rules = CLONE_NS_FLAGS
-        .iter()
-        .map(|&f| rule(vec![cond(0, MaskedEq(f), f)?]))
-        .collect::<Result<Vec<_>, _>>()?;
-    rules.insert(libc::SYS_clone, clone_rules);
-    rules.insert(
-        libc::SYS_ioctl,
-        vec![
-            rule(vec![cond(1, Eq, TIOCSTI)?])?,
-            rule(vec![cond(1, Eq, TIOCLINUX)?])?,
-        ],
-    );
-    if !policy.allows(GiveBack::Personality) {
-        let conds = PERSONALITY_OK
-            .iter()
-            .map(|&v| cond(0, Ne, v))
-            .collect::<Result<Vec<_>, _>>()?;
-        rules.insert(libc::SYS_personality, vec![rule(conds)?]);
-    }
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        ARCH,
-    )
-    .map_err(compile_err)?;
-    let body: seccompiler::BpfProgram = filter.try_into().map_err(compile_err)?;
+    Ok(out)
+}
 
-    let mut prog = prelude(policy)?;
-    prog.extend(body.into_iter().map(|i| libc::sock_filter {
-        code: i.code,
-        jt: i.jt,
-        jf: i.jf,
-        k: i.k,
-    }));
-    if prog.len() > 4096 {
-        return Err(SandboxError::Seccomp(format!(
-            "the filter has {} instructions, more than the kernel's 4096",
-            prog.len()
-        )));
+/// The longest run of ranges [`dispatch`] tests one after another instead of halving.
+const RUN: usize = 6;
+
+/// Sends the syscall number in the accumulator to the destination of the range it falls in,
+/// or to `allow`: `JGE` halves the sorted `ranges` until at most [`RUN`] are left, which are
+/// tested in turn. Every path ends in a jump, except through an empty list.
+fn dispatch(a: &mut Asm, ranges: &[Range], allow: Label) {
+    if ranges.len() > RUN {
+        let (low, high) = ranges.split_at(ranges.len() / 2);
+        let upper = a.label();
+        a.jge(high[0].first, upper, NEXT);
+        dispatch(a, low, allow);
+        a.bind(upper);
+        dispatch(a, high, allow);
+        return;
     }
-    Ok(prog)
+    for (i, r) in ranges.iter().enumerate() {
+        let next = a.label();
+        let miss = if i + 1 == ranges.len() { allow } else { next };
+        if r.first == r.last {
+            a.jeq(r.first, r.to, miss);
+        } else {
+            a.jge(r.first, NEXT, miss);
+            a.jgt(r.last, miss, r.to);
+        }
+        a.bind(next);
+    }
 }
 
 const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JEQ_K: u16 = 0x15;
-#[cfg(target_arch = "x86_64")]
-const BPF_JGE_K: u16 = 0x35;
 const BPF_AND_K: u16 = 0x54;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_JGT_K: u16 = 0x25;
+const BPF_JGE_K: u16 = 0x35;
+const BPF_JSET_K: u16 = 0x45;
 const BPF_RET_K: u16 = 0x06;
-const RET_ALLOW: u32 = 0x7fff_0000;
+/// The kernel's limit on one classic-BPF program.
+const BPF_MAXINSNS: usize = 4096;
 
 /// Offsets in `struct seccomp_data` (little-endian: an argument's low 32 bits come first).
 const DATA_NR: u32 = 0;
@@ -241,121 +327,120 @@ const fn data_arg(i: u32) -> u32 {
     16 + 8 * i
 }
 
-/// A tiny assembler for the hand-written part: jumps name labels, resolved to offsets.
-enum Asm {
-    Stmt(u16, u32),
-    /// `acc == k` -> jump to the first label, else to the second (`None`: next instruction).
-    Jeq(u32, Option<&'static str>, Option<&'static str>),
-    #[cfg(target_arch = "x86_64")]
-    Jge(u32, Option<&'static str>, Option<&'static str>),
-    Label(&'static str),
+/// A jump destination, placed with [`Asm::bind`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Label(usize);
+
+/// The instruction after a conditional jump, for the side that does not jump.
+const NEXT: Option<Label> = None;
+
+/// A tiny classic-BPF assembler: jumps name labels, resolved to offsets by [`Asm::finish`].
+#[derive(Default)]
+struct Asm {
+    /// The instructions, each with the labels its `jt` and `jf` stand for.
+    code: Vec<(libc::sock_filter, Option<Label>, Option<Label>)>,
+    /// Where each label was bound, as an instruction index.
+    at: Vec<Option<usize>>,
 }
 
-fn assemble(code: &[Asm]) -> Result<Vec<libc::sock_filter>, SandboxError> {
-    let mut labels = std::collections::HashMap::new();
-    let mut pc = 0usize;
-    for a in code {
-        match a {
-            Asm::Label(l) => {
-                labels.insert(*l, pc);
-            }
-            _ => pc += 1,
+impl Asm {
+    fn label(&mut self) -> Label {
+        self.at.push(None);
+        Label(self.at.len() - 1)
+    }
+
+    /// Places `l` at the next instruction emitted.
+    fn bind(&mut self, l: Label) {
+        self.at[l.0] = Some(self.code.len());
+    }
+
+    fn load(&mut self, offset: u32) {
+        self.emit(BPF_LD_W_ABS, offset, NEXT, NEXT);
+    }
+
+    fn and(&mut self, k: u32) {
+        self.emit(BPF_AND_K, k, NEXT, NEXT);
+    }
+
+    fn ret(&mut self, k: u32) {
+        self.emit(BPF_RET_K, k, NEXT, NEXT);
+    }
+
+    /// `acc == k`: jump to `t`, else to `f`.
+    fn jeq(&mut self, k: u32, t: impl Into<Option<Label>>, f: impl Into<Option<Label>>) {
+        self.emit(BPF_JEQ_K, k, t.into(), f.into());
+    }
+
+    /// `acc > k`: jump to `t`, else to `f`.
+    fn jgt(&mut self, k: u32, t: impl Into<Option<Label>>, f: impl Into<Option<Label>>) {
+        self.emit(BPF_JGT_K, k, t.into(), f.into());
+    }
+
+    /// `acc >= k`: jump to `t`, else to `f`.
+    fn jge(&mut self, k: u32, t: impl Into<Option<Label>>, f: impl Into<Option<Label>>) {
+        self.emit(BPF_JGE_K, k, t.into(), f.into());
+    }
+
+    /// `acc & k != 0`: jump to `t`, else to `f`.
+    fn jset(&mut self, k: u32, t: impl Into<Option<Label>>, f: impl Into<Option<Label>>) {
+        self.emit(BPF_JSET_K, k, t.into(), f.into());
+    }
+
+    /// `acc` is one of `ks`: jump to `hit`, else to `miss`.
+    fn jeq_any<const N: usize>(&mut self, ks: [u32; N], hit: Label, miss: Label) {
+        const { assert!(N > 0, "jeq_any needs at least one value") };
+        for (i, k) in ks.into_iter().enumerate() {
+            self.jeq(k, hit, if i + 1 == N { Some(miss) } else { NEXT });
         }
     }
-    let mut out = Vec::with_capacity(pc);
-    // BPF jumps go forward only, at most 255 instructions.
-    let offset = |from: usize, to: Option<&'static str>| -> Result<u8, SandboxError> {
+
+    fn emit(&mut self, code: u16, k: u32, t: Option<Label>, f: Option<Label>) {
+        let insn = libc::sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        self.code.push((insn, t, f));
+    }
+
+    /// The program, with every label turned into a jump offset.
+    fn finish(self) -> Result<Vec<libc::sock_filter>, SandboxError> {
+        if self.code.len() > BPF_MAXINSNS {
+            return Err(SandboxError::Seccomp(format!(
+                "the filter has {} instructions, more than the kernel's {BPF_MAXINSNS}",
+                self.code.len()
+            )));
+        }
+        self.code
+            .iter()
+            .enumerate()
+            .map(|(pc, &(insn, t, f))| {
+                Ok(libc::sock_filter {
+                    jt: self.offset(pc, t)?,
+                    jf: self.offset(pc, f)?,
+                    ..insn
+                })
+            })
+            .collect()
+    }
+
+    /// How far the jump at `pc` to `to` skips: BPF jumps go forward only, at most 255
+    /// instructions, and must land on an instruction.
+    fn offset(&self, pc: usize, to: Option<Label>) -> Result<u8, SandboxError> {
         let Some(l) = to else { return Ok(0) };
-        labels
-            .get(l)
-            .and_then(|&at| at.checked_sub(from + 1))
-            .and_then(|d| u8::try_from(d).ok())
-            .ok_or_else(|| SandboxError::Seccomp(format!("prelude: bad jump to {l}")))
-    };
-    for a in code {
-        let pc = out.len();
-        match *a {
-            Asm::Stmt(code, k) => out.push(stmt(code, k)),
-            Asm::Jeq(k, t, f) => out.push(jump(BPF_JEQ_K, k, offset(pc, t)?, offset(pc, f)?)),
-            #[cfg(target_arch = "x86_64")]
-            Asm::Jge(k, t, f) => out.push(jump(BPF_JGE_K, k, offset(pc, t)?, offset(pc, f)?)),
-            Asm::Label(_) => {}
-        }
+        self.at[l.0]
+            .filter(|&at| at < self.code.len())
+            .and_then(|at| at.checked_sub(pc + 1))
+            .and_then(|skip| u8::try_from(skip).ok())
+            .ok_or_else(|| {
+                SandboxError::Seccomp(format!(
+                    "instruction {pc}: the jump to label {} goes backward, past the end or \
+                     more than 255 instructions ahead",
+                    l.0
+                ))
+            })
     }
-    Ok(out)
-}
-
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
-/// Foreign arch -> kill; x32 numbers -> kill; clone3 -> ENOSYS; `socket()` by family, type and
-/// protocol: INET/INET6 only as plain TCP (and plain UDP with `udp`), UNIX only with
-/// `unix_sockets`; everything else (MPTCP, SCTP, raw, ICMP, packet, netlink, vsock, ...) EPERM.
-/// Falls through to the deny-list for every other syscall, with the number in the accumulator.
-fn prelude(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxError> {
-    use Asm::*;
-    let eperm = RET_ERRNO | libc::EPERM as u32;
-    let mut a = vec![
-        Stmt(BPF_LD_W_ABS, DATA_ARCH),
-        Jeq(AUDIT_ARCH, Some("native"), None),
-        Stmt(BPF_RET_K, RET_KILL_PROCESS),
-        Label("native"),
-        Stmt(BPF_LD_W_ABS, DATA_NR),
-    ];
-    #[cfg(target_arch = "x86_64")]
-    a.extend([
-        Jge(X32_SYSCALL_BIT, None, Some("native_nr")),
-        Stmt(BPF_RET_K, RET_KILL_PROCESS),
-        Label("native_nr"),
-    ]);
-    a.extend([
-        Jeq(libc::SYS_clone3 as u32, None, Some("not_clone3")),
-        Stmt(BPF_RET_K, RET_ERRNO | libc::ENOSYS as u32),
-        Label("not_clone3"),
-        Jeq(libc::SYS_socket as u32, None, Some("rest")),
-        // socket(domain, type, protocol)
-        Stmt(BPF_LD_W_ABS, data_arg(0)),
-        Jeq(libc::AF_INET as u32, Some("inet"), None),
-        Jeq(libc::AF_INET6 as u32, Some("inet"), None),
-        Jeq(
-            libc::AF_UNIX as u32,
-            Some(if policy.unix_sockets { "allow" } else { "deny" }),
-            Some("deny"),
-        ),
-        Label("inet"),
-        Stmt(BPF_LD_W_ABS, data_arg(1)),
-        Stmt(BPF_AND_K, SOCK_TYPE_MASK as u32),
-        Jeq(libc::SOCK_STREAM as u32, Some("stream"), None),
-        Jeq(
-            libc::SOCK_DGRAM as u32,
-            Some(if policy.udp { "dgram" } else { "deny" }),
-            Some("deny"),
-        ),
-        Label("stream"),
-        Stmt(BPF_LD_W_ABS, data_arg(2)),
-        Jeq(0, Some("allow"), None),
-        Jeq(IPPROTO_TCP as u32, Some("allow"), Some("deny")),
-        Label("dgram"),
-        Stmt(BPF_LD_W_ABS, data_arg(2)),
-        Jeq(0, Some("allow"), None),
-        Jeq(IPPROTO_UDP as u32, Some("allow"), Some("deny")),
-        Label("allow"),
-        Stmt(BPF_RET_K, RET_ALLOW),
-        Label("deny"),
-        Stmt(BPF_RET_K, eperm),
-        Label("rest"),
-    ]);
-    assemble(&a)
 }
 
 #[cfg(test)]
@@ -363,45 +448,57 @@ fn prelude(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxError> {
 pub(crate) mod tests {
     use super::*;
     use crate::sandbox::SandboxSection;
+    use proptest::prelude::*;
     use std::path::Path;
 
-    /// A classic-BPF interpreter for the instructions seccompiler and the prelude emit, so the
-    /// filter's decisions can be checked without installing it.
+    /// A classic-BPF interpreter for the instructions the assembler emits, so the filter's
+    /// decisions can be checked without installing it.
     pub(crate) fn run(prog: &[libc::sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
+        trace(prog, arch, nr, args).0
+    }
+
+    /// [`run`], and whether the verdict needed an argument (not only `nr` and `arch`).
+    fn trace(prog: &[libc::sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> (u32, bool) {
         let mut data = Vec::new();
         data.extend((nr as i32).to_le_bytes());
         data.extend(arch.to_le_bytes());
-        data.extend(0u64.to_le_bytes());
+        data.extend(0u64.to_le_bytes()); // instruction_pointer
         for a in args {
             data.extend(a.to_le_bytes());
         }
-        let (mut acc, mut pc) = (0u32, 0usize);
+        let (mut acc, mut pc, mut read_args) = (0u32, 0usize, false);
         loop {
             let i = &prog[pc];
             pc += 1;
             match i.code {
                 0x20 => {
                     let o = i.k as usize;
+                    assert!(
+                        o.is_multiple_of(4) && o + 4 <= data.len(),
+                        "bad load at {}",
+                        pc - 1
+                    );
+                    read_args |= o >= 16;
                     acc = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
                 }
-                0x54 => acc &= i.k,         // ALU AND K
-                0x05 => pc += i.k as usize, // JA
+                0x54 => acc &= i.k, // ALU AND K
                 0x15 | 0x25 | 0x35 | 0x45 => {
-                    let t = match i.code {
+                    let taken = match i.code {
                         0x15 => acc == i.k,
                         0x25 => acc > i.k,
                         0x35 => acc >= i.k,
                         _ => acc & i.k != 0,
                     };
-                    pc += usize::from(if t { i.jt } else { i.jf });
+                    pc += usize::from(if taken { i.jt } else { i.jf });
                 }
-                0x06 => return i.k,
+                0x06 => return (i.k, read_args),
                 c => panic!("unexpected BPF opcode {c:#x} at {}", pc - 1),
             }
         }
     }
 
     const EPERM: u32 = RET_ERRNO | libc::EPERM as u32;
+    const ENOSYS: u32 = RET_ERRNO | libc::ENOSYS as u32;
     const ALLOW: u32 = RET_ALLOW;
 
     fn policy(s: SandboxSection) -> Policy {
@@ -412,10 +509,249 @@ pub(crate) mod tests {
         run(prog, AUDIT_ARCH, nr, args)
     }
 
+    /// What the filter must answer, written from the tables in plain Rust.
+    fn expected(p: &Policy, nr: u32, args: [u64; 6]) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        if nr >= X32_SYSCALL_BIT {
+            return RET_KILL_PROCESS;
+        }
+        // The kernel reads these arguments as C ints: only the low 32 bits count.
+        let int = |i: usize| args[i] as u32;
+        let denied = DENY
+            .iter()
+            .any(|&(_, n, g)| n == i64::from(nr) && g.is_none_or(|g| !p.allows(g)));
+        match i64::from(nr) {
+            libc::SYS_clone3 => ENOSYS,
+            libc::SYS_socket => expected_socket(p, int(0) as i32, int(1) as i32, int(2) as i32),
+            libc::SYS_clone if CLONE_NS_FLAGS.iter().any(|&f| int(0) & f != 0) => EPERM,
+            libc::SYS_ioctl if [TIOCSTI, TIOCLINUX].contains(&int(1)) => EPERM,
+            libc::SYS_personality
+                if !p.allows(GiveBack::Personality) && !PERSONALITY_OK.contains(&int(0)) =>
+            {
+                EPERM
+            }
+            _ if denied => EPERM,
+            _ => ALLOW,
+        }
+    }
+
+    fn expected_socket(p: &Policy, family: i32, ty: i32, protocol: i32) -> u32 {
+        let inet = family == libc::AF_INET || family == libc::AF_INET6;
+        let ok = match (ty & 0xf, protocol) {
+            _ if family == libc::AF_UNIX => p.unix_sockets,
+            (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => inet,
+            (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => inet && p.udp,
+            _ => false,
+        };
+        if ok { ALLOW } else { EPERM }
+    }
+
+    /// The default policy, each give-back alone, all of them, and the socket switches.
+    fn policies() -> Vec<Policy> {
+        let all: Vec<String> = GiveBack::ALL.iter().map(|g| g.name().into()).collect();
+        let mut v = vec![policy(SandboxSection::default())];
+        for g in GiveBack::ALL {
+            v.push(policy(SandboxSection {
+                allow_syscalls: vec![g.name().into()],
+                ..Default::default()
+            }));
+        }
+        for (udp, unix_sockets) in [(false, false), (true, false), (false, true), (true, true)] {
+            for allow_syscalls in [vec![], all.clone()] {
+                v.push(policy(SandboxSection {
+                    allow_syscalls,
+                    udp,
+                    unix_sockets,
+                    ..Default::default()
+                }));
+            }
+        }
+        v
+    }
+
+    /// Every instruction costs the child start-up time (the old seccompiler program had 341).
     #[test]
-    fn filter_compiles_small() {
-        let p = build(&policy(SandboxSection::default())).unwrap();
-        assert!(p.len() < 1024, "{} instructions", p.len());
+    fn filter_is_short() {
+        let default = build(&policy(SandboxSection::default())).unwrap();
+        assert!(default.len() < 120, "{} instructions", default.len());
+        for p in policies() {
+            let n = build(&p).unwrap().len();
+            assert!(n < 120, "{n} instructions for {p:?}");
+        }
+    }
+
+    #[test]
+    fn every_syscall_number_gets_the_tables_verdict() {
+        let args = [
+            [0; 6],
+            [u64::MAX; 6],
+            [1 << 32; 6],
+            // Namespace flag and TIOCSTI in the high halves only.
+            [0x0002_0000_0000_0000, 0x5412_0000_0000, 0, 0, 0, 0],
+        ];
+        let mut numbers: Vec<u32> = (0..=600).collect();
+        numbers.extend([0x3fff_ffff, 0x4000_0000, 0x4000_0065, 0x8000_0000, u32::MAX]);
+        for p in policies() {
+            let prog = build(&p).unwrap();
+            for &nr in &numbers {
+                for a in args {
+                    let got = check(&prog, i64::from(nr as i32), a);
+                    assert_eq!(got, expected(&p, nr, a), "nr {nr} args {a:x?} {p:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn argument_checks_get_the_tables_verdict() {
+        let bits = (0..64).map(|b| 1u64 << b);
+        let clone_flags = CLONE_NS_FLAGS
+            .iter()
+            .map(|&f| u64::from(f) | 17)
+            .chain([0x0120_0011, 0x003d_0f00, 0x0001_0000_0000, 0])
+            .chain(bits.clone());
+        let requests = [TIOCSTI, TIOCLINUX, 0x5401, 0x5411, 0x5413, 0x541b, 0x541d]
+            .map(u64::from)
+            .into_iter()
+            .flat_map(|r| [r, r | 1 << 32]);
+        let personas = PERSONALITY_OK
+            .map(u64::from)
+            .into_iter()
+            .chain([0x40_0000, 0x1, 0x9, 0x2_0001, 0xffff_fffe, 0x1_0000_0000])
+            .chain(bits)
+            .flat_map(|v| [v, v | 1 << 32]);
+        let mut calls: Vec<(i64, [u64; 6])> = Vec::new();
+        calls.extend(clone_flags.map(|f| (libc::SYS_clone, [f, 0, 0, 0, 0, 0])));
+        calls.extend(requests.map(|r| (libc::SYS_ioctl, [3, r, 0, 0, 0, 0])));
+        calls.extend(personas.map(|v| (libc::SYS_personality, [v, 0, 0, 0, 0, 0])));
+        let types = (0..=10).flat_map(|t| {
+            [0, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC].map(|f| u64::from((t | f) as u32))
+        });
+        for family in 0..=46u64 {
+            for ty in types.clone().chain([1 << 32 | 1]) {
+                for protocol in [0, 1, 6, 17, 132, 255, 262, 1 << 32 | 6, 1 << 32 | 7] {
+                    calls.push((libc::SYS_socket, [family, ty, protocol, 0, 0, 0]));
+                }
+            }
+        }
+        for p in policies() {
+            let prog = build(&p).unwrap();
+            for &(nr, a) in &calls {
+                let want = expected(&p, nr as u32, a);
+                assert_eq!(check(&prog, nr, a), want, "nr {nr} args {a:x?} {p:?}");
+            }
+        }
+    }
+
+    /// The kernel caches "allowed" per syscall number for filters that decide it from `nr`
+    /// and `arch` alone; only the calls whose arguments matter may read them.
+    #[test]
+    fn only_argument_checks_read_arguments() {
+        let with_args = [
+            libc::SYS_socket,
+            libc::SYS_clone,
+            libc::SYS_ioctl,
+            libc::SYS_personality,
+        ];
+        for p in policies() {
+            let prog = build(&p).unwrap();
+            for nr in 0..=600 {
+                let (_, read) = trace(&prog, AUDIT_ARCH, nr, [0; 6]);
+                let may = with_args.contains(&nr)
+                    && (nr != libc::SYS_personality || !p.allows(GiveBack::Personality));
+                assert_eq!(read, may, "nr {nr} {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn denied_names_match_the_filter() {
+        for p in policies() {
+            let prog = build(&p).unwrap();
+            let names = denied_names(&p);
+            for &(name, nr, _) in DENY {
+                let listed = names.contains(&name);
+                assert_eq!(listed, check(&prog, nr, [0; 6]) == EPERM, "{name} {p:?}");
+            }
+            let personality = names.iter().any(|n| n.starts_with("personality"));
+            let odd = check(&prog, libc::SYS_personality, [0x40_0000, 0, 0, 0, 0, 0]);
+            assert_eq!(personality, odd == EPERM, "{p:?}");
+        }
+    }
+
+    proptest! {
+        /// The dispatch sends every number to its route, for any set of routes: runs,
+        /// ranges, and halvings at every size.
+        #[test]
+        fn dispatch_follows_the_routes(
+            routes in proptest::collection::btree_map(0u32..160, 0usize..3, 0..100),
+        ) {
+            let mut a = Asm::default();
+            let allow = a.label();
+            let to = [(); 3].map(|()| a.label());
+            a.load(DATA_NR);
+            let list = routes.iter().map(|(&nr, &t)| (nr, to[t])).collect();
+            dispatch(&mut a, &ranges(list).unwrap(), allow);
+            a.bind(allow);
+            a.ret(1000);
+            for (t, l) in to.into_iter().enumerate() {
+                a.bind(l);
+                a.ret(t as u32);
+            }
+            let prog = a.finish().unwrap();
+            for nr in 0..170u32 {
+                let want = routes.get(&nr).map_or(1000, |&t| t as u32);
+                prop_assert_eq!(run(&prog, 0, i64::from(nr), [0; 6]), want, "nr {}", nr);
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_merge_runs_and_refuse_a_number_twice() {
+        let mut a = Asm::default();
+        let [x, y] = [(); 2].map(|()| a.label());
+        let r = ranges(vec![(5, x), (3, x), (4, x), (6, y), (8, y), (7, y)]).unwrap();
+        let got: Vec<_> = r.iter().map(|r| (r.first, r.last, r.to)).collect();
+        assert_eq!(got, [(3, 5, x), (6, 8, y)]);
+        assert!(ranges(vec![(3, x), (3, y)]).is_err());
+    }
+
+    #[test]
+    fn assembler_refuses_bad_jumps() {
+        let far = |n: usize| {
+            let mut a = Asm::default();
+            let end = a.label();
+            a.jeq(0, end, NEXT);
+            for _ in 0..n {
+                a.ret(0);
+            }
+            a.bind(end);
+            a.ret(1);
+            a.finish()
+        };
+        assert!(far(255).is_ok());
+        assert!(far(256).is_err());
+
+        let mut a = Asm::default();
+        let back = a.label();
+        a.bind(back);
+        a.load(DATA_NR);
+        a.jeq(0, back, NEXT);
+        a.ret(0);
+        assert!(a.finish().is_err(), "backward jump");
+
+        let mut a = Asm::default();
+        let nowhere = a.label();
+        a.jeq(0, nowhere, NEXT);
+        a.ret(0);
+        assert!(a.finish().is_err(), "unbound label");
+
+        let mut a = Asm::default();
+        let end = a.label();
+        a.jeq(0, end, NEXT);
+        a.ret(0);
+        a.bind(end);
+        assert!(a.finish().is_err(), "label past the end");
     }
 
     #[test]
@@ -484,9 +820,12 @@ pub(crate) mod tests {
         let threads = 0x3d0f00;
         assert_eq!(check(&p, libc::SYS_clone, [threads, 0, 0, 0, 0, 0]), ALLOW);
         for f in CLONE_NS_FLAGS {
-            assert_eq!(check(&p, libc::SYS_clone, [f | 17, 0, 0, 0, 0, 0]), EPERM);
+            assert_eq!(
+                check(&p, libc::SYS_clone, [u64::from(f) | 17, 0, 0, 0, 0, 0]),
+                EPERM
+            );
         }
-        let tiocsti = TIOCSTI;
+        let tiocsti = u64::from(TIOCSTI);
         assert_eq!(check(&p, libc::SYS_ioctl, [0, tiocsti, 0, 0, 0, 0]), EPERM);
         // The kernel reads the request as a 32-bit int: high bits do not help.
         assert_eq!(
@@ -494,7 +833,7 @@ pub(crate) mod tests {
             EPERM
         );
         assert_eq!(
-            check(&p, libc::SYS_ioctl, [0, TIOCLINUX, 0, 0, 0, 0]),
+            check(&p, libc::SYS_ioctl, [0, u64::from(TIOCLINUX), 0, 0, 0, 0]),
             EPERM
         );
         assert_eq!(check(&p, libc::SYS_ioctl, [0, 0x5401, 0, 0, 0, 0]), ALLOW);
