@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Start-up overhead of agentrun, measured side by side with its baselines.
 
-Runs each command N times, interleaved (A B C A B C ...) so that the noise of this shared
-machine hits all of them alike, and prints the median and quartiles of the wall time of
+Runs each command N times, interleaved (each round A B C in a fresh random order) so that
+the noise of this shared machine and the after-effects of one run on the next hit all of
+them alike, and prints the median and quartiles of the wall time of
 fork+exec+wait as seen from here. Every row runs `/bin/true` as the child.
 
     bench/startup.py [--runs N] [--binary PATH] [--compare OLD_BINARY]
@@ -13,6 +14,7 @@ measured against its baseline under the same load (this machine is shared and no
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -28,8 +30,12 @@ def measure(cmds, runs, cwd, env):
     for _ in range(5):  # warm caches
         for _, argv in cmds:
             subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    # Each round in a fresh random order: a run leaves the kernel deferred work (freeing a PID
+    # namespace, a seccomp filter, a Landlock ruleset) that the next command pays for, so a
+    # fixed order would favour whichever row follows the bare baseline.
+    order = random.Random(1)
     for _ in range(runs):
-        for name, argv in cmds:
+        for name, argv in order.sample(cmds, len(cmds)):
             t0 = time.perf_counter_ns()
             r = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             t1 = time.perf_counter_ns()
