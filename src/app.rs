@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -105,7 +104,7 @@ impl Say {
 }
 
 /// Entry point after hardening: dispatch and map the result to an exit code.
-pub fn main(cli: Cli) -> ExitCode {
+pub fn main(cli: Cli) -> u8 {
     let (result, say) = match cli.command {
         None => {
             let say = Say::new(&cli.run.profile);
@@ -136,10 +135,10 @@ pub fn main(cli: Cli) -> ExitCode {
         ),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(f) => {
             say.at(Level::Error, &f.msg);
-            ExitCode::from(f.code)
+            f.code
         }
     }
 }

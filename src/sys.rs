@@ -279,6 +279,33 @@ impl ExecArgs {
     }
 }
 
+/// Open /dev/null on each of fds 0, 1, 2 that is closed (as std's runtime does).
+pub fn open_std_fds() -> io::Result<()> {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD on an integer fd reads no memory.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 && errno() == libc::EBADF {
+            // SAFETY: a NUL-terminated literal path; the fd returned is the lowest free one,
+            // which is `fd` since the lower ones are open.
+            let got = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+            if got != fd {
+                return Err(io::Error::other(format!(
+                    "fd {fd} was closed and /dev/null could not take its place"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SIGPIPE ignored: writes to a closed pipe fail with EPIPE.
+pub fn ignore_sigpipe() -> io::Result<()> {
+    // SAFETY: SIG_IGN installs no handler code.
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `unshare(flags)`.
 pub fn unshare(flags: libc::c_int) -> Result<(), i32> {
     // SAFETY: unshare takes an integer flag set and reads no user memory.

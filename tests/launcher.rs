@@ -526,6 +526,49 @@ fn audit_log_that_is_not_a_regular_file_is_refused_untouched() {
     assert_eq!(mode, 0o644);
 }
 
+/// agentrun ignores SIGPIPE: when its reader goes away, the write fails, the child gets the
+/// broken pipe, and agentrun lives to report how it ended.
+#[test]
+fn a_closed_output_pipe_ends_the_child_not_agentrun() {
+    let s = Scratch::new();
+    basic(&s);
+    let mut child = s.spawn(&["-p", "t", "--", "yes"]);
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 64];
+    out.read_exact(&mut buf).unwrap();
+    drop(out);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "{status:?}");
+    let last = s.audit().pop().unwrap();
+    assert_eq!(last["event"], "exit", "{last}");
+    assert_eq!(last["signal"], 13, "{last}");
+}
+
+/// Closed fds 1 and 2 at start are reopened on /dev/null, so the audit log (opened later)
+/// can never land on fd 2 and take agentrun's messages and the child's stderr.
+#[test]
+fn closed_std_fds_at_start_never_turn_the_audit_log_into_output() {
+    let s = Scratch::new();
+    basic(&s);
+    let o = std::process::Command::new("sh")
+        .args(["-c", "exec 1>&- 2>&-; exec \"$0\" \"$@\"", bin()])
+        .args(["-p", "t", "--no-redact", "--"])
+        .args(["sh", "-c", "echo marker-out; echo marker-err >&2"])
+        .current_dir(s.path())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", s.path().join("home"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let log = std::fs::read_to_string(s.path().join("audit.jsonl")).unwrap();
+    assert!(!log.contains("marker-"), "{log}");
+    assert!(!log.contains("--no-redact: the child"), "{log}");
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap();
+    }
+}
+
 #[test]
 fn audit_log_to_stderr() {
     let s = Scratch::new();
