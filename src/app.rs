@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A failure with its exit code and a message for the operator (never a value).
@@ -65,9 +65,34 @@ pub struct Say {
     redactor: OnceLock<Pending>,
 }
 
-/// A redactor being built on its own thread (see [`redactor_in_background`]); `Err` holds
-/// why it could not be built.
-type Pending = &'static OnceLock<Result<&'static Redactor, String>>;
+/// The run's redactor, built on its own thread (see [`redactor_in_background`]).
+type Pending = &'static Building;
+
+pub struct Building {
+    /// The redactor, or why it could not be built.
+    done: OnceLock<Result<&'static Redactor, String>>,
+    /// Set by the first thing that needs it: the build stops holding back.
+    wanted: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// How long the redactor thread holds back before building unasked. On a two-CPU machine a
+/// build (a few ms of CPU) running beside a short child's start slowed that start by about
+/// as much, whatever the thread's priority: a child that is done, or silent, within this
+/// time never pays for it; output or a message before it starts the build at once (and
+/// waits for it, as output always waited for a build in progress).
+const HEAD_START: Duration = Duration::from_millis(10);
+
+impl Building {
+    /// The redactor (or why there is none), building it now if the thread is holding back.
+    fn wait(&self) -> &Result<&'static Redactor, String> {
+        if self.done.get().is_none() {
+            *self.wanted.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            self.wake.notify_one();
+        }
+        self.done.wait()
+    }
+}
 
 impl Say {
     pub fn new(p: &ProfileArg) -> Say {
@@ -769,14 +794,18 @@ fn refuse_too_short(got: &[Got]) -> Result<(), Fail> {
     }
 }
 
-/// Build the run's redactor on its own thread, started once the child is spawned, so that
-/// compiling its automata (several milliseconds) overlaps the child's start instead of
-/// delaying it. Output and messages wait for it only when there is something to redact; a
-/// child that prints nothing never waits. It lives until the process ends (leaked once per
-/// run, on purpose).
+/// Build the run's redactor on its own thread, started once the child is spawned and
+/// building when first needed or after [`HEAD_START`], so that compiling its automata (a few
+/// milliseconds) never delays the child's start. Output and messages wait for it only when
+/// there is something to redact; a child that prints nothing never waits. It lives until the
+/// process ends (leaked once per run, on purpose).
 fn redactor_in_background(profile: &Profile, got: &[Got]) -> Result<(Pending, Build), Fail> {
     refuse_too_short(got)?;
-    let cell: Pending = Box::leak(Box::new(OnceLock::new()));
+    let cell: Pending = Box::leak(Box::new(Building {
+        done: OnceLock::new(),
+        wanted: Mutex::new(false),
+        wake: Condvar::new(),
+    }));
     let build = Build {
         cell,
         section: profile.redact.clone(),
@@ -803,15 +832,27 @@ impl Build {
         let spawned = std::thread::Builder::new()
             .name("redactor".into())
             .spawn(move || {
+                let held = self
+                    .cell
+                    .wanted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                drop(
+                    self.cell
+                        .wake
+                        .wait_timeout_while(held, HEAD_START, |wanted| !*wanted),
+                );
                 let pairs: Vec<(&str, &SecretString)> =
                     self.secrets.iter().map(|(n, v)| (n.as_str(), v)).collect();
                 let built = new_redactor(&self.section, &self.path, &pairs)
                     .map(|r| &*Box::leak(Box::new(r)));
-                let _ = self.cell.set(built);
+                let _ = self.cell.done.set(built);
             });
         if let Err(e) = spawned {
             // Fail closed: output is withheld, never passed raw.
-            let _ = cell.set(Err(format!("cannot start the redactor thread: {e}")));
+            let _ = cell
+                .done
+                .set(Err(format!("cannot start the redactor thread: {e}")));
         }
         cell
     }
