@@ -5,7 +5,8 @@
    full confinement (Landlock + seccomp + capability drop + PID namespace), and bubblewrap
    (`bwrap --ro-bind / / --dev /dev --proc /proc`, Debian's `bubblewrap` package).
 2. A syscall-heavy child (200k `os.stat` + 200k `os.getppid` in /usr/bin/python3) confined vs
-   unconfined: what the seccomp filter adds per syscall.
+   unconfined: what the seccomp filter adds per syscall; and the same child under a
+   one-instruction allow-all filter it installs itself, the cost of any seccomp filter.
 
 Commands are interleaved (A B C A B C ...) so the noise of a shared machine hits them alike;
 the script prints medians, the p25-p75 range and ratios to the baseline.
@@ -32,6 +33,19 @@ HEAVY = (
     "    os.stat('.')\n"
     "    os.getppid()\n"
 )
+# The same child, first installing a one-instruction seccomp filter that allows everything:
+# what any seccomp filter costs a syscall on this kernel (its entry path), to tell apart
+# from what agentrun's filter and Landlock add.
+SECCOMP_NR = {"x86_64": 317, "aarch64": 277}.get(os.uname().machine, 317)
+ALLOW_ALL = (
+    "import ctypes, struct\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "assert libc.prctl(38, 1, 0, 0, 0) == 0\n"  # PR_SET_NO_NEW_PRIVS
+    "insn = ctypes.create_string_buffer(struct.pack('HBBI', 0x06, 0, 0, 0x7fff0000))\n"  # ret ALLOW
+    "prog = ctypes.create_string_buffer(struct.pack('HxxxxxxQ', 1, ctypes.addressof(insn)))\n"
+    f"assert libc.syscall({SECCOMP_NR}, 1, 0, prog) == 0, ctypes.get_errno()\n"  # SET_MODE_FILTER
+    "assert 'Seccomp:\\t2' in open('/proc/self/status').read()\n"
+) + HEAVY
 
 
 def measure(cmds, runs, cwd, env, warmup=5):
@@ -123,13 +137,17 @@ def main():
         ("python3 bare (200k stat + 200k getppid)", [python, "-c", HEAVY]),
         ("agentrun --unconfined -- python3 ...", [*a, "--unconfined", "--", python, "-c", HEAVY]),
         ("agentrun -- python3 ... (confined)", [*a, "--", python, "-c", HEAVY]),
+        ("agentrun --unconfined -- python3 (allow-all filter)", [*a, "--unconfined", "--", python, "-c", ALLOW_ALL]),
     ]
     times = measure(heavy, args.heavy_runs, work, env, warmup=1)
     report(f"syscall-heavy child, {args.heavy_runs} interleaved runs each, wall ms", heavy, times,
            "python3 bare (200k stat + 200k getppid)")
     conf = statistics.median(times["agentrun -- python3 ... (confined)"])
     unconf = statistics.median(times["agentrun --unconfined -- python3 ..."])
+    allow = statistics.median(times["agentrun --unconfined -- python3 (allow-all filter)"])
     print(f"  seccomp + Landlock per syscall (confined - unconfined, 400k calls): {(conf - unconf) * 1e6 / 400000:+.1f} ns")
+    print(f"    of which any seccomp filter costs (allow-all - unconfined): {(allow - unconf) * 1e6 / 400000:+.1f} ns")
+    print(f"    and agentrun's filter and Landlock beyond that (confined - allow-all): {(conf - allow) * 1e6 / 400000:+.1f} ns")
     shutil.rmtree(work, ignore_errors=True)
 
 
