@@ -179,36 +179,116 @@ pub fn fork_raw() -> Result<libc::pid_t, i32> {
     }
 }
 
+/// A stack for [`vfork_run`]: its own mapping, with an inaccessible guard page below it, so
+/// an overflow faults instead of writing into the memory the new process shares.
+pub struct CloneStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone; moving it between threads moves ownership.
+unsafe impl Send for CloneStack {}
+// SAFETY: shared references give no access to the mapping.
+unsafe impl Sync for CloneStack {}
+
+impl CloneStack {
+    /// `usable` bytes (rounded up to pages) above one guard page. Untouched pages cost nothing.
+    pub fn new(usable: usize) -> io::Result<CloneStack> {
+        let page = 4096;
+        let len = usable.div_ceil(page) * page + page;
+        // SAFETY: an anonymous private mapping at an address the kernel chooses; no memory of
+        // ours is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the first page of the mapping just made, which nothing else references.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: unmapping the mapping made above, not yet shared.
+            unsafe { libc::munmap(base, len) };
+            return Err(e);
+        }
+        Ok(CloneStack { base, len })
+    }
+
+    fn top(&self) -> *mut libc::c_void {
+        // Stacks grow down on every architecture agentrun builds for; the end of a
+        // page-aligned mapping is 16-byte aligned.
+        self.base.cast::<u8>().wrapping_add(self.len).cast()
+    }
+}
+
+impl Drop for CloneStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
 /// Run `f` in a new process that shares this one's memory, on `stack`, with this process
 /// stopped until the new one execs or exits (`clone(CLONE_VM | CLONE_VFORK)`, as
 /// `posix_spawn` does). Returns the new process's pid. No page tables are copied, which a
-/// `fork` of the launcher pays for and the command's `execve` then throws away.
+/// `fork` of the launcher pays for and the command's `execve` then throws away. If `f`
+/// returns, the new process exits with the returned code.
 ///
-/// `f` runs in the caller's memory: it must only make syscalls and then exec or return
-/// (the new process then exits with the returned code). The caller must be single-threaded
-/// (a forked launcher child) and hold no lock.
-pub fn vfork_run(stack: &mut [u8], f: &mut dyn FnMut() -> i32) -> Result<libc::pid_t, i32> {
+/// # Safety
+/// `f` runs in the caller's memory and must only make syscalls (no allocation, no locks, no
+/// panics) before it execs or returns; the caller must be single-threaded (a forked
+/// launcher child) and `stack` used by nothing else meanwhile.
+pub unsafe fn vfork_run(
+    stack: &mut CloneStack,
+    f: &mut dyn FnMut() -> i32,
+) -> Result<libc::pid_t, i32> {
     extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` is the `&mut &mut dyn FnMut` below, alive until `clone` returns,
         // which (CLONE_VFORK) is not before this process has exec'd or exited.
         let f = unsafe { &mut *arg.cast::<&mut dyn FnMut() -> i32>() };
         f()
     }
-    // Stacks grow down on every architecture agentrun builds for; 16-byte alignment.
-    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
     let mut f = f;
-    // SAFETY: `top` is the aligned end of a live, writable buffer that nothing else uses
+    // SAFETY: `stack.top()` is the end of a live, writable mapping that nothing else uses
     // while the child runs (this process is suspended meanwhile); `trampoline` only calls
     // `f`, which makes syscalls (the caller's contract); SIGCHLD lets the parent wait for it.
     let r = unsafe {
         libc::clone(
             trampoline,
-            top as *mut libc::c_void,
+            stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&mut f as *mut &mut dyn FnMut() -> i32).cast(),
         )
     };
     if r < 0 { Err(errno()) } else { Ok(r) }
+}
+
+/// Every signal with a handler back to its default action (as `posix_spawn` does), before a
+/// process that shares its parent's memory unblocks signals: a handler must not run there.
+/// Async-signal-safe.
+pub fn reset_signal_handlers() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `old` is a valid sigaction on our stack; a null new action only queries.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction != libc::SIG_DFL
+                && old.sa_sigaction != libc::SIG_IGN
+            {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
 }
 
 /// A command line and environment as `execvpe` takes them, built before any fork.

@@ -526,6 +526,23 @@ fn audit_log_that_is_not_a_regular_file_is_refused_untouched() {
     assert_eq!(mode, 0o644);
 }
 
+/// A file without a `#!` line runs under /bin/sh (as with `execvp`), even with tens of
+/// thousands of arguments: the command's start-up stack is sized for them (glibc puts the
+/// /bin/sh argument list on it), with a guard page below.
+#[test]
+fn a_script_without_shebang_runs_under_sh_with_many_arguments() {
+    let s = Scratch::new();
+    basic(&s);
+    let script = s.file("count.sh", "echo \"args: $#\"\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let many: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
+    let mut args = vec!["-p", "t", "--", "./count.sh"];
+    args.extend(many.iter().map(String::as_str));
+    let o = s.run(&args);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout.trim(), "args: 50000");
+}
+
 /// agentrun ignores SIGPIPE: when its reader goes away, the write fails, the child gets the
 /// broken pipe, and agentrun lives to report how it ended.
 #[test]

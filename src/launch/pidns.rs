@@ -106,7 +106,7 @@ impl Plan {
     pub fn enter(
         &self,
         affinity: Option<&sys::CpuSet>,
-        stack: &mut [u8],
+        stack: &mut sys::CloneStack,
         command: &mut dyn FnMut() -> i32,
     ) -> (usize, i32) {
         if let Err(e) = sys::block_all_signals() {
@@ -114,7 +114,7 @@ impl Plan {
         }
         if self.unshared_by_parent() {
             // C1 is PID 1 already: start the command and become its init.
-            let agent = match sys::vfork_run(stack, command) {
+            let agent = match start_command(stack, command) {
                 Ok(pid) => pid,
                 Err(e) => return (STEP_FORK, e),
             };
@@ -154,7 +154,7 @@ impl Plan {
         if sys::readers_gone(status_w) {
             sys::exit_now(137);
         }
-        let agent = match sys::vfork_run(stack, command) {
+        let agent = match start_command(stack, command) {
             Ok(pid) => pid,
             Err(e) => return (STEP_FORK, e),
         };
@@ -175,6 +175,18 @@ impl Plan {
         sys::set_dumpable(false)?;
         r
     }
+}
+
+/// [`sys::vfork_run`] for the command, from a forked launcher child.
+#[allow(unsafe_code)]
+fn start_command(
+    stack: &mut sys::CloneStack,
+    command: &mut dyn FnMut() -> i32,
+) -> Result<libc::pid_t, i32> {
+    // SAFETY: this process is a single-threaded fork of the launcher (std's child or the
+    // init forked from it) holding no lock; `command` (spawn.rs) makes only syscalls and
+    // cannot panic; the stack is this run's own, used by nothing else.
+    unsafe { sys::vfork_run(stack, command) }
 }
 
 /// Back to the caller's CPU mask (best effort: a process left on one CPU only runs slower).

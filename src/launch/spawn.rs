@@ -173,8 +173,9 @@ const STEPS: &[&str] = &[
 const STEP_EXEC: u32 = 0x100;
 const STEP_RAW: u32 = 0x101;
 /// The stack the command runs on between its `clone(CLONE_VM)` and its exec (see
-/// `pidns`): the sandbox's syscalls and glibc's `execvpe` need a few KiB.
-const COMMAND_STACK: usize = 256 * 1024;
+/// `pidns`): the sandbox's syscalls need a few KiB, and glibc's `execvpe` a pointer per
+/// argument when it runs a `#!`-less file under /bin/sh (sized as glibc's `posix_spawn`).
+const COMMAND_STACK: usize = 64 * 1024;
 
 /// A started child: std's child, and where the command's own wait status arrives when a PID
 /// namespace init stands between them (see `pidns`).
@@ -250,8 +251,11 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
         None => None,
     };
     let mut stack = match &pidns {
-        Some(_) => vec![0u8; COMMAND_STACK],
-        None => Vec::new(),
+        Some(_) => Some(
+            sys::CloneStack::new(COMMAND_STACK + (spec.argv.len() + 3) * 8)
+                .map_err(SpawnError::Io)?,
+        ),
+        None => None,
     };
     sys::set_pre_exec(&mut cmd, move || {
         let report = |step: u32, errno: i32| {
@@ -316,19 +320,19 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
             }
             Ok(())
         };
-        if let (Some(plan), Some(exec)) = (&pidns, &exec) {
+        if let (Some(plan), Some(exec), Some(stack)) = (&pidns, &exec, stack.as_mut()) {
             let mut command = || -> i32 {
+                // Its parent's handlers must not run on the memory it shares.
+                sys::reset_signal_handlers();
                 if let Err(e) = become_command() {
-                    if let Some(code) = e.raw_os_error() {
-                        report(STEP_RAW, code);
-                    }
+                    report(STEP_RAW, e.raw_os_error().unwrap_or(libc::EIO));
                     return 125;
                 }
                 report(STEP_EXEC, exec.exec());
                 127
             };
             // Returns only on a failure before the command was started (see `pidns`).
-            let (step, e) = plan.enter(restore.as_ref(), &mut stack, &mut command);
+            let (step, e) = plan.enter(restore.as_ref(), stack, &mut command);
             return fail(6 + step, e);
         }
         become_command()
