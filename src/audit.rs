@@ -68,21 +68,30 @@ impl Audit {
                         .create(dir)
                         .map_err(err)?;
                 }
+                let not_a_file = || {
+                    io::Error::other(
+                        "not a regular file; the audit log must be a file (or `-` for stderr)",
+                    )
+                };
+                // Not even opened when it is something else: opening a device can do things.
+                if let Ok(m) = std::fs::symlink_metadata(path)
+                    && !m.file_type().is_file()
+                {
+                    return Err(err(not_a_file()));
+                }
                 let file = OpenOptions::new()
                     .read(true)
                     .append(true)
                     .create(true)
                     .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
                     .open(path)
                     .map_err(err)?;
                 let meta = file.metadata().map_err(err)?;
                 // Only ever tighten a file of our own: `--audit-log /dev/null` once made
                 // /dev/null 0600 for everyone (the audit log is a record, not a sink).
                 if !meta.file_type().is_file() {
-                    return Err(err(io::Error::other(
-                        "not a regular file; the audit log must be a file (or `-` for stderr)",
-                    )));
+                    return Err(err(not_a_file()));
                 }
                 if meta.permissions().mode() & 0o077 != 0 {
                     file.set_permissions(std::fs::Permissions::from_mode(0o600))
@@ -135,11 +144,10 @@ impl Audit {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.pending);
         match &mut self.target {
             Target::Stderr => {
                 let mut out = Vec::new();
-                for mut obj in pending {
+                for mut obj in std::mem::take(&mut self.pending) {
                     obj.insert("prev".into(), Value::String(self.last.clone()));
                     let line = Value::Object(obj).to_string();
                     self.last = hex::encode(Sha256::digest(line.as_bytes()));
@@ -161,14 +169,17 @@ impl Audit {
                     None => GENESIS.to_string(),
                 };
                 let mut out = Vec::new();
-                for mut obj in pending {
+                for obj in &self.pending {
+                    let mut obj = obj.clone();
                     obj.insert("prev".into(), Value::String(prev));
                     let line = Value::Object(obj).to_string();
                     prev = hex::encode(Sha256::digest(line.as_bytes()));
                     out.extend_from_slice(line.as_bytes());
                     out.push(b'\n');
                 }
+                // Kept for the next flush (or the drop) if the write fails.
                 f.write_all(&out).map_err(e)?;
+                self.pending.clear();
                 Ok(())
             }
         }
