@@ -844,8 +844,12 @@ impl Build {
                 );
                 let pairs: Vec<(&str, &SecretString)> =
                     self.secrets.iter().map(|(n, v)| (n.as_str(), v)).collect();
-                let built = new_redactor(&self.section, &self.path, &pairs)
-                    .map(|r| &*Box::leak(Box::new(r)));
+                // A panic here must not leave output waiting forever: it is an error too.
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    new_redactor(&self.section, &self.path, &pairs)
+                        .map(|r| &*Box::leak(Box::new(r)))
+                }))
+                .unwrap_or_else(|_| Err("the redactor's build panicked".to_owned()));
                 let _ = self.cell.done.set(built);
             });
         if let Err(e) = spawned {

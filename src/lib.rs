@@ -14,7 +14,6 @@ pub mod secrets;
 pub mod sys;
 pub mod verify;
 
-/// Make this process non-dumpable and turn core dumps off, before any secret is read.
 /// What std's runtime start-up would do and agentrun relies on (the binary has no std
 /// `main`): fds 0, 1 and 2 open (on /dev/null when closed, so that no file agentrun opens
 /// later lands on them and receives the child's output), and SIGPIPE ignored, so a write
@@ -24,6 +23,7 @@ pub fn start() -> std::io::Result<()> {
     sys::ignore_sigpipe()
 }
 
+/// Make this process non-dumpable and turn core dumps off, before any secret is read.
 pub fn harden() -> std::io::Result<()> {
     nix::sys::prctl::set_dumpable(false)?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)?;

@@ -4,7 +4,8 @@
 //! /proc/self/maps, an alternate signal stack) cost about 0.1 ms of every run, and agentrun
 //! needs only two things from it, done in [`agentrun::start`]: fds 0-2 open, and SIGPIPE
 //! ignored (a closed output pipe is an error to handle, not a death). std still reads the
-//! arguments and environment at load time on Linux. A panic aborts (fail closed).
+//! arguments and environment at load time (glibc's `.init_array`; a musl build would not).
+//! A panic on this thread aborts (fail closed).
 #![no_main]
 
 use clap::Parser;

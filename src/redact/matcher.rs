@@ -328,7 +328,7 @@ impl Rule {
 
     /// Evaluate a candidate match starting at `c`, with this stream's cache for the rule
     /// (created on first use). A rule that fails to compile (never a built-in one: they are
-    /// all compiled by a test) replaces from the candidate to the window's end: fail closed.
+    /// all compiled by a test) replaces everything from the candidate on: fail closed.
     pub(crate) fn eval(
         &self,
         cache: &mut Option<RuleCache>,
@@ -337,7 +337,12 @@ impl Rule {
         eof: bool,
     ) -> Eval {
         let Ok(compiled) = self.compiled() else {
-            return Eval::Done(Some((c, hay.len())));
+            // Held until the end of output or the rule's length limit, then replaced.
+            return if eof {
+                Eval::Done(Some((c, hay.len())))
+            } else {
+                Eval::Live
+            };
         };
         let cache = cache.get_or_insert_with(|| compiled.cache());
         self.eval_with(compiled, cache, hay, c, eof)
