@@ -291,16 +291,18 @@ pub fn reset_signal_handlers() {
     }
 }
 
-/// A command line and environment as `execvpe` takes them, built before any fork.
+/// A command line and environment as `execvpe` takes them, built before any fork. The
+/// environment holds the secrets: its bytes are zeroed when this is dropped.
 pub struct ExecArgs {
     program: std::ffi::CString,
-    _strings: Vec<std::ffi::CString>,
+    /// Each NUL-terminated: the arguments, then `NAME=value` for the environment.
+    strings: Vec<Vec<u8>>,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
 }
 
-// SAFETY: the pointers point into `_strings` (heap buffers owned by this struct, never
-// mutated after construction), so the struct may move between threads like its CStrings.
+// SAFETY: the pointers point into `strings` (heap buffers owned by this struct, never
+// mutated until the drop), so the struct may move between threads like its buffers.
 unsafe impl Send for ExecArgs {}
 // SAFETY: as above; shared access only reads.
 unsafe impl Sync for ExecArgs {}
@@ -312,34 +314,46 @@ impl ExecArgs {
         argv: impl IntoIterator<Item = &'a std::ffi::OsStr>,
         env: impl IntoIterator<Item = (&'a std::ffi::OsStr, &'a std::ffi::OsStr)>,
     ) -> io::Result<ExecArgs> {
-        use std::ffi::CString;
         use std::os::unix::ffi::OsStrExt;
-        let c =
-            |b: &[u8]| CString::new(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
-        let program = c(program.as_bytes())?;
+        let nul = || io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte inside a string");
+        let program = std::ffi::CString::new(program.as_bytes()).map_err(|_| nul())?;
         let mut strings = Vec::new();
         let mut n_args = 0;
         for a in argv {
-            strings.push(c(a.as_bytes())?);
+            strings.push(a.as_bytes().to_vec());
             n_args += 1;
         }
         for (k, v) in env {
-            let mut kv = k.as_bytes().to_vec();
+            let mut kv = Vec::with_capacity(k.len() + v.len() + 2);
+            kv.extend_from_slice(k.as_bytes());
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
-            strings.push(c(&kv)?);
+            strings.push(kv);
         }
-        let ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
-        let mut argv = ptrs[..n_args].to_vec();
-        argv.push(std::ptr::null());
-        let mut envp = ptrs[n_args..].to_vec();
-        envp.push(std::ptr::null());
-        Ok(ExecArgs {
+        let mut args = ExecArgs {
             program,
-            _strings: strings,
-            argv,
-            envp,
-        })
+            strings,
+            argv: Vec::new(),
+            envp: Vec::new(),
+        };
+        // Checked after moving into `args`, so its drop zeroes them on this error too.
+        for s in &mut args.strings {
+            if s.contains(&0) {
+                return Err(nul());
+            }
+            s.push(0);
+        }
+        let ptrs = args
+            .strings
+            .iter()
+            .map(|s| s.as_ptr().cast::<libc::c_char>());
+        args.argv = ptrs
+            .clone()
+            .take(n_args)
+            .chain([std::ptr::null()])
+            .collect();
+        args.envp = ptrs.skip(n_args).chain([std::ptr::null()]).collect();
+        Ok(args)
     }
 
     /// `execvpe`: like std's `execvp` with `environ` set (a file without a `#!` line runs
@@ -356,6 +370,15 @@ impl ExecArgs {
             )
         };
         errno()
+    }
+}
+
+impl Drop for ExecArgs {
+    fn drop(&mut self) {
+        use secrecy::zeroize::Zeroize;
+        for s in &mut self.strings {
+            s.zeroize();
+        }
     }
 }
 

@@ -114,13 +114,7 @@ impl Plan {
         }
         if self.unshared_by_parent() {
             // C1 is PID 1 already: start the command and become its init.
-            let agent = match start_command(stack, command) {
-                Ok(pid) => pid,
-                Err(e) => return (STEP_FORK, e),
-            };
-            restore(affinity);
-            sys::close_all_except(self.status_w);
-            init_loop(agent, self.status_w);
+            return init_of_command(stack, command, affinity, self.status_w);
         }
         if let Err(e) = sys::unshare(self.flags) {
             return (STEP_UNSHARE, e);
@@ -154,13 +148,7 @@ impl Plan {
         if sys::readers_gone(status_w) {
             sys::exit_now(137);
         }
-        let agent = match start_command(stack, command) {
-            Ok(pid) => pid,
-            Err(e) => return (STEP_FORK, e),
-        };
-        restore(affinity);
-        sys::close_all_except(status_w);
-        init_loop(agent, status_w);
+        init_of_command(stack, command, affinity, status_w)
     }
 
     /// Identity maps for the new user namespace. The kernel lets only a dumpable process
@@ -177,16 +165,26 @@ impl Plan {
     }
 }
 
-/// [`sys::vfork_run`] for the command, from a forked launcher child.
+/// In the PID namespace's init: start the command with [`sys::vfork_run`], then reap until
+/// it ends and report its status on `status_w`. Returns only if the command could not be
+/// started.
 #[allow(unsafe_code)]
-fn start_command(
+fn init_of_command(
     stack: &mut sys::CloneStack,
     command: &mut dyn FnMut() -> i32,
-) -> Result<libc::pid_t, i32> {
+    affinity: Option<&sys::CpuSet>,
+    status_w: i32,
+) -> (usize, i32) {
     // SAFETY: this process is a single-threaded fork of the launcher (std's child or the
     // init forked from it) holding no lock; `command` (spawn.rs) makes only syscalls and
     // cannot panic; the stack is this run's own, used by nothing else.
-    unsafe { sys::vfork_run(stack, command) }
+    let agent = match unsafe { sys::vfork_run(stack, command) } {
+        Ok(pid) => pid,
+        Err(e) => return (STEP_FORK, e),
+    };
+    restore(affinity);
+    sys::close_all_except(status_w);
+    init_loop(agent, status_w)
 }
 
 /// Back to the caller's CPU mask (best effort: a process left on one CPU only runs slower).

@@ -195,8 +195,7 @@ pub struct Spawned {
 pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
     let shown = spec.argv[0].to_string_lossy().into_owned();
     let mut cmd = Command::new(&spec.program);
-    cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]);
-    cmd.env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd.arg0(&spec.argv[0]).env_clear();
     cmd.current_dir(spec.cwd);
     cmd.stdin(spec.stdin)
         .stdout(spec.stdout)
@@ -239,6 +238,7 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
     let pin = restore.as_ref().and_then(sys::current_cpu_within);
     // With a PID namespace the command is started by `clone(CLONE_VM)` inside it and execs
     // on its own (std's exec is for the processes above it, which never reach it).
+    // Only one of the two holds the arguments and the environment (the secrets among it).
     let exec = match &pidns {
         Some(_) => Some(
             sys::ExecArgs::new(
@@ -248,7 +248,11 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
             )
             .map_err(SpawnError::Io)?,
         ),
-        None => None,
+        None => {
+            cmd.args(&spec.argv[1..])
+                .envs(spec.env.iter().map(|(k, v)| (k, v)));
+            None
+        }
     };
     let mut stack = match &pidns {
         Some(_) => Some(

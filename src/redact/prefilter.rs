@@ -386,6 +386,11 @@ fn choose_triggers(anchors: &[Vec<u8>]) -> Vec<Vec<u8>> {
         }
         chosen.push(top.piece.to_vec());
     }
+    without_redundant(chosen)
+}
+
+/// `chosen` without any trigger that contains a shorter one (it is redundant).
+fn without_redundant(chosen: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let keep: Vec<bool> = chosen
         .iter()
         .map(|t| !chosen.iter().any(|u| u.len() < t.len() && contains(t, u)))
@@ -462,15 +467,7 @@ mod tests {
             open.retain(|a| !contains(a, &best));
             chosen.push(best);
         }
-        let keep: Vec<bool> = chosen
-            .iter()
-            .map(|t| !chosen.iter().any(|u| u.len() < t.len() && contains(t, u)))
-            .collect();
-        chosen
-            .into_iter()
-            .zip(keep)
-            .filter_map(|(t, k)| k.then_some(t))
-            .collect()
+        without_redundant(chosen)
     }
 
     fn built_in_anchors() -> Vec<Vec<u8>> {

@@ -888,6 +888,22 @@ fn text_strategy(secrets: Vec<String>) -> impl Strategy<Value = (Vec<String>, Ve
     pieces.prop_map(move |p| (secrets.clone(), p.concat()))
 }
 
+/// `input` cut at `cuts` (clamped to its length, in any order) into consecutive chunks.
+fn split_at(input: &[u8], mut cuts: Vec<usize>) -> Vec<&[u8]> {
+    for c in &mut cuts {
+        *c = (*c).min(input.len());
+    }
+    cuts.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut prev = 0;
+    for c in cuts {
+        chunks.push(&input[prev..c]);
+        prev = c;
+    }
+    chunks.push(&input[prev..]);
+    chunks
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -906,15 +922,7 @@ proptest! {
         let expected = naive(&secrets, &input, b"<X>");
         let whole = r.redact_bytes(&input);
         prop_assert_eq!(&whole, &expected);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-        cuts.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut prev = 0;
-        for c in cuts {
-            chunks.push(&input[prev..c]);
-            prev = c;
-        }
-        chunks.push(&input[prev..]);
+        let chunks = split_at(&input, cuts);
         prop_assert_eq!(&push_all(&r, &chunks), &expected);
         prop_assert_eq!(&bytewise(&r, &input), &expected);
         for s in &secrets {
@@ -947,15 +955,7 @@ proptest! {
     ) {
         let r = defaults(&[("PW", "Secret-Value-1234")]);
         let whole = r.redact_bytes(&input);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-        cuts.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut prev = 0;
-        for c in cuts {
-            chunks.push(&input[prev..c]);
-            prev = c;
-        }
-        chunks.push(&input[prev..]);
+        let chunks = split_at(&input, cuts);
         prop_assert_eq!(&push_all(&r, &chunks), &whole);
         prop_assert_eq!(&bytewise(&r, &input), &whole);
     }
