@@ -260,6 +260,33 @@ fn explain_kept_inputs(policy: &Policy, inputs: &secrets::CredentialInputs, say:
     }
 }
 
+/// Every file and directory a later run reads as configuration, secret or audit: the
+/// profile, the profile search directories, the secret sources' files, the Vault login files,
+/// `$CREDENTIALS_DIRECTORY`, the audit log and its directory. The sandbox keeps those inside
+/// a write root read-only for the child, so that no run can set up the next one.
+fn startup_inputs(
+    profile: &Profile,
+    ctx: &Context,
+    inputs: &secrets::CredentialInputs,
+    sink: &AuditSink,
+) -> Vec<PathBuf> {
+    let mut keep = vec![profile.path.clone()];
+    keep.extend(search_dirs(ctx));
+    for s in &profile.secrets {
+        if let secrets::Source::Dotenv { path, .. } | secrets::Source::File { path } = &s.source {
+            keep.push(path.clone());
+        }
+    }
+    keep.extend(inputs.paths.iter().cloned());
+    if let AuditSink::File(log) = sink {
+        keep.push(log.clone());
+        if let Some(dir) = log.parent() {
+            keep.push(dir.to_path_buf());
+        }
+    }
+    keep
+}
+
 fn search_dirs(ctx: &Context) -> Vec<PathBuf> {
     let xdg_config = ctx.var("XDG_CONFIG_HOME").map(PathBuf::from);
     search::search_path(
@@ -479,7 +506,8 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         extra_read: Vec::new(),
         tty: launch.tty.as_ref().and_then(|t| t.slave_path()),
     };
-    let prepared = match sandbox::prepare(&policy, &needs, mode) {
+    let keep = startup_inputs(&profile, &ctx, &inputs, &sink);
+    let prepared = match sandbox::prepare(&policy, &needs, mode, &keep, &ctx.cwd) {
         Ok(p) => p,
         Err(e) => return Err(fail(&mut audit, Fail::setup(e.to_string()))),
     };
@@ -610,7 +638,8 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
             extra_read: Vec::new(),
             tty: None,
         };
-        if let Err(e) = sandbox::prepare(&policy, &needs, Mode::Enforce) {
+        let keep = startup_inputs(&profile, &ctx, &inputs, &profile.audit);
+        if let Err(e) = sandbox::prepare(&policy, &needs, Mode::Enforce, &keep, &ctx.cwd) {
             errors.push(e.to_string());
         }
     }

@@ -45,12 +45,15 @@
 //!
 //! Runs between fork and exec: syscalls only, everything allocated before the fork.
 
+use crate::sandbox::Isolation;
 use crate::sys;
 
 /// The steps that can fail, reported as `(step, errno)` by [`Plan::enter`].
 pub const STEP_UNSHARE: usize = 0;
 pub const STEP_USER_MAP: usize = 1;
 pub const STEP_FORK: usize = 2;
+/// The first of the `sandbox::isolate` steps (network, mounts, memfd), in their order.
+pub const STEP_ISOLATE: usize = 3;
 
 /// Built in the parent, entered in the forked child.
 #[derive(Debug, Clone)]
@@ -103,8 +106,12 @@ impl Plan {
     ///
     /// The command shares its parent's memory until its exec instead of copying it: that
     /// copy was a fork of the launcher's whole address space, thrown away by the exec.
+    ///
+    /// `iso` adds the child's own network and mount namespaces, set up here, before the
+    /// command exists (see `sandbox::isolate`).
     pub fn enter(
         &self,
+        iso: &Isolation,
         affinity: Option<&sys::CpuSet>,
         stack: &mut sys::CloneStack,
         command: &mut dyn FnMut() -> i32,
@@ -112,17 +119,34 @@ impl Plan {
         if let Err(e) = sys::block_all_signals() {
             return (STEP_UNSHARE, e);
         }
+        let isolated =
+            |iso: &Isolation| iso.apply_in_child().map_err(|(s, e)| (STEP_ISOLATE + s, e));
         if self.unshared_by_parent() {
-            // C1 is PID 1 already: start the command and become its init.
+            // C1 is PID 1 already (and root): its own network and mount namespaces, then
+            // start the command and become its init.
+            if iso.unshare_flags() != 0
+                && let Err(e) = sys::unshare(iso.unshare_flags())
+            {
+                return (STEP_UNSHARE, e);
+            }
+            if let Err(e) = isolated(iso) {
+                return e;
+            }
+            if let Err((s, e)) = iso.apply_in_init() {
+                return (STEP_ISOLATE + s, e);
+            }
             return init_of_command(stack, command, affinity, self.status_w);
         }
-        if let Err(e) = sys::unshare(self.flags) {
+        if let Err(e) = sys::unshare(self.flags | iso.unshare_flags()) {
             return (STEP_UNSHARE, e);
         }
         if self.with_user_ns()
             && let Err(e) = self.write_maps()
         {
             return (STEP_USER_MAP, e);
+        }
+        if let Err(e) = isolated(iso) {
+            return e;
         }
         let (status_r, status_w) = match sys::pipe_cloexec() {
             Ok(p) => p,
@@ -147,6 +171,9 @@ impl Plan {
         // end of the status pipe, so a closed read end means C1 died before the line above.
         if sys::readers_gone(status_w) {
             sys::exit_now(137);
+        }
+        if let Err((s, e)) = iso.apply_in_init() {
+            return (STEP_ISOLATE + s, e);
         }
         init_of_command(stack, command, affinity, status_w)
     }

@@ -167,6 +167,9 @@ const STEPS: &[&str] = &[
     "a PID namespace",
     "the user namespace's id maps",
     "the PID namespace's init",
+    "the network namespace's loopback interface",
+    "the read-only mounts of the files later runs read",
+    "vm.memfd_noexec in the PID namespace",
 ];
 /// Report steps past [`STEPS`]: the command's own exec failed (errno), or its set-up failed
 /// with the raw OS code of an `io::Error` (a sandbox step's error is encoded in it).
@@ -261,6 +264,7 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
         ),
         None => None,
     };
+    let no_isolation = crate::sandbox::Isolation::default();
     sys::set_pre_exec(&mut cmd, move || {
         let report = |step: u32, errno: i32| {
             let mut msg = [0u8; 8];
@@ -336,7 +340,11 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
                 127
             };
             // Returns only on a failure before the command was started (see `pidns`).
-            let (step, e) = plan.enter(restore.as_ref(), stack, &mut command);
+            let iso = match &confine {
+                Some(c) => c.isolation(),
+                None => &no_isolation,
+            };
+            let (step, e) = plan.enter(iso, restore.as_ref(), stack, &mut command);
             return fail(6 + step, e);
         }
         become_command()

@@ -299,7 +299,16 @@ fn escapes(as_user: Option<u32>, tag: &str) {
         extra_read: vec![],
         tty: None,
     };
-    let prepared = Arc::new(prepare(&policy, &needs, Mode::Enforce).unwrap());
+    let prepared = Arc::new(
+        prepare(
+            &policy,
+            &needs,
+            Mode::Enforce,
+            &[],
+            std::path::Path::new("/"),
+        )
+        .unwrap(),
+    );
     let r = prepared.report();
     assert_eq!(
         (r.fs, r.net, r.scope, r.seccomp),
@@ -457,7 +466,16 @@ fn abstract_socket_is_scoped() {
         extra_read: vec![],
         tty: None,
     };
-    let prepared = Arc::new(prepare(&policy, &needs, Mode::Enforce).unwrap());
+    let prepared = Arc::new(
+        prepare(
+            &policy,
+            &needs,
+            Mode::Enforce,
+            &[],
+            std::path::Path::new("/"),
+        )
+        .unwrap(),
+    );
     let code = r#"
 import errno, os, socket
 s = socket.socket(socket.AF_UNIX)
@@ -554,7 +572,16 @@ fn default_policy_runs_ordinary_programs() {
             extra_read: vec![],
             tty: None,
         };
-        let prepared = Arc::new(prepare(&policy, &needs, Mode::Enforce).unwrap());
+        let prepared = Arc::new(
+            prepare(
+                &policy,
+                &needs,
+                Mode::Enforce,
+                &[],
+                std::path::Path::new("/"),
+            )
+            .unwrap(),
+        );
         let out = run_confined(prepared, None, &proj, &env, prog, &args);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -581,7 +608,14 @@ fn child_setup_failure_is_reported_not_run() {
         extra_read: vec![],
         tty: None,
     };
-    let mut prepared = prepare(&policy, &needs, Mode::Enforce).unwrap();
+    let mut prepared = prepare(
+        &policy,
+        &needs,
+        Mode::Enforce,
+        &[],
+        std::path::Path::new("/"),
+    )
+    .unwrap();
     // A filter the kernel rejects (an invalid opcode).
     prepared.filter = Some(vec![libc::sock_filter {
         code: 0xffff,
@@ -618,7 +652,16 @@ fn foreign_syscall_abi_is_killed() {
         extra_read: vec![],
         tty: None,
     };
-    let prepared = Arc::new(prepare(&policy, &needs, Mode::Enforce).unwrap());
+    let prepared = Arc::new(
+        prepare(
+            &policy,
+            &needs,
+            Mode::Enforce,
+            &[],
+            std::path::Path::new("/"),
+        )
+        .unwrap(),
+    );
     // The "program" is this test binary's own child side: after fork, a raw int 0x80.
     let mut cmd = Command::new("/bin/true");
     // SAFETY: after the sandbox is applied the closure issues one raw `int 0x80` (getpid in the
@@ -663,7 +706,16 @@ fn explicit_store_rule_grants_it() {
         extra_read: vec![],
         tty: None,
     };
-    let prepared = Arc::new(prepare(&policy, &needs, Mode::Enforce).unwrap());
+    let prepared = Arc::new(
+        prepare(
+            &policy,
+            &needs,
+            Mode::Enforce,
+            &[],
+            std::path::Path::new("/"),
+        )
+        .unwrap(),
+    );
     let out = run_confined(
         prepared,
         None,
@@ -721,6 +773,7 @@ fn ruleset_takes_each_grants_type_from_its_fd() {
         filter: None,
         last_cap: sys::last_cap(),
         enforcement: expected(&policy, Mode::Enforce, &abi, true).0,
+        isolation: super::Isolation::default(),
     });
     let out = run_confined(
         prepared,
@@ -758,7 +811,16 @@ fn terminal_usable_but_no_injection() {
         extra_read: vec![],
         tty: Some(tty.clone()),
     };
-    let prepared = Arc::new(prepare(&policy, &needs, Mode::Enforce).unwrap());
+    let prepared = Arc::new(
+        prepare(
+            &policy,
+            &needs,
+            Mode::Enforce,
+            &[],
+            std::path::Path::new("/"),
+        )
+        .unwrap(),
+    );
     let code = r#"
 import ctypes, errno, os, termios
 libc = ctypes.CDLL(None, use_errno=True)

@@ -14,6 +14,7 @@
 //! New session, parent-death signal, fd hygiene and PID namespaces are the launcher's job.
 
 mod fsplan;
+mod isolate;
 mod landlock;
 mod policy;
 mod seccomp;
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use fsplan::{FsAccess, FsGrant, FsPlan};
+pub use isolate::{Isolation, IsolationReport, wants_own_network};
 pub use landlock::PINNED_ABI;
 pub use policy::{CREDENTIAL_STORES, GiveBack, Policy, SandboxSection};
 
@@ -132,6 +134,8 @@ pub struct Enforcement {
     pub denied_syscalls: Vec<&'static str>,
     /// Whether the child gets its own PID namespace (no survivors if agentrun is killed).
     pub pid_namespace: PidNamespace,
+    /// Its own network namespace, and what is read-only in its own mount namespace.
+    pub isolation: IsolationReport,
 }
 
 /// Built in the parent; applied in the child.
@@ -141,6 +145,7 @@ pub struct Prepared {
     filter: Option<Vec<libc::sock_filter>>,
     last_cap: u32,
     enforcement: Enforcement,
+    isolation: Isolation,
 }
 
 /// A failure in the child between fork and exec: which step, and the errno.
@@ -213,14 +218,62 @@ impl From<ChildSetupError> for std::io::Error {
 ///
 /// Every mode also probes for a PID namespace (the launcher's "no survivors"); its
 /// availability is part of the report.
-pub fn prepare(policy: &Policy, needs: &ChildNeeds, mode: Mode) -> Result<Prepared, SandboxError> {
+///
+/// `startup_inputs` are the files and directories a later run reads (profile, search
+/// directories, secret sources, the audit log): those inside a write root are made
+/// read-only in the child's own mount namespace, with each `.git` directly inside a write
+/// root (see `isolate`). A policy without network ports gets its own network namespace.
+/// Both need the namespaces the PID namespace comes with; without them enforce mode
+/// refuses.
+pub fn prepare(
+    policy: &Policy,
+    needs: &ChildNeeds,
+    mode: Mode,
+    startup_inputs: &[PathBuf],
+    cwd: &std::path::Path,
+) -> Result<Prepared, SandboxError> {
     let abi = landlock::kernel_abi();
     let mut p = prepare_for_kernel(policy, needs, mode, abi, sys::seccomp_available())?;
     p.enforcement.pid_namespace = pid_namespace();
-    if !p.enforcement.pid_namespace.available {
-        let n = format!("no PID namespace: {}", p.enforcement.pid_namespace.how);
+    let pidns = p.enforcement.pid_namespace.clone();
+    if !pidns.available {
+        let n = format!("no PID namespace: {}", pidns.how);
         p.enforcement.notes.push(n);
     }
+    if mode == Mode::Unconfined {
+        return Ok(p);
+    }
+    let root = pidns.flags == libc::CLONE_NEWPID && nix::unistd::geteuid().is_root();
+    let (iso, report) = isolate::plan(policy, startup_inputs, cwd, root);
+    if iso.unshare_flags() != 0 && !pidns.available {
+        let mut missing = Vec::new();
+        if iso.net {
+            missing.push(format!(
+                "a network namespace of its own for a policy without ports ({})",
+                pidns.how
+            ));
+        }
+        if iso.needs_mount_ns() {
+            missing.push(format!(
+                "a mount namespace to keep {} read-only",
+                report
+                    .read_only
+                    .iter()
+                    .map(|r| r.path.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if mode == Mode::Enforce {
+            return Err(SandboxError::Unsupported { missing });
+        }
+        p.enforcement
+            .notes
+            .extend(missing.into_iter().map(|m| format!("not enforced: {m}")));
+        return Ok(p);
+    }
+    p.isolation = iso;
+    p.enforcement.isolation = report;
     Ok(p)
 }
 
@@ -240,6 +293,7 @@ fn prepare_for_kernel(
             filter: None,
             last_cap,
             enforcement: e,
+            isolation: Isolation::default(),
         });
     }
     if mode == Mode::Enforce && !missing.is_empty() {
@@ -265,6 +319,7 @@ fn prepare_for_kernel(
         filter,
         last_cap,
         enforcement: e,
+        isolation: Isolation::default(),
     })
 }
 
@@ -330,6 +385,7 @@ fn expected(
             how: "not probed".into(),
             flags: 0,
         },
+        isolation: IsolationReport::default(),
     };
     (e, missing)
 }
@@ -374,6 +430,11 @@ impl Prepared {
     pub fn pid_namespace_flags(&self) -> Option<libc::c_int> {
         let p = &self.enforcement.pid_namespace;
         (p.available && p.flags != 0).then_some(p.flags)
+    }
+
+    /// The network and mount namespaces that come with the PID namespace (see `isolate`).
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
     }
 }
 

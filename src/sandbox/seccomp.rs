@@ -97,6 +97,9 @@ const DENY: &[(&str, libc::c_long, Option<GiveBack>)] = &[
     ("ioperm", libc::SYS_ioperm, None),
     #[cfg(target_arch = "x86_64")]
     ("uselib", libc::SYS_uselib, None),
+    // Per-process segment descriptors: a classic kernel attack surface no agent needs.
+    #[cfg(target_arch = "x86_64")]
+    ("modify_ldt", libc::SYS_modify_ldt, None),
     ("acct", libc::SYS_acct, None),
     ("swapon", libc::SYS_swapon, None),
     ("swapoff", libc::SYS_swapoff, None),
@@ -132,6 +135,11 @@ const PERSONALITY_OK: [u32; 5] = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541c;
 const IPPROTO_TCP: u32 = 6;
+/// `sendto`/`sendmsg`/`sendmmsg` flag that connects on the way (TCP Fast Open): the
+/// implicit connect never reaches Landlock's port check.
+const MSG_FASTOPEN: u32 = 0x2000_0000;
+/// `setsockopt(IPPROTO_TCP, TCP_FASTOPEN_CONNECT)`: defers the connect to the first write.
+const TCP_FASTOPEN_CONNECT: u32 = 30;
 const IPPROTO_UDP: u32 = 17;
 const SOCK_TYPE_MASK: u32 = 0xf;
 
@@ -156,6 +164,14 @@ fn denied(
         .filter(|(_, _, g)| g.is_none_or(|g| !policy.allows(g)))
 }
 
+/// Whether `listen` is refused: without `bind` ports it would autobind an ephemeral port that
+/// Landlock never sees. A policy without any ports runs in its own network namespace, where
+/// a listener only reaches the child's own loopback, so it may listen there (unix sockets
+/// too).
+fn denies_listen(policy: &Policy) -> bool {
+    policy.bind.is_empty() && !super::wants_own_network(policy)
+}
+
 /// The names the filter denies for this policy (for `explain`).
 pub fn denied_names(policy: &Policy) -> Vec<&'static str> {
     let mut v: Vec<&'static str> = denied(policy).map(|(n, _, _)| *n).collect();
@@ -163,7 +179,12 @@ pub fn denied_names(policy: &Policy) -> Vec<&'static str> {
         "clone3 (ENOSYS)",
         "clone with namespace flags",
         "ioctl TIOCSTI/TIOCLINUX",
+        "sendto/sendmsg/sendmmsg with MSG_FASTOPEN",
+        "setsockopt TCP_FASTOPEN_CONNECT",
     ]);
+    if denies_listen(policy) {
+        v.push("listen (no bind ports: it would autobind one)");
+    }
     if !policy.allows(GiveBack::Personality) {
         v.push("personality (other than PER_LINUX/PER_LINUX32/UNAME26/query)");
     }
@@ -175,6 +196,7 @@ pub(crate) fn build(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxEr
     let mut a = Asm::default();
     let [allow, deny, enosys, kill] = [(); 4].map(|()| a.label());
     let [socket, clone, ioctl, personality] = [(); 4].map(|()| a.label());
+    let [send_a2, send_a3, setsockopt] = [(); 3].map(|()| a.label());
     let check_personality = !policy.allows(GiveBack::Personality);
 
     // Where each syscall number goes; every number not listed is allowed.
@@ -186,7 +208,14 @@ pub(crate) fn build(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxEr
         (libc::SYS_socket as u32, socket),
         (libc::SYS_clone as u32, clone),
         (libc::SYS_ioctl as u32, ioctl),
+        (libc::SYS_sendto as u32, send_a3),
+        (libc::SYS_sendmmsg as u32, send_a3),
+        (libc::SYS_sendmsg as u32, send_a2),
+        (libc::SYS_setsockopt as u32, setsockopt),
     ]);
+    if denies_listen(policy) {
+        routes.push((libc::SYS_listen as u32, deny));
+    }
     if check_personality {
         routes.push((libc::SYS_personality as u32, personality));
     }
@@ -208,6 +237,20 @@ pub(crate) fn build(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxEr
     a.bind(ioctl);
     a.load(data_arg(1));
     a.jeq_any([TIOCSTI, TIOCLINUX], deny, allow);
+    // sendto(fd, buf, len, flags, ...), sendmmsg(fd, vec, vlen, flags)
+    a.bind(send_a3);
+    a.load(data_arg(3));
+    a.jset(MSG_FASTOPEN, deny, allow);
+    // sendmsg(fd, msg, flags)
+    a.bind(send_a2);
+    a.load(data_arg(2));
+    a.jset(MSG_FASTOPEN, deny, allow);
+    // setsockopt(fd, level, optname, ...)
+    a.bind(setsockopt);
+    a.load(data_arg(1));
+    a.jeq(IPPROTO_TCP, NEXT, allow);
+    a.load(data_arg(2));
+    a.jeq(TCP_FASTOPEN_CONNECT, deny, allow);
     if check_personality {
         // personality(persona)
         a.bind(personality);
@@ -525,6 +568,12 @@ pub(crate) mod tests {
             libc::SYS_socket => expected_socket(p, int(0) as i32, int(1) as i32, int(2) as i32),
             libc::SYS_clone if CLONE_NS_FLAGS.iter().any(|&f| int(0) & f != 0) => EPERM,
             libc::SYS_ioctl if [TIOCSTI, TIOCLINUX].contains(&int(1)) => EPERM,
+            libc::SYS_sendto | libc::SYS_sendmmsg if int(3) & MSG_FASTOPEN != 0 => EPERM,
+            libc::SYS_sendmsg if int(2) & MSG_FASTOPEN != 0 => EPERM,
+            libc::SYS_setsockopt if int(1) == IPPROTO_TCP && int(2) == TCP_FASTOPEN_CONNECT => {
+                EPERM
+            }
+            libc::SYS_listen if p.bind.is_empty() && !super::super::wants_own_network(p) => EPERM,
             libc::SYS_personality
                 if !p.allows(GiveBack::Personality) && !PERSONALITY_OK.contains(&int(0)) =>
             {
@@ -550,6 +599,17 @@ pub(crate) mod tests {
     fn policies() -> Vec<Policy> {
         let all: Vec<String> = GiveBack::ALL.iter().map(|g| g.name().into()).collect();
         let mut v = vec![policy(SandboxSection::default())];
+        for (connect, bind) in [
+            (vec![443], vec![]),
+            (vec![], vec![8080]),
+            (vec![443], vec![8080]),
+        ] {
+            v.push(policy(SandboxSection {
+                connect,
+                bind,
+                ..Default::default()
+            }));
+        }
         for g in GiveBack::ALL {
             v.push(policy(SandboxSection {
                 allow_syscalls: vec![g.name().into()],
@@ -624,6 +684,28 @@ pub(crate) mod tests {
         calls.extend(clone_flags.map(|f| (libc::SYS_clone, [f, 0, 0, 0, 0, 0])));
         calls.extend(requests.map(|r| (libc::SYS_ioctl, [3, r, 0, 0, 0, 0])));
         calls.extend(personas.map(|v| (libc::SYS_personality, [v, 0, 0, 0, 0, 0])));
+        for flags in [
+            0,
+            0x4000,
+            0x2000_0000,
+            0x2000_4040,
+            0x1_0000_0000,
+            0x1_2000_0000,
+        ] {
+            calls.push((libc::SYS_sendto, [3, 0, 1, flags, 0, 0]));
+            calls.push((libc::SYS_sendmmsg, [3, 0, 1, flags, 0, 0]));
+            calls.push((libc::SYS_sendmsg, [3, 0, flags, 0, 0, 0]));
+        }
+        for (level, name) in [
+            (6, 30),
+            (6, 23),
+            (1, 30),
+            (6, 1),
+            (1 << 32 | 6, 30),
+            (6, 1 << 32 | 30),
+        ] {
+            calls.push((libc::SYS_setsockopt, [3, level, name, 0, 0, 0]));
+        }
         let types = (0..=10).flat_map(|t| {
             [0, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC].map(|f| u64::from((t | f) as u32))
         });
@@ -652,6 +734,10 @@ pub(crate) mod tests {
             libc::SYS_clone,
             libc::SYS_ioctl,
             libc::SYS_personality,
+            libc::SYS_sendto,
+            libc::SYS_sendmsg,
+            libc::SYS_sendmmsg,
+            libc::SYS_setsockopt,
         ];
         for p in policies() {
             let prog = build(&p).unwrap();

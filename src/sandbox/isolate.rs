@@ -1,0 +1,309 @@
+//! The child's own network and mount namespaces: no network but loopback, and the files a
+//! later run reads made read-only.
+//!
+//! Two classes of escape are closed here, at the kernel, rather than by a deny-list:
+//!
+//! - **Implicit connects.** Landlock checks TCP ports at `connect()` and `bind()`, but
+//!   `sendto(MSG_FASTOPEN)` connects without `connect()`, and `listen()` autobinds a port. A
+//!   policy without network ports gets a network namespace of its own with only `lo` up, so
+//!   no socket reaches anything outside it, however it was opened.
+//! - **Persistence across runs.** Landlock cannot take one file out of a granted directory,
+//!   so a child allowed to write the working directory could rewrite the profile, a `.env`, a
+//!   `file:` source, the audit log or `.git/config` for the next run (or for the operator's
+//!   next `git status`). In a private mount namespace each of those that lies inside a write
+//!   root is bind-mounted onto itself read-only. A mount point cannot be unlinked or renamed
+//!   over (`EBUSY`), so the file cannot be replaced either; and each directory between the
+//!   write root and the protected path is bind-mounted onto itself (read-write), so no
+//!   ancestor can be renamed away and recreated around it.
+//!
+//! Planned in the parent ([`plan`]), applied in the forked child right after `unshare`
+//! ([`Isolation::apply_in_child`]): syscalls only. The mounts never propagate back: the new
+//! namespace's mounts are made slaves of the old ones first.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::Policy;
+use crate::sys;
+
+/// What [`Isolation::apply_in_child`] does, in order; a failure names its step.
+pub const STEP_NET: usize = 0;
+pub const STEP_MOUNTS: usize = 1;
+pub const STEP_MEMFD: usize = 2;
+
+/// Built in the parent; applied in the child after `unshare`.
+#[derive(Debug, Clone, Default)]
+pub struct Isolation {
+    /// A network namespace of its own (loopback only).
+    pub net: bool,
+    /// Directories bound onto themselves so that they cannot be renamed (parents first).
+    anchors: Vec<CString>,
+    /// Paths bound onto themselves read-only.
+    read_only: Vec<CString>,
+    /// The working directory, entered again after the mounts (the old one would still
+    /// resolve paths beneath it on the mounts underneath).
+    cwd: Option<CString>,
+    /// Set `vm.memfd_noexec = 2` in the child's PID namespace (root only; see the threat
+    /// model): a memfd cannot be made executable.
+    pub memfd_noexec: bool,
+}
+
+/// What the audit log and `explain` show of the isolation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IsolationReport {
+    /// Whether the child has a network namespace of its own (loopback only).
+    pub own_network: bool,
+    /// Paths read-only inside the child's mount namespace, and why.
+    pub read_only: Vec<ReadOnly>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadOnly {
+    pub path: PathBuf,
+    pub why: &'static str,
+}
+
+impl Isolation {
+    /// Extra `unshare` flags this needs.
+    pub fn unshare_flags(&self) -> libc::c_int {
+        let mut f = 0;
+        if self.net {
+            f |= libc::CLONE_NEWNET;
+        }
+        if self.needs_mount_ns() {
+            f |= libc::CLONE_NEWNS;
+        }
+        f
+    }
+
+    pub fn needs_mount_ns(&self) -> bool {
+        !self.read_only.is_empty()
+    }
+
+    /// In the forked child, after `unshare(unshare_flags())`: bring `lo` up and make the
+    /// mounts. Syscalls only. Returns `(step, errno)` on failure.
+    pub fn apply_in_child(&self) -> Result<(), (usize, i32)> {
+        if self.net {
+            sys::loopback_up().map_err(|e| (STEP_NET, e))?;
+        }
+        if self.needs_mount_ns() {
+            sys::mounts_slave_recursive().map_err(|e| (STEP_MOUNTS, e))?;
+            for a in &self.anchors {
+                sys::bind_onto_itself(a).map_err(|e| (STEP_MOUNTS, e))?;
+            }
+            for p in &self.read_only {
+                sys::bind_onto_itself(p).map_err(|e| (STEP_MOUNTS, e))?;
+                sys::make_read_only(p).map_err(|e| (STEP_MOUNTS, e))?;
+            }
+            if let Some(cwd) = &self.cwd {
+                sys::chdir(cwd).map_err(|e| (STEP_MOUNTS, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// In the process that is the PID namespace's init (root only): no executable memfds.
+    /// A kernel without the setting (before 6.3) is not an error.
+    pub fn apply_in_init(&self) -> Result<(), (usize, i32)> {
+        if self.memfd_noexec {
+            match sys::write_file(c"/proc/sys/vm/memfd_noexec", b"2") {
+                Ok(()) | Err(libc::ENOENT) => {}
+                Err(e) => return Err((STEP_MEMFD, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `policy` gets a network namespace of its own: no TCP port to connect to or bind,
+/// and no UDP. (Pathname unix sockets are files, not network: they work either way.)
+pub fn wants_own_network(policy: &Policy) -> bool {
+    policy.connect.is_empty() && policy.bind.is_empty() && !policy.udp
+}
+
+/// Plans the isolation: `keep` lists the files and directories a later run reads as
+/// configuration, secret or audit (profile, search directories, sources, the log); each `.git` directly inside a write root is added unless the policy names it
+/// (or a path inside it) in `write`. Only paths inside a write root need a mount: the others
+/// are not writable under Landlock anyway.
+pub fn plan(
+    policy: &Policy,
+    keep: &[PathBuf],
+    cwd: &Path,
+    root: bool,
+) -> (Isolation, IsolationReport) {
+    let roots: Vec<PathBuf> = policy
+        .write
+        .iter()
+        .filter_map(|w| std::fs::canonicalize(w).ok())
+        .collect();
+    let mut wanted: Vec<(PathBuf, &'static str)> = Vec::new();
+    for p in keep {
+        if let Ok(c) = std::fs::canonicalize(p) {
+            wanted.push((
+                c,
+                "read by later runs (profile, secret source or audit log)",
+            ));
+        }
+    }
+    for w in &roots {
+        for g in git_paths(w) {
+            let named = policy
+                .write
+                .iter()
+                .any(|p| std::fs::canonicalize(p).is_ok_and(|c| c.starts_with(&g)));
+            if !named {
+                wanted.push((
+                    g,
+                    "git metadata: its config and hooks run outside the sandbox",
+                ));
+            }
+        }
+    }
+    // Inside a write root, and not inside another protected path.
+    wanted.retain(|(p, _)| roots.iter().any(|w| p.starts_with(w)));
+    wanted.sort();
+    wanted.dedup_by(|b, a| b.0.starts_with(&a.0));
+
+    let mut anchors: Vec<PathBuf> = Vec::new();
+    for (p, _) in &wanted {
+        // The outermost write root holding p: its own parent is not writable.
+        let Some(w) = roots
+            .iter()
+            .filter(|w| p.starts_with(w))
+            .min_by_key(|w| w.components().count())
+        else {
+            continue;
+        };
+        let mut d = p.parent();
+        while let Some(dir) = d {
+            if dir == w.as_path() || !dir.starts_with(w) {
+                break;
+            }
+            anchors.push(dir.to_path_buf());
+            d = dir.parent();
+        }
+    }
+    anchors.sort_by_key(|a| a.components().count());
+    anchors.dedup();
+    anchors.retain(|a| !wanted.iter().any(|(p, _)| a.starts_with(p)));
+
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).ok();
+    let iso = Isolation {
+        net: wants_own_network(policy),
+        anchors: anchors.iter().filter_map(|a| c(a)).collect(),
+        read_only: wanted.iter().filter_map(|(p, _)| c(p)).collect(),
+        cwd: if wanted.is_empty() { None } else { c(cwd) },
+        memfd_noexec: root,
+    };
+    let report = IsolationReport {
+        own_network: iso.net,
+        read_only: wanted
+            .into_iter()
+            .map(|(path, why)| ReadOnly { path, why })
+            .collect(),
+    };
+    (iso, report)
+}
+
+/// `W/.git`, and when it is a file (`gitdir: PATH`, as in worktrees and submodules) the
+/// directory it points to as well. Canonical paths of what exists.
+fn git_paths(w: &Path) -> Vec<PathBuf> {
+    let g = w.join(".git");
+    let Ok(meta) = std::fs::symlink_metadata(&g) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Ok(c) = std::fs::canonicalize(&g) {
+        out.push(c);
+    }
+    if meta.is_file()
+        && let Ok(text) = std::fs::read_to_string(&g)
+        && let Some(dir) = text.lines().next().and_then(|l| l.strip_prefix("gitdir:"))
+        && let Ok(c) = std::fs::canonicalize(w.join(dir.trim()))
+    {
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sandbox::SandboxSection;
+
+    fn policy(dir: &Path, write: &[&str]) -> Policy {
+        let s = SandboxSection {
+            write: Some(write.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        Policy::resolve(Some(&s), dir, None, None).unwrap()
+    }
+
+    #[test]
+    fn protects_inputs_and_git_inside_write_roots_with_their_ancestors_anchored() {
+        let t = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(t.path()).unwrap();
+        std::fs::create_dir_all(d.join("w/a/b")).unwrap();
+        std::fs::create_dir_all(d.join("w/.git/hooks")).unwrap();
+        std::fs::write(d.join("w/a/b/.env"), "K=v\n").unwrap();
+        std::fs::write(d.join("outside.toml"), "").unwrap();
+        let p = policy(&d, &["./w"]);
+        let keep = vec![
+            d.join("w/a/b/.env"),
+            d.join("outside.toml"),
+            d.join("w/missing"),
+        ];
+        let (iso, report) = plan(&p, &keep, &d.join("w"), false);
+        let ro: Vec<&Path> = report.read_only.iter().map(|r| r.path.as_path()).collect();
+        assert_eq!(
+            ro,
+            [d.join("w/.git").as_path(), d.join("w/a/b/.env").as_path()]
+        );
+        let anchors: Vec<String> = iso
+            .anchors
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            anchors,
+            [
+                d.join("w/a").display().to_string(),
+                d.join("w/a/b").display().to_string()
+            ]
+        );
+        assert!(iso.net, "no ports: own network namespace");
+        assert_eq!(iso.unshare_flags(), libc::CLONE_NEWNET | libc::CLONE_NEWNS);
+    }
+
+    #[test]
+    fn a_git_dir_named_in_write_stays_writable() {
+        let t = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(t.path()).unwrap();
+        std::fs::create_dir_all(d.join("w/.git")).unwrap();
+        let p = policy(&d, &["./w", "./w/.git"]);
+        let (iso, report) = plan(&p, &[], &d.join("w"), false);
+        assert!(report.read_only.is_empty(), "{report:?}");
+        assert_eq!(iso.unshare_flags(), libc::CLONE_NEWNET);
+    }
+
+    #[test]
+    fn ports_keep_the_host_network() {
+        let t = tempfile::tempdir().unwrap();
+        let s = SandboxSection {
+            connect: vec![443],
+            ..Default::default()
+        };
+        let p = Policy::resolve(Some(&s), t.path(), None, None).unwrap();
+        assert!(!wants_own_network(&p));
+        let s = SandboxSection {
+            udp: true,
+            ..Default::default()
+        };
+        let p = Policy::resolve(Some(&s), t.path(), None, None).unwrap();
+        assert!(!wants_own_network(&p));
+    }
+}
