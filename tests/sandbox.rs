@@ -250,6 +250,23 @@ def unix(addr):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(addr)
 
+def tfo_sendto(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.sendto(b"exfiltrated", 0x20000000, ("127.0.0.1", port))
+
+def tfo_sendmsg(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.sendmsg([b"exfiltrated"], [], 0x20000000, ("127.0.0.1", port))
+
+def tfo_connect_opt():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_TCP, 30, 1)
+
+def listen_autobind():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.listen(1)
+    return "ok:" + str(s.getsockname()[1])
+
 def tiocsti():
     r = libc.ioctl(0, 0x5412, ctypes.c_char_p(b"x"))
     return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
@@ -283,6 +300,10 @@ attempt("exec_from_work", lambda: subprocess.run([work + "/run.sh"]) and None)
 attempt("tcp_denied", lambda: connect(int(E["DENIED_PORT"])))
 attempt("tcp_allowed", lambda: connect(int(E["ALLOWED_PORT"])))
 attempt("mptcp_denied", lambda: connect(int(E["DENIED_PORT"]), 262))
+attempt("tfo_sendto", lambda: tfo_sendto(int(E["DENIED_PORT"])))
+attempt("tfo_sendmsg", lambda: tfo_sendmsg(int(E["DENIED_PORT"])))
+attempt("tfo_connect_opt", tfo_connect_opt)
+attempt("listen_autobind", listen_autobind)
 attempt("udp", udp)
 attempt("unix_abstract", lambda: unix("\0" + E["ABSTRACT"]))
 attempt("unix_path", lambda: unix(E["UNIX_PATH"]))
@@ -293,6 +314,7 @@ attempt("mount", lambda: sc("mount", 0, 0, 0, 0, 0))
 attempt("bpf", lambda: sc("bpf", 0, 0, 0))
 attempt("io_uring_setup", lambda: sc("io_uring_setup", 1, 0))
 attempt("keyctl", lambda: sc("keyctl", 0, -3, 0))
+attempt("modify_ldt", lambda: sc("modify_ldt", 0, 0, 0))
 attempt("tiocsti", tiocsti)
 with open("/proc/self/status") as f:
     for line in f:
@@ -351,6 +373,7 @@ fn escapes(who: As, tag: &str) {
         ("NR_keyctl", libc::SYS_keyctl),
         ("NR_ptrace", libc::SYS_ptrace),
         ("NR_process_vm_readv", libc::SYS_process_vm_readv),
+        ("NR_modify_ldt", libc::SYS_modify_ldt),
     ];
     let mut set: Vec<String> = nr.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
     for (k, v) in [
@@ -472,6 +495,13 @@ log = "{}"
         ("tcp_denied", "EACCES"),
         ("tcp_allowed", "ok"),
         ("mptcp_denied", "EPERM"),
+        // TCP Fast Open connects without connect(): seccomp refuses the flag and the
+        // socket option; listen() without bind ports would autobind one.
+        ("tfo_sendto", "EPERM"),
+        ("tfo_sendmsg", "EPERM"),
+        ("tfo_connect_opt", "EPERM"),
+        ("listen_autobind", "EPERM"),
+        ("modify_ldt", "EPERM"),
         ("udp", "EPERM"),
         ("unix_abstract", "EPERM"),
         ("unix_path", "EPERM"),
@@ -882,4 +912,281 @@ fn signals_and_exit_codes_through_the_pid_namespace() {
         assert!(got.contains("got-TERM"), "{who:?}: {got}");
         assert_eq!(child.wait().unwrap().code(), Some(9), "{who:?}");
     }
+}
+
+// --- Issue 9: implicit connects, and a run that sets up the next one ---------------------
+
+/// What a child without network ports tries: every way out to a listener on the host's
+/// loopback, and a listener of its own.
+const NO_NETWORK: &str = r#"
+import errno, os, socket
+port = int(os.environ["HOST_PORT"])
+def attempt(name, fn):
+    try:
+        r = fn()
+        res = "ok" if r is None else r
+    except OSError as e:
+        res = errno.errorcode.get(e.errno, str(e.errno))
+    print(f"{name}={res}", flush=True)
+def tcp():
+    s = socket.socket(); s.settimeout(3); s.connect(("127.0.0.1", port))
+def tfo_sendto():
+    s = socket.socket(); s.sendto(b"exfiltrated", 0x20000000, ("127.0.0.1", port))
+def tfo_sendmsg():
+    s = socket.socket(); s.sendmsg([b"exfiltrated"], [], 0x20000000, ("127.0.0.1", port))
+attempt("tcp", tcp)
+attempt("tfo_sendto", tfo_sendto)
+attempt("tfo_sendmsg", tfo_sendmsg)
+ifaces = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])
+print("ifaces=" + ",".join(ifaces), flush=True)
+"#;
+
+fn no_ports_no_network(who: As, tag: &str) {
+    if !can_run_as(tag, who) || !kernel_ready(tag) {
+        return;
+    }
+    let s = scratch();
+    let work = s.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let port = host.local_addr().unwrap().port();
+    let audit = s.path().join("audit/audit.jsonl");
+    let profile = s.file(
+        "profiles/nonet.toml",
+        &format!(
+            "version = 1\n[env]\npass = [\"PATH\"]\nset = {{ HOST_PORT = \"{port}\", WORK = \"{}\" }}\n",
+            work.display()
+        ),
+    );
+    hand_over(&s, who);
+    let o = run(
+        &s,
+        who,
+        &work,
+        &[
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--profile",
+            profile.to_str().unwrap(),
+            "--",
+            PYTHON,
+            "-c",
+            NO_NETWORK,
+        ],
+    );
+    let got = results(&o.stdout);
+    assert_eq!(o.code, 0, "{tag}: {o:?}");
+    // Landlock refuses the port and seccomp the Fast Open flag, as in any policy; beneath
+    // them, the child's network namespace holds nothing but its own loopback.
+    for (k, v) in [
+        ("tcp", "EACCES"),
+        ("tfo_sendto", "EPERM"),
+        ("tfo_sendmsg", "EPERM"),
+        ("ifaces", "lo"),
+    ] {
+        assert_eq!(got.get(k).map(String::as_str), Some(v), "{tag}: {k}: {o:?}");
+    }
+    // From the outside: the host's listener saw nothing.
+    assert!(
+        host.accept().is_err(),
+        "{tag}: the host's listener accepted"
+    );
+    let events = audit_events(&audit);
+    let sandbox = events.iter().find(|e| e["event"] == "sandbox").unwrap();
+    assert_eq!(
+        sandbox["isolation"]["own_network"], true,
+        "{tag}: {sandbox}"
+    );
+}
+
+#[test]
+fn no_ports_means_no_network_as_root() {
+    no_ports_no_network(As::Root, "no_ports_means_no_network_as_root");
+}
+
+#[test]
+fn no_ports_means_no_network_as_nobody() {
+    no_ports_no_network(As::Nobody, "no_ports_means_no_network_as_nobody");
+}
+
+/// Run 1's child tries to set up run 2: rewrite or plant a profile, rewrite the `.env` and a
+/// `file:` source (or swap it for a link to a key), move a directory holding a source away
+/// and recreate it, forge or cut the audit log, and plant a `core.fsmonitor` command in
+/// `.git/config`. Its own files in the working directory stay its to change.
+const PERSIST: &str = r##"
+import errno, os
+def attempt(name, fn):
+    try:
+        r = fn()
+        res = "ok" if r is None else r
+    except OSError as e:
+        res = errno.errorcode.get(e.errno, str(e.errno))
+    print(f"{name}={res}", flush=True)
+def append(p, text):
+    with open(p, "a") as f:
+        f.write(text)
+def write(p, text):
+    with open(p, "w") as f:
+        f.write(text)
+def swap_for_link(p, target):
+    os.unlink(p)
+    os.symlink(target, p)
+def move_and_recreate():
+    os.rename("sub", "sub.old")
+    os.makedirs("sub/deep")
+    write("sub/deep/token.txt", "planted")
+attempt("profile_append", lambda: append("profiles/p.toml", '\n[sandbox]\nread = ["/"]\n'))
+attempt("profile_plant", lambda: write("profiles/evil.toml", "version = 1\n"))
+attempt("profiles_rename", lambda: os.rename("profiles", "profiles.old"))
+attempt("dotenv_rewrite", lambda: write(".env", "API_KEY=${VAULT_TOKEN}\n"))
+attempt("dotenv_unlink", lambda: os.unlink(".env"))
+attempt("token_swap", lambda: swap_for_link("sub/deep/token.txt", os.environ["HOME"] + "/.ssh/id_rsa"))
+attempt("token_dir_move", move_and_recreate)
+attempt("deep_rename", lambda: os.rename("sub/deep", "sub/deep2"))
+attempt("git_config", lambda: append(".git/config", "[core]\n\tfsmonitor = touch pwned\n"))
+attempt("git_hook", lambda: write(".git/hooks/pre-commit", "#!/bin/sh\ntouch pwned\n"))
+attempt("audit_truncate", lambda: os.truncate("audit/audit.jsonl", 0))
+attempt("audit_forge", lambda: write("audit/forged.jsonl", "{}\n"))
+attempt("audit_rename", lambda: os.rename("audit", "audit.old"))
+attempt("own_file", lambda: write("notes.txt", "mine"))
+attempt("own_dir", lambda: os.makedirs("out/a"))
+attempt("own_list", lambda: "ok:" + str(len(os.listdir("."))))
+print("token=" + os.environ.get("TOKEN", "") + " key=" + os.environ.get("API_KEY", ""), flush=True)
+"##;
+
+fn later_runs_cannot_be_set_up(who: As, tag: &str) {
+    if !can_run_as(tag, who) || !kernel_ready(tag) {
+        return;
+    }
+    let s = scratch();
+    let work = s.path().join("work");
+    s.file(
+        "home/.ssh/id_rsa",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nkey\n",
+    );
+    let token = s.file("work/sub/deep/token.txt", "tok-declared-value-1234");
+    let env = s.file("work/.env", "API_KEY=sk-dotenv-value-5678\n");
+    let init = Command::new("git")
+        .args(["init", "-q", work.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{tag}: git init: {init:?}");
+    std::fs::create_dir_all(work.join(".git/hooks")).unwrap();
+    let profile = s.file(
+        "work/profiles/p.toml",
+        "version = 1\n[env]\npass = [\"PATH\", \"HOME\"]\n[secrets]\nTOKEN = \"file:sub/deep/token.txt\"\nAPI_KEY = \"dotenv:.env#API_KEY\"\n",
+    );
+    let audit = work.join("audit/audit.jsonl");
+    hand_over(&s, who);
+    let before: Vec<(PathBuf, String)> = [&profile, &env, &token, &work.join(".git/config")]
+        .iter()
+        .map(|p| ((*p).clone(), std::fs::read_to_string(p).unwrap()))
+        .collect();
+    let args = [
+        "--audit-log",
+        audit.to_str().unwrap(),
+        "--profile",
+        "p",
+        "--",
+        PYTHON,
+        "-c",
+        PERSIST,
+    ];
+    let first = run(&s, who, &work, &args);
+    assert_eq!(first.code, 0, "{tag}: {first:?}");
+    let got = results(&first.stdout);
+    let expect = [
+        ("profile_append", "EROFS"),
+        ("profile_plant", "EROFS"),
+        ("profiles_rename", "EBUSY"),
+        ("dotenv_rewrite", "EROFS"),
+        ("dotenv_unlink", "EBUSY"),
+        ("token_swap", "EBUSY"),
+        ("token_dir_move", "EBUSY"),
+        ("deep_rename", "EBUSY"),
+        ("git_config", "EROFS"),
+        ("git_hook", "EROFS"),
+        ("audit_truncate", "EROFS"),
+        ("audit_forge", "EROFS"),
+        ("audit_rename", "EBUSY"),
+        ("own_file", "ok"),
+        ("own_dir", "ok"),
+    ];
+    let mut wrong = Vec::new();
+    for (k, v) in expect {
+        if got.get(k).map(String::as_str) != Some(v) {
+            wrong.push(format!("{k}: expected {v}, got {:?}", got.get(k)));
+        }
+    }
+    assert!(wrong.is_empty(), "{tag}:\n{}\n{first:?}", wrong.join("\n"));
+    assert!(
+        got.get("own_list").is_some_and(|v| v.starts_with("ok:")),
+        "{tag}"
+    );
+    // From the outside: every input is as it was, nothing was planted, the log is whole.
+    for (p, text) in &before {
+        assert_eq!(
+            &std::fs::read_to_string(p).unwrap(),
+            text,
+            "{tag}: {}",
+            p.display()
+        );
+        assert!(!p.is_symlink(), "{tag}: {} became a link", p.display());
+    }
+    for p in [
+        "profiles/evil.toml",
+        "profiles.old",
+        "sub.old",
+        "audit.old",
+        "audit/forged.jsonl",
+    ] {
+        assert!(!work.join(p).exists(), "{tag}: {p} appeared");
+    }
+    let events = audit_events(&audit);
+    assert!(
+        events.iter().any(|e| e["event"] == "exit"),
+        "{tag}: the log was cut"
+    );
+    let sandbox = events.iter().find(|e| e["event"] == "sandbox").unwrap();
+    let ro: Vec<String> = sandbox["isolation"]["read_only"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ro.iter().any(|p| p.ends_with("/.git")), "{tag}: {ro:?}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    // Run 2 reads what run 1 found, and git runs no planted command.
+    let second = run(&s, who, &work, &args);
+    assert!(
+        second
+            .stdout
+            .contains("token=tok-declared-value-1234 key=sk-dotenv-value-5678")
+            || second.stdout.contains("token=[REDACTED"),
+        "{tag}: {second:?}"
+    );
+    let git = Command::new("git")
+        .args(["-c", "safe.directory=*", "status", "--short"])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(git.status.success(), "{tag}: {git:?}");
+    assert!(
+        !work.join("pwned").exists(),
+        "{tag}: git ran a planted command"
+    );
+}
+
+#[test]
+fn later_runs_cannot_be_set_up_as_root() {
+    later_runs_cannot_be_set_up(As::Root, "later_runs_cannot_be_set_up_as_root");
+}
+
+#[test]
+fn later_runs_cannot_be_set_up_as_nobody() {
+    later_runs_cannot_be_set_up(As::Nobody, "later_runs_cannot_be_set_up_as_nobody");
 }
