@@ -707,6 +707,8 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
     let inputs = secrets::credential_inputs(&profile, &ctx);
     let policy = sandbox_policy(&profile, &ctx, &inputs)?;
     let denied = sandbox::denied_syscalls(&policy);
+    let keep = startup_inputs(&profile, &ctx, &inputs, &profile.audit);
+    let isolation = sandbox::isolation_report(&policy, &keep, &ctx.cwd);
     let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
     let mut env_names: Vec<String> = base
         .vars
@@ -731,7 +733,7 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
         "description": profile.description,
         "env": {"pass": profile.pass, "set": profile.set.keys().collect::<Vec<_>>(), "child_names": env_names, "dropped": base.dropped},
         "secrets": secrets,
-        "sandbox": {"policy": policy, "denied_syscalls": denied},
+        "sandbox": {"policy": policy, "denied_syscalls": denied, "isolation": isolation},
         "redact": {
             "replacement": profile.redact.replacement,
             "rules": profile.redact.rules,

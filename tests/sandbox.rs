@@ -1190,3 +1190,84 @@ fn later_runs_cannot_be_set_up_as_root() {
 fn later_runs_cannot_be_set_up_as_nobody() {
     later_runs_cannot_be_set_up(As::Nobody, "later_runs_cannot_be_set_up_as_nobody");
 }
+
+/// A memfd is a file with no path under any exec rule: as root the child's PID namespace has
+/// `vm.memfd_noexec = 2`, so one cannot be made executable (unprivileged runs cannot set it:
+/// see the threat model).
+#[test]
+fn memfd_cannot_be_executed_as_root() {
+    let tag = "memfd_cannot_be_executed_as_root";
+    if !can_run_as(tag, As::Nobody) || !kernel_ready(tag) {
+        return;
+    }
+    if !require(
+        tag,
+        Path::new("/proc/sys/vm/memfd_noexec").exists(),
+        "needs vm.memfd_noexec (Linux 6.3)",
+    ) {
+        return;
+    }
+    let s = scratch();
+    let work = s.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let profile = s.file("profiles/m.toml", "version = 1\n");
+    let code = r#"
+import errno, os
+def attempt(name, fn):
+    try:
+        fn(); res = "ok"
+    except OSError as e:
+        res = errno.errorcode.get(e.errno, str(e.errno))
+    print(f"{name}={res}", flush=True)
+def plain():
+    fd = os.memfd_create("x", 0)
+    os.write(fd, open("/usr/bin/true", "rb").read())
+    os.fchmod(fd, 0o755)
+def flagged():
+    os.memfd_create("x", 0x10)  # MFD_EXEC
+def run():
+    fd = os.memfd_create("x", 0)
+    os.write(fd, open("/usr/bin/true", "rb").read())
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execv(f"/proc/self/fd/{fd}", ["true"])
+        except OSError as e:
+            os._exit(100 + e.errno)
+    print("exec=" + str(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])), flush=True)
+attempt("chmod_x", plain)
+attempt("mfd_exec", flagged)
+run()
+"#;
+    let o = run(
+        &s,
+        As::Root,
+        &work,
+        &[
+            "--audit-log",
+            "-",
+            "--profile",
+            profile.to_str().unwrap(),
+            "--",
+            PYTHON,
+            "-c",
+            code,
+        ],
+    );
+    let got = results(&o.stdout);
+    assert_eq!(
+        got.get("chmod_x").map(String::as_str),
+        Some("EPERM"),
+        "{o:?}"
+    );
+    assert_eq!(
+        got.get("mfd_exec").map(String::as_str),
+        Some("EACCES"),
+        "{o:?}"
+    );
+    assert_eq!(
+        got.get("exec").map(String::as_str),
+        Some(&*(100 + libc::EACCES).to_string()),
+        "{o:?}"
+    );
+}

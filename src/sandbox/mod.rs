@@ -553,6 +553,16 @@ pub fn pid_namespace() -> PidNamespace {
     }
 }
 
+/// What the child's own network and mount namespaces would hold, for `explain` (plans
+/// only; nothing is mounted).
+pub fn isolation_report(
+    policy: &Policy,
+    startup_inputs: &[PathBuf],
+    cwd: &std::path::Path,
+) -> IsolationReport {
+    isolate::plan(policy, startup_inputs, cwd, false).1
+}
+
 /// The syscalls the filter denies under `policy`, for `explain`.
 pub fn denied_syscalls(policy: &Policy) -> Vec<&'static str> {
     seccomp::denied_names(policy)
