@@ -230,7 +230,9 @@ fn sandbox_policy(
         tmpdir.as_deref(),
     )
     .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
-    for p in &inputs.paths {
+    // The stores under every home (`$HOME` and the password database's) and the backends'
+    // files are protected like the profile's own inputs.
+    for p in inputs.paths.iter().chain(&inputs.stores) {
         if !policy.protected.contains(p) {
             policy.protected.push(p.clone());
         }
@@ -281,6 +283,9 @@ struct Got {
 /// reported per secret; only accepted values come out.
 struct Secrets {
     got: Vec<Got>,
+    /// Optional secrets fetched but left out (they failed their check): never handed over,
+    /// but the child may still come across the value, so the redactor knows it.
+    withheld: Vec<Got>,
     report: verify::SecretsCheck,
     errors: Vec<String>,
 }
@@ -292,6 +297,7 @@ fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Audit>)
     let report = verify::summarize(&profile.secrets, &fetched, &verifications);
     let mut errors = Vec::new();
     let mut got = Vec::new();
+    let mut withheld = Vec::new();
     for ((spec, f), r) in profile.secrets.iter().zip(fetched).zip(&report.secrets) {
         match f.value {
             Err(e) if spec.required => errors.push(format!(
@@ -307,7 +313,13 @@ fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Audit>)
                     value,
                 })
             }
-            // Optional and missing, or optional and invalid: left out (the audit log says so).
+            // Optional and invalid: left out (the audit log says so), but redacted.
+            Ok(value) => withheld.push(Got {
+                name: spec.name.clone(),
+                inject: spec.inject,
+                value,
+            }),
+            // Optional and missing: left out.
             _ => {}
         }
     }
@@ -334,6 +346,7 @@ fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Audit>)
     }
     Secrets {
         got,
+        withheld,
         report,
         errors,
     }
@@ -415,7 +428,12 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         f
     };
 
-    let Secrets { got, errors, .. } = fetch_and_verify(&profile, &ctx, Some(&mut audit));
+    let Secrets {
+        got,
+        errors,
+        withheld,
+        ..
+    } = fetch_and_verify(&profile, &ctx, Some(&mut audit));
     if !errors.is_empty() {
         return Err(fail(&mut audit, Fail::setup(errors.join("\nagentrun: "))));
     }
@@ -426,7 +444,7 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         );
         None
     } else {
-        match redactor_in_background(&profile, &got) {
+        match redactor_in_background(&profile, &got, &withheld) {
             Ok(r) => Some(r),
             Err(f) => return Err(fail(&mut audit, f)),
         }
@@ -586,10 +604,11 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
         got,
         report,
         mut errors,
+        ..
     } = fetch_and_verify(&profile, &ctx, None);
     // Everything else a run does before the spawn, so that 0 here means a run would start.
     if errors.is_empty()
-        && let Err(f) = build_redactor(&profile, &got)
+        && let Err(f) = build_redactor(&profile, &got, &[])
     {
         errors.push(f.msg);
     }
@@ -744,11 +763,16 @@ fn without_nulls(v: serde_json::Value) -> serde_json::Value {
 fn redact(args: &ProfileArg, say: &Say) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(args, &ctx)?;
-    let Secrets { got, errors, .. } = fetch_and_verify(&profile, &ctx, None);
+    let Secrets {
+        got,
+        errors,
+        withheld,
+        ..
+    } = fetch_and_verify(&profile, &ctx, None);
     if !errors.is_empty() {
         return Err(Fail::setup(errors.join("\nagentrun: ")));
     }
-    let redactor = build_redactor(&profile, &got)?;
+    let redactor = build_redactor(&profile, &got, &withheld)?;
     let input = std::fs::File::from(std::io::stdin().lock().as_fd_owned()?);
     let output = std::fs::File::from(std::io::stdout().lock().as_fd_owned()?);
     let stats = launch::pump::pump(input, output, Box::new(redactor.stream()));
@@ -763,10 +787,13 @@ fn redact(args: &ProfileArg, say: &Say) -> Result<u8, Fail> {
 
 /// The run's redactor: every accepted secret value plus the profile's rules and patterns.
 /// A secret too short to redact without mangling all output stops the run.
-fn build_redactor(profile: &Profile, got: &[Got]) -> Result<Redactor, Fail> {
+fn build_redactor(profile: &Profile, got: &[Got], withheld: &[Got]) -> Result<Redactor, Fail> {
     refuse_too_short(got)?;
-    let pairs: Vec<(&str, &SecretString)> =
-        got.iter().map(|g| (g.name.as_str(), &g.value)).collect();
+    let pairs: Vec<(&str, &SecretString)> = got
+        .iter()
+        .chain(redactable(withheld))
+        .map(|g| (g.name.as_str(), &g.value))
+        .collect();
     new_redactor(&profile.redact, &profile.path, &pairs).map_err(Fail::setup)
 }
 
@@ -799,7 +826,11 @@ fn refuse_too_short(got: &[Got]) -> Result<(), Fail> {
 /// milliseconds) never delays the child's start. Output and messages wait for it only when
 /// there is something to redact; a child that prints nothing never waits. It lives until the
 /// process ends (leaked once per run, on purpose).
-fn redactor_in_background(profile: &Profile, got: &[Got]) -> Result<(Pending, Build), Fail> {
+fn redactor_in_background(
+    profile: &Profile,
+    got: &[Got],
+    withheld: &[Got],
+) -> Result<(Pending, Build), Fail> {
     refuse_too_short(got)?;
     let cell: Pending = Box::leak(Box::new(Building {
         done: OnceLock::new(),
@@ -812,10 +843,18 @@ fn redactor_in_background(profile: &Profile, got: &[Got]) -> Result<(Pending, Bu
         path: profile.path.clone(),
         secrets: got
             .iter()
+            .chain(redactable(withheld))
             .map(|g| (g.name.clone(), g.value.clone()))
             .collect(),
     };
     Ok((cell, build))
+}
+
+/// The left-out values long enough to redact (a short one cannot be, and is not handed over).
+fn redactable(withheld: &[Got]) -> impl Iterator<Item = &Got> {
+    withheld
+        .iter()
+        .filter(|g| g.value.expose_secret().len() >= crate::redact::MIN_SECRET_LEN)
 }
 
 /// What the redactor thread needs; [`Build::start`] moves it there.
