@@ -262,6 +262,15 @@ fn explain_kept_inputs(policy: &Policy, inputs: &secrets::CredentialInputs, say:
     }
 }
 
+/// Every path a later run reads as configuration or secret input for this profile: the
+/// profile file, the existing search directories, the local sources' files, the `[vault]`
+/// login files and CA bundle, the backends' files (see [`secrets::startup_inputs`]). The
+/// child must not be able to create, change, rename or delete any of them.
+pub fn startup_inputs(profile: &Profile, ctx: &Context) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = search_dirs(ctx).into_iter().filter(|d| d.is_dir()).collect();
+    secrets::startup_inputs(profile, ctx, &dirs)
+}
+
 fn search_dirs(ctx: &Context) -> Vec<PathBuf> {
     let xdg_config = ctx.var("XDG_CONFIG_HOME").map(PathBuf::from);
     search::search_path(

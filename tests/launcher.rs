@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 const KEY: &str = "sk-test-Zx9Qw8Er7Ty6Ui5Op4As3Df2";
 
 fn basic(s: &Scratch) {
-    s.file(".env", &format!("# comment\nexport MY_KEY=\"{KEY}\"\n"));
+    // Blank comments only: a comment with text would keep the file from the child.
+    s.file(".env", &format!("#\nexport MY_KEY=\"{KEY}\"\n"));
     s.profile(
         "t",
         r#"version = 1
@@ -670,7 +671,7 @@ fn bad_input_is_refused_with_a_clear_message() {
         "unreadable",
         "version = 1\n[secrets]\nX = \"file:profiles\"\n",
     );
-    refused(&s, "unreadable", &["secret X", "cannot read", "profiles"]);
+    refused(&s, "unreadable", &["secret X", "not a regular file", "profiles"]);
     s.file("empty", "\n");
     s.profile("emptyval", "version = 1\n[secrets]\nX = \"file:empty\"\n");
     refused(&s, "emptyval", &["secret X", "empty"]);
