@@ -267,7 +267,10 @@ fn explain_kept_inputs(policy: &Policy, inputs: &secrets::CredentialInputs, say:
 /// login files and CA bundle, the backends' files (see [`secrets::startup_inputs`]). The
 /// child must not be able to create, change, rename or delete any of them.
 pub fn startup_inputs(profile: &Profile, ctx: &Context) -> Vec<PathBuf> {
-    let dirs: Vec<PathBuf> = search_dirs(ctx).into_iter().filter(|d| d.is_dir()).collect();
+    let dirs: Vec<PathBuf> = search_dirs(ctx)
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
     secrets::startup_inputs(profile, ctx, &dirs)
 }
 

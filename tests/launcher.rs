@@ -671,7 +671,11 @@ fn bad_input_is_refused_with_a_clear_message() {
         "unreadable",
         "version = 1\n[secrets]\nX = \"file:profiles\"\n",
     );
-    refused(&s, "unreadable", &["secret X", "not a regular file", "profiles"]);
+    refused(
+        &s,
+        "unreadable",
+        &["secret X", "not a regular file", "profiles"],
+    );
     s.file("empty", "\n");
     s.profile("emptyval", "version = 1\n[secrets]\nX = \"file:empty\"\n");
     refused(&s, "emptyval", &["secret X", "empty"]);

@@ -477,7 +477,10 @@ fn check_owner_and_dirs(path: &Path, file_uid: u32) -> Result<(), ProfileError> 
         };
         if !ours(meta.uid()) {
             return Err(bad(
-                format!("belongs to uid {}, not to agentrun's user or root", meta.uid()),
+                format!(
+                    "belongs to uid {}, not to agentrun's user or root",
+                    meta.uid()
+                ),
                 "keep profiles in a directory of your own (~/.config/agentrun/profiles)".into(),
             ));
         }

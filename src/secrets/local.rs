@@ -94,7 +94,9 @@ fn dotenv_value(path: &Path, key: &str, ctx: &Context) -> Result<String, FetchEr
 
 /// Opens and reads a local source file with every check in the module header.
 pub(super) fn read_source(path: &Path, ctx: &Context) -> Result<Vec<u8>, FetchError> {
-    let follow = LINKED_DIRS.iter().any(|d| path.parent() == Some(Path::new(d)));
+    let follow = LINKED_DIRS
+        .iter()
+        .any(|d| path.parent() == Some(Path::new(d)));
     let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
     if !follow {
         flags |= libc::O_NOFOLLOW;
@@ -142,7 +144,13 @@ pub(super) fn read_source(path: &Path, ctx: &Context) -> Result<Vec<u8>, FetchEr
         path: path.to_path_buf(),
         err,
     })?;
-    if follow && resolved.parent() != path.parent().and_then(|p| std::fs::canonicalize(p).ok()).as_deref() {
+    if follow
+        && resolved.parent()
+            != path
+                .parent()
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .as_deref()
+    {
         return Err(FetchError::Symlink(path.to_path_buf()));
     }
     if let Some(store) = unnamed_store(path, &resolved, ctx) {

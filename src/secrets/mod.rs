@@ -56,7 +56,12 @@ impl Context {
     /// home of agentrun's user in the password database. `$HOME` alone is an input a caller
     /// can unset or point elsewhere.
     pub fn homes(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = self.home.iter().filter(|h| h.is_absolute()).cloned().collect();
+        let mut out: Vec<PathBuf> = self
+            .home
+            .iter()
+            .filter(|h| h.is_absolute())
+            .cloned()
+            .collect();
         if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::getuid())
             && user.dir.is_absolute()
             && !out.contains(&user.dir)
