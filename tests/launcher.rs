@@ -990,3 +990,45 @@ fn messages_before_and_after_the_spawn_with_the_redactor_building_beside_the_chi
         "{o:?}"
     );
 }
+
+/// Issue 9 item 13: a local source larger than 64 KiB (`file:`, `dotenv:`, `systemd:`) is
+/// refused at once with a message naming the source and the fix, instead of costing every
+/// start seconds in the redactor.
+#[test]
+fn an_oversized_local_source_is_refused_at_once() {
+    let mut s = Scratch::new();
+    let big = "k".repeat(200 * 1024);
+    s.file("big.txt", &big);
+    s.file(".env", &format!("BIG={big}\n"));
+    s.file("creds/big", &big);
+    s.env.insert(
+        "CREDENTIALS_DIRECTORY".into(),
+        s.path().join("creds").display().to_string(),
+    );
+    s.profile("f", "version = 1\n[secrets]\nBIG = \"file:big.txt\"\n");
+    s.profile("d", "version = 1\n[secrets]\nBIG = \"dotenv:.env#BIG\"\n");
+    s.profile("c", "version = 1\n[secrets]\nBIG = \"systemd:big\"\n");
+    for (p, name) in [("f", "big.txt"), ("d", ".env"), ("c", "creds/big")] {
+        let start = Instant::now();
+        let marker = s.path().join("started");
+        let o = s.run(&["-p", p, "--", "touch", marker.to_str().unwrap()]);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{p}: took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(o.code, 125, "{p}: {o:?}");
+        assert!(
+            o.stderr.contains("secret BIG")
+                && o.stderr.contains(name)
+                && o.stderr.contains("64 KiB"),
+            "{p}: {o:?}"
+        );
+        assert!(!o.stderr.contains("kkkk"), "{p}: {o:?}");
+        assert!(!marker.exists(), "{p}: the command ran");
+    }
+    // At the limit, it is accepted.
+    s.file("big.txt", &"k".repeat(64 * 1024));
+    let o = s.run(&["-p", "f", "--no-redact", "--", "true"]);
+    assert_eq!(o.code, 0, "{o:?}");
+}

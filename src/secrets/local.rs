@@ -19,7 +19,7 @@ pub const MAX_SOURCE_BYTES: u64 = 64 * 1024;
 
 /// Directories whose files are symbolic links by design: Kubernetes projects a service
 /// account's token as `token -> ..data/token`, swapped atomically. A link there is followed,
-/// but only to a file inside the same directory.
+/// but only to a file inside that directory.
 const LINKED_DIRS: &[&str] = &[
     "/var/run/secrets/kubernetes.io/serviceaccount",
     "/run/secrets/kubernetes.io/serviceaccount",
@@ -94,7 +94,15 @@ fn dotenv_value(path: &Path, key: &str, ctx: &Context) -> Result<String, FetchEr
 
 /// Opens and reads a local source file with every check in the module header.
 pub(super) fn read_source(path: &Path, ctx: &Context) -> Result<Vec<u8>, FetchError> {
-    let follow = LINKED_DIRS
+    read_source_with(path, ctx, LINKED_DIRS)
+}
+
+fn read_source_with(
+    path: &Path,
+    ctx: &Context,
+    linked_dirs: &[&str],
+) -> Result<Vec<u8>, FetchError> {
+    let follow = linked_dirs
         .iter()
         .any(|d| path.parent() == Some(Path::new(d)));
     let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
@@ -144,12 +152,13 @@ pub(super) fn read_source(path: &Path, ctx: &Context) -> Result<Vec<u8>, FetchEr
         path: path.to_path_buf(),
         err,
     })?;
+    // In a Kubernetes service-account directory the link (`token -> ..data/token`, with
+    // `..data` a link to a timestamped directory) must stay inside that directory.
     if follow
-        && resolved.parent()
-            != path
-                .parent()
-                .and_then(|p| std::fs::canonicalize(p).ok())
-                .as_deref()
+        && !path
+            .parent()
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .is_some_and(|d| resolved.starts_with(d))
     {
         return Err(FetchError::Symlink(path.to_path_buf()));
     }
@@ -188,4 +197,67 @@ fn unnamed_store(path: &Path, resolved: &Path, ctx: &Context) -> Option<PathBuf>
         }
     }
     None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn ctx(home: &Path) -> Context {
+        Context {
+            env: Default::default(),
+            cwd: home.to_path_buf(),
+            home: Some(home.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn links_only_inside_a_service_account_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let sa = t.path().join("serviceaccount");
+        std::fs::create_dir_all(sa.join("..2026_12_03")).unwrap();
+        std::fs::write(sa.join("..2026_12_03/token"), "jwt-value").unwrap();
+        symlink("..2026_12_03", sa.join("..data")).unwrap();
+        symlink("..data/token", sa.join("token")).unwrap();
+        std::fs::write(t.path().join("outside"), "other").unwrap();
+        symlink("../outside", sa.join("escape")).unwrap();
+        let c = ctx(&t.path().join("home"));
+        let dirs = [sa.to_str().unwrap()];
+        assert_eq!(
+            read_source_with(&sa.join("token"), &c, &dirs).unwrap(),
+            b"jwt-value"
+        );
+        assert!(matches!(
+            read_source_with(&sa.join("escape"), &c, &dirs),
+            Err(FetchError::Symlink(_))
+        ));
+        // Anywhere else a link is refused.
+        assert!(matches!(
+            read_source_with(&sa.join("token"), &c, &[]),
+            Err(FetchError::Symlink(_))
+        ));
+    }
+
+    #[test]
+    fn size_limit_and_file_type() {
+        let t = tempfile::tempdir().unwrap();
+        let c = ctx(t.path());
+        let p = t.path().join("big");
+        std::fs::write(&p, vec![b'x'; MAX_SOURCE_BYTES as usize + 1]).unwrap();
+        assert!(matches!(
+            read_source(&p, &c),
+            Err(FetchError::TooLarge { .. })
+        ));
+        std::fs::write(&p, vec![b'x'; MAX_SOURCE_BYTES as usize]).unwrap();
+        assert_eq!(
+            read_source(&p, &c).unwrap().len(),
+            MAX_SOURCE_BYTES as usize
+        );
+        assert!(matches!(
+            read_source(t.path(), &c),
+            Err(FetchError::NotRegular(_))
+        ));
+    }
 }
