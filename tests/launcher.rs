@@ -1027,6 +1027,17 @@ fn an_oversized_local_source_is_refused_at_once() {
         assert!(!o.stderr.contains("kkkk"), "{p}: {o:?}");
         assert!(!marker.exists(), "{p}: the command ran");
     }
+    // An `env:` source too (an environment string is at most 128 KiB on Linux).
+    s.env.insert("BIG_ENV".into(), "k".repeat(100 * 1024));
+    s.profile("e", "version = 1\n[secrets]\nBIG = \"env:BIG_ENV\"\n");
+    let o = s.run(&["-p", "e", "--", "true"]);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("BIG_ENV") && o.stderr.contains("64 KiB"),
+        "{o:?}"
+    );
+    assert!(!o.stderr.contains("kkkk"), "{o:?}");
+    s.env.remove("BIG_ENV");
     // At the limit, it is accepted.
     s.file("big.txt", &"k".repeat(64 * 1024));
     let o = s.run(&["-p", "f", "--no-redact", "--", "true"]);

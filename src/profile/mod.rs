@@ -453,15 +453,19 @@ fn check_owner_and_dirs(path: &Path, file_uid: u32) -> Result<(), ProfileError> 
             uid: file_uid,
         });
     }
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        dirs.push(parent.to_path_buf());
-    }
+    // The directories the path names (a link among them may be swapped by whoever can write
+    // the directory that holds it), then the real ones it resolves to.
+    let mut dirs: Vec<PathBuf> = path.ancestors().skip(1).map(Path::to_path_buf).collect();
+    dirs.retain(|d| !d.as_os_str().is_empty());
     let real = std::fs::canonicalize(path).map_err(|err| ProfileError::Read {
         path: path.to_path_buf(),
         err,
     })?;
-    dirs.extend(real.ancestors().skip(1).map(Path::to_path_buf));
+    for d in real.ancestors().skip(1) {
+        if !dirs.iter().any(|x| x == d) {
+            dirs.push(d.to_path_buf());
+        }
+    }
     for dir in dirs {
         let meta = std::fs::metadata(&dir).map_err(|err| ProfileError::Read {
             path: dir.clone(),

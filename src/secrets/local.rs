@@ -12,7 +12,8 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// The most a local source (`file:`, `dotenv:`, `systemd:`, a `[vault]` login file) may hold.
+/// The most a local source (`env:`, `file:`, `dotenv:`, `systemd:`, a `[vault]` login file)
+/// may hold.
 /// A credential is a few hundred bytes; a certificate chain or a service-account key a few
 /// KiB. Anything larger is not a secret the redactor can follow at a reasonable cost.
 pub const MAX_SOURCE_BYTES: u64 = 64 * 1024;
@@ -31,6 +32,9 @@ pub(super) fn fetch(source: &Source, ctx: &Context) -> Result<SecretString, Fetc
     let value = match source {
         Source::Env { name } => match ctx.var(name) {
             None => return Err(FetchError::EnvMissing(name.clone())),
+            Some(v) if v.len() as u64 > MAX_SOURCE_BYTES => {
+                return Err(FetchError::EnvTooLarge(name.clone()));
+            }
             Some(v) => v
                 .to_str()
                 .ok_or_else(|| FetchError::EnvNotUtf8(name.clone()))?

@@ -79,6 +79,10 @@ pub enum FetchError {
     EnvMissing(String),
     #[error("{0}: environment variable is not valid UTF-8")]
     EnvNotUtf8(String),
+    #[error(
+        "{0} holds more than the {limit} KiB a local source may hold: a credential is far smaller; put the credential alone in it", limit = local::MAX_SOURCE_BYTES / 1024
+    )]
+    EnvTooLarge(String),
     #[error("cannot read {path}: {err}")]
     Read { path: PathBuf, err: std::io::Error },
     #[error("{path}: {msg}")]
