@@ -1234,6 +1234,37 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
         assert!(!o.stdout.contains(secret), "HOME={home:?}: {o:?}");
         assert!(o.stdout.contains("rc=1"), "HOME={home:?}: {o:?}");
     }
+
+    // Root started through `sudo` by that user, with `HOME=/root`: the invoking user's stores
+    // are protected too (the key is made world-readable, so only the sandbox stands between).
+    std::fs::set_permissions(
+        real_home.join(".ssh/id_rsa"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        real_home.join(".ssh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    for e in walk(s.path()) {
+        std::os::unix::fs::lchown(&e, Some(0), Some(0)).unwrap();
+    }
+    let o = Out::from(
+        agentrun(
+            &s,
+            As::Root,
+            &work,
+            &["-p", "p.toml", "--", "sh", "-c", &script],
+        )
+        .env("HOME", "/root")
+        .env("SUDO_UID", user.uid.to_string())
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(o.code, 0, "sudo: {o:?}");
+    assert!(!o.stdout.contains(secret), "sudo: {o:?}");
+    assert!(o.stdout.contains("rc=1"), "sudo: {o:?}");
 }
 
 /// Item 16: a source swapped for a link (run 1's child replaced `./token.txt` with a link to

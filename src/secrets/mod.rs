@@ -52,21 +52,31 @@ impl Context {
         self.var(name).and_then(|v| v.to_str())
     }
 
-    /// Every home directory credential stores may sit under: `$HOME` (when absolute) and the
-    /// home of agentrun's user in the password database. `$HOME` alone is an input a caller
-    /// can unset or point elsewhere.
+    /// Every home directory credential stores may sit under: `$HOME` (when absolute), the
+    /// home of agentrun's user in the password database and, for root started through
+    /// `sudo`, the home of the user who ran it (`$SUDO_UID`). `$HOME` alone is an input a
+    /// caller can unset or point elsewhere.
     pub fn homes(&self) -> Vec<PathBuf> {
+        use nix::unistd::{Uid, User, getuid};
         let mut out: Vec<PathBuf> = self
             .home
             .iter()
             .filter(|h| h.is_absolute())
             .cloned()
             .collect();
-        if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::getuid())
-            && user.dir.is_absolute()
-            && !out.contains(&user.dir)
+        let mut uids = vec![getuid()];
+        if getuid().is_root()
+            && let Some(uid) = self.var_str("SUDO_UID").and_then(|u| u.parse().ok())
         {
-            out.push(user.dir);
+            uids.push(Uid::from_raw(uid));
+        }
+        for uid in uids {
+            if let Ok(Some(user)) = User::from_uid(uid)
+                && user.dir.is_absolute()
+                && !out.contains(&user.dir)
+            {
+                out.push(user.dir);
+            }
         }
         out
     }
@@ -387,7 +397,7 @@ pub fn backend_files(ctx: &Context) -> Vec<PathBuf> {
 }
 
 /// Every credential store a source must not reach through a link: the stores under every
-/// home and the backends' files.
+/// home, the backends' files and `$CREDENTIALS_DIRECTORY`.
 pub fn protected_stores(ctx: &Context) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = ctx
         .homes()
@@ -395,6 +405,9 @@ pub fn protected_stores(ctx: &Context) -> Vec<PathBuf> {
         .flat_map(|h| crate::sandbox::credential_stores(h))
         .collect();
     out.extend(backend_files(ctx));
+    if let Some(dir) = ctx.var("CREDENTIALS_DIRECTORY") {
+        out.push(PathBuf::from(dir));
+    }
     out
 }
 
