@@ -230,6 +230,20 @@ fn sandbox_policy(
         tmpdir.as_deref(),
     )
     .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
+    // The default `write` is refused in the home directory: the password database's too, so
+    // that an unset or wrong `$HOME` does not make the real home writable.
+    if policy.defaulted.contains(&"write")
+        && ctx
+            .homes()
+            .iter()
+            .any(|h| sandbox::normalize_path(h) == sandbox::normalize_path(&ctx.cwd))
+    {
+        let e = sandbox::SandboxError::DefaultPolicyAt {
+            cwd: ctx.cwd.display().to_string(),
+            what: "your home directory",
+        };
+        return Err(Fail::setup(format!("{}: {e}", profile.path.display())));
+    }
     // The stores under every home (`$HOME` and the password database's) and the backends'
     // files are protected like the profile's own inputs.
     for p in inputs.paths.iter().chain(&inputs.stores) {

@@ -1528,3 +1528,41 @@ fn dotenv_with_more_than_declared_is_kept_as_nobody() {
         "dotenv_with_more_than_declared_is_kept_as_nobody",
     );
 }
+
+/// Item 8, the same class: the default policy's refusal to make the home directory writable
+/// holds for the password database's home when `HOME` is unset or elsewhere.
+#[test]
+fn default_policy_refuses_the_password_database_home_without_home() {
+    let tag = "default_policy_refuses_the_password_database_home_without_home";
+    if !can_run_as(tag, As::Nobody) {
+        return;
+    }
+    let (s, _work) = inputs_scratch();
+    let p = s.file("p.toml", "version = 1\n");
+    let marker = s.path().join("started");
+    for home in [None, Some(s.path().join("home"))] {
+        let mut c = agentrun(
+            &s,
+            As::Root,
+            Path::new("/root"),
+            &[
+                "-p",
+                p.to_str().unwrap(),
+                "--",
+                "touch",
+                marker.to_str().unwrap(),
+            ],
+        );
+        match &home {
+            None => c.env_remove("HOME"),
+            Some(h) => c.env("HOME", h),
+        };
+        let o = Out::from(c.output().unwrap());
+        assert_eq!(o.code, 125, "HOME={home:?}: {o:?}");
+        assert!(
+            o.stderr.contains("home directory (/root)"),
+            "HOME={home:?}: {o:?}"
+        );
+        assert!(!marker.exists(), "HOME={home:?}: the command ran");
+    }
+}
