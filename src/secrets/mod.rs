@@ -547,3 +547,95 @@ pub fn startup_inputs(
     out.dedup();
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::profile::{Profile, Resolve};
+
+    fn setup() -> (tempfile::TempDir, Context, Profile) {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path();
+        for f in [
+            ".env",
+            "tok",
+            "opt",
+            "vault-token",
+            "ca.pem",
+            "creds/sd",
+            "aws",
+        ] {
+            let p = w.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "K=v\n").unwrap();
+        }
+        std::fs::create_dir_all(w.join("profiles")).unwrap();
+        let env: BTreeMap<OsString, OsString> = [
+            ("CREDENTIALS_DIRECTORY", w.join("creds")),
+            ("AWS_SHARED_CREDENTIALS_FILE", w.join("aws")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (OsString::from(k), v.into_os_string()))
+        .collect();
+        let ctx = Context {
+            env,
+            cwd: w.to_path_buf(),
+            home: Some(w.join("home")),
+        };
+        let text = "version = 1\n[vault]\naddress = \"http://127.0.0.1:1\"\ntoken = \"file:vault-token\"\nca_cert = \"ca.pem\"\n\
+                    [secrets]\nK = \"dotenv:.env#K\"\nT = \"file:tok\"\nO = { from = \"file:opt\", required = false }\nS = \"systemd:sd\"\n";
+        let profile = Profile::parse(
+            &w.join("profiles/p.toml"),
+            text,
+            &Resolve {
+                cwd: w,
+                home: Some(&w.join("home")),
+                xdg_state_home: None,
+            },
+        )
+        .unwrap();
+        (t, ctx, profile)
+    }
+
+    #[test]
+    fn startup_inputs_name_every_file_a_run_reads() {
+        let (t, ctx, profile) = setup();
+        std::fs::write(&profile.path, "").unwrap();
+        let w = t.path();
+        let got = startup_inputs(&profile, &ctx, &[w.join("profiles"), w.join("absent")]);
+        for f in [
+            "profiles/p.toml",
+            "profiles",
+            ".env",
+            "tok",
+            "opt",
+            "creds/sd",
+            "vault-token",
+            "ca.pem",
+            "aws",
+        ] {
+            assert!(got.contains(&w.join(f)), "{f} missing from {got:?}");
+        }
+        assert!(!got.contains(&w.join("absent")));
+    }
+
+    #[test]
+    fn credential_inputs_keep_optional_and_inexact_sources() {
+        let (t, ctx, profile) = setup();
+        let w = t.path();
+        let inputs = credential_inputs(&profile, &ctx);
+        // `.env` holds exactly `K=v`, declared and required: readable. `tok` is a required
+        // secret's own value: readable. `opt` may be left out: kept.
+        assert!(!inputs.paths.contains(&w.join(".env")), "{inputs:?}");
+        assert!(!inputs.paths.contains(&w.join("tok")), "{inputs:?}");
+        assert!(inputs.paths.contains(&w.join("opt")), "{inputs:?}");
+        assert!(inputs.paths.contains(&w.join("vault-token")), "{inputs:?}");
+        assert!(inputs.paths.contains(&w.join("creds")), "{inputs:?}");
+        assert!(inputs.stores.contains(&w.join("aws")), "{inputs:?}");
+        assert!(inputs.stores.contains(&w.join("home/.ssh")), "{inputs:?}");
+        std::fs::write(w.join(".env"), "# K=old\nK=v\n").unwrap();
+        let inputs = credential_inputs(&profile, &ctx);
+        assert!(inputs.paths.contains(&w.join(".env")), "{inputs:?}");
+    }
+}
