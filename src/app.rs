@@ -230,7 +230,23 @@ fn sandbox_policy(
         tmpdir.as_deref(),
     )
     .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
-    for p in &inputs.paths {
+    // The default `write` is refused in the home directory: the password database's too, so
+    // that an unset or wrong `$HOME` does not make the real home writable.
+    if policy.defaulted.contains(&"write")
+        && ctx
+            .homes()
+            .iter()
+            .any(|h| sandbox::normalize_path(h) == sandbox::normalize_path(&ctx.cwd))
+    {
+        let e = sandbox::SandboxError::DefaultPolicyAt {
+            cwd: ctx.cwd.display().to_string(),
+            what: "your home directory",
+        };
+        return Err(Fail::setup(format!("{}: {e}", profile.path.display())));
+    }
+    // The stores under every home (`$HOME` and the password database's) and the backends'
+    // files are protected like the profile's own inputs.
+    for p in inputs.paths.iter().chain(&inputs.stores) {
         if !policy.protected.contains(p) {
             policy.protected.push(p.clone());
         }
@@ -260,29 +276,30 @@ fn explain_kept_inputs(policy: &Policy, inputs: &secrets::CredentialInputs, say:
     }
 }
 
-/// Every file and directory a later run reads as configuration, secret or audit: the
-/// profile, the profile search directories, the secret sources' files, the Vault login files,
-/// `$CREDENTIALS_DIRECTORY`, the audit log and its directory. The sandbox keeps those inside
-/// a write root read-only for the child, so that no run can set up the next one.
-fn startup_inputs(
-    profile: &Profile,
-    ctx: &Context,
-    inputs: &secrets::CredentialInputs,
-    sink: &AuditSink,
-) -> Vec<PathBuf> {
-    let mut keep = vec![profile.path.clone()];
-    keep.extend(search_dirs(ctx));
-    for s in &profile.secrets {
-        if let secrets::Source::Dotenv { path, .. } | secrets::Source::File { path } = &s.source {
-            keep.push(path.clone());
-        }
+/// Every path a later run reads as configuration, secret or audit for this profile: the
+/// profile file, the existing search directories and the profiles in them, the local
+/// sources' files, the `[vault]` login files and CA bundle, the backends' files (see
+/// [`secrets::startup_inputs`]), the audit log and its directory. The sandbox keeps those
+/// inside a write root read-only for the child, so that no run can set up the next one.
+/// (A directory that is itself a write root cannot be: its files listed here still are.)
+pub fn startup_inputs(profile: &Profile, ctx: &Context, sink: &AuditSink) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = search_dirs(ctx)
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
+    let mut keep = secrets::startup_inputs(profile, ctx, &dirs);
+    for d in &dirs {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        keep.extend(
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml")),
+        );
     }
-    keep.extend(inputs.paths.iter().cloned());
     if let AuditSink::File(log) = sink {
         keep.push(log.clone());
-        if let Some(dir) = log.parent() {
-            keep.push(dir.to_path_buf());
-        }
+        keep.extend(log.parent().map(PathBuf::from));
     }
     keep
 }
@@ -308,6 +325,9 @@ struct Got {
 /// reported per secret; only accepted values come out.
 struct Secrets {
     got: Vec<Got>,
+    /// Optional secrets fetched but left out (they failed their check): never handed over,
+    /// but the child may still come across the value, so the redactor knows it.
+    withheld: Vec<Got>,
     report: verify::SecretsCheck,
     errors: Vec<String>,
 }
@@ -319,6 +339,7 @@ fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Audit>)
     let report = verify::summarize(&profile.secrets, &fetched, &verifications);
     let mut errors = Vec::new();
     let mut got = Vec::new();
+    let mut withheld = Vec::new();
     for ((spec, f), r) in profile.secrets.iter().zip(fetched).zip(&report.secrets) {
         match f.value {
             Err(e) if spec.required => errors.push(format!(
@@ -334,7 +355,13 @@ fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Audit>)
                     value,
                 })
             }
-            // Optional and missing, or optional and invalid: left out (the audit log says so).
+            // Optional and invalid: left out (the audit log says so), but redacted.
+            Ok(value) => withheld.push(Got {
+                name: spec.name.clone(),
+                inject: spec.inject,
+                value,
+            }),
+            // Optional and missing: left out.
             _ => {}
         }
     }
@@ -361,6 +388,7 @@ fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Audit>)
     }
     Secrets {
         got,
+        withheld,
         report,
         errors,
     }
@@ -442,7 +470,12 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         f
     };
 
-    let Secrets { got, errors, .. } = fetch_and_verify(&profile, &ctx, Some(&mut audit));
+    let Secrets {
+        got,
+        errors,
+        withheld,
+        ..
+    } = fetch_and_verify(&profile, &ctx, Some(&mut audit));
     if !errors.is_empty() {
         return Err(fail(&mut audit, Fail::setup(errors.join("\nagentrun: "))));
     }
@@ -453,7 +486,7 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         );
         None
     } else {
-        match redactor_in_background(&profile, &got) {
+        match redactor_in_background(&profile, &got, &withheld) {
             Ok(r) => Some(r),
             Err(f) => return Err(fail(&mut audit, f)),
         }
@@ -506,7 +539,7 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         extra_read: Vec::new(),
         tty: launch.tty.as_ref().and_then(|t| t.slave_path()),
     };
-    let keep = startup_inputs(&profile, &ctx, &inputs, &sink);
+    let keep = startup_inputs(&profile, &ctx, &sink);
     let prepared = match sandbox::prepare(&policy, &needs, mode, &keep, &ctx.cwd) {
         Ok(p) => p,
         Err(e) => return Err(fail(&mut audit, Fail::setup(e.to_string()))),
@@ -614,10 +647,11 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
         got,
         report,
         mut errors,
+        ..
     } = fetch_and_verify(&profile, &ctx, None);
     // Everything else a run does before the spawn, so that 0 here means a run would start.
     if errors.is_empty()
-        && let Err(f) = build_redactor(&profile, &got)
+        && let Err(f) = build_redactor(&profile, &got, &[])
     {
         errors.push(f.msg);
     }
@@ -638,7 +672,7 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
             extra_read: Vec::new(),
             tty: None,
         };
-        let keep = startup_inputs(&profile, &ctx, &inputs, &profile.audit);
+        let keep = startup_inputs(&profile, &ctx, &profile.audit);
         if let Err(e) = sandbox::prepare(&policy, &needs, Mode::Enforce, &keep, &ctx.cwd) {
             errors.push(e.to_string());
         }
@@ -707,7 +741,7 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
     let inputs = secrets::credential_inputs(&profile, &ctx);
     let policy = sandbox_policy(&profile, &ctx, &inputs)?;
     let denied = sandbox::denied_syscalls(&policy);
-    let keep = startup_inputs(&profile, &ctx, &inputs, &profile.audit);
+    let keep = startup_inputs(&profile, &ctx, &profile.audit);
     let isolation = sandbox::isolation_report(&policy, &keep, &ctx.cwd);
     let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
     let mut env_names: Vec<String> = base
@@ -775,11 +809,16 @@ fn without_nulls(v: serde_json::Value) -> serde_json::Value {
 fn redact(args: &ProfileArg, say: &Say) -> Result<u8, Fail> {
     let ctx = context()?;
     let profile = load_profile(args, &ctx)?;
-    let Secrets { got, errors, .. } = fetch_and_verify(&profile, &ctx, None);
+    let Secrets {
+        got,
+        errors,
+        withheld,
+        ..
+    } = fetch_and_verify(&profile, &ctx, None);
     if !errors.is_empty() {
         return Err(Fail::setup(errors.join("\nagentrun: ")));
     }
-    let redactor = build_redactor(&profile, &got)?;
+    let redactor = build_redactor(&profile, &got, &withheld)?;
     let input = std::fs::File::from(std::io::stdin().lock().as_fd_owned()?);
     let output = std::fs::File::from(std::io::stdout().lock().as_fd_owned()?);
     let stats = launch::pump::pump(input, output, Box::new(redactor.stream()));
@@ -794,10 +833,13 @@ fn redact(args: &ProfileArg, say: &Say) -> Result<u8, Fail> {
 
 /// The run's redactor: every accepted secret value plus the profile's rules and patterns.
 /// A secret too short to redact without mangling all output stops the run.
-fn build_redactor(profile: &Profile, got: &[Got]) -> Result<Redactor, Fail> {
+fn build_redactor(profile: &Profile, got: &[Got], withheld: &[Got]) -> Result<Redactor, Fail> {
     refuse_too_short(got)?;
-    let pairs: Vec<(&str, &SecretString)> =
-        got.iter().map(|g| (g.name.as_str(), &g.value)).collect();
+    let pairs: Vec<(&str, &SecretString)> = got
+        .iter()
+        .chain(redactable(withheld))
+        .map(|g| (g.name.as_str(), &g.value))
+        .collect();
     new_redactor(&profile.redact, &profile.path, &pairs).map_err(Fail::setup)
 }
 
@@ -830,7 +872,11 @@ fn refuse_too_short(got: &[Got]) -> Result<(), Fail> {
 /// milliseconds) never delays the child's start. Output and messages wait for it only when
 /// there is something to redact; a child that prints nothing never waits. It lives until the
 /// process ends (leaked once per run, on purpose).
-fn redactor_in_background(profile: &Profile, got: &[Got]) -> Result<(Pending, Build), Fail> {
+fn redactor_in_background(
+    profile: &Profile,
+    got: &[Got],
+    withheld: &[Got],
+) -> Result<(Pending, Build), Fail> {
     refuse_too_short(got)?;
     let cell: Pending = Box::leak(Box::new(Building {
         done: OnceLock::new(),
@@ -843,10 +889,18 @@ fn redactor_in_background(profile: &Profile, got: &[Got]) -> Result<(Pending, Bu
         path: profile.path.clone(),
         secrets: got
             .iter()
+            .chain(redactable(withheld))
             .map(|g| (g.name.clone(), g.value.clone()))
             .collect(),
     };
     Ok((cell, build))
+}
+
+/// The left-out values long enough to redact (a short one cannot be, and is not handed over).
+fn redactable(withheld: &[Got]) -> impl Iterator<Item = &Got> {
+    withheld
+        .iter()
+        .filter(|g| g.value.expose_secret().len() >= crate::redact::MIN_SECRET_LEN)
 }
 
 /// What the redactor thread needs; [`Build::start`] moves it there.

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 const KEY: &str = "sk-test-Zx9Qw8Er7Ty6Ui5Op4As3Df2";
 
 fn basic(s: &Scratch) {
-    s.file(".env", &format!("# comment\nexport MY_KEY=\"{KEY}\"\n"));
+    // Blank comments only: a comment with text would keep the file from the child.
+    s.file(".env", &format!("#\nexport MY_KEY=\"{KEY}\"\n"));
     s.profile(
         "t",
         r#"version = 1
@@ -670,7 +671,11 @@ fn bad_input_is_refused_with_a_clear_message() {
         "unreadable",
         "version = 1\n[secrets]\nX = \"file:profiles\"\n",
     );
-    refused(&s, "unreadable", &["secret X", "cannot read", "profiles"]);
+    refused(
+        &s,
+        "unreadable",
+        &["secret X", "not a regular file", "profiles"],
+    );
     s.file("empty", "\n");
     s.profile("emptyval", "version = 1\n[secrets]\nX = \"file:empty\"\n");
     refused(&s, "emptyval", &["secret X", "empty"]);
@@ -984,4 +989,57 @@ fn messages_before_and_after_the_spawn_with_the_redactor_building_beside_the_chi
         o.stderr.contains("--unconfined") && o.stderr.contains("time limit"),
         "{o:?}"
     );
+}
+
+/// Issue 9 item 13: a local source larger than 64 KiB (`file:`, `dotenv:`, `systemd:`) is
+/// refused at once with a message naming the source and the fix, instead of costing every
+/// start seconds in the redactor.
+#[test]
+fn an_oversized_local_source_is_refused_at_once() {
+    let mut s = Scratch::new();
+    let big = "k".repeat(200 * 1024);
+    s.file("big.txt", &big);
+    s.file(".env", &format!("BIG={big}\n"));
+    s.file("creds/big", &big);
+    s.env.insert(
+        "CREDENTIALS_DIRECTORY".into(),
+        s.path().join("creds").display().to_string(),
+    );
+    s.profile("f", "version = 1\n[secrets]\nBIG = \"file:big.txt\"\n");
+    s.profile("d", "version = 1\n[secrets]\nBIG = \"dotenv:.env#BIG\"\n");
+    s.profile("c", "version = 1\n[secrets]\nBIG = \"systemd:big\"\n");
+    for (p, name) in [("f", "big.txt"), ("d", ".env"), ("c", "creds/big")] {
+        let start = Instant::now();
+        let marker = s.path().join("started");
+        let o = s.run(&["-p", p, "--", "touch", marker.to_str().unwrap()]);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{p}: took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(o.code, 125, "{p}: {o:?}");
+        assert!(
+            o.stderr.contains("secret BIG")
+                && o.stderr.contains(name)
+                && o.stderr.contains("64 KiB"),
+            "{p}: {o:?}"
+        );
+        assert!(!o.stderr.contains("kkkk"), "{p}: {o:?}");
+        assert!(!marker.exists(), "{p}: the command ran");
+    }
+    // An `env:` source too (an environment string is at most 128 KiB on Linux).
+    s.env.insert("BIG_ENV".into(), "k".repeat(100 * 1024));
+    s.profile("e", "version = 1\n[secrets]\nBIG = \"env:BIG_ENV\"\n");
+    let o = s.run(&["-p", "e", "--", "true"]);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("BIG_ENV") && o.stderr.contains("64 KiB"),
+        "{o:?}"
+    );
+    assert!(!o.stderr.contains("kkkk"), "{o:?}");
+    s.env.remove("BIG_ENV");
+    // At the limit, it is accepted.
+    s.file("big.txt", &"k".repeat(64 * 1024));
+    let o = s.run(&["-p", "f", "--no-redact", "--", "true"]);
+    assert_eq!(o.code, 0, "{o:?}");
 }

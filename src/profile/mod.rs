@@ -62,6 +62,19 @@ pub enum ProfileError {
         who: &'static str,
         mode: u32,
     },
+    #[error(
+        "profile {path} belongs to uid {uid}, not to agentrun's user or root: its owner can change what the agent gets; `chown` it to yourself, or use your own copy"
+    )]
+    NotOwned { path: PathBuf, uid: u32 },
+    #[error(
+        "profile {path}: the directory {dir} {why}: another user could replace the profile; {fix}"
+    )]
+    InsecureDir {
+        path: PathBuf,
+        dir: PathBuf,
+        why: String,
+        fix: String,
+    },
     #[error("{path}:{line}:{col}: {msg}")]
     At {
         path: PathBuf,
@@ -223,6 +236,7 @@ impl Profile {
                 mode,
             });
         }
+        check_owner_and_dirs(path, meta.uid())?;
         let bytes = std::fs::read(path).map_err(read_err)?;
         let text = String::from_utf8(bytes).map_err(|_| ProfileError::File {
             path: path.to_path_buf(),
@@ -423,6 +437,74 @@ fn private_group(uid: u32, gid: u32) -> bool {
         return false;
     };
     is_private_group(&user.name, user.gid.as_raw(), &group.name, gid, &group.mem)
+}
+
+/// As ssh's `secure_path`: the profile belongs to agentrun's user or root, and so does every
+/// directory from the profile's up to `/`, none writable by another user (a directory with
+/// the sticky bit, such as `/tmp`, is fine: others cannot rename or delete what is ours in
+/// it). Checked on the directory the path names and on the real directories it resolves to.
+fn check_owner_and_dirs(path: &Path, file_uid: u32) -> Result<(), ProfileError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let ours = |uid: u32| uid == me || uid == 0;
+    if !ours(file_uid) {
+        return Err(ProfileError::NotOwned {
+            path: path.to_path_buf(),
+            uid: file_uid,
+        });
+    }
+    // The directories the path names (a link among them may be swapped by whoever can write
+    // the directory that holds it), then the real ones it resolves to.
+    let mut dirs: Vec<PathBuf> = path.ancestors().skip(1).map(Path::to_path_buf).collect();
+    dirs.retain(|d| !d.as_os_str().is_empty());
+    let real = std::fs::canonicalize(path).map_err(|err| ProfileError::Read {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    for d in real.ancestors().skip(1) {
+        if !dirs.iter().any(|x| x == d) {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    for dir in dirs {
+        let meta = std::fs::metadata(&dir).map_err(|err| ProfileError::Read {
+            path: dir.clone(),
+            err,
+        })?;
+        let mode = meta.mode() & 0o7777;
+        let sticky = mode & 0o1000 != 0;
+        let bad = |why: String, fix: String| ProfileError::InsecureDir {
+            path: path.to_path_buf(),
+            dir: dir.clone(),
+            why,
+            fix,
+        };
+        if !ours(meta.uid()) {
+            return Err(bad(
+                format!(
+                    "belongs to uid {}, not to agentrun's user or root",
+                    meta.uid()
+                ),
+                "keep profiles in a directory of your own (~/.config/agentrun/profiles)".into(),
+            ));
+        }
+        if sticky {
+            continue;
+        }
+        if mode & 0o002 != 0 {
+            return Err(bad(
+                format!("is writable by others (mode {mode:o})"),
+                format!("run `chmod o-w {}`", dir.display()),
+            ));
+        }
+        if mode & 0o020 != 0 && !private_group(meta.uid(), meta.gid()) {
+            return Err(bad(
+                format!("is writable by its group (mode {mode:o})"),
+                format!("run `chmod g-w {}`", dir.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_private_group(user: &str, user_gid: u32, group: &str, gid: u32, members: &[String]) -> bool {

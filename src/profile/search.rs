@@ -3,9 +3,13 @@
 use super::ProfileError;
 use std::path::{Path, PathBuf};
 
-/// The search path, in order: `$AGENTRUN_PROFILE_PATH` (colon-separated), `./profiles/`,
+/// The search path, in order: `$AGENTRUN_PROFILE_PATH` (colon-separated),
 /// `$XDG_CONFIG_HOME/agentrun/profiles/` (default `~/.config/agentrun/profiles/`),
-/// `/etc/agentrun/profiles/`.
+/// `/etc/agentrun/profiles/`, then `./profiles/`.
+///
+/// The user's own configuration comes before the working directory, as git and ssh order
+/// theirs: the working directory is where an agent writes, so a profile planted in
+/// `./profiles/` never shadows one the user wrote (`agentrun profiles` lists it as shadowed).
 pub fn search_path(
     profile_path: Option<&str>,
     cwd: &Path,
@@ -20,13 +24,13 @@ pub fn search_path(
                 .collect()
         })
         .unwrap_or_default();
-    dirs.push(cwd.join("profiles"));
     match (xdg_config_home, home) {
         (Some(x), _) if x.is_absolute() => dirs.push(x.join("agentrun/profiles")),
         (_, Some(h)) => dirs.push(h.join(".config/agentrun/profiles")),
         _ => {}
     }
     dirs.push(PathBuf::from("/etc/agentrun/profiles"));
+    dirs.push(cwd.join("profiles"));
     dirs
 }
 
@@ -93,4 +97,32 @@ pub fn list(dirs: &[PathBuf]) -> Vec<(String, PathBuf, bool)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_configuration_comes_before_the_working_directory() {
+        let dirs = search_path(
+            Some("/p1:rel"),
+            Path::new("/w"),
+            None,
+            Some(Path::new("/h")),
+        );
+        assert_eq!(
+            dirs,
+            [
+                "/p1",
+                "/w/rel",
+                "/h/.config/agentrun/profiles",
+                "/etc/agentrun/profiles",
+                "/w/profiles"
+            ]
+            .map(PathBuf::from)
+            .to_vec()
+        );
+    }
 }

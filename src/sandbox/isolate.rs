@@ -58,6 +58,9 @@ pub struct IsolationReport {
     pub own_network: bool,
     /// Paths read-only inside the child's mount namespace, and why.
     pub read_only: Vec<ReadOnly>,
+    /// Directories a later run reads that are write roots themselves: the child may create
+    /// files in them (the files already there are protected one by one).
+    pub writable_input_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -162,8 +165,17 @@ pub fn plan(
             }
         }
     }
-    // Inside a write root, and not inside another protected path.
-    wanted.retain(|(p, _)| roots.iter().any(|w| p.starts_with(w)));
+    // Inside a write root, and not inside another protected path. A directory that is a write
+    // root itself (or holds one) stays writable: the profile grants it, and the files in it
+    // that later runs read are protected one by one.
+    let mut writable_dirs = Vec::new();
+    wanted.retain(|(p, _)| {
+        if roots.iter().any(|w| w.starts_with(p)) {
+            writable_dirs.push(p.clone());
+            return false;
+        }
+        roots.iter().any(|w| p.starts_with(w))
+    });
     wanted.sort();
     wanted.dedup_by(|b, a| b.0.starts_with(&a.0));
 
@@ -204,6 +216,7 @@ pub fn plan(
             .into_iter()
             .map(|(path, why)| ReadOnly { path, why })
             .collect(),
+        writable_input_dirs: writable_dirs,
     };
     (iso, report)
 }
@@ -256,6 +269,8 @@ mod tests {
             d.join("w/a/b/.env"),
             d.join("outside.toml"),
             d.join("w/missing"),
+            // The write root itself (an audit log's directory, say) cannot be read-only.
+            d.join("w"),
         ];
         let (iso, report) = plan(&p, &keep, &d.join("w"), false);
         let ro: Vec<&Path> = report.read_only.iter().map(|r| r.path.as_path()).collect();

@@ -31,7 +31,8 @@ use serde::Serialize;
 pub use fsplan::{FsAccess, FsGrant, FsPlan};
 pub use isolate::{Isolation, IsolationReport, wants_own_network};
 pub use landlock::PINNED_ABI;
-pub use policy::{CREDENTIAL_STORES, GiveBack, Policy, SandboxSection};
+pub(crate) use policy::normalize as normalize_path;
+pub use policy::{CREDENTIAL_STORES, GiveBack, Policy, SandboxSection, credential_stores};
 
 /// Errors of the sandbox stage. Each names the key or step and the fix; all mean exit 125.
 #[derive(Debug, thiserror::Error)]

@@ -97,6 +97,15 @@ pub const CREDENTIAL_STORES: &[&str] = &[
     ".local/state/agentrun",
 ];
 
+/// The credential stores under one home directory (see [`CREDENTIAL_STORES`]).
+///
+/// agentrun protects them under `$HOME` and under the account's home from the password
+/// database: `$HOME` is an input (unset or wrong under a systemd unit without `User=`, or
+/// `env -u HOME`), not a fact.
+pub fn credential_stores(home: &Path) -> Vec<PathBuf> {
+    CREDENTIAL_STORES.iter().map(|s| home.join(s)).collect()
+}
+
 /// System roots the default policy lets the child read and execute (missing ones are skipped).
 const DEFAULT_EXEC: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/opt",

@@ -5,6 +5,7 @@
 //! touched when a profile uses them, so local profiles keep their start-up time.
 
 pub mod aws;
+mod dotenv;
 mod local;
 pub mod source;
 pub mod vault;
@@ -50,6 +51,35 @@ impl Context {
     pub fn var_str(&self, name: &str) -> Option<&str> {
         self.var(name).and_then(|v| v.to_str())
     }
+
+    /// Every home directory credential stores may sit under: `$HOME` (when absolute), the
+    /// home of agentrun's user in the password database and, for root started through
+    /// `sudo`, the home of the user who ran it (`$SUDO_UID`). `$HOME` alone is an input a
+    /// caller can unset or point elsewhere.
+    pub fn homes(&self) -> Vec<PathBuf> {
+        use nix::unistd::{Uid, User, getuid};
+        let mut out: Vec<PathBuf> = self
+            .home
+            .iter()
+            .filter(|h| h.is_absolute())
+            .cloned()
+            .collect();
+        let mut uids = vec![getuid()];
+        if getuid().is_root()
+            && let Some(uid) = self.var_str("SUDO_UID").and_then(|u| u.parse().ok())
+        {
+            uids.push(Uid::from_raw(uid));
+        }
+        for uid in uids {
+            if let Ok(Some(user)) = User::from_uid(uid)
+                && user.dir.is_absolute()
+                && !out.contains(&user.dir)
+            {
+                out.push(user.dir);
+            }
+        }
+        out
+    }
 }
 
 /// Why a fetch failed. Messages name the source and the fix, never a value.
@@ -59,6 +89,10 @@ pub enum FetchError {
     EnvMissing(String),
     #[error("{0}: environment variable is not valid UTF-8")]
     EnvNotUtf8(String),
+    #[error(
+        "{0} holds more than the {limit} KiB a local source may hold: a credential is far smaller; put the credential alone in it", limit = local::MAX_SOURCE_BYTES / 1024
+    )]
+    EnvTooLarge(String),
     #[error("cannot read {path}: {err}")]
     Read { path: PathBuf, err: std::io::Error },
     #[error("{path}: {msg}")]
@@ -71,6 +105,24 @@ pub enum FetchError {
     NoCredentialsDirectory(String),
     #[error("{0} is not valid UTF-8")]
     NotUtf8(PathBuf),
+    #[error(
+        "{0} is a symbolic link: agentrun reads a source only from the file itself (a link may have been swapped in to point at another credential); name the real file in the profile"
+    )]
+    Symlink(PathBuf),
+    #[error("{0} is not a regular file: a source is a regular file")]
+    NotRegular(PathBuf),
+    #[error(
+        "{path} belongs to uid {uid}, not to agentrun's user or root: another user could put anything in it; `chown` it to yourself, or read the secret from elsewhere"
+    )]
+    Owner { path: PathBuf, uid: u32 },
+    #[error(
+        "{path} is {size} bytes, more than the {} KiB a local source may hold: a credential is far smaller; point the source at the credential alone", local::MAX_SOURCE_BYTES / 1024
+    )]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error(
+        "{path} resolves into the credential store {store} through a link: refused; if that store is really the source, name it in the profile"
+    )]
+    IntoStore { path: PathBuf, store: PathBuf },
     #[error("the value is empty: an empty credential is never valid")]
     Empty,
     #[error("{0}")]
@@ -299,60 +351,126 @@ impl<'a> Fetcher<'a> {
 
 /// Where agentrun's credentials come from, besides the values it hands over: the child
 /// must not read these files or inherit these variables, or it would get more than the
-/// profile declares (the rest of a `.env`, the Vault login).
+/// profile declares (the rest of a `.env`, the Vault login, agentrun's own AWS keys).
 #[derive(Debug, Default)]
 pub struct CredentialInputs {
     /// Variables read by `env:` sources of `[vault]` (the `[secrets]` ones are declared).
     pub env_names: Vec<String>,
-    /// Files holding more than the child gets: a dotenv file with undeclared keys, the
-    /// `[vault]` login files, `$CREDENTIALS_DIRECTORY`.
+    /// Files of this profile's sources holding more than the child gets: a dotenv file with
+    /// anything but the declared assignments, the source of an optional secret (it may be
+    /// left out), the `[vault]` login files, `$CREDENTIALS_DIRECTORY`.
     pub paths: Vec<PathBuf>,
+    /// Credential stores kept from the child whatever the profile uses: the stores under
+    /// every home ([`Context::homes`]) and the files a secret backend would read
+    /// ([`backend_files`]), when they exist.
+    pub stores: Vec<PathBuf>,
+}
+
+/// The files agentrun's backends (and the SDKs under them) read credentials from, named by
+/// agentrun's environment or at their fixed places, whether or not the profile uses that
+/// backend: AWS shared files and web-identity token, Google's service-account key, the
+/// Kubernetes and EKS service-account tokens (Vault Kubernetes auth reads the former).
+/// Only those that exist.
+pub fn backend_files(ctx: &Context) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for name in [
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_CONFIG_FILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    ] {
+        if let Some(v) = ctx.var_str(name).filter(|v| !v.is_empty()) {
+            out.push(source::resolve_path(v, &ctx.cwd, ctx.home.as_deref()));
+        }
+    }
+    for dir in [
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "/run/secrets/kubernetes.io/serviceaccount",
+        "/var/run/secrets/eks.amazonaws.com/serviceaccount",
+        "/run/secrets/eks.amazonaws.com/serviceaccount",
+    ] {
+        out.push(PathBuf::from(dir));
+    }
+    out.retain(|p| p.exists());
+    out
+}
+
+/// Every credential store a source must not reach through a link: the stores under every
+/// home, the backends' files and `$CREDENTIALS_DIRECTORY`.
+pub fn protected_stores(ctx: &Context) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = ctx
+        .homes()
+        .iter()
+        .flat_map(|h| crate::sandbox::credential_stores(h))
+        .collect();
+    out.extend(backend_files(ctx));
+    if let Some(dir) = ctx.var("CREDENTIALS_DIRECTORY") {
+        out.push(PathBuf::from(dir));
+    }
+    out
+}
+
+/// What the `[vault]` login sources (`token`, `role_id`, `secret_id`, `jwt`) read: the
+/// variables of `env:` ones and the files of the others.
+fn vault_inputs(v: &VaultSection, ctx: &Context) -> (Vec<String>, Vec<PathBuf>) {
+    let (mut names, mut paths) = (Vec::new(), Vec::new());
+    for (key, text) in [
+        ("token", &v.token),
+        ("role_id", &v.role_id),
+        ("secret_id", &v.secret_id),
+        ("jwt", &v.jwt),
+    ] {
+        let Some(text) = text else { continue };
+        match Source::parse(text, &ctx.cwd, ctx.home.as_deref()) {
+            Ok(Source::Env { name }) => names.push(name),
+            Ok(Source::Dotenv { path, .. } | Source::File { path }) => paths.push(path),
+            Ok(_) => {}
+            // `jwt` may be a bare path; anything else that does not parse is an error
+            // the fetch reports (without echoing it).
+            Err(_) if key == "jwt" => {
+                paths.push(source::resolve_path(text, &ctx.cwd, ctx.home.as_deref()))
+            }
+            Err(_) => {}
+        }
+    }
+    (names, paths)
 }
 
 pub fn credential_inputs(profile: &crate::profile::Profile, ctx: &Context) -> CredentialInputs {
     let mut out = CredentialInputs::default();
-    // A dotenv file is kept from the child only when it holds keys the profile does not
-    // take from it; a `file:` source holds exactly the value the child gets anyway.
-    let mut dotenv_keys: BTreeMap<&std::path::Path, Vec<&str>> = BTreeMap::new();
+    // A dotenv file is kept from the child unless it holds exactly the declared assignments
+    // of required secrets (then reading it gives nothing new); a `file:` source of a required
+    // secret holds exactly the value the child gets anyway. An optional secret may be left
+    // out (missing, or failing its check), so its source is kept from the child either way.
+    let mut dotenv_keys: BTreeMap<&std::path::Path, (Vec<&str>, bool)> = BTreeMap::new();
     for s in &profile.secrets {
         match &s.source {
             Source::Env { name } => out.env_names.push(name.clone()),
-            Source::Dotenv { path, key } => dotenv_keys.entry(path).or_default().push(key),
+            Source::Dotenv { path, key } => {
+                let e = dotenv_keys.entry(path).or_insert((Vec::new(), true));
+                e.0.push(key);
+                e.1 &= s.required;
+            }
+            Source::File { path } if !s.required => out.paths.push(path.clone()),
             _ => {}
         }
     }
-    for (path, declared) in dotenv_keys {
-        let holds_more = match dotenvy::from_path_iter(path) {
-            Ok(iter) => iter
-                .filter_map(Result::ok)
-                .any(|(k, _)| !declared.contains(&k.as_str())),
-            Err(_) => false,
-        };
-        if holds_more {
+    for (path, (declared, all_required)) in dotenv_keys {
+        let exact = all_required
+            && local::read_source(path, ctx)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|t| dotenv::parse(&t).ok())
+                .is_some_and(|p| p.holds_exactly(&declared));
+        if !exact {
             out.paths.push(path.to_path_buf());
         }
     }
     if let Some(v) = &profile.vault {
-        for (key, text) in [
-            ("token", &v.token),
-            ("role_id", &v.role_id),
-            ("secret_id", &v.secret_id),
-            ("jwt", &v.jwt),
-        ] {
-            let Some(text) = text else { continue };
-            match Source::parse(text, &ctx.cwd, ctx.home.as_deref()) {
-                Ok(Source::Env { name }) => out.env_names.push(name),
-                Ok(Source::Dotenv { path, .. } | Source::File { path }) => out.paths.push(path),
-                Ok(_) => {}
-                // `jwt` may be a bare path; anything else that does not parse is an error
-                // the fetch reports (without echoing it).
-                Err(_) if key == "jwt" => {
-                    out.paths
-                        .push(source::resolve_path(text, &ctx.cwd, ctx.home.as_deref()))
-                }
-                Err(_) => {}
-            }
-        }
+        let (names, paths) = vault_inputs(v, ctx);
+        out.env_names.extend(names);
+        out.paths.extend(paths);
     }
     if let Some(dir) = ctx.var("CREDENTIALS_DIRECTORY") {
         out.paths.push(PathBuf::from(dir));
@@ -362,5 +480,162 @@ pub fn credential_inputs(profile: &crate::profile::Profile, ctx: &Context) -> Cr
     out.paths.retain(|p| p.exists());
     out.paths.sort();
     out.paths.dedup();
+    for home in ctx.homes() {
+        for store in crate::sandbox::credential_stores(&home) {
+            if !out.stores.contains(&store) {
+                out.stores.push(store);
+            }
+        }
+    }
+    for f in backend_files(ctx) {
+        if !out.stores.contains(&f) {
+            out.stores.push(f);
+        }
+    }
     out
+}
+
+/// Every path a later run reads as configuration or secret input, for the profile at hand:
+/// the profile file, the profile search directories that exist, the files of its local
+/// sources (`dotenv:`, `file:`, `systemd:` and `$CREDENTIALS_DIRECTORY`), the `[vault]` login
+/// files (`token`, `role_id`, `secret_id`, `jwt`, and `~/.vault-token`), the Vault CA bundle
+/// (`[vault].ca_cert` or `$VAULT_CACERT`: a swapped CA would let a server in the middle take
+/// the login) and the backends' files ([`backend_files`]). Only those that exist; sorted.
+///
+/// A child must not be able to create, change, rename or delete any of them: what it wrote
+/// would be read by the next run outside the sandbox.
+pub fn startup_inputs(
+    profile: &crate::profile::Profile,
+    ctx: &Context,
+    search_dirs: &[PathBuf],
+) -> Vec<PathBuf> {
+    let mut out = vec![profile.path.clone()];
+    out.extend(search_dirs.iter().cloned());
+    for s in &profile.secrets {
+        match &s.source {
+            Source::Dotenv { path, .. } | Source::File { path } => out.push(path.clone()),
+            Source::Systemd { name } => {
+                if let Some(dir) = ctx.var("CREDENTIALS_DIRECTORY") {
+                    out.push(PathBuf::from(dir).join(name));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(v) = &profile.vault {
+        out.extend(vault_inputs(v, ctx).1);
+        if let Some(ca) = v.ca_cert.as_deref().filter(|c| !c.is_empty()) {
+            out.push(source::resolve_path(ca, &ctx.cwd, ctx.home.as_deref()));
+        }
+    }
+    let uses_vault = profile.vault.is_some()
+        || profile
+            .secrets
+            .iter()
+            .any(|s| matches!(s.source, Source::Vault(_)));
+    if uses_vault {
+        for home in ctx.homes() {
+            out.push(home.join(".vault-token"));
+        }
+        if let Some(ca) = ctx.var_str("VAULT_CACERT").filter(|c| !c.is_empty()) {
+            out.push(source::resolve_path(ca, &ctx.cwd, ctx.home.as_deref()));
+        }
+    }
+    out.extend(backend_files(ctx));
+    out.retain(|p| p.exists());
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::profile::{Profile, Resolve};
+
+    fn setup() -> (tempfile::TempDir, Context, Profile) {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path();
+        for f in [
+            ".env",
+            "tok",
+            "opt",
+            "vault-token",
+            "ca.pem",
+            "creds/sd",
+            "aws",
+        ] {
+            let p = w.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "K=v\n").unwrap();
+        }
+        std::fs::create_dir_all(w.join("profiles")).unwrap();
+        let env: BTreeMap<OsString, OsString> = [
+            ("CREDENTIALS_DIRECTORY", w.join("creds")),
+            ("AWS_SHARED_CREDENTIALS_FILE", w.join("aws")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (OsString::from(k), v.into_os_string()))
+        .collect();
+        let ctx = Context {
+            env,
+            cwd: w.to_path_buf(),
+            home: Some(w.join("home")),
+        };
+        let text = "version = 1\n[vault]\naddress = \"http://127.0.0.1:1\"\ntoken = \"file:vault-token\"\nca_cert = \"ca.pem\"\n\
+                    [secrets]\nK = \"dotenv:.env#K\"\nT = \"file:tok\"\nO = { from = \"file:opt\", required = false }\nS = \"systemd:sd\"\n";
+        let profile = Profile::parse(
+            &w.join("profiles/p.toml"),
+            text,
+            &Resolve {
+                cwd: w,
+                home: Some(&w.join("home")),
+                xdg_state_home: None,
+            },
+        )
+        .unwrap();
+        (t, ctx, profile)
+    }
+
+    #[test]
+    fn startup_inputs_name_every_file_a_run_reads() {
+        let (t, ctx, profile) = setup();
+        std::fs::write(&profile.path, "").unwrap();
+        let w = t.path();
+        let got = startup_inputs(&profile, &ctx, &[w.join("profiles"), w.join("absent")]);
+        for f in [
+            "profiles/p.toml",
+            "profiles",
+            ".env",
+            "tok",
+            "opt",
+            "creds/sd",
+            "vault-token",
+            "ca.pem",
+            "aws",
+        ] {
+            assert!(got.contains(&w.join(f)), "{f} missing from {got:?}");
+        }
+        assert!(!got.contains(&w.join("absent")));
+    }
+
+    #[test]
+    fn credential_inputs_keep_optional_and_inexact_sources() {
+        let (t, ctx, profile) = setup();
+        let w = t.path();
+        let inputs = credential_inputs(&profile, &ctx);
+        // `.env` holds exactly `K=v`, declared and required: readable. `tok` is a required
+        // secret's own value: readable. `opt` may be left out: kept.
+        assert!(!inputs.paths.contains(&w.join(".env")), "{inputs:?}");
+        assert!(!inputs.paths.contains(&w.join("tok")), "{inputs:?}");
+        assert!(inputs.paths.contains(&w.join("opt")), "{inputs:?}");
+        assert!(inputs.paths.contains(&w.join("vault-token")), "{inputs:?}");
+        assert!(inputs.paths.contains(&w.join("creds")), "{inputs:?}");
+        assert!(inputs.stores.contains(&w.join("aws")), "{inputs:?}");
+        assert!(inputs.stores.contains(&w.join("home/.ssh")), "{inputs:?}");
+        std::fs::write(w.join(".env"), "# K=old\nK=v\n").unwrap();
+        let inputs = credential_inputs(&profile, &ctx);
+        assert!(inputs.paths.contains(&w.join(".env")), "{inputs:?}");
+    }
 }
