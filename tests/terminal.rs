@@ -443,3 +443,69 @@ fn ended_within(child: &mut Child, limit: Duration) -> bool {
     }
     matches!(child.try_wait(), Ok(Some(_)))
 }
+
+/// Issue 9 item 4 under `script(1)`, whose pty is the controlling terminal of its session as
+/// an operator's terminal is: the child (output piped through `cat`, so without a pty of
+/// its own) writes the secret every way it can; script's record of the screen never holds it.
+#[test]
+fn under_script_the_screen_never_shows_the_secret() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP under_script_the_screen_never_shows_the_secret: no script(1)");
+        return;
+    }
+    let mut whos = vec![Who::Root];
+    if is_root() {
+        whos.push(Who::Nobody);
+    }
+    for who in whos {
+        let mut s = Scratch::new();
+        terminal_attack(&mut s);
+        hand_to(&s, who);
+        let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let setpriv = match who {
+            Who::Root => "",
+            Who::Nobody => "setpriv --reuid 65534 --regid 65534 --clear-groups",
+        };
+        let line = format!(
+            "env -i {} {setpriv} {} -p w -- /usr/bin/python3 w.py | cat",
+            env.join(" "),
+            bin()
+        );
+        let mut script = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .current_dir(s.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut keys = script.stdin.take().unwrap();
+        let mut screen = script.stdout.take().unwrap();
+        let ready = read_until(&mut screen, Duration::from_secs(15), |t| {
+            t.contains("ready")
+        });
+        keys.write_all(b"line-from-the-keyboard\n").unwrap();
+        let rest = read_until(&mut screen, Duration::from_secs(15), |t| t.contains("got "));
+        drop(keys);
+        let ended = ended_within(&mut script, Duration::from_secs(10));
+        if !ended {
+            let _ = script.kill();
+        }
+        let mut tail = String::new();
+        let _ = screen.read_to_string(&mut tail);
+        let all = format!("{ready}{rest}{tail}");
+        assert!(ended, "{who:?}: script did not end: {all:?}");
+        assert!(
+            !all.contains(TERM_SECRET) && !all.contains(&TERM_SECRET[..12]),
+            "{who:?}: the secret reached the screen: {all:?}"
+        );
+        assert!(
+            all.contains("got line-from-the-keyboard"),
+            "{who:?}: input must still reach the child: {all:?}"
+        );
+    }
+}
