@@ -2,9 +2,11 @@
 //! no survivors.
 //!
 //! agentrun blocks the signals it forwards before any thread starts and reads them from
-//! a signalfd, so there are no async handlers. It is a child subreaper: orphans of the
-//! child's tree are re-parented to it, and when the child exits every remaining
-//! descendant is killed and reaped.
+//! a signalfd, so there are no async handlers. It sends them to the child's whole tree (see
+//! [`Tree`]): with a PID namespace to its init, which passes them to every process in it.
+//! It is a child subreaper: orphans of the child's tree are re-parented to it, and when the
+//! child exits every remaining descendant is killed and reaped; the output is then read for
+//! at most [`DRAIN_AFTER_EXIT`] more.
 //!
 //! One thread does it all: a `poll` over the signalfd, the child's output streams, their
 //! sinks when full, and (with a pty) agentrun's stdin. Nothing in the loop blocks, so a

@@ -171,9 +171,20 @@ fn open_dev_null() -> std::io::Result<OwnedFd> {
 /// offset; `None` if it cannot be had.
 fn reopen_read_only(fd: std::os::fd::BorrowedFd) -> Option<OwnedFd> {
     use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileTypeExt;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let before = std::fs::File::from(fd.try_clone_to_owned().ok()?);
     let was = before.metadata().ok()?;
+    // Only what opening has no side effect on: a device other than a terminal or /dev/null
+    // (a tape rewinds when closed) is fed through a pipe instead.
+    let kind = was.file_type();
+    let null = || std::fs::metadata("/dev/null").is_ok_and(|n| n.rdev() == was.rdev());
+    let reopenable = kind.is_file()
+        || kind.is_fifo()
+        || (kind.is_char_device() && (nix::unistd::isatty(fd).unwrap_or(false) || null()));
+    if !reopenable {
+        return None;
+    }
     // Non-blocking for the open only: a FIFO's read-only open waits for a writer otherwise
     // (agentrun's own stdin is one, so it would not; a slow device might).
     let mut f = std::fs::OpenOptions::new()
