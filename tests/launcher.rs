@@ -1401,3 +1401,26 @@ fn stdin_of_every_kind_is_read_only_for_the_child() {
         assert!(o.stdout.contains("read= fd0=9"), "{who:?} closed: {o:?}");
     }
 }
+
+/// The drain bound cuts only a pipe held from outside the tree: a reader slower than
+/// `DRAIN_AFTER_EXIT` still gets every byte the child wrote before it exited.
+#[test]
+fn a_slow_reader_still_gets_every_byte_after_the_child_exits() {
+    let s = Scratch::new();
+    s.profile("t", "version = 1\n");
+    let mut child = s.spawn(&[
+        "-p",
+        "t",
+        "--no-redact",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        "import sys; sys.stdout.write('x' * 300000)",
+    ]);
+    let mut out = child.stdout.take().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut got = Vec::new();
+    out.read_to_end(&mut got).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(got.len(), 300000);
+}

@@ -284,10 +284,22 @@ impl<'f> Stream<'f> {
         self.reader_gone
     }
 
-    /// Read what the source holds now, and end it at the first read that would wait
-    /// (see `supervise::DRAIN_AFTER_EXIT`). Output still waiting for the sink keeps
-    /// waiting: only the source stops.
+    /// While a writer still holds the source: read what it holds now, and end it at the
+    /// first read that would wait, or after [`CLOSING_BUDGET`] more bytes (see
+    /// `supervise::DRAIN_AFTER_EXIT`). Output still waiting for the sink keeps waiting: only
+    /// the source stops. Without writers nothing changes: the rest is read to the end.
     pub fn close_when_idle(&mut self) {
+        if let Some(src) = &self.source {
+            let mut p = [libc::pollfd {
+                fd: src.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if crate::sys::poll(&mut p, 0).is_ok() && p[0].revents & libc::POLLHUP != 0 {
+                // No writer is left: the source reaches its end by itself, with every byte.
+                return;
+            }
+        }
         self.closing = true;
         self.read_while_ready();
     }
