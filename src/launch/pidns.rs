@@ -27,13 +27,12 @@
 //! processes above the command block all signals, close every descriptor they do not need
 //! (so std's exec-error pipe reports the command's exec, and the output pipes see EOF when
 //! its tree is done) and never return from `pre_exec`. agentrun sends the signals it
-//! forwards to its own child only: the init takes them with `sigwait` and passes each to
+//! forwards to its own child only: the init reads them from a signalfd and passes each to
 //! every process of the namespace (`kill(-1, sig)`), and the watcher C1 of the unprivileged
 //! chain relays them to the init. A command that leaves its process group (`setpgid`,
 //! `setsid`, a double fork) is still in the namespace, so signals and the time limit reach
 //! it; a SIGKILL of agentrun's child ends the whole namespace at once. The init reaps every
-//! orphan; when the
-//! command ends it writes the command's wait status to a pipe and exits, which kills what is
+//! orphan; when the command ends it writes the command's wait status to a pipe and exits, which kills what is
 //! left. An init cannot die by a signal it sends itself, so as C1 it exits with 128 + N and
 //! agentrun takes the command's real status from the pipe (`launch::run`); as C2 it hands
 //! the status to C1, which ends the same way the command did. Exit codes and the audit
