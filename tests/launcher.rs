@@ -1275,9 +1275,10 @@ print("read=" + got, " ".join(r), flush=True)
 
 /// Issue 9 item 4, every kind of stdin: whatever agentrun's stdin is, the child's is not a
 /// way to write anywhere. A file open read-write (outside the child's write roots), a socket,
-/// a FIFO opened read-write, the write end of a pipe, `/dev/null` open read-write and a
-/// closed fd 0: the secret reaches none of them, and input still reaches the child. As root
-/// and as nobody.
+/// a FIFO opened read-write, an anonymous pipe's read end (which `/proc/self/fd/0` would
+/// reopen for writing past Landlock), the write end of a pipe, `/dev/null` open read-write
+/// and a closed fd 0: the secret reaches none of them, and input still reaches the child. As
+/// root and as nobody.
 #[test]
 fn stdin_of_every_kind_is_read_only_for_the_child() {
     use std::io::Write;
@@ -1364,14 +1365,34 @@ fn stdin_of_every_kind_is_read_only_for_the_child() {
             "{who:?} fifo: {o:?}"
         );
 
+        // An anonymous pipe's read end, as `producer | agentrun` gives it: whatever the
+        // child could write into it would be read by the next reader (a shell's `read`).
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let r2 = r.try_clone().unwrap();
+        let mut w = std::fs::File::from(w);
+        w.write_all(b"line-from-pipe\n").unwrap();
+        let o = run(Stdio::from(r));
+        drop(w);
+        let mut left = Vec::new();
+        std::fs::File::from(r2).read_to_end(&mut left).unwrap();
+        let left = String::from_utf8_lossy(&left);
+        assert!(!left.contains(STDIN_SECRET), "{who:?} pipe: {left:?} {o:?}");
+        assert!(
+            o.stdout.contains("read=line-from-pipe"),
+            "{who:?} pipe: {o:?}"
+        );
+
         // The write end of a pipe whose reader is here.
         let (r, w) = nix::unistd::pipe().unwrap();
         let o = run(Stdio::from(w));
         let mut got = Vec::new();
         std::fs::File::from(r).read_to_end(&mut got).unwrap();
         let got = String::from_utf8_lossy(&got);
-        assert!(!got.contains(STDIN_SECRET), "{who:?} pipe: {got:?} {o:?}");
-        assert_eq!(o.code, 0, "{who:?} pipe: {o:?}");
+        assert!(
+            !got.contains(STDIN_SECRET),
+            "{who:?} write end: {got:?} {o:?}"
+        );
+        assert_eq!(o.code, 0, "{who:?} write end: {o:?}");
 
         // /dev/null open read-write, as systemd gives it.
         let null = std::fs::OpenOptions::new()

@@ -126,17 +126,23 @@ pub struct ChildStdin {
 /// The child's stdin without a pty: agentrun's own stdin, read-only.
 ///
 /// An inherited stdin is an output channel when it is open for writing: a terminal is open
-/// read-write, so `echo "$SECRET" >&0` would reach the screen past the redactor. So the child
-/// never gets a writable stdin:
-/// - open read-only (`< file`, a pipe's read end, `< /dev/null`): inherited as it is;
-/// - open for writing too (a terminal, `<> file`, a FIFO opened read-write, systemd's
-///   `/dev/null`): a fresh read-only open of the same file through `/proc/self/fd/0`
-///   (`O_NOCTTY`; a regular file keeps its offset). Reopening by path is subject to the
-///   file's permissions, as the child's own attempt would be, and the sandbox's rules
-///   decide whether the child may reopen it for writing (a terminal it does not run on is
-///   not in them);
-/// - anything that cannot be reopened (a socket, a file agentrun may not open): a pipe that
-///   agentrun feeds from its stdin, closed at its end;
+/// read-write, so `echo "$SECRET" >&0` would reach the screen past the redactor. It is one
+/// too when the child can reopen it for writing through `/proc/self/fd/0`: the sandbox's file
+/// rules decide that for a file with a path, but an anonymous pipe (`producer | agentrun`)
+/// has none, and Landlock lets such a reopen through. What the child wrote into that pipe
+/// would be read by whoever reads the rest of it (the shell's next `read line`). So:
+/// - a file with a path open read-only (`< file`, a named FIFO, a terminal, `< /dev/null`):
+///   inherited as it is;
+/// - a file with a path open for writing too (a terminal, `<> file`, a FIFO opened
+///   read-write, systemd's `/dev/null`): a fresh read-only open of the same file through
+///   `/proc/self/fd/0` (`O_NOCTTY`; a regular file keeps its offset). Reopening by path is
+///   subject to the file's permissions, as the child's own attempt would be, and the
+///   sandbox's rules decide whether the child may reopen it for writing (a terminal it does
+///   not run on is not in them);
+/// - everything else (an anonymous pipe, a socket, a memfd, a file agentrun may not reopen):
+///   a pipe of agentrun's own that it feeds from its stdin and closes at its end (agentrun
+///   reads ahead of the child then, as `ssh` does: give it `< /dev/null` in a `while read`
+///   loop);
 /// - open for writing only: `/dev/null`, since the child could not read it anyway.
 pub fn child_stdin() -> std::io::Result<ChildStdin> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -147,13 +153,17 @@ pub fn child_stdin() -> std::io::Result<ChildStdin> {
         // Closed (agentrun's start-up opens /dev/null there, so only in theory).
         Err(_) => return Ok(plain(open_dev_null()?)),
     };
-    match flags & OFlag::O_ACCMODE {
-        OFlag::O_RDONLY => return Ok(plain(stdin.as_fd().try_clone_to_owned()?)),
-        OFlag::O_WRONLY => return Ok(plain(open_dev_null()?)),
-        _ => {}
+    let access = flags & OFlag::O_ACCMODE;
+    if access == OFlag::O_WRONLY {
+        return Ok(plain(open_dev_null()?));
     }
-    if let Some(fd) = reopen_read_only(stdin.as_fd()) {
-        return Ok(plain(fd));
+    if has_a_path(stdin.as_fd()) {
+        if access == OFlag::O_RDONLY {
+            return Ok(plain(stdin.as_fd().try_clone_to_owned()?));
+        }
+        if let Some(fd) = reopen_read_only(stdin.as_fd()) {
+            return Ok(plain(fd));
+        }
     }
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     super::pump::set_nonblocking(w.as_fd())?;
@@ -161,6 +171,15 @@ pub fn child_stdin() -> std::io::Result<ChildStdin> {
         fd: r,
         feed: Some(StdinForward::new(w, AtEnd::Close)),
     })
+}
+
+/// Whether what `fd` refers to has a path in a mounted file system, so that reopening it
+/// through `/proc/self/fd` is checked against the sandbox's file rules. Anonymous pipes,
+/// sockets and anon-inodes show as `pipe:[N]`, `socket:[N]`, `anon_inode:...`; a memfd as
+/// `/memfd:NAME`, on a kernel-internal mount the rules do not cover either.
+fn has_a_path(fd: std::os::fd::BorrowedFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .is_ok_and(|p| p.is_absolute() && !p.as_os_str().as_encoded_bytes().starts_with(b"/memfd:"))
 }
 
 fn open_dev_null() -> std::io::Result<OwnedFd> {
@@ -230,10 +249,15 @@ pub struct StdinForward {
 impl StdinForward {
     /// `target` is non-blocking and agentrun's own.
     fn new(target: OwnedFd, at_end: AtEnd) -> StdinForward {
+        // A terminal's input comes a line or a key at a time; a pipe's may be a stream.
+        let chunk = match at_end {
+            AtEnd::EofChar => 4096,
+            AtEnd::Close => 64 * 1024,
+        };
         StdinForward {
             target: Some(std::fs::File::from(target)),
             at_end,
-            buf: vec![0u8; 4096],
+            buf: vec![0u8; chunk],
             len: 0,
             written: 0,
             open: true,
