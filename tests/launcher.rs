@@ -1123,13 +1123,15 @@ fn a_forwarded_term_reaches_processes_that_left_the_group() {
     for who in whos("a_forwarded_term_reaches_processes_that_left_the_group") {
         let s = Scratch::new();
         s.profile("t", "version = 1\n");
+        // The handler writes with os.write: a TERM that lands while `print` is still in
+        // the buffered writer would make a second `print` fail (a reentrant call).
         let catcher = |tag: &str, how: &str| {
             format!(
-                "/usr/bin/python3 -c 'import os, signal, sys, time\n{how}\nsignal.signal(signal.SIGTERM, lambda *a: (print(\"{tag}-got-TERM\", flush=True), sys.exit(0)))\nprint(\"{tag}-ready\", flush=True)\ntime.sleep(30)' &"
+                "/usr/bin/python3 -c 'import os, signal, time\n{how}\nsignal.signal(signal.SIGTERM, lambda *a: (os.write(1, b\"{tag}-got-TERM\\n\"), os._exit(0)))\nprint(\"{tag}-ready\", flush=True)\ntime.sleep(30)' &"
             )
         };
         let script = format!(
-            "{}\na=$!\n{}\nb=$!\ntrap 'wait $a; wait $b; exit 7' TERM\nwait\n",
+            "{}\na=$!\n{}\nb=$!\ntrap 'wait $a; echo a=$?; wait $b; echo b=$?; exit 7' TERM\nwait\n",
             catcher("pgid", "os.setpgid(0, 0)"),
             catcher("sid", "os.setsid()"),
         );

@@ -147,14 +147,12 @@ pub fn run<'f>(
     // the hooks, which all let it go when agentrun's stdout loses its reader: then the
     // child's terminal hangs up, as a pipe would break.
     drop(term);
-    let tree = match launch
+    // Whether `spawn` puts a PID namespace's init (or the watcher above one) between us and
+    // the command: then signals go to it, and it passes them to the whole namespace.
+    let in_namespace = launch
         .confine
         .as_ref()
-        .and_then(|c| c.pid_namespace_flags())
-    {
-        Some(_) => supervise::Tree::Namespace as fn(i32) -> supervise::Tree,
-        None => supervise::Tree::Group,
-    };
+        .is_some_and(|c| c.pid_namespace_flags().is_some());
     let spawn::Spawned { child, status } = spawn::spawn(ChildSpec {
         program,
         argv: launch.argv,
@@ -175,7 +173,11 @@ pub fn run<'f>(
 
     let mut outcome = supervise::supervise(
         signals,
-        tree(pid),
+        if in_namespace {
+            supervise::Tree::Namespace(pid)
+        } else {
+            supervise::Tree::Group(pid)
+        },
         launch.timeout,
         launch.limits.kill_after,
         hooks.as_mut(),
