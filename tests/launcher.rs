@@ -1043,3 +1043,465 @@ fn an_oversized_local_source_is_refused_at_once() {
     let o = s.run(&["-p", "f", "--no-redact", "--", "true"]);
     assert_eq!(o.code, 0, "{o:?}");
 }
+
+// ---- issue 9: the child's whole tree, its stdin, and the end of its output ----
+
+/// Who runs agentrun (as in tests/sandbox.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Root,
+    Nobody,
+}
+
+/// Root and, when the tests run as root, nobody.
+fn whos(test: &str) -> Vec<Who> {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if root {
+        vec![Who::Root, Who::Nobody]
+    } else {
+        eprintln!("SKIP {test} as nobody: switching users needs root");
+        vec![Who::Root]
+    }
+}
+
+/// agentrun as `who`, with the scratch's clean environment, in its directory.
+fn agentrun_as(s: &Scratch, who: Who, args: &[&str]) -> std::process::Command {
+    let mut c = match who {
+        Who::Root => std::process::Command::new(bin()),
+        Who::Nobody => {
+            let mut c = std::process::Command::new("setpriv");
+            c.args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                bin(),
+            ]);
+            c
+        }
+    };
+    c.args(args)
+        .current_dir(s.path())
+        .env_clear()
+        .envs(&s.env)
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// Give the scratch directory to `who` (dirs 0755, files 0644 or 0755 if executable).
+fn hand_to(s: &Scratch, who: Who) {
+    if who == Who::Root {
+        return;
+    }
+    fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        out.push(p.to_path_buf());
+        if p.is_dir() && !p.is_symlink() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(s.path(), &mut all);
+    for p in all {
+        std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
+        if p.is_symlink() {
+            continue;
+        }
+        let x = std::fs::metadata(&p).unwrap().permissions().mode() & 0o100 != 0;
+        let mode = if p.is_dir() || x { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+/// Whether `child` ends within `limit`; killed if not.
+fn ends_within(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Issue 9 item 23: a child that leaves its process group (`setpgid(0, 0)`, or `setsid()`)
+/// and ignores nothing is still stopped by the time limit on time: `--timeout 1s` ends in
+/// about a second with 124, not after the `kill_after` grace. As root and as nobody.
+#[test]
+fn the_time_limit_reaches_a_child_that_left_its_process_group() {
+    for who in whos("the_time_limit_reaches_a_child_that_left_its_process_group") {
+        for how in ["os.setpgid(0, 0)", "os.setsid()"] {
+            let s = Scratch::new();
+            s.profile("slow", "version = 1\n[limits]\nkill_after = \"10s\"\n");
+            hand_to(&s, who);
+            let script = format!("import os, time\n{how}\ntime.sleep(30)\n");
+            let start = Instant::now();
+            let o = Out::from(
+                agentrun_as(
+                    &s,
+                    who,
+                    &[
+                        "-p",
+                        "slow",
+                        "--timeout",
+                        "1s",
+                        "--",
+                        "/usr/bin/python3",
+                        "-c",
+                        &script,
+                    ],
+                )
+                .output()
+                .unwrap(),
+            );
+            let took = start.elapsed();
+            assert_eq!(o.code, 124, "{who:?} {how}: {o:?}");
+            assert!(
+                took < Duration::from_millis(2500),
+                "{who:?} {how}: --timeout 1s took {took:?}"
+            );
+            let exit = s.audit().pop().unwrap();
+            assert_eq!(exit["signal"], 15, "{who:?} {how}: {exit}");
+        }
+    }
+}
+
+/// Issue 9 item 23: a forwarded SIGTERM reaches every process of the child's tree, however
+/// they grouped themselves: one that did `setpgid(0, 0)` and one that did `setsid()` each
+/// catch it, and the shell above them, which waits for both, ends as it chooses.
+#[test]
+fn a_forwarded_term_reaches_processes_that_left_the_group() {
+    for who in whos("a_forwarded_term_reaches_processes_that_left_the_group") {
+        let s = Scratch::new();
+        s.profile("t", "version = 1\n");
+        // The handler writes with os.write: a TERM that lands while `print` is still in
+        // the buffered writer would make a second `print` fail (a reentrant call).
+        let catcher = |tag: &str, how: &str| {
+            format!(
+                "/usr/bin/python3 -c 'import os, signal, time\n{how}\nsignal.signal(signal.SIGTERM, lambda *a: (os.write(1, b\"{tag}-got-TERM\\n\"), os._exit(0)))\nprint(\"{tag}-ready\", flush=True)\ntime.sleep(30)' &"
+            )
+        };
+        let script = format!(
+            "{}\na=$!\n{}\nb=$!\ntrap 'wait $a; echo a=$?; wait $b; echo b=$?; exit 7' TERM\nwait\n",
+            catcher("pgid", "os.setpgid(0, 0)"),
+            catcher("sid", "os.setsid()"),
+        );
+        s.file("tree.sh", &script);
+        hand_to(&s, who);
+        let mut child = agentrun_as(&s, who, &["-p", "t", "--", "sh", "tree.sh"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let ready = read_until(&mut out, Duration::from_secs(10), |t| {
+            t.contains("pgid-ready") && t.contains("sid-ready")
+        });
+        assert!(ready.contains("sid-ready"), "{who:?}: {ready}");
+        send(child.id(), "TERM");
+        let code = ends_within(&mut child, Duration::from_secs(8));
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert!(
+            rest.contains("pgid-got-TERM") && rest.contains("sid-got-TERM"),
+            "{who:?}: the TERM did not reach the whole tree: {rest:?} (ended: {code:?})"
+        );
+        assert_eq!(code, Some(7), "{who:?}: {rest}");
+    }
+}
+
+/// Issue 9 item 23: once the child's tree is gone, a pipe held open from outside it (here the
+/// child's stdout, passed over a unix socket to another process) keeps agentrun waiting for
+/// at most about a second (`DRAIN_AFTER_EXIT`); what the child wrote before is all there.
+#[test]
+fn output_held_open_from_outside_the_tree_does_not_keep_agentrun() {
+    for who in whos("output_held_open_from_outside_the_tree_does_not_keep_agentrun") {
+        let s = Scratch::new();
+        s.profile("t", "version = 1\n");
+        let sock = s.path().join("holder.sock");
+        // The holder: outside agentrun, takes the descriptor and keeps it for 30 s.
+        s.file(
+            "holder.py",
+            &format!(
+                r#"import os, socket, time
+l = socket.socket(socket.AF_UNIX)
+l.bind({sock:?})
+os.chmod({sock:?}, 0o777)
+l.listen(1)
+print("listening", flush=True)
+c, _ = l.accept()
+msg, fds, _, _ = socket.recv_fds(c, 10, 4)
+c.send(b"k")
+print("holding", fds, flush=True)
+time.sleep(30)
+"#
+            ),
+        );
+        s.file(
+            "give.py",
+            &format!(
+                r#"import socket, sys
+print("before", flush=True)
+c = socket.socket(socket.AF_UNIX)
+c.connect({sock:?})
+socket.send_fds(c, [b"x"], [1])
+c.recv(1)
+"#
+            ),
+        );
+        hand_to(&s, who);
+        let mut holder = std::process::Command::new("/usr/bin/python3")
+            .arg(s.path().join("holder.py"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut hout = holder.stdout.take().unwrap();
+        let l = read_until(&mut hout, Duration::from_secs(10), |t| {
+            t.contains("listening")
+        });
+        assert!(l.contains("listening"), "{l}");
+        let mut child = agentrun_as(
+            &s,
+            who,
+            &[
+                "-p",
+                "t",
+                "--unconfined",
+                "--",
+                "/usr/bin/python3",
+                "give.py",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let before = read_until(&mut out, Duration::from_secs(10), |t| t.contains("before"));
+        let h = read_until(&mut hout, Duration::from_secs(10), |t| {
+            t.contains("holding")
+        });
+        assert!(h.contains("holding"), "{who:?}: {h}");
+        let start = Instant::now();
+        let code = ends_within(&mut child, Duration::from_secs(8));
+        let took = start.elapsed();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(code, Some(0), "{who:?}: took {took:?}: {err}");
+        assert!(took < Duration::from_secs(3), "{who:?}: took {took:?}");
+        assert!(before.contains("before"), "{who:?}: {before}");
+    }
+}
+
+const STDIN_SECRET: &str = "sk-stdin-Lk4Jh6Gf8Ds0Ap2Mn4Bv6Cx";
+
+/// The child reads its input, then writes the secret to fd 0 and to `/proc/self/fd/0`
+/// reopened for writing, and says what happened.
+const STDIN_ATTACK: &str = r#"import os
+s = os.environ["API_KEY"].encode()
+try:
+    got = os.read(0, 100).decode(errors="replace").strip()
+except OSError as e:
+    got = "error-%d" % e.errno
+r = []
+def t(name, f):
+    try:
+        f()
+        r.append(name + "=written")
+    except OSError as e:
+        r.append(name + "=" + str(e.errno))
+def reopen(flags):
+    fd = os.open("/proc/self/fd/0", flags)
+    os.write(fd, s)
+t("fd0", lambda: os.write(0, s))
+t("proc-wronly", lambda: reopen(os.O_WRONLY))
+t("proc-rdwr", lambda: reopen(os.O_RDWR))
+print("read=" + got, " ".join(r), flush=True)
+"#;
+
+/// Issue 9 item 4, every kind of stdin: whatever agentrun's stdin is, the child's is not a
+/// way to write anywhere. A file open read-write (outside the child's write roots), a socket,
+/// a FIFO opened read-write, an anonymous pipe's read end (which `/proc/self/fd/0` would
+/// reopen for writing past Landlock), the write end of a pipe, `/dev/null` open read-write
+/// and a closed fd 0: the secret reaches none of them, and input still reaches the child. As
+/// root and as nobody.
+#[test]
+fn stdin_of_every_kind_is_read_only_for_the_child() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::process::Stdio;
+    for who in whos("stdin_of_every_kind_is_read_only_for_the_child") {
+        let mut s = Scratch::new();
+        s.env.insert("SRC_KEY".into(), STDIN_SECRET.into());
+        std::fs::create_dir(s.path().join("work")).unwrap();
+        std::fs::create_dir(s.path().join("outside")).unwrap();
+        let work = s.path().join("work");
+        s.profile(
+            "w",
+            &format!(
+                "version = 1\n[env]\npass = [\"PATH\"]\n[secrets]\nAPI_KEY = \"env:SRC_KEY\"\n[sandbox]\nwrite = [{work:?}]\n"
+            ),
+        );
+        s.file("work/w.py", STDIN_ATTACK);
+        s.file("outside/in.txt", "line-from-file\n");
+        let fifo = s.path().join("outside/fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        hand_to(&s, who);
+        let args = ["-p", "w", "--", "/usr/bin/python3", "work/w.py"];
+        let run = |stdin: Stdio| -> Out {
+            Out::from(agentrun_as(&s, who, &args).stdin(stdin).output().unwrap())
+        };
+
+        // A file open read-write.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(s.path().join("outside/in.txt"))
+            .unwrap();
+        let o = run(Stdio::from(f));
+        let after = std::fs::read_to_string(s.path().join("outside/in.txt")).unwrap();
+        assert!(
+            !after.contains(STDIN_SECRET),
+            "{who:?} file: {after:?} {o:?}"
+        );
+        assert!(
+            o.stdout.contains("read=line-from-file"),
+            "{who:?} file: {o:?}"
+        );
+
+        // A socket.
+        let (mine, theirs) = UnixStream::pair().unwrap();
+        (&mine).write_all(b"line-from-socket\n").unwrap();
+        let o = run(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+        mine.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let _ = (&mine).read_to_end(&mut got);
+        let got = String::from_utf8_lossy(&got);
+        assert!(!got.contains(STDIN_SECRET), "{who:?} socket: {got:?} {o:?}");
+        assert!(
+            o.stdout.contains("read=line-from-socket"),
+            "{who:?} socket: {o:?}"
+        );
+
+        // A FIFO opened read-write; what is left in it afterwards is read here.
+        let rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        (&rw).write_all(b"line-from-fifo\n").unwrap();
+        let o = run(Stdio::from(rw.try_clone().unwrap()));
+        let mut left = Vec::new();
+        nix::fcntl::fcntl(
+            &rw,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        let _ = (&rw).read_to_end(&mut left);
+        let left = String::from_utf8_lossy(&left);
+        assert!(!left.contains(STDIN_SECRET), "{who:?} fifo: {left:?} {o:?}");
+        assert!(
+            o.stdout.contains("read=line-from-fifo"),
+            "{who:?} fifo: {o:?}"
+        );
+
+        // An anonymous pipe's read end, as `producer | agentrun` gives it: whatever the
+        // child could write into it would be read by the next reader (a shell's `read`).
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let r2 = r.try_clone().unwrap();
+        let mut w = std::fs::File::from(w);
+        w.write_all(b"line-from-pipe\n").unwrap();
+        let o = run(Stdio::from(r));
+        drop(w);
+        let mut left = Vec::new();
+        std::fs::File::from(r2).read_to_end(&mut left).unwrap();
+        let left = String::from_utf8_lossy(&left);
+        assert!(!left.contains(STDIN_SECRET), "{who:?} pipe: {left:?} {o:?}");
+        assert!(
+            o.stdout.contains("read=line-from-pipe"),
+            "{who:?} pipe: {o:?}"
+        );
+
+        // The write end of a pipe whose reader is here.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let o = run(Stdio::from(w));
+        let mut got = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut got).unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            !got.contains(STDIN_SECRET),
+            "{who:?} write end: {got:?} {o:?}"
+        );
+        assert_eq!(o.code, 0, "{who:?} write end: {o:?}");
+
+        // /dev/null open read-write, as systemd gives it.
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let o = run(Stdio::from(null));
+        assert!(o.stdout.contains("read= fd0=9"), "{who:?} /dev/null: {o:?}");
+
+        // fd 0 closed.
+        let c = agentrun_as(&s, who, &args);
+        // The shell closes fd 0 before it execs agentrun.
+        let o = Out::from(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg("exec 0<&-; exec \"$@\"")
+                .arg("sh")
+                .arg(c.get_program())
+                .args(c.get_args())
+                .current_dir(s.path())
+                .env_clear()
+                .envs(&s.env)
+                .output()
+                .unwrap(),
+        );
+        assert!(o.stdout.contains("read= fd0=9"), "{who:?} closed: {o:?}");
+    }
+}
+
+/// The drain bound cuts only a pipe held from outside the tree: a reader slower than
+/// `DRAIN_AFTER_EXIT` still gets every byte the child wrote before it exited.
+#[test]
+fn a_slow_reader_still_gets_every_byte_after_the_child_exits() {
+    let s = Scratch::new();
+    s.profile("t", "version = 1\n");
+    let mut child = s.spawn(&[
+        "-p",
+        "t",
+        "--no-redact",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        "import sys; sys.stdout.write('x' * 300000)",
+    ]);
+    let mut out = child.stdout.take().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut got = Vec::new();
+    out.read_to_end(&mut got).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(got.len(), 300000);
+}

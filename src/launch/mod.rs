@@ -70,6 +70,9 @@ pub fn run<'f>(
     started: &mut dyn FnMut(i32),
 ) -> Result<Ran, SpawnError> {
     let io = |e: std::io::Error| SpawnError::Io(e);
+    let io_err = |what: &str, e: std::io::Error| {
+        SpawnError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+    };
     // Secret files first: their fd numbers are part of the environment.
     let mut files = Vec::new();
     let mut env: Vec<(OsString, OsString)> = launch.base_env.into_iter().collect();
@@ -94,6 +97,7 @@ pub fn run<'f>(
         }
         None => (None, None),
     };
+    let mut feed = None;
     let (stdin, stdout, out_r, ctty) = match (&term, slave) {
         (Some(t), Some(slave)) => {
             let slave_out: OwnedFd = slave.try_clone().map_err(io)?;
@@ -108,11 +112,11 @@ pub fn run<'f>(
         _ => {
             let (r, w) =
                 nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io(e.into()))?;
-            (Stdio::inherit(), Stdio::from(w), r, None)
+            // Never agentrun's stdin as it is: a terminal on fd 0 is open for writing.
+            let stdin = tty::child_stdin().map_err(|e| io_err("stdin", e))?;
+            feed = stdin.feed;
+            (Stdio::from(stdin.fd), Stdio::from(w), r, None)
         }
-    };
-    let io_err = |what: &str, e: std::io::Error| {
-        SpawnError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}")))
     };
     let mut streams = [
         pump::Stream::new(
@@ -130,11 +134,25 @@ pub fn run<'f>(
     ];
     let mut input = match &term {
         Some(t) => Some(t.stdin_forward().map_err(|e| io_err("the terminal", e))?),
-        None => None,
+        None => feed,
+    };
+    let mut hooks: Box<dyn supervise::OnSignal> = match &term {
+        Some(t) => Box::new(t.winch_hook().map_err(|e| io_err("the terminal", e))?),
+        None => Box::new(supervise::NoHooks),
     };
     // Raw mode before the child exists: a key typed as soon as it starts (Ctrl-C included)
     // must reach its terminal, not be eaten by ours.
     let raw = term.as_ref().and_then(|t| t.enter_raw_mode());
+    // From here the pty's master is held only by the output stream, the input forwarder and
+    // the hooks, which all let it go when agentrun's stdout loses its reader: then the
+    // child's terminal hangs up, as a pipe would break.
+    drop(term);
+    // Whether `spawn` puts a PID namespace's init (or the watcher above one) between us and
+    // the command: then signals go to it, and it passes them to the whole namespace.
+    let in_namespace = launch
+        .confine
+        .as_ref()
+        .is_some_and(|c| c.pid_namespace_flags().is_some());
     let spawn::Spawned { child, status } = spawn::spawn(ChildSpec {
         program,
         argv: launch.argv,
@@ -153,13 +171,13 @@ pub fn run<'f>(
     let pid = child.id() as i32;
     started(pid);
 
-    let mut hooks: Box<dyn supervise::OnSignal> = match &term {
-        Some(t) => Box::new(t.winch_hook()),
-        None => Box::new(supervise::NoHooks),
-    };
     let mut outcome = supervise::supervise(
         signals,
-        pid,
+        if in_namespace {
+            supervise::Tree::Namespace(pid)
+        } else {
+            supervise::Tree::Group(pid)
+        },
         launch.timeout,
         launch.limits.kill_after,
         hooks.as_mut(),

@@ -26,9 +26,13 @@
 //! with C1, and every descendant of the command, however it detached, with the init. The
 //! processes above the command block all signals, close every descriptor they do not need
 //! (so std's exec-error pipe reports the command's exec, and the output pipes see EOF when
-//! its tree is done) and never return from `pre_exec`. agentrun forwards signals to the
-//! process group, which the command shares with them. The init reaps every orphan; when the
-//! command ends it writes the command's wait status to a pipe and exits, which kills what is
+//! its tree is done) and never return from `pre_exec`. agentrun sends the signals it
+//! forwards to its own child only: the init reads them from a signalfd and passes each to
+//! every process of the namespace (`kill(-1, sig)`), and the watcher C1 of the unprivileged
+//! chain relays them to the init. A command that leaves its process group (`setpgid`,
+//! `setsid`, a double fork) is still in the namespace, so signals and the time limit reach
+//! it; a SIGKILL of agentrun's child ends the whole namespace at once. The init reaps every
+//! orphan; when the command ends it writes the command's wait status to a pipe and exits, which kills what is
 //! left. An init cannot die by a signal it sends itself, so as C1 it exits with 128 + N and
 //! agentrun takes the command's real status from the pipe (`launch::run`); as C2 it hands
 //! the status to C1, which ends the same way the command did. Exit codes and the audit
@@ -47,6 +51,10 @@
 
 use crate::sandbox::Isolation;
 use crate::sys;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
 
 /// The steps that can fail, reported as `(step, errno)` by [`Plan::enter`].
 pub const STEP_UNSHARE: usize = 0;
@@ -244,11 +252,26 @@ impl NextChildInNewNs {
     }
 }
 
-/// C1: wait for the init, then end the way the command did.
+/// C1: relay the forwarded signals to the init, wait for it, then end the way the command
+/// did.
+///
+/// C1 is agentrun's own child, so it is where agentrun's signals arrive; the init is one
+/// level down, in the new namespace, and does the forwarding to the whole tree (see
+/// [`init_loop`]). A SIGKILL of C1 kills the init (its parent-death signal), and with it
+/// the namespace.
 fn watch(init: libc::pid_t, status_r: i32) -> ! {
-    let init_status = match sys::wait_for(init) {
-        Ok((_, s)) => s,
-        Err(_) => sys::exit_now(125),
+    let Ok(signals) = wait_set() else {
+        sys::exit_now(125)
+    };
+    let init_status = loop {
+        match reap(init) {
+            Reaped::Status(_, s) => break s,
+            Reaped::None => {}
+            Reaped::NoChildren => sys::exit_now(125),
+        }
+        if let Some(sig) = next_to_forward(&signals) {
+            let _ = sys::kill(init, sig);
+        }
     };
     let mut buf = [0u8; 4];
     let status = if sys::read_some(status_r, &mut buf) == 4 {
@@ -261,18 +284,87 @@ fn watch(init: libc::pid_t, status_r: i32) -> ! {
     end_like(status)
 }
 
-/// C2: reap everything; when the command ends, report its status and exit, which makes the
-/// kernel kill whatever is left in the namespace.
+/// The init: reap everything, and pass each forwarded signal to every process in the
+/// namespace; when the command ends, report its status and exit, which makes the kernel kill
+/// whatever is left in the namespace.
+///
+/// All signals stay blocked (an init has no handlers); the forwarded ones and SIGCHLD are
+/// read from a signalfd. A blocked signal is queued even for a namespace's init, which the
+/// kernel otherwise shields from signals it has no handler for, so whatever agentrun (or
+/// the watcher above) sends arrives here. `kill(-1, sig)` from the init reaches every
+/// other process of the namespace, however the command grouped them (`setpgid`, `setsid`,
+/// double fork): leaving the process group does not leave the namespace.
+///
+/// Only signals a process sent are passed on. The terminal's own (Ctrl-C's SIGINT, SIGWINCH,
+/// a hang-up) reach the pty's foreground process group, which the init and the command
+/// share, straight from the kernel: passing them on too would deliver them twice.
 fn init_loop(agent: libc::pid_t, status_w: i32) -> ! {
+    let Ok(signals) = wait_set() else {
+        sys::exit_now(125)
+    };
     loop {
-        match sys::wait_for(-1) {
-            Ok((pid, status)) if pid == agent => {
-                sys::write_best_effort(status_w, &status.to_ne_bytes());
-                sys::exit_now(code_of(status));
+        // Reap first: SIGCHLDs coalesce, and one may have come before the first wait.
+        loop {
+            match reap(-1) {
+                Reaped::Status(pid, status) if pid == agent => {
+                    sys::write_best_effort(status_w, &status.to_ne_bytes());
+                    sys::exit_now(code_of(status));
+                }
+                Reaped::Status(..) => {}
+                Reaped::None => break,
+                Reaped::NoChildren => sys::exit_now(125),
             }
-            Ok(_) => {}
-            Err(_) => sys::exit_now(125),
         }
+        if let Some(sig) = next_to_forward(&signals) {
+            let _ = sys::kill(-1, sig);
+        }
+    }
+}
+
+/// The signals the init and the watcher take, the ones agentrun forwards and SIGCHLD, as a
+/// blocking signalfd (they are blocked already, with all others).
+fn wait_set() -> nix::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in super::supervise::FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)
+}
+
+/// Wait for the next signal; the number to pass on when a process sent it (not SIGCHLD,
+/// not one the kernel raised for the terminal).
+fn next_to_forward(signals: &SignalFd) -> Option<i32> {
+    let info = signals.read_signal().ok()??;
+    let sig = info.ssi_signo as i32;
+    (sig != libc::SIGCHLD && info.ssi_code != libc::SI_KERNEL).then_some(sig)
+}
+
+enum Reaped {
+    /// `(pid, raw wait status)`
+    Status(libc::pid_t, i32),
+    /// Nothing has exited yet.
+    None,
+    NoChildren,
+}
+
+/// `waitpid(pid, WNOHANG | __WALL)`, with the status as a raw wait status.
+fn reap(pid: libc::pid_t) -> Reaped {
+    loop {
+        return match waitpid(
+            Pid::from_raw(pid),
+            Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+        ) {
+            Ok(WaitStatus::Exited(p, code)) => Reaped::Status(p.as_raw(), (code & 0xff) << 8),
+            Ok(WaitStatus::Signaled(p, sig, core)) => {
+                Reaped::Status(p.as_raw(), sig as i32 | if core { 0x80 } else { 0 })
+            }
+            Ok(WaitStatus::StillAlive) => Reaped::None,
+            // Stopped or continued: not an ending.
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => Reaped::NoChildren,
+        };
     }
 }
 

@@ -161,7 +161,17 @@ pub struct Stream<'f> {
     out: Vec<u8>,
     written: usize,
     stats: PumpStats,
+    /// The sink's reader went away (EPIPE).
+    reader_gone: bool,
+    /// Stop at the source's first "nothing to read" instead of waiting for its end, or once
+    /// `budget` more bytes were read (a writer that never pauses).
+    closing: bool,
+    budget: usize,
 }
+
+/// What a closing stream still reads: a full pipe at the largest size an unprivileged
+/// process can give it (`/proc/sys/fs/pipe-max-size`).
+const CLOSING_BUDGET: usize = 1 << 20;
 
 impl<'f> Stream<'f> {
     /// `source` is made non-blocking (it is agentrun's own read end).
@@ -180,6 +190,9 @@ impl<'f> Stream<'f> {
             out: Vec::new(),
             written: 0,
             stats: PumpStats::default(),
+            reader_gone: false,
+            closing: false,
+            budget: CLOSING_BUDGET,
         })
     }
 
@@ -227,7 +240,12 @@ impl<'f> Stream<'f> {
             Ok(0) => return self.end_of_input(),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if self.closing {
+                    self.end_of_input();
+                }
+                return;
+            }
             // EIO on a pty master means the slave side closed: end of stream.
             Err(e) if e.raw_os_error() == Some(libc::EIO) => return self.end_of_input(),
             Err(e) => {
@@ -245,11 +263,51 @@ impl<'f> Stream<'f> {
         };
         self.filter.push(input, &mut self.out);
         self.flush();
+        if self.closing {
+            self.budget = self.budget.saturating_sub(n);
+            if self.budget == 0 {
+                self.end_of_input();
+            }
+        }
     }
 
     /// The sink has room again.
     pub fn on_writable(&mut self) {
         self.flush();
+        if self.closing {
+            self.read_while_ready();
+        }
+    }
+
+    /// Whether the sink's reader went away (EPIPE): the source is closed then.
+    pub fn reader_gone(&self) -> bool {
+        self.reader_gone
+    }
+
+    /// While a writer still holds the source: read what it holds now, and end it at the
+    /// first read that would wait, or after [`CLOSING_BUDGET`] more bytes (see
+    /// `supervise::DRAIN_AFTER_EXIT`). Output still waiting for the sink keeps waiting: only
+    /// the source stops. Without writers nothing changes: the rest is read to the end.
+    pub fn close_when_idle(&mut self) {
+        if let Some(src) = &self.source {
+            let mut p = [libc::pollfd {
+                fd: src.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if crate::sys::poll(&mut p, 0).is_ok() && p[0].revents & libc::POLLHUP != 0 {
+                // No writer is left: the source reaches its end by itself, with every byte.
+                return;
+            }
+        }
+        self.closing = true;
+        self.read_while_ready();
+    }
+
+    fn read_while_ready(&mut self) {
+        while self.read_fd().is_some() {
+            self.on_readable(true);
+        }
     }
 
     /// Stop reading: what the filter holds is released, the read end closed.
@@ -276,6 +334,7 @@ impl<'f> Stream<'f> {
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                     // The reader went away: stop reading so the child gets EPIPE too.
                     self.sink_open = false;
+                    self.reader_gone = true;
                     if self.source.take().is_some() {
                         self.out.clear();
                         self.filter.finish(&mut self.out);

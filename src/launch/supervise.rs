@@ -2,9 +2,11 @@
 //! no survivors.
 //!
 //! agentrun blocks the signals it forwards before any thread starts and reads them from
-//! a signalfd, so there are no async handlers. It is a child subreaper: orphans of the
-//! child's tree are re-parented to it, and when the child exits every remaining
-//! descendant is killed and reaped.
+//! a signalfd, so there are no async handlers. It sends them to the child's whole tree (see
+//! [`Tree`]): with a PID namespace to its init, which passes them to every process in it.
+//! It is a child subreaper: orphans of the child's tree are re-parented to it, and when the
+//! child exits every remaining descendant is killed and reaped; the output is then read for
+//! at most [`DRAIN_AFTER_EXIT`] more.
 //!
 //! One thread does it all: a `poll` over the signalfd, the child's output streams, their
 //! sinks when full, and (with a pty) agentrun's stdin. Nothing in the loop blocks, so a
@@ -12,7 +14,7 @@
 //! the time limit.
 
 use super::pump::Stream;
-use super::tty::StdinToPty;
+use super::tty::StdinForward;
 use crate::sys;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -97,17 +99,53 @@ pub trait OnSignal {
     fn winch(&mut self) -> bool {
         false
     }
+
+    /// The reader of agentrun's stdout went away. With a pty, closes agentrun's side of it
+    /// (EIO on the child's terminal) and returns true: the child's tree then gets SIGHUP, as
+    /// a child on a pipe gets EPIPE.
+    fn stdout_gone(&mut self) -> bool {
+        false
+    }
 }
 
 pub struct NoHooks;
 impl OnSignal for NoHooks {}
 
-/// Send `sig` to the child's process group, or to the child if it has none.
-fn signal_child(pid: i32, sig: Signal) {
-    if sys::kill(-pid, sig as i32).is_err() {
+/// agentrun's child (its pid), and where the signals for its tree go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    /// The child is a PID namespace's init, or the watcher above one (see `pidns`): it
+    /// passes each forwarded signal to every process of the namespace, and its SIGKILL ends
+    /// them all at once, however they grouped themselves.
+    Namespace(i32),
+    /// No PID namespace: the child's process group. A process that leaves it (`setpgid`,
+    /// `setsid`) gets no forwarded signal, only the SIGKILL when the child ends.
+    Group(i32),
+}
+
+impl Tree {
+    fn pid(self) -> i32 {
+        match self {
+            Tree::Namespace(pid) | Tree::Group(pid) => pid,
+        }
+    }
+}
+
+/// Send `sig` to the child's tree (see [`Tree`]).
+fn signal_child(tree: Tree, sig: Signal) {
+    let pid = tree.pid();
+    if matches!(tree, Tree::Namespace(_)) || sys::kill(-pid, sig as i32).is_err() {
         let _ = sys::kill(pid, sig as i32);
     }
 }
+
+/// How long the output pipes are still read once the child's tree is gone and killed.
+///
+/// Every process that could hold them is dead by then (a PID namespace's init is reaped only
+/// after everything in it; without one, every descendant is killed and reaped first), so what
+/// still holds a pipe got it from outside the tree (a descriptor passed over a socket).
+/// Whatever is already in a pipe is read in full; only waiting for more is bounded.
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
 
 /// What the event loop polls a descriptor for.
 #[derive(Clone, Copy)]
@@ -119,17 +157,18 @@ enum Role {
     StdinWrite,
 }
 
-/// Supervise `pid` until it exits, pumping `streams` (and `stdin` to the pty) meanwhile;
+/// Supervise the child (`tree`) until it exits, pumping `streams` (and `stdin` to the pty) meanwhile;
 /// then kill and reap every remaining descendant and drain the streams to their end.
 pub fn supervise(
     signals: &Signals,
-    pid: i32,
+    tree: Tree,
     timeout: Option<Duration>,
     kill_after: Duration,
     hooks: &mut dyn OnSignal,
     streams: &mut [Stream],
-    mut stdin: Option<&mut StdinToPty>,
+    mut stdin: Option<&mut StdinForward>,
 ) -> Outcome {
+    let pid = tree.pid();
     let start = Instant::now();
     let deadline = timeout.map(|t| start + t);
     let mut kill_at: Option<Instant> = None;
@@ -138,6 +177,8 @@ pub fn supervise(
     let mut forwarded = Vec::new();
     let mut ending = None;
     let mut killed_descendants = 0;
+    let mut hung_up = false;
+    let mut drain_until: Option<Instant> = None;
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(8);
     let mut roles: Vec<Role> = Vec::with_capacity(8);
 
@@ -175,11 +216,13 @@ pub fn supervise(
             }
         }
         let now = Instant::now();
-        let next = [deadline.filter(|_| !timed_out), kill_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .filter(|_| ending.is_none());
+        let next = match ending {
+            Some(_) => drain_until,
+            None => [deadline.filter(|_| !timed_out), kill_at]
+                .into_iter()
+                .flatten()
+                .min(),
+        };
         let wait_ms = match next {
             None => -1,
             Some(t) => {
@@ -210,6 +253,26 @@ pub fn supervise(
                 }
             }
         }
+        if !hung_up && streams.first().is_some_and(Stream::reader_gone) {
+            hung_up = true;
+            if hooks.stdout_gone() {
+                if let Some(i) = stdin.as_deref_mut() {
+                    i.hang_up();
+                }
+                if ending.is_none() {
+                    signal_child(tree, Signal::SIGHUP);
+                }
+            }
+        }
+        if let Some(d) = drain_until {
+            if Instant::now() >= d {
+                drain_until = None;
+                for st in streams.iter_mut() {
+                    st.close_when_idle();
+                }
+            }
+            continue;
+        }
         if ending.is_some() {
             continue;
         }
@@ -220,13 +283,13 @@ pub fn supervise(
             && now >= d
         {
             timed_out = true;
-            signal_child(pid, Signal::SIGTERM);
+            signal_child(tree, Signal::SIGTERM);
             kill_at = Some(now + kill_after);
         }
         if let Some(k) = kill_at
             && now >= k
         {
-            signal_child(pid, Signal::SIGKILL);
+            signal_child(tree, Signal::SIGKILL);
             kill_at = None;
         }
         if !check_children {
@@ -242,20 +305,20 @@ pub fn supervise(
                     terms += 1;
                     forwarded.push(sig.as_str().to_string());
                     if terms >= 2 {
-                        signal_child(pid, Signal::SIGKILL);
+                        signal_child(tree, Signal::SIGKILL);
                     } else {
-                        signal_child(pid, Signal::SIGTERM);
+                        signal_child(tree, Signal::SIGTERM);
                         kill_at.get_or_insert(Instant::now() + kill_after);
                     }
                 }
                 Signal::SIGWINCH => {
                     if !hooks.winch() {
-                        signal_child(pid, sig);
+                        signal_child(tree, sig);
                     }
                 }
                 other => {
                     forwarded.push(other.as_str().to_string());
-                    signal_child(pid, other);
+                    signal_child(tree, other);
                 }
             }
         }
@@ -275,6 +338,7 @@ pub fn supervise(
         if ending.is_some() {
             // Whatever still holds the output pipes goes now, so the streams reach their end.
             killed_descendants = kill_descendants(pid);
+            drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
         }
     }
     Outcome {

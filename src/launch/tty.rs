@@ -54,22 +54,17 @@ impl Pty {
 
     /// What copies agentrun's stdin to the pty from the event loop. Makes the master
     /// non-blocking (its description is agentrun's alone).
-    pub fn stdin_forward(&self) -> std::io::Result<StdinToPty> {
+    pub fn stdin_forward(&self) -> std::io::Result<StdinForward> {
         let master = self.master.try_clone()?;
         super::pump::set_nonblocking(master.as_fd())?;
-        Ok(StdinToPty {
-            master: std::fs::File::from(master),
-            buf: vec![0u8; 4096],
-            len: 0,
-            written: 0,
-            open: true,
-        })
+        Ok(StdinForward::new(master, AtEnd::EofChar))
     }
 
-    pub fn winch_hook(&self) -> Winch {
-        Winch {
-            master: self.master.as_raw_fd(),
-        }
+    /// The window-size and hang-up hooks, with their own copy of the master.
+    pub fn winch_hook(&self) -> std::io::Result<Winch> {
+        Ok(Winch {
+            master: Some(self.master.try_clone()?),
+        })
     }
 }
 
@@ -93,50 +88,213 @@ impl Drop for RawGuard {
     }
 }
 
-/// Copies agentrun's window size to the child's pty on SIGWINCH.
+/// Copies agentrun's window size to the child's pty on SIGWINCH, and hangs the pty up when
+/// agentrun's stdout loses its reader.
 pub struct Winch {
-    master: std::os::fd::RawFd,
+    master: Option<OwnedFd>,
 }
 
 impl super::supervise::OnSignal for Winch {
     fn winch(&mut self) -> bool {
-        match sys::window_size(libc::STDOUT_FILENO) {
-            Some(ws) => {
-                sys::set_window_size(self.master, &ws);
+        match (&self.master, sys::window_size(libc::STDOUT_FILENO)) {
+            (Some(m), Some(ws)) => {
+                sys::set_window_size(m.as_raw_fd(), &ws);
                 true
             }
-            None => false,
+            _ => false,
         }
+    }
+
+    /// The output stream has closed its copy of the master and the input forwarder is told
+    /// to close its own; with this one gone the pty has no master left, and the kernel
+    /// hangs up the child's side (EIO). The kernel's SIGHUP goes to the session leader only
+    /// (a process above the command), so agentrun sends the tree its own.
+    fn stdout_gone(&mut self) -> bool {
+        self.master = None;
+        true
     }
 }
 
-/// agentrun's stdin -> the child's terminal, one chunk at a time: stdin is read only when the
-/// previous chunk is in, so a child that does not read its input holds nothing up but that.
-pub struct StdinToPty {
-    master: std::fs::File,
+/// What the child's stdin is (see [`child_stdin`]).
+pub struct ChildStdin {
+    /// The descriptor the child gets as fd 0: readable, never writable.
+    pub fd: OwnedFd,
+    /// When it is a pipe: what feeds it from agentrun's stdin.
+    pub feed: Option<StdinForward>,
+}
+
+/// The child's stdin without a pty: agentrun's own stdin, read-only.
+///
+/// An inherited stdin is an output channel when it is open for writing: a terminal is open
+/// read-write, so `echo "$SECRET" >&0` would reach the screen past the redactor. It is one
+/// too when the child can reopen it for writing through `/proc/self/fd/0`: the sandbox's file
+/// rules decide that for a file with a path, but an anonymous pipe (`producer | agentrun`)
+/// has none, and Landlock lets such a reopen through. What the child wrote into that pipe
+/// would be read by whoever reads the rest of it (the shell's next `read line`). So:
+/// - a file with a path open read-only (`< file`, a named FIFO, a terminal, `< /dev/null`):
+///   inherited as it is;
+/// - a file with a path open for writing too (a terminal, `<> file`, a FIFO opened
+///   read-write, systemd's `/dev/null`): a fresh read-only open of the same file through
+///   `/proc/self/fd/0` (`O_NOCTTY`; a regular file keeps its offset). Reopening by path is
+///   subject to the file's permissions, as the child's own attempt would be, and the
+///   sandbox's rules decide whether the child may reopen it for writing (a terminal it does
+///   not run on is not in them);
+/// - everything else (an anonymous pipe, a socket, a memfd, a file agentrun may not reopen):
+///   a pipe of agentrun's own that it feeds from its stdin and closes at its end (agentrun
+///   reads ahead of the child then, as `ssh` does: give it `< /dev/null` in a `while read`
+///   loop);
+/// - open for writing only: `/dev/null`, since the child could not read it anyway.
+pub fn child_stdin() -> std::io::Result<ChildStdin> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let stdin = std::io::stdin();
+    let plain = |fd: OwnedFd| ChildStdin { fd, feed: None };
+    let flags = match fcntl(stdin.as_fd(), FcntlArg::F_GETFL) {
+        Ok(f) => OFlag::from_bits_truncate(f),
+        // Closed (agentrun's start-up opens /dev/null there, so only in theory).
+        Err(_) => return Ok(plain(open_dev_null()?)),
+    };
+    let access = flags & OFlag::O_ACCMODE;
+    if access == OFlag::O_WRONLY {
+        return Ok(plain(open_dev_null()?));
+    }
+    if has_a_path(stdin.as_fd()) {
+        if access == OFlag::O_RDONLY {
+            return Ok(plain(stdin.as_fd().try_clone_to_owned()?));
+        }
+        if let Some(fd) = reopen_read_only(stdin.as_fd()) {
+            return Ok(plain(fd));
+        }
+    }
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    super::pump::set_nonblocking(w.as_fd())?;
+    Ok(ChildStdin {
+        fd: r,
+        feed: Some(StdinForward::new(w, AtEnd::Close)),
+    })
+}
+
+/// Whether what `fd` refers to has a path in a mounted file system, so that reopening it
+/// through `/proc/self/fd` is checked against the sandbox's file rules. Anonymous pipes,
+/// sockets and anon-inodes show as `pipe:[N]`, `socket:[N]`, `anon_inode:...`; a memfd as
+/// `/memfd:NAME`, on a kernel-internal mount the rules do not cover either.
+fn has_a_path(fd: std::os::fd::BorrowedFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .is_ok_and(|p| p.is_absolute() && !p.as_os_str().as_encoded_bytes().starts_with(b"/memfd:"))
+}
+
+fn open_dev_null() -> std::io::Result<OwnedFd> {
+    Ok(std::fs::File::open("/dev/null")?.into())
+}
+
+/// A read-only open of what `fd` refers to, the same file (device and inode), at the same
+/// offset; `None` if it cannot be had.
+fn reopen_read_only(fd: std::os::fd::BorrowedFd) -> Option<OwnedFd> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let before = std::fs::File::from(fd.try_clone_to_owned().ok()?);
+    let was = before.metadata().ok()?;
+    // Only what opening has no side effect on: a device other than a terminal or /dev/null
+    // (a tape rewinds when closed) is fed through a pipe instead.
+    let kind = was.file_type();
+    let null = || std::fs::metadata("/dev/null").is_ok_and(|n| n.rdev() == was.rdev());
+    let reopenable = kind.is_file()
+        || kind.is_fifo()
+        || (kind.is_char_device() && (nix::unistd::isatty(fd).unwrap_or(false) || null()));
+    if !reopenable {
+        return None;
+    }
+    // Non-blocking for the open only: a FIFO's read-only open waits for a writer otherwise
+    // (agentrun's own stdin is one, so it would not; a slow device might).
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()?;
+    let now = f.metadata().ok()?;
+    if (now.dev(), now.ino(), now.rdev()) != (was.dev(), was.ino(), was.rdev()) {
+        return None;
+    }
+    if was.file_type().is_file() {
+        let at = (&before).stream_position().ok()?;
+        f.seek(SeekFrom::Start(at)).ok()?;
+    }
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(&f, FcntlArg::F_GETFL).ok()?);
+    fcntl(&f, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).ok()?;
+    Some(f.into())
+}
+
+/// What agentrun's stdin's end becomes for the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtEnd {
+    /// A pty: the terminal's EOF character.
+    EofChar,
+    /// A pipe: closed.
+    Close,
+}
+
+/// agentrun's stdin -> the child's terminal or stdin pipe, one chunk at a time: stdin is read
+/// only when the previous chunk is in, so a child that does not read its input holds nothing
+/// up but that.
+pub struct StdinForward {
+    target: Option<std::fs::File>,
+    at_end: AtEnd,
     buf: Vec<u8>,
     len: usize,
     written: usize,
     open: bool,
 }
 
-impl StdinToPty {
-    /// Poll stdin while the last chunk is delivered and input has not ended.
-    pub fn read_fd(&self) -> Option<RawFd> {
-        (self.open && self.written == self.len).then_some(libc::STDIN_FILENO)
+impl StdinForward {
+    /// `target` is non-blocking and agentrun's own.
+    fn new(target: OwnedFd, at_end: AtEnd) -> StdinForward {
+        // A terminal's input comes a line or a key at a time; a pipe's may be a stream.
+        let chunk = match at_end {
+            AtEnd::EofChar => 4096,
+            AtEnd::Close => 64 * 1024,
+        };
+        StdinForward {
+            target: Some(std::fs::File::from(target)),
+            at_end,
+            buf: vec![0u8; chunk],
+            len: 0,
+            written: 0,
+            open: true,
+        }
     }
 
-    /// Poll the master while a chunk waits for room.
+    /// Poll stdin while the last chunk is delivered and input has not ended.
+    pub fn read_fd(&self) -> Option<RawFd> {
+        (self.open && self.target.is_some() && self.written == self.len)
+            .then_some(libc::STDIN_FILENO)
+    }
+
+    /// Poll the target while a chunk waits for room.
     pub fn write_fd(&self) -> Option<RawFd> {
-        (self.written < self.len).then(|| self.master.as_raw_fd())
+        match &self.target {
+            Some(t) if self.written < self.len => Some(t.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    /// Stop forwarding and close the target (the pty is being hung up).
+    pub fn hang_up(&mut self) {
+        self.open = false;
+        self.target = None;
+        self.written = self.len;
     }
 
     pub fn on_readable(&mut self) {
         // A raw read: std's buffered stdin could hold bytes that poll no longer sees.
         match nix::unistd::read(std::io::stdin().as_fd(), &mut self.buf) {
             Ok(0) => {
-                // End of input: the terminal's EOF character.
                 self.open = false;
+                if self.at_end == AtEnd::Close {
+                    self.target = None;
+                    return;
+                }
+                // End of input: the terminal's EOF character.
                 self.buf[0] = 4;
                 self.len = 1;
             }
@@ -144,6 +302,9 @@ impl StdinToPty {
             Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => return,
             Err(_) => {
                 self.open = false;
+                if self.at_end == AtEnd::Close {
+                    self.target = None;
+                }
                 return;
             }
         }
@@ -153,15 +314,26 @@ impl StdinToPty {
 
     pub fn on_writable(&mut self) {
         while self.written < self.len {
-            match self.master.write(&self.buf[self.written..self.len]) {
+            let Some(target) = self.target.as_mut() else {
+                return;
+            };
+            match target.write(&self.buf[self.written..self.len]) {
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(_) => {
+                    // The child closed its end (EPIPE), or the pty is gone.
                     self.open = false;
                     self.written = self.len;
+                    if self.at_end == AtEnd::Close {
+                        self.target = None;
+                    }
                 }
             }
+        }
+        if !self.open && self.at_end == AtEnd::Close {
+            // Input ended while the last chunk waited for room: it is in, close the pipe.
+            self.target = None;
         }
     }
 }
