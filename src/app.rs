@@ -3,7 +3,7 @@
 //! Each turns validated inputs into one pass through the pipeline:
 //! profile -> fetch -> verify -> (sandbox, redactor) -> launch -> audit.
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Sinks};
 use crate::cli::{CheckArgs, Cli, Command, ProfileArg, RunArgs, Tty};
 use crate::launch::{self, Injected, Launch, pump::Passthrough, pump::StreamFilter};
 use crate::profile::{self, AuditSink, Inject, Profile, Resolve, search};
@@ -118,7 +118,8 @@ impl Say {
         if level > self.level {
             return;
         }
-        let line = format!("agentrun: {msg}\n");
+        // No `user:pass@` of any URL (a Vault address, an endpoint) in a message.
+        let line = format!("agentrun: {}\n", crate::scrub::strip_userinfo(msg));
         let bytes = match self.redactor.get().map(|c| c.wait()) {
             Some(Ok(r)) => r.redact_bytes(line.as_bytes()),
             // No redactor (yet, or it failed): agentrun's messages name things, never values.
@@ -381,16 +382,8 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         Some(t) => Some(profile::limits::parse_duration("--timeout", t).map_err(Fail::setup)?),
         None => profile.limits.timeout,
     };
-    let sink = match args.audit_log.as_deref() {
-        Some("-") => AuditSink::Stderr,
-        Some(p) => AuditSink::File(secrets::source::resolve_path(
-            p,
-            &ctx.cwd,
-            ctx.home.as_deref(),
-        )),
-        None => profile.audit.clone(),
-    };
-    let mut audit = Audit::open(&sink)?;
+    let sinks = audit_sinks(&profile, args.audit_log.as_deref(), &ctx).map_err(Fail::setup)?;
+    let mut audit = Audit::open(&sinks)?;
     let argv0 = args.command[0].to_string_lossy().into_owned();
     audit.record(
         "start",
@@ -593,10 +586,15 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     {
         errors.push(f.msg);
     }
-    if let AuditSink::File(path) = &profile.audit
-        && let Err(e) = Audit::open(&AuditSink::File(path.clone()))
-    {
-        errors.push(e.to_string());
+    // Checked as a run would open it, but nothing is created, opened for writing or
+    // changed: `check` starts nothing, so it writes nothing.
+    match audit_sinks(&profile, None, &ctx) {
+        Ok(sinks) => {
+            if let Err(e) = Audit::inspect(&sinks) {
+                errors.push(e.to_string());
+            }
+        }
+        Err(e) => errors.push(e),
     }
     let kernel = sandbox::kernel_report(&policy);
     if !kernel.enforce_ok {
@@ -616,9 +614,14 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     }
     let ok = errors.is_empty();
     if args.json {
-        let doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "errors": errors});
+        let mut doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "errors": errors});
+        crate::scrub::strip_userinfo_json(&mut doc);
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
+        // Fetch errors can quote an address: print every line without `user:pass@`.
+        macro_rules! println {
+            ($($t:tt)*) => { std::println!("{}", crate::scrub::strip_userinfo(&format!($($t)*))) };
+        }
         println!("profile  {}  ok", profile.path.display());
         for r in &report.secrets {
             let mark = if r.ok { "ok" } else { "FAILED" };
@@ -710,10 +713,14 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
             "builtin_rules": crate::redact::builtin_rules().iter().map(|(id, what)| json!({"id": id, "what": what})).collect::<Vec<_>>(),
         },
         "audit": profile.audit,
+        "audit_journald": profile.audit_journald,
         "limits": profile.limits,
-        "vault": profile.vault,
+        "vault": vault_shown(profile.vault.as_ref()),
         "aws": profile.aws,
     });
+    // No `user:pass@` of an address or endpoint.
+    let mut doc = doc;
+    crate::scrub::strip_userinfo_json(&mut doc);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
@@ -949,4 +956,79 @@ fn profiles() -> Result<u8, Fail> {
         println!("{name:<20} {}{note}", path.display());
     }
     Ok(0)
+}
+
+/// The audit sinks of a run: the operator's (`--audit-log`, else `$AGENTRUN_AUDIT_LOG`),
+/// else the profile's, which must lie under agentrun's state directory: a profile must
+/// never make agentrun write to a file that is not an agentrun audit log (a `~/.bashrc`
+/// appended to with attacker-chosen text runs as shell code), and only the operator can
+/// loosen that (contract, section 8).
+fn audit_sinks(profile: &Profile, operator: Option<&str>, ctx: &Context) -> Result<Sinks, String> {
+    let operator = operator
+        .map(str::to_string)
+        .or_else(|| ctx.var_str("AGENTRUN_AUDIT_LOG").map(str::to_string))
+        .filter(|l| !l.is_empty());
+    let log = match operator.as_deref() {
+        Some("-") => AuditSink::Stderr,
+        Some("journald") => AuditSink::Journald,
+        Some(p) => AuditSink::File(secrets::source::resolve_path(
+            p,
+            &ctx.cwd,
+            ctx.home.as_deref(),
+        )),
+        None => match &profile.audit {
+            AuditSink::File(p) if !profile::inside_state_dir(p, &profile.state_dir) => {
+                return Err(format!(
+                    "{}: [audit] log = {} is outside agentrun's state directory {}: a profile may \
+                     keep its audit log only there (it must not make agentrun write to any other \
+                     file); name a file under {}, or, as the operator, pass --audit-log PATH or \
+                     set AGENTRUN_AUDIT_LOG",
+                    profile.path.display(),
+                    p.display(),
+                    profile.state_dir.display(),
+                    profile.state_dir.display()
+                ));
+            }
+            other => other.clone(),
+        },
+    };
+    Ok(Sinks {
+        log,
+        journald: profile.audit_journald,
+        journal_socket: ctx
+            .var("AGENTRUN_JOURNAL_SOCKET")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    })
+}
+
+/// `[vault]` for `explain`: the keys that carry a credential (`token`, `role_id`,
+/// `secret_id`, `jwt`) show only that they are set and their source's kind, never the text
+/// (it may be a credential pasted in the wrong place).
+fn vault_shown(vault: Option<&crate::secrets::vault::VaultSection>) -> serde_json::Value {
+    let Some(v) = vault else {
+        return serde_json::Value::Null;
+    };
+    let mut doc = json!(v);
+    if let Some(m) = doc.as_object_mut() {
+        for key in ["token", "role_id", "secret_id", "jwt"] {
+            if let Some(serde_json::Value::String(text)) = m.get(key) {
+                let shown = credential_shown(text);
+                m.insert(key.into(), json!(shown));
+            }
+        }
+    }
+    doc
+}
+
+/// "set" and the kind of source a credential key names; never its text.
+fn credential_shown(text: &str) -> String {
+    let kind = match text.split_once(':') {
+        Some((scheme, _)) if ["env", "file", "dotenv", "systemd"].contains(&scheme) => {
+            format!("a {scheme}: source")
+        }
+        _ if text.starts_with(['/', '~', '.']) => "a file path".to_string(),
+        _ => "not a source (a literal value?)".to_string(),
+    };
+    format!("(set: {kind}; not shown)")
 }

@@ -482,7 +482,8 @@ fn audit_log_is_chained_private_and_valueless() {
 
 #[test]
 fn default_audit_log_lives_in_xdg_state_home_with_private_dir() {
-    let s = Scratch::new();
+    let mut s = Scratch::new();
+    s.env.remove("AGENTRUN_AUDIT_LOG");
     s.file("profiles/x.toml", "version = 1\n");
     let o = s.run(&["-p", "x", "--", "true"]);
     assert_eq!(o.code, 0, "{o:?}");
@@ -575,6 +576,7 @@ fn closed_std_fds_at_start_never_turn_the_audit_log_into_output() {
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", s.path().join("home"))
+        .env("AGENTRUN_AUDIT_LOG", s.path().join("audit.jsonl"))
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{o:?}");
@@ -919,13 +921,14 @@ fn a_credential_pasted_as_a_source_is_never_echoed() {
 
 #[test]
 fn check_refuses_whatever_a_run_would_refuse() {
-    let s = Scratch::new();
+    let mut s = Scratch::new();
     s.file("short", "abc");
     s.profile("short", "version = 1\n[secrets]\nS = \"file:short\"\n");
     let o = s.run(&["check", "-p", "short"]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stderr.contains("shorter than 4 characters"), "{o:?}");
     assert_eq!(s.run(&["-p", "short", "--", "true"]).code, 125);
+    s.env.remove("AGENTRUN_AUDIT_LOG");
     s.file(
         "profiles/badaudit.toml",
         "version = 1\n[audit]\nlog = \"/proc/forbidden/a.jsonl\"\n",

@@ -128,6 +128,8 @@ pub enum Inject {
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     pub log: Option<String>,
+    /// Copy every line to the system journal as well (tamper evidence outside the file).
+    pub journald: Option<bool>,
 }
 
 /// `[limits]`.
@@ -160,6 +162,8 @@ pub struct SecretSpec {
 pub enum AuditSink {
     Stderr,
     File(PathBuf),
+    /// The system journal only (`log = "journald"`).
+    Journald,
 }
 
 /// A validated profile. Every later stage trusts it.
@@ -174,6 +178,11 @@ pub struct Profile {
     pub sandbox: Option<SandboxSection>,
     pub redact: RedactSection,
     pub audit: AuditSink,
+    /// `[audit] journald = true`: every line goes to the journal too.
+    pub audit_journald: bool,
+    /// agentrun's state directory (`$XDG_STATE_HOME/agentrun`, `~/.local/state/agentrun`):
+    /// the only place a profile may put its audit log (anything else is the operator's call).
+    pub state_dir: PathBuf,
     pub limits: Limits,
     pub vault: Option<VaultSection>,
     pub aws: Option<AwsSection>,
@@ -374,16 +383,22 @@ impl Profile {
         // [audit]
         let audit = match raw.audit.as_ref().and_then(|a| a.get_ref().log.clone()) {
             Some(l) if l == "-" => AuditSink::Stderr,
+            Some(l) if l == "journald" => AuditSink::Journald,
             Some(l) if l.is_empty() => {
                 let span = raw.audit.as_ref().map(|a| a.span()).unwrap_or(0..0);
                 return Err(at(
                     span,
-                    "audit.log is empty: give a path, or \"-\" for stderr".into(),
+                    "audit.log is empty: give a path, \"-\" for stderr or \"journald\"".into(),
                 ));
             }
             Some(l) => AuditSink::File(resolve_path(&l, r.cwd, r.home)),
             None => AuditSink::File(default_audit_log(r)),
         };
+        let audit_journald = raw
+            .audit
+            .as_ref()
+            .and_then(|a| a.get_ref().journald)
+            .unwrap_or(false);
 
         // [limits]
         let limits = match raw.limits {
@@ -404,6 +419,8 @@ impl Profile {
             sandbox: raw.sandbox,
             redact,
             audit,
+            audit_journald,
+            state_dir: state_dir(r),
             limits,
             vault: raw.vault,
             aws: raw.aws,
@@ -429,13 +446,28 @@ fn is_private_group(user: &str, user_gid: u32, group: &str, gid: u32, members: &
     user_gid == gid && group == user && members.iter().all(|m| m == user)
 }
 
-fn default_audit_log(r: &Resolve) -> PathBuf {
+/// agentrun's state directory: `$XDG_STATE_HOME/agentrun`, else `~/.local/state/agentrun`,
+/// else `/var/lib/agentrun`.
+pub fn state_dir(r: &Resolve) -> PathBuf {
     let state = match (r.xdg_state_home, r.home) {
         (Some(s), _) if s.is_absolute() => s.to_path_buf(),
         (_, Some(h)) => h.join(".local/state"),
         _ => PathBuf::from("/var/lib"),
     };
-    state.join("agentrun/audit.jsonl")
+    state.join("agentrun")
+}
+
+fn default_audit_log(r: &Resolve) -> PathBuf {
+    state_dir(r).join("audit.jsonl")
+}
+
+/// True when `log` lies inside `state_dir` (lexically: no `..` anywhere), the only place a
+/// profile may put its audit log.
+pub fn inside_state_dir(log: &Path, state_dir: &Path) -> bool {
+    use std::path::Component;
+    log != state_dir
+        && log.starts_with(state_dir)
+        && !log.components().any(|c| c == Component::ParentDir)
 }
 
 /// 1-based line and column of a byte offset.
