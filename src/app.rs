@@ -520,9 +520,10 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
                 // no values and must not wait for a build that has not started).
                 say.redact_with(b.start());
             }
-            if let Err(e) =
-                audit.event("spawn", json!({"pid": pid, "program": program, "tty": tty}))
-            {
+            // Not waiting for the log's lock: whoever holds it must not hold up the child's
+            // supervision (the event then goes out with `exit`).
+            audit.record("spawn", json!({"pid": pid, "program": program, "tty": tty}));
+            if let Err(e) = audit.flush_if_free() {
                 audit_err = Some(e);
             }
         },

@@ -35,12 +35,30 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub const SYSLOG_SOCKET: &str = "/dev/log";
 
-#[derive(Debug, thiserror::Error)]
-#[error("audit log {path}: {err}")]
+#[derive(Debug)]
 pub struct AuditError {
     pub path: PathBuf,
     pub err: io::Error,
 }
+
+impl std::fmt::Display for AuditError {
+    /// agentrun's own refusals say their fix; an error from the system gets a general one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "audit log {}: {}", self.path.display(), self.err)?;
+        if !matches!(
+            self.err.kind(),
+            io::ErrorKind::Other | io::ErrorKind::TimedOut
+        ) {
+            write!(
+                f,
+                "; fix the path or its permissions, or pass --audit-log PATH"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for AuditError {}
 
 /// Where one run's audit events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +181,17 @@ impl Audit {
     /// Write every recorded event, chained, in one append under an exclusive lock (then
     /// copy the lines to the journal, when asked for).
     pub fn flush(&mut self) -> Result<(), AuditError> {
+        self.flush_waiting(LOCK_TIMEOUT)
+    }
+
+    /// [`Audit::flush`] without waiting for the lock: when another process holds it, the
+    /// events stay recorded for the next flush. For the child's supervision loop, which a
+    /// process holding the lock must not delay.
+    pub fn flush_if_free(&mut self) -> Result<(), AuditError> {
+        self.flush_waiting(Duration::ZERO)
+    }
+
+    fn flush_waiting(&mut self, wait: Duration) -> Result<(), AuditError> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -188,7 +217,14 @@ impl Audit {
                     err,
                 };
                 let mut f: &File = file;
-                let _lock = Flock::exclusive(f, path).map_err(e)?;
+                let _lock = match Flock::exclusive(f, path, wait) {
+                    Ok(l) => l,
+                    // Not waiting: kept for the next flush.
+                    Err(err) if wait.is_zero() && err.kind() == io::ErrorKind::TimedOut => {
+                        return Ok(());
+                    }
+                    Err(err) => return Err(e(err)),
+                };
                 let prev = match last_line(f).map_err(e)? {
                     Some(l) => hex::encode(Sha256::digest(&l)),
                     None => GENESIS.to_string(),
@@ -540,13 +576,13 @@ fn last_line(mut file: &File) -> io::Result<Option<Vec<u8>>> {
 struct Flock<'a>(&'a File);
 
 impl<'a> Flock<'a> {
-    /// The exclusive lock, waiting at most [`LOCK_TIMEOUT`].
-    fn exclusive(file: &'a File, path: &Path) -> io::Result<Self> {
+    /// The exclusive lock, waiting at most `wait`.
+    fn exclusive(file: &'a File, path: &Path, wait: Duration) -> io::Result<Self> {
         let start = Instant::now();
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(Flock(file)),
-                Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_TIMEOUT => {
+                Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
@@ -556,7 +592,7 @@ impl<'a> Flock<'a> {
                             "another process has held its lock for {}s, longer than any run \
                              needs: agentrun does not wait for it; find the holder with \
                              `fuser -v {}` (a process that can read the log can lock it)",
-                            LOCK_TIMEOUT.as_secs(),
+                            wait.as_secs(),
                             path.display()
                         ),
                     ));

@@ -520,6 +520,39 @@ mod tests {
     }
 
     #[test]
+    fn audit_keys_and_the_state_directory() {
+        let p = parse("version = 1\n[audit]\nlog = \"journald\"\n").unwrap();
+        assert_eq!(p.audit, AuditSink::Journald);
+        assert!(!p.audit_journald);
+        let p = parse("version = 1\n[audit]\njournald = true\n").unwrap();
+        assert!(p.audit_journald);
+        assert_eq!(p.state_dir, Path::new("/h/.local/state/agentrun"));
+        let state = Path::new("/h/.local/state/agentrun");
+        assert!(inside_state_dir(
+            Path::new("/h/.local/state/agentrun/a.jsonl"),
+            state
+        ));
+        assert!(inside_state_dir(
+            Path::new("/h/.local/state/agentrun/x/a.jsonl"),
+            state
+        ));
+        assert!(!inside_state_dir(state, state));
+        assert!(!inside_state_dir(Path::new("/h/.bashrc"), state));
+        assert!(!inside_state_dir(
+            Path::new("/h/.local/state/agentrun/../../../.bashrc"),
+            state
+        ));
+        assert!(!inside_state_dir(
+            Path::new("/h/.local/state/agentrunx/a"),
+            state
+        ));
+        let e = parse("version = 1\n[audit]\njournald = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/p/x.toml:"), "{e}");
+    }
+
+    #[test]
     fn short_and_long_secrets() {
         let p = parse(
             "version = 1\n[secrets]\nA = \"env:A\"\n[secrets.B]\nfrom = \"file:b\"\nas = \"file\"\nrequired = false\nverify = { min_length = 3 }\n",
