@@ -84,6 +84,9 @@ pub struct Audit {
     /// Events recorded but not yet written: [`Audit::flush`] appends them in one locked
     /// write, so a run costs a few appends, not one per event.
     pending: Vec<Map<String, Value>>,
+    /// The lock was not free within [`LOCK_TIMEOUT`] once: later flushes (the `refused`
+    /// event, the drop) do not wait for it again.
+    gave_up: bool,
 }
 
 enum Target {
@@ -130,6 +133,7 @@ impl Audit {
             run_id,
             last: GENESIS.to_string(),
             pending: Vec::new(),
+            gave_up: false,
         })
     }
 
@@ -181,7 +185,11 @@ impl Audit {
     /// Write every recorded event, chained, in one append under an exclusive lock (then
     /// copy the lines to the journal, when asked for).
     pub fn flush(&mut self) -> Result<(), AuditError> {
-        self.flush_waiting(LOCK_TIMEOUT)
+        self.flush_waiting(if self.gave_up {
+            Duration::ZERO
+        } else {
+            LOCK_TIMEOUT
+        })
     }
 
     /// [`Audit::flush`] without waiting for the lock: when another process holds it, the
@@ -223,7 +231,10 @@ impl Audit {
                     Err(err) if wait.is_zero() && err.kind() == io::ErrorKind::TimedOut => {
                         return Ok(());
                     }
-                    Err(err) => return Err(e(err)),
+                    Err(err) => {
+                        self.gave_up |= err.kind() == io::ErrorKind::TimedOut;
+                        return Err(e(err));
+                    }
                 };
                 let prev = match last_line(f).map_err(e)? {
                     Some(l) => hex::encode(Sha256::digest(&l)),
