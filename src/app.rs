@@ -990,6 +990,21 @@ fn audit_sinks(profile: &Profile, operator: Option<&str>, ctx: &Context) -> Resu
                     profile.state_dir.display()
                 ));
             }
+            AuditSink::File(p) => {
+                if let Some(link) = link_below(&profile.state_dir, p) {
+                    return Err(format!(
+                        "{}: [audit] log = {}: {} is a symbolic link: a profile's log must be a \
+                         file in agentrun's state directory {}, not reached through a link \
+                         (it could lead anywhere); remove the link, or, as the operator, pass \
+                         --audit-log PATH",
+                        profile.path.display(),
+                        p.display(),
+                        link.display(),
+                        profile.state_dir.display()
+                    ));
+                }
+                AuditSink::File(p.clone())
+            }
             other => other.clone(),
         },
     };
@@ -1032,4 +1047,23 @@ fn credential_shown(text: &str) -> String {
         _ => "not a source (a literal value?)".to_string(),
     };
     format!("(set: {kind}; not shown)")
+}
+
+/// The first symbolic link among the existing directories between `state_dir` and `log`
+/// (the log itself is opened with `O_NOFOLLOW`): a link there would take a profile's log
+/// out of the state directory, to a file a shell reads, say.
+fn link_below(state_dir: &std::path::Path, log: &std::path::Path) -> Option<PathBuf> {
+    let rest = log.strip_prefix(state_dir).ok()?;
+    let mut at = state_dir.to_path_buf();
+    let mut parts: Vec<_> = rest.components().collect();
+    parts.pop();
+    for c in parts {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return Some(at),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }

@@ -1086,6 +1086,12 @@ fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
             "profiles/link.toml",
             "version = 1\n[audit]\nlog = \"~/.local/state/agentrun/link.jsonl\"\n",
         );
+        // And a directory link in it that leads home, to a login file bash would read.
+        std::os::unix::fs::symlink(s.path().join("home"), state.join("sub")).unwrap();
+        s.file(
+            "profiles/sub.toml",
+            "version = 1\n[audit]\nlog = \"~/.local/state/agentrun/sub/.bash_login\"\n",
+        );
         if who == Who::Nobody {
             hand_to_nobody(&s);
         }
@@ -1105,6 +1111,10 @@ fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
         let o = run_as(&s, who, &["-p", "link", "--", "true"]);
         assert_eq!(o.code, 125, "{who:?}: {o:?}");
         assert!(o.stderr.contains("not a regular file"), "{who:?}: {o:?}");
+        let o = run_as(&s, who, &["-p", "sub", "--", "true"]);
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        assert!(o.stderr.contains("is a symbolic link"), "{who:?}: {o:?}");
+        assert!(!s.path().join("home/.bash_login").exists(), "{who:?}");
         // The operator's path is still checked: not a log of ours, so not appended to.
         let rc_s = rc.to_str().unwrap();
         let o = run_as(&s, who, &["-p", "rc", "--audit-log", rc_s, "--", "true"]);
