@@ -3,7 +3,7 @@
 //! Each turns validated inputs into one pass through the pipeline:
 //! profile -> fetch -> verify -> (sandbox, redactor) -> launch -> audit.
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Sinks};
 use crate::cli::{CheckArgs, Cli, Command, ProfileArg, RunArgs, Tty};
 use crate::launch::{self, Injected, Launch, pump::Passthrough, pump::StreamFilter};
 use crate::profile::{self, AuditSink, Inject, Profile, Resolve, search};
@@ -118,7 +118,8 @@ impl Say {
         if level > self.level {
             return;
         }
-        let line = format!("agentrun: {msg}\n");
+        // No `user:pass@` of any URL (a Vault address, an endpoint) in a message.
+        let line = format!("agentrun: {}\n", crate::scrub::strip_userinfo(msg));
         let bytes = match self.redactor.get().map(|c| c.wait()) {
             Some(Ok(r)) => r.redact_bytes(line.as_bytes()),
             // No redactor (yet, or it failed): agentrun's messages name things, never values.
@@ -436,16 +437,8 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         Some(t) => Some(profile::limits::parse_duration("--timeout", t).map_err(Fail::setup)?),
         None => profile.limits.timeout,
     };
-    let sink = match args.audit_log.as_deref() {
-        Some("-") => AuditSink::Stderr,
-        Some(p) => AuditSink::File(secrets::source::resolve_path(
-            p,
-            &ctx.cwd,
-            ctx.home.as_deref(),
-        )),
-        None => profile.audit.clone(),
-    };
-    let mut audit = Audit::open(&sink)?;
+    let sinks = audit_sinks(&profile, args.audit_log.as_deref(), &ctx).map_err(Fail::setup)?;
+    let mut audit = Audit::open(&sinks)?;
     let argv0 = args.command[0].to_string_lossy().into_owned();
     audit.record(
         "start",
@@ -539,7 +532,7 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         extra_read: Vec::new(),
         tty: launch.tty.as_ref().and_then(|t| t.slave_path()),
     };
-    let keep = startup_inputs(&profile, &ctx, &sink);
+    let keep = startup_inputs(&profile, &ctx, &sinks.log);
     let prepared = match sandbox::prepare(&policy, &needs, mode, &keep, &ctx.cwd) {
         Ok(p) => p,
         Err(e) => return Err(fail(&mut audit, Fail::setup(e.to_string()))),
@@ -588,9 +581,10 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
                 // no values and must not wait for a build that has not started).
                 say.redact_with(b.start());
             }
-            if let Err(e) =
-                audit.event("spawn", json!({"pid": pid, "program": program, "tty": tty}))
-            {
+            // Not waiting for the log's lock: whoever holds it must not hold up the child's
+            // supervision (the event then goes out with `exit`).
+            audit.record("spawn", json!({"pid": pid, "program": program, "tty": tty}));
+            if let Err(e) = audit.flush_if_free() {
                 audit_err = Some(e);
             }
         },
@@ -655,10 +649,15 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     {
         errors.push(f.msg);
     }
-    if let AuditSink::File(path) = &profile.audit
-        && let Err(e) = Audit::open(&AuditSink::File(path.clone()))
-    {
-        errors.push(e.to_string());
+    // Checked as a run would open it, but nothing is created, opened for writing or
+    // changed: `check` starts nothing, so it writes nothing.
+    match audit_sinks(&profile, None, &ctx) {
+        Ok(sinks) => {
+            if let Err(e) = Audit::inspect(&sinks) {
+                errors.push(e.to_string());
+            }
+        }
+        Err(e) => errors.push(e),
     }
     let kernel = sandbox::kernel_report(&policy);
     if !kernel.enforce_ok {
@@ -672,16 +671,23 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
             extra_read: Vec::new(),
             tty: None,
         };
-        let keep = startup_inputs(&profile, &ctx, &profile.audit);
+        let log =
+            audit_sinks(&profile, None, &ctx).map_or_else(|_| profile.audit.clone(), |s| s.log);
+        let keep = startup_inputs(&profile, &ctx, &log);
         if let Err(e) = sandbox::prepare(&policy, &needs, Mode::Enforce, &keep, &ctx.cwd) {
             errors.push(e.to_string());
         }
     }
     let ok = errors.is_empty();
     if args.json {
-        let doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "errors": errors});
+        let mut doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "errors": errors});
+        crate::scrub::strip_userinfo_json(&mut doc);
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
+        // Fetch errors can quote an address: print every line without `user:pass@`.
+        macro_rules! println {
+            ($($t:tt)*) => { std::println!("{}", crate::scrub::strip_userinfo(&format!($($t)*))) };
+        }
         println!("profile  {}  ok", profile.path.display());
         for r in &report.secrets {
             let mark = if r.ok { "ok" } else { "FAILED" };
@@ -741,7 +747,8 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
     let inputs = secrets::credential_inputs(&profile, &ctx);
     let policy = sandbox_policy(&profile, &ctx, &inputs)?;
     let denied = sandbox::denied_syscalls(&policy);
-    let keep = startup_inputs(&profile, &ctx, &profile.audit);
+    let log = audit_sinks(&profile, None, &ctx).map_or_else(|_| profile.audit.clone(), |s| s.log);
+    let keep = startup_inputs(&profile, &ctx, &log);
     let isolation = sandbox::isolation_report(&policy, &keep, &ctx.cwd);
     let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
     let mut env_names: Vec<String> = base
@@ -775,10 +782,14 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
             "builtin_rules": crate::redact::builtin_rules().iter().map(|(id, what)| json!({"id": id, "what": what})).collect::<Vec<_>>(),
         },
         "audit": profile.audit,
+        "audit_journald": profile.audit_journald,
         "limits": profile.limits,
-        "vault": profile.vault,
+        "vault": vault_shown(profile.vault.as_ref()),
         "aws": profile.aws,
     });
+    // No `user:pass@` of an address or endpoint.
+    let mut doc = doc;
+    crate::scrub::strip_userinfo_json(&mut doc);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
@@ -1034,4 +1045,113 @@ fn profiles() -> Result<u8, Fail> {
         println!("{name:<20} {}{note}", path.display());
     }
     Ok(0)
+}
+
+/// The audit sinks of a run: the operator's (`--audit-log`, else `$AGENTRUN_AUDIT_LOG`),
+/// else the profile's, which must lie under agentrun's state directory: a profile must
+/// never make agentrun write to a file that is not an agentrun audit log (a `~/.bashrc`
+/// appended to with attacker-chosen text runs as shell code), and only the operator can
+/// loosen that (contract, section 8).
+fn audit_sinks(profile: &Profile, operator: Option<&str>, ctx: &Context) -> Result<Sinks, String> {
+    let operator = operator
+        .map(str::to_string)
+        .or_else(|| ctx.var_str("AGENTRUN_AUDIT_LOG").map(str::to_string))
+        .filter(|l| !l.is_empty());
+    let log = match operator.as_deref() {
+        Some("-") => AuditSink::Stderr,
+        Some("journald") => AuditSink::Journald,
+        Some(p) => AuditSink::File(secrets::source::resolve_path(
+            p,
+            &ctx.cwd,
+            ctx.home.as_deref(),
+        )),
+        None => match &profile.audit {
+            AuditSink::File(p) if !profile::inside_state_dir(p, &profile.state_dir) => {
+                return Err(format!(
+                    "{}: [audit] log = {} is outside agentrun's state directory {}: a profile may \
+                     keep its audit log only there (it must not make agentrun write to any other \
+                     file); name a file under {}, or, as the operator, pass --audit-log PATH or \
+                     set AGENTRUN_AUDIT_LOG",
+                    profile.path.display(),
+                    p.display(),
+                    profile.state_dir.display(),
+                    profile.state_dir.display()
+                ));
+            }
+            AuditSink::File(p) => {
+                if let Some(link) = link_below(&profile.state_dir, p) {
+                    return Err(format!(
+                        "{}: [audit] log = {}: {} is a symbolic link: a profile's log must be a \
+                         file in agentrun's state directory {}, not reached through a link \
+                         (it could lead anywhere); remove the link, or, as the operator, pass \
+                         --audit-log PATH",
+                        profile.path.display(),
+                        p.display(),
+                        link.display(),
+                        profile.state_dir.display()
+                    ));
+                }
+                AuditSink::File(p.clone())
+            }
+            other => other.clone(),
+        },
+    };
+    Ok(Sinks {
+        log,
+        journald: profile.audit_journald,
+        journal_socket: ctx
+            .var("AGENTRUN_JOURNAL_SOCKET")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    })
+}
+
+/// `[vault]` for `explain`: the keys that carry a credential (`token`, `role_id`,
+/// `secret_id`, `jwt`) show only that they are set and their source's kind, never the text
+/// (it may be a credential pasted in the wrong place).
+fn vault_shown(vault: Option<&crate::secrets::vault::VaultSection>) -> serde_json::Value {
+    let Some(v) = vault else {
+        return serde_json::Value::Null;
+    };
+    let mut doc = json!(v);
+    if let Some(m) = doc.as_object_mut() {
+        for key in ["token", "role_id", "secret_id", "jwt"] {
+            if let Some(serde_json::Value::String(text)) = m.get(key) {
+                let shown = credential_shown(text);
+                m.insert(key.into(), json!(shown));
+            }
+        }
+    }
+    doc
+}
+
+/// "set" and the kind of source a credential key names; never its text.
+fn credential_shown(text: &str) -> String {
+    let kind = match text.split_once(':') {
+        Some((scheme, _)) if ["env", "file", "dotenv", "systemd"].contains(&scheme) => {
+            format!("a {scheme}: source")
+        }
+        _ if text.starts_with(['/', '~', '.']) => "a file path".to_string(),
+        _ => "not a source (a literal value?)".to_string(),
+    };
+    format!("(set: {kind}; not shown)")
+}
+
+/// The first symbolic link among the existing directories between `state_dir` and `log`
+/// (the log itself is opened with `O_NOFOLLOW`): a link there would take a profile's log
+/// out of the state directory, to a file a shell reads, say.
+fn link_below(state_dir: &std::path::Path, log: &std::path::Path) -> Option<PathBuf> {
+    let rest = log.strip_prefix(state_dir).ok()?;
+    let mut at = state_dir.to_path_buf();
+    let mut parts: Vec<_> = rest.components().collect();
+    parts.pop();
+    for c in parts {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return Some(at),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }

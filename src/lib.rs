@@ -10,6 +10,7 @@ pub mod launch;
 pub mod profile;
 pub mod redact;
 pub mod sandbox;
+pub mod scrub;
 pub mod secrets;
 pub mod sys;
 pub mod verify;

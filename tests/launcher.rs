@@ -483,7 +483,8 @@ fn audit_log_is_chained_private_and_valueless() {
 
 #[test]
 fn default_audit_log_lives_in_xdg_state_home_with_private_dir() {
-    let s = Scratch::new();
+    let mut s = Scratch::new();
+    s.env.remove("AGENTRUN_AUDIT_LOG");
     s.file("profiles/x.toml", "version = 1\n");
     let o = s.run(&["-p", "x", "--", "true"]);
     assert_eq!(o.code, 0, "{o:?}");
@@ -576,6 +577,7 @@ fn closed_std_fds_at_start_never_turn_the_audit_log_into_output() {
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", s.path().join("home"))
+        .env("AGENTRUN_AUDIT_LOG", s.path().join("audit.jsonl"))
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{o:?}");
@@ -924,13 +926,14 @@ fn a_credential_pasted_as_a_source_is_never_echoed() {
 
 #[test]
 fn check_refuses_whatever_a_run_would_refuse() {
-    let s = Scratch::new();
+    let mut s = Scratch::new();
     s.file("short", "abc");
     s.profile("short", "version = 1\n[secrets]\nS = \"file:short\"\n");
     let o = s.run(&["check", "-p", "short"]);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stderr.contains("shorter than 4 characters"), "{o:?}");
     assert_eq!(s.run(&["-p", "short", "--", "true"]).code, 125);
+    s.env.remove("AGENTRUN_AUDIT_LOG");
     s.file(
         "profiles/badaudit.toml",
         "version = 1\n[audit]\nlog = \"/proc/forbidden/a.jsonl\"\n",
@@ -1504,4 +1507,546 @@ fn a_slow_reader_still_gets_every_byte_after_the_child_exits() {
     out.read_to_end(&mut got).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert_eq!(got.len(), 300000);
+}
+
+// ---- issue 9: the audit log is agentrun's own, and nothing it prints carries a password ----
+
+/// AuditUser runs agentrun: root (this test process) or `nobody` through `setpriv`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum AuditUser {
+    Root,
+    Nobody,
+}
+
+const NOBODY_UID: u32 = 65534;
+
+/// Every file and directory under the scratch dir handed to `nobody` (modes kept), so that
+/// a run as `nobody` finds its own files.
+fn hand_to_nobody(s: &Scratch) {
+    fn walk(p: &std::path::Path) {
+        std::os::unix::fs::lchown(p, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+        if p.is_dir() && !p.is_symlink() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                walk(&e.path());
+            }
+        }
+    }
+    walk(s.path());
+}
+
+/// `agentrun ARGS` as `who`, in the scratch dir, with the scratch environment.
+fn cmd_as(s: &Scratch, who: AuditUser, args: &[&str]) -> std::process::Command {
+    let mut c = match who {
+        AuditUser::Root => std::process::Command::new(bin()),
+        AuditUser::Nobody => {
+            let mut c = std::process::Command::new("setpriv");
+            c.args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                bin(),
+            ]);
+            c
+        }
+    };
+    c.args(args)
+        .current_dir(s.path())
+        .env_clear()
+        .envs(&s.env)
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+fn run_as(s: &Scratch, who: AuditUser, args: &[&str]) -> Out {
+    Out::from(cmd_as(s, who, args).output().unwrap())
+}
+
+/// Both users when the tests run as root (they do here), else only the current one.
+fn audit_users() -> Vec<AuditUser> {
+    if nix::unistd::geteuid().is_root() {
+        vec![AuditUser::Root, AuditUser::Nobody]
+    } else {
+        eprintln!("not root: the `nobody` half of this test is skipped");
+        vec![AuditUser::Root]
+    }
+}
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+const RC: &str = "# ~/.bashrc\nalias ll='ls -l'\n";
+
+/// Item 15: `[audit] log = "~/.bashrc"` once made agentrun append JSON (valid bash, with
+/// a `$(...)` from a source string) to the shell's rc file and chmod it. A profile may keep
+/// its log only under agentrun's state directory; the operator's own path must still be
+/// an agentrun log (empty or starting with one of its events); a file agentrun did not
+/// create keeps its mode.
+#[test]
+fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
+    for who in audit_users() {
+        let mut s = Scratch::new();
+        // Only the profile decides where the log goes here.
+        s.env.remove("AGENTRUN_AUDIT_LOG");
+        s.env.insert("X".into(), "value-of-x-1234".into());
+        let rc = s.file("home/.bashrc", RC);
+        std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o644)).unwrap();
+        s.file(
+            "profiles/rc.toml",
+            "version = 1\n[secrets]\nX = { from = \"env:X\", required = false }\n[audit]\nlog = \"~/.bashrc\"\n",
+        );
+        // Also a path under the state directory that is a link to the rc file.
+        let state = s.path().join("home/.local/state/agentrun");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&rc, state.join("link.jsonl")).unwrap();
+        s.file(
+            "profiles/link.toml",
+            "version = 1\n[audit]\nlog = \"~/.local/state/agentrun/link.jsonl\"\n",
+        );
+        // And a directory link in it that leads home, to a login file bash would read.
+        std::os::unix::fs::symlink(s.path().join("home"), state.join("sub")).unwrap();
+        s.file(
+            "profiles/sub.toml",
+            "version = 1\n[audit]\nlog = \"~/.local/state/agentrun/sub/.bash_login\"\n",
+        );
+        if who == AuditUser::Nobody {
+            hand_to_nobody(&s);
+        }
+        let o = run_as(&s, who, &["-p", "rc", "--", "true"]);
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        assert!(
+            o.stderr.contains("outside agentrun's state directory")
+                && o.stderr.contains("--audit-log"),
+            "{who:?}: {o:?}"
+        );
+        let o = run_as(&s, who, &["check", "-p", "rc"]);
+        assert_eq!(o.code, 1, "{who:?}: {o:?}");
+        assert!(
+            o.stderr.contains("outside agentrun's state directory"),
+            "{o:?}"
+        );
+        let o = run_as(&s, who, &["-p", "link", "--", "true"]);
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        assert!(o.stderr.contains("not a regular file"), "{who:?}: {o:?}");
+        let o = run_as(&s, who, &["-p", "sub", "--", "true"]);
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        assert!(o.stderr.contains("is a symbolic link"), "{who:?}: {o:?}");
+        assert!(!s.path().join("home/.bash_login").exists(), "{who:?}");
+        // The operator's path is still checked: not a log of ours, so not appended to.
+        let rc_s = rc.to_str().unwrap();
+        let o = run_as(&s, who, &["-p", "rc", "--audit-log", rc_s, "--", "true"]);
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        assert!(
+            o.stderr.contains("is not an agentrun audit log"),
+            "{who:?}: {o:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&rc).unwrap(), RC, "{who:?}");
+        assert_eq!(mode_of(&rc), 0o644, "{who:?}: the mode was changed");
+        // The operator may put a new log anywhere of theirs; the profile's own default works.
+        let o = run_as(
+            &s,
+            who,
+            &["-p", "link", "--audit-log", "op.jsonl", "--", "true"],
+        );
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        s.file("profiles/plain.toml", "version = 1\n");
+        if who == AuditUser::Nobody {
+            hand_to_nobody(&s);
+        }
+        let o = run_as(&s, who, &["-p", "plain", "--", "true"]);
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        assert!(state.join("audit.jsonl").is_file(), "{who:?}");
+    }
+}
+
+/// Item 20: a log file or directory that another user owns, or that others may write, is
+/// refused with the path and the fix, and left as it was.
+#[test]
+fn a_foreign_or_shared_audit_log_or_directory_is_refused() {
+    for who in audit_users() {
+        let mut s = Scratch::new();
+        s.env.remove("AGENTRUN_AUDIT_LOG");
+        s.file("profiles/p.toml", "version = 1\n");
+        let state = s.path().join("home/.local/state/agentrun");
+        std::fs::create_dir_all(&state).unwrap();
+        if who == AuditUser::Nobody {
+            hand_to_nobody(&s);
+        }
+        // The directory: someone else's (root's dir is accepted for nobody, so as nobody
+        // the foreign owner is... nobody else: use a mode others may write instead).
+        match who {
+            AuditUser::Root => {
+                std::os::unix::fs::chown(&state, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+                std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+            }
+            AuditUser::Nobody => {
+                std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+            }
+        }
+        let o = run_as(&s, who, &["-p", "p", "--", "true"]);
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        let want = if who == AuditUser::Root {
+            "belongs to uid 65534"
+        } else {
+            "is writable by others"
+        };
+        assert!(
+            o.stderr.contains(want) && o.stderr.contains(state.to_str().unwrap()),
+            "{who:?}: {o:?}"
+        );
+        assert!(!state.join("audit.jsonl").exists(), "{who:?}");
+        let o = run_as(&s, who, &["check", "-p", "p"]);
+        assert_eq!(o.code, 1, "{who:?}: {o:?}");
+        assert!(o.stderr.contains(want), "{who:?}: {o:?}");
+
+        // The file: the directory is fine now, the log is not.
+        match who {
+            AuditUser::Root => std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap(),
+            AuditUser::Nobody => {
+                std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap()
+            }
+        }
+        let log = state.join("audit.jsonl");
+        std::fs::write(&log, "").unwrap();
+        match who {
+            AuditUser::Root => {
+                std::os::unix::fs::chown(&log, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+                std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            AuditUser::Nobody => {
+                std::os::unix::fs::chown(&log, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+                std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o622)).unwrap();
+            }
+        }
+        let before = mode_of(&log);
+        let o = run_as(&s, who, &["-p", "p", "--", "true"]);
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        let want = if who == AuditUser::Root {
+            "belongs to uid 65534"
+        } else {
+            "is writable by others"
+        };
+        assert!(
+            o.stderr.contains(want) && o.stderr.contains(log.to_str().unwrap()),
+            "{who:?}: {o:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "{who:?}");
+        assert_eq!(mode_of(&log), before, "{who:?}: the mode was changed");
+    }
+}
+
+/// Item 25, second half: `check` starts nothing, so it writes nothing: no state directory,
+/// no log, no mode changed.
+#[test]
+fn check_creates_and_changes_nothing() {
+    for who in audit_users() {
+        let mut s = Scratch::new();
+        s.env.remove("AGENTRUN_AUDIT_LOG");
+        s.env.insert(
+            "XDG_STATE_HOME".into(),
+            s.path().join("state").display().to_string(),
+        );
+        s.file("profiles/p.toml", "version = 1\n");
+        if who == AuditUser::Nobody {
+            hand_to_nobody(&s);
+        }
+        let o = run_as(&s, who, &["check", "-p", "p"]);
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        assert!(
+            !s.path().join("state").exists(),
+            "{who:?}: check created it"
+        );
+        // An existing log of ours, readable by its group: check leaves its mode alone.
+        let o = run_as(&s, who, &["-p", "p", "--", "true"]);
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        let log = s.path().join("state/agentrun/audit.jsonl");
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let len = std::fs::metadata(&log).unwrap().len();
+        let o = run_as(&s, who, &["check", "-p", "p"]);
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        assert_eq!(mode_of(&log), 0o640, "{who:?}");
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), len, "{who:?}");
+    }
+}
+
+/// Suspected: a process that can open the log could hold its lock and stall agentrun. The
+/// lock is taken with a time limit: the run ends promptly with 125 and says why.
+#[test]
+fn a_held_audit_lock_ends_the_run_with_125_not_a_hang() {
+    let s = Scratch::new();
+    basic(&s);
+    assert_eq!(s.run(&["-p", "t", "--", "true"]).code, 0);
+    let held = std::fs::File::open(s.path().join("audit.jsonl")).unwrap();
+    held.lock().unwrap();
+    let start = Instant::now();
+    let mut child = s
+        .cmd(&["-p", "t", "--", "true"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = start.elapsed();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = status.expect("agentrun still waited for the lock after 30 s");
+    assert_eq!(status.code(), Some(125), "{err}");
+    // One wait of 5 s for the lock, not one more for each later event.
+    assert!(took < Duration::from_secs(9), "took {took:?}");
+    assert!(
+        err.contains("held its lock") && err.contains("audit.jsonl"),
+        "{err}"
+    );
+    drop(held);
+    assert_eq!(s.run(&["-p", "t", "--", "true"]).code, 0);
+}
+
+/// journald's native protocol, as agentrun sends it: every field length-prefixed.
+fn journal_fields(d: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut i = 0;
+    while i < d.len() {
+        let nl = i + d[i..].iter().position(|&b| b == b'\n').unwrap();
+        let key = String::from_utf8(d[i..nl].to_vec()).unwrap();
+        let len = u64::from_le_bytes(d[nl + 1..nl + 9].try_into().unwrap()) as usize;
+        let val = String::from_utf8(d[nl + 9..nl + 9 + len].to_vec()).unwrap();
+        out.insert(key, val);
+        i = nl + 9 + len + 1;
+    }
+    out
+}
+
+fn drain_journal(
+    sock: &std::os::unix::net::UnixDatagram,
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n) = sock.recv(&mut buf) {
+        out.push(journal_fields(&buf[..n]));
+    }
+    out
+}
+
+fn sha(line: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(line.as_bytes()))
+}
+
+/// Item 6: `[audit] journald = true` copies every line to the journal. journald does not
+/// run on this machine, so a datagram socket of the test's own stands in for its native
+/// socket (`AGENTRUN_JOURNAL_SOCKET`). The chain alone cannot see the end of the file cut
+/// off; the journal's copy can: the next run's start line (its `prev`, the file's head
+/// hash) no longer follows the last line the journal saw.
+#[test]
+fn the_journal_copy_shows_a_cut_at_the_next_run() {
+    for who in audit_users() {
+        let mut s = Scratch::new();
+        let sock_path = s.path().join("journal.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        s.env.insert(
+            "AGENTRUN_JOURNAL_SOCKET".into(),
+            sock_path.display().to_string(),
+        );
+        s.profile("j", "version = 1\n[audit]\njournald = true\n");
+        if who == AuditUser::Nobody {
+            hand_to_nobody(&s);
+        }
+        let log = s.path().join("audit.jsonl");
+        for _ in 0..2 {
+            let o = run_as(&s, who, &["-p", "j", "--", "true"]);
+            assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let got = drain_journal(&sock);
+        let messages: Vec<&str> = got.iter().map(|f| f["MESSAGE"].as_str()).collect();
+        assert_eq!(messages, lines, "{who:?}: the journal has every line");
+        for f in &got {
+            assert_eq!(f["SYSLOG_IDENTIFIER"], "agentrun");
+            assert_eq!(f["AGENTRUN_HASH"], sha(&f["MESSAGE"]));
+            assert_eq!(f["AGENTRUN_LOG"], log.display().to_string());
+        }
+        // Cut the second run off the end: the file's own chain still verifies...
+        let first_run: Vec<&str> = lines.iter().take(lines.len() / 2).copied().collect();
+        std::fs::write(&log, format!("{}\n", first_run.join("\n"))).unwrap();
+        let o = run_as(&s, who, &["-p", "j", "--", "true"]);
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut prev = "0".repeat(64);
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["prev"], prev.as_str(), "{who:?}: the chain verifies");
+            prev = sha(l);
+        }
+        // ...but the next start line does not follow the journal's last line.
+        let journal_head = got.last().unwrap()["AGENTRUN_HASH"].clone();
+        let next = drain_journal(&sock);
+        let start: serde_json::Value = serde_json::from_str(&next[0]["MESSAGE"]).unwrap();
+        assert_eq!(start["event"], "start");
+        assert_eq!(start["prev"], sha(first_run.last().unwrap()).as_str());
+        assert_ne!(
+            start["prev"],
+            journal_head.as_str(),
+            "{who:?}: the cut shows"
+        );
+    }
+}
+
+/// `log = "journald"` writes no file at all; a journal that is not there stops the run.
+#[test]
+fn a_journal_only_log_and_a_missing_journal() {
+    let mut s = Scratch::new();
+    s.env.remove("AGENTRUN_AUDIT_LOG");
+    let sock_path = s.path().join("journal.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    s.env.insert(
+        "AGENTRUN_JOURNAL_SOCKET".into(),
+        sock_path.display().to_string(),
+    );
+    s.file(
+        "profiles/j.toml",
+        "version = 1\n[audit]\nlog = \"journald\"\n",
+    );
+    let o = s.run(&["-p", "j", "--", "true"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let got = drain_journal(&sock);
+    let events: Vec<String> = got
+        .iter()
+        .map(|f| {
+            serde_json::from_str::<serde_json::Value>(&f["MESSAGE"]).unwrap()["event"].to_string()
+        })
+        .collect();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("\"start\""),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("\"exit\""),
+        "{events:?}"
+    );
+    assert!(!s.path().join("home/.local/state").exists());
+    s.env.insert(
+        "AGENTRUN_JOURNAL_SOCKET".into(),
+        s.path().join("nothing-here.sock").display().to_string(),
+    );
+    let o = s.run(&["-p", "j", "--", "true"]);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("nothing-here.sock"), "{o:?}");
+}
+
+/// Item 21: `explain` never prints the value of a `[vault]` key that carries a credential,
+/// in text or JSON: it says the key is set and what kind of source it names.
+#[test]
+fn explain_never_prints_a_vault_credential() {
+    let s = Scratch::new();
+    s.profile(
+        "v",
+        r#"version = 1
+[vault]
+address = "https://vault.example:8200"
+auth = "approle"
+token = "hvs.PASTEDtokenAAAAAAAAAAAA"
+role_id = "PASTEDroleidBBBBBBBBBB"
+secret_id = "file:/run/PASTEDsecretidpath"
+jwt = "env:PASTED_JWT_VARIABLE"
+"#,
+    );
+    for args in [
+        &["explain", "-p", "v"][..],
+        &["explain", "-p", "v", "--json"],
+    ] {
+        let o = s.run(args);
+        assert_eq!(o.code, 0, "{o:?}");
+        assert!(!o.stdout.contains("PASTED"), "{args:?}: {o:?}");
+        assert!(o.stdout.contains("vault.example"), "{o:?}");
+        assert!(
+            o.stdout.contains("a file: source") && o.stdout.contains("a env: source"),
+            "{o:?}"
+        );
+        assert!(o.stdout.contains("not a source"), "{o:?}");
+    }
+}
+
+/// Item 25: `user:pass@` in a Vault address or an AWS endpoint is never printed (run, -v,
+/// check, explain, text and JSON) nor logged.
+#[test]
+fn userinfo_in_an_address_is_never_printed_or_logged() {
+    let mut s = Scratch::new();
+    s.env.insert("VT".into(), "s.not-a-real-token-1234".into());
+    s.env
+        .insert("AWS_ACCESS_KEY_ID".into(), "AKIATESTTESTTESTTEST".into());
+    s.env.insert(
+        "AWS_SECRET_ACCESS_KEY".into(),
+        "testtesttesttesttesttesttesttesttesttest".into(),
+    );
+    s.env
+        .insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    s.profile(
+        "v",
+        r#"version = 1
+[secrets]
+S = "vault:secret/app#key"
+[vault]
+address = "http://vaultuser:hunter2vaultpw@127.0.0.1:1"
+token = "env:VT"
+retries = 0
+timeout = "2s"
+"#,
+    );
+    s.profile(
+        "a",
+        r#"version = 1
+[secrets]
+S = "aws-sm:app#key"
+[aws]
+region = "us-east-1"
+endpoint = "http://awsuser:hunter2awspw@127.0.0.1:1"
+retries = 0
+timeout = "3s"
+"#,
+    );
+    let mut seen = Vec::new();
+    for p in ["v", "a"] {
+        for args in [
+            &["-p", p, "--", "true"][..],
+            &["-v", "-p", p, "--", "true"],
+            &["check", "-p", p],
+            &["check", "-p", p, "--json"],
+            &["explain", "-p", p],
+            &["explain", "-p", p, "--json"],
+        ] {
+            let o = s.run(args);
+            seen.push(format!("{args:?}: {o:?}"));
+        }
+    }
+    let all = seen.join("\n") + &std::fs::read_to_string(s.path().join("audit.jsonl")).unwrap();
+    for bad in ["hunter2", "vaultuser", "awsuser"] {
+        assert!(!all.contains(bad), "{bad} printed:\n{all}");
+    }
+    // The address itself is still named, so the operator knows which server failed.
+    assert!(all.contains("http://127.0.0.1:1"), "{all}");
 }

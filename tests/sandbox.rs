@@ -387,7 +387,8 @@ fn escapes(who: As, tag: &str) {
     ] {
         set.push(format!("{k} = \"{v}\""));
     }
-    let audit = s.path().join("audit/audit.jsonl");
+    // The operator's log (the harness's AGENTRUN_AUDIT_LOG) overrides the profile's.
+    let audit = s.path().join("audit.jsonl");
     let profile = s.file(
         "profiles/esc.toml",
         &format!(
@@ -661,8 +662,8 @@ fn unconfined_and_best_effort_are_recorded() {
     );
     assert_eq!(o2.code, 0, "{o2:?}");
     assert!(o2.stdout.contains("Seccomp:\t2"), "{o2:?}");
-    // The profile's relative audit log path resolves against the working directory.
-    let events = audit_events(&work.join("audit.jsonl"));
+    // The operator's log (the harness's AGENTRUN_AUDIT_LOG) overrides the profile's.
+    let events = audit_events(&s.path().join("audit.jsonl"));
     let modes: Vec<&str> = events
         .iter()
         .filter(|e| e["event"] == "sandbox")

@@ -141,6 +141,8 @@ pub enum Inject {
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     pub log: Option<String>,
+    /// Copy every line to the system journal as well (tamper evidence outside the file).
+    pub journald: Option<bool>,
 }
 
 /// `[limits]`.
@@ -173,6 +175,8 @@ pub struct SecretSpec {
 pub enum AuditSink {
     Stderr,
     File(PathBuf),
+    /// The system journal only (`log = "journald"`).
+    Journald,
 }
 
 /// A validated profile. Every later stage trusts it.
@@ -187,6 +191,11 @@ pub struct Profile {
     pub sandbox: Option<SandboxSection>,
     pub redact: RedactSection,
     pub audit: AuditSink,
+    /// `[audit] journald = true`: every line goes to the journal too.
+    pub audit_journald: bool,
+    /// agentrun's state directory (`$XDG_STATE_HOME/agentrun`, `~/.local/state/agentrun`):
+    /// the only place a profile may put its audit log (anything else is the operator's call).
+    pub state_dir: PathBuf,
     pub limits: Limits,
     pub vault: Option<VaultSection>,
     pub aws: Option<AwsSection>,
@@ -388,16 +397,22 @@ impl Profile {
         // [audit]
         let audit = match raw.audit.as_ref().and_then(|a| a.get_ref().log.clone()) {
             Some(l) if l == "-" => AuditSink::Stderr,
+            Some(l) if l == "journald" => AuditSink::Journald,
             Some(l) if l.is_empty() => {
                 let span = raw.audit.as_ref().map(|a| a.span()).unwrap_or(0..0);
                 return Err(at(
                     span,
-                    "audit.log is empty: give a path, or \"-\" for stderr".into(),
+                    "audit.log is empty: give a path, \"-\" for stderr or \"journald\"".into(),
                 ));
             }
             Some(l) => AuditSink::File(resolve_path(&l, r.cwd, r.home)),
             None => AuditSink::File(default_audit_log(r)),
         };
+        let audit_journald = raw
+            .audit
+            .as_ref()
+            .and_then(|a| a.get_ref().journald)
+            .unwrap_or(false);
 
         // [limits]
         let limits = match raw.limits {
@@ -418,6 +433,8 @@ impl Profile {
             sandbox: raw.sandbox,
             redact,
             audit,
+            audit_journald,
+            state_dir: state_dir(r),
             limits,
             vault: raw.vault,
             aws: raw.aws,
@@ -511,13 +528,28 @@ fn is_private_group(user: &str, user_gid: u32, group: &str, gid: u32, members: &
     user_gid == gid && group == user && members.iter().all(|m| m == user)
 }
 
-fn default_audit_log(r: &Resolve) -> PathBuf {
+/// agentrun's state directory: `$XDG_STATE_HOME/agentrun`, else `~/.local/state/agentrun`,
+/// else `/var/lib/agentrun`.
+pub fn state_dir(r: &Resolve) -> PathBuf {
     let state = match (r.xdg_state_home, r.home) {
         (Some(s), _) if s.is_absolute() => s.to_path_buf(),
         (_, Some(h)) => h.join(".local/state"),
         _ => PathBuf::from("/var/lib"),
     };
-    state.join("agentrun/audit.jsonl")
+    state.join("agentrun")
+}
+
+fn default_audit_log(r: &Resolve) -> PathBuf {
+    state_dir(r).join("audit.jsonl")
+}
+
+/// True when `log` lies inside `state_dir` (lexically: no `..` anywhere), the only place a
+/// profile may put its audit log.
+pub fn inside_state_dir(log: &Path, state_dir: &Path) -> bool {
+    use std::path::Component;
+    log != state_dir
+        && log.starts_with(state_dir)
+        && !log.components().any(|c| c == Component::ParentDir)
 }
 
 /// 1-based line and column of a byte offset.
@@ -567,6 +599,39 @@ mod tests {
             AuditSink::File("/h/.local/state/agentrun/audit.jsonl".into())
         );
         assert!(p.secrets.is_empty());
+    }
+
+    #[test]
+    fn audit_keys_and_the_state_directory() {
+        let p = parse("version = 1\n[audit]\nlog = \"journald\"\n").unwrap();
+        assert_eq!(p.audit, AuditSink::Journald);
+        assert!(!p.audit_journald);
+        let p = parse("version = 1\n[audit]\njournald = true\n").unwrap();
+        assert!(p.audit_journald);
+        assert_eq!(p.state_dir, Path::new("/h/.local/state/agentrun"));
+        let state = Path::new("/h/.local/state/agentrun");
+        assert!(inside_state_dir(
+            Path::new("/h/.local/state/agentrun/a.jsonl"),
+            state
+        ));
+        assert!(inside_state_dir(
+            Path::new("/h/.local/state/agentrun/x/a.jsonl"),
+            state
+        ));
+        assert!(!inside_state_dir(state, state));
+        assert!(!inside_state_dir(Path::new("/h/.bashrc"), state));
+        assert!(!inside_state_dir(
+            Path::new("/h/.local/state/agentrun/../../../.bashrc"),
+            state
+        ));
+        assert!(!inside_state_dir(
+            Path::new("/h/.local/state/agentrunx/a"),
+            state
+        ));
+        let e = parse("version = 1\n[audit]\njournald = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/p/x.toml:"), "{e}");
     }
 
     #[test]

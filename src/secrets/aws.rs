@@ -52,6 +52,8 @@ impl AwsSettings {
         let s = section.unwrap_or(&default);
         let cfg = AwsError::Config;
         if let Some(e) = &s.endpoint {
+            // Messages never quote a `user:pass@` in the endpoint.
+            let e = &crate::scrub::strip_userinfo(e);
             let url = reqwest::Url::parse(e)
                 .map_err(|err| cfg(format!("endpoint = \"{e}\" is not a URL ({err})")))?;
             if !matches!(url.scheme(), "http" | "https") {
@@ -206,7 +208,11 @@ pub(crate) async fn connect(settings: &AwsSettings, region: Option<&str>, ctx: &
                 .with_max_backoff(Duration::from_secs(1)),
         );
     let conf = loader.load().await;
-    let place = match (&settings.endpoint, conf.region()) {
+    let endpoint = settings
+        .endpoint
+        .as_deref()
+        .map(|e| crate::scrub::strip_userinfo(e).into_owned());
+    let place = match (&endpoint, conf.region()) {
         (Some(e), Some(r)) => format!("{r} at {e}"),
         (Some(e), None) => e.clone(),
         (None, Some(r)) => format!("region {r}"),

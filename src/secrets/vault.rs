@@ -210,11 +210,13 @@ impl VaultSettings {
                 ));
             }
         };
+        // Messages never quote a `user:pass@` in the address.
+        let shown = crate::scrub::strip_userinfo(&address).into_owned();
         let url = reqwest::Url::parse(&address)
-            .map_err(|e| cfg(format!("address = \"{address}\" is not a URL ({e})")))?;
+            .map_err(|e| cfg(format!("address = \"{shown}\" is not a URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(cfg(format!(
-                "address = \"{address}\": write http(s)://HOST:PORT"
+                "address = \"{shown}\": write http(s)://HOST:PORT"
             )));
         }
         let address = address.trim_end_matches('/').to_string();
@@ -433,7 +435,7 @@ impl Vault {
         settings: &VaultSettings,
         ctx: &Context,
     ) -> Result<Vault, VaultError> {
-        let addr = settings.address.clone();
+        let addr = vault_addr(settings);
         let cred_err = |what: &str, e: super::FetchError| VaultError::Credential {
             what: what.into(),
             msg: e.to_string(),
@@ -658,8 +660,9 @@ impl Vault {
     }
 }
 
+/// The address as messages show it: without any `user:pass@`.
 fn vault_addr(s: &VaultSettings) -> String {
-    s.address.clone()
+    crate::scrub::strip_userinfo(&s.address).into_owned()
 }
 
 fn login_detail(f: Failure, timeout: Duration) -> String {

@@ -31,6 +31,12 @@ impl Scratch {
         env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
         env.insert("HOME".into(), dir.path().join("home").display().to_string());
         env.insert("LANG".into(), "C.UTF-8".into());
+        // The test is the operator: it keeps the log in the scratch directory, where a
+        // profile may not put it (a profile's log must lie under agentrun's state directory).
+        env.insert(
+            "AGENTRUN_AUDIT_LOG".into(),
+            dir.path().join("audit.jsonl").display().to_string(),
+        );
         Scratch { dir, env }
     }
 
@@ -49,7 +55,8 @@ impl Scratch {
         p
     }
 
-    /// Write `profiles/<name>.toml`; the audit log goes to `audit.jsonl` unless the text sets one.
+    /// Write `profiles/<name>.toml`. The audit log goes to `audit.jsonl` (the operator's
+    /// `AGENTRUN_AUDIT_LOG`, which overrides the profile's `[audit] log`).
     pub fn profile(&self, name: &str, text: &str) -> PathBuf {
         let mut t = text.to_string();
         if !t.contains("[audit]") {
