@@ -593,7 +593,10 @@ fn abstract_sockets_stay_scoped_with_unix_sockets() {
         listener.set_nonblocking(true).unwrap();
         s.profile(
             "u",
-            &format!("version = 1\n[sandbox]\nwrite = [\".\"]\nunix_sockets = true\n[env]\nset = {{ NAME = \"{name}\" }}\n"),
+            // A port, so that the child shares the host's network namespace and Landlock's
+            // scope is what refuses (without ports the host's abstract sockets do not even
+            // exist in the child's own namespace).
+            &format!("version = 1\n[sandbox]\nwrite = [\".\"]\nunix_sockets = true\nconnect = [9]\n[env]\nset = {{ NAME = \"{name}\" }}\n"),
         );
         hand_over(&s, who);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
