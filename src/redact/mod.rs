@@ -23,6 +23,7 @@ mod encodings;
 mod matcher;
 mod prefilter;
 mod rules;
+mod screen;
 mod stream;
 #[cfg(test)]
 mod tests;
