@@ -740,7 +740,7 @@ struct Joined {
 }
 
 /// See [`Joined`].
-pub(crate) const JOIN_MIN: usize = 4;
+pub(crate) const JOIN_MIN: usize = super::encodings::JOIN_MIN;
 
 impl Joined {
     /// Build from `hay`; false (and nothing built) when `hay` has no line break.

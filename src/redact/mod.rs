@@ -189,14 +189,13 @@ impl Redactor {
         for (name, value) in secrets {
             let value = value.expose_secret();
             let id = intern(name, &mut names);
-            let mut forms = encodings::whole_forms(value);
+            let forms = encodings::patterns(value);
             if forms.is_empty() {
                 if !value.is_empty() {
                     too_short.push((*name).to_owned());
                 }
                 continue;
             }
-            forms.extend(encodings::fragments(value));
             for f in forms {
                 if seen.insert(f.clone()) {
                     value_patterns.push(f);

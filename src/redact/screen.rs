@@ -118,18 +118,18 @@ pub(crate) fn classify(s: &[u8]) -> Kind {
 fn invisible(s: &[u8]) -> Kind {
     // (lead bytes, inclusive range of the last byte)
     const SEQS: &[(&[u8], u8, u8)] = &[
-        (&[0xc2], 0x80, 0x9f),       // C1 controls
-        (&[0xc2], 0xad, 0xad),       // soft hyphen
-        (&[0xcd], 0x8f, 0x8f),       // combining grapheme joiner
-        (&[0xd8], 0x9c, 0x9c),       // Arabic letter mark
-        (&[0xe1, 0x9e], 0xb4, 0xb5), // Khmer inherent vowels
-        (&[0xe1, 0xa0], 0x8b, 0x8f), // Mongolian free variation selectors, vowel separator
-        (&[0xe2, 0x80], 0x8b, 0x8f), // zero-width space, ZWNJ, ZWJ, LRM, RLM
-        (&[0xe2, 0x80], 0xaa, 0xae), // bidi embeddings and overrides
-        (&[0xe2, 0x81], 0xa0, 0xa4), // word joiner, invisible operators
-        (&[0xe2, 0x81], 0xa6, 0xaf), // bidi isolates, deprecated format characters
-        (&[0xef, 0xb8], 0x80, 0x8f), // variation selectors
-        (&[0xef, 0xbb], 0xbf, 0xbf), // byte order mark / zero-width no-break space
+        (&[0xc2], 0x80, 0x9f),             // C1 controls
+        (&[0xc2], 0xad, 0xad),             // soft hyphen
+        (&[0xcd], 0x8f, 0x8f),             // combining grapheme joiner
+        (&[0xd8], 0x9c, 0x9c),             // Arabic letter mark
+        (&[0xe1, 0x9e], 0xb4, 0xb5),       // Khmer inherent vowels
+        (&[0xe1, 0xa0], 0x8b, 0x8f),       // Mongolian free variation selectors, vowel separator
+        (&[0xe2, 0x80], 0x8b, 0x8f),       // zero-width space, ZWNJ, ZWJ, LRM, RLM
+        (&[0xe2, 0x80], 0xaa, 0xae),       // bidi embeddings and overrides
+        (&[0xe2, 0x81], 0xa0, 0xa4),       // word joiner, invisible operators
+        (&[0xe2, 0x81], 0xa6, 0xaf),       // bidi isolates, deprecated format characters
+        (&[0xef, 0xb8], 0x80, 0x8f),       // variation selectors
+        (&[0xef, 0xbb], 0xbf, 0xbf),       // byte order mark / zero-width no-break space
         (&[0xf3, 0xa0, 0x80], 0x80, 0xbf), // tag characters U+E0000..U+E003F
         (&[0xf3, 0xa0, 0x81], 0x80, 0xbf), // tag characters U+E0040..U+E007F
     ];
@@ -320,7 +320,13 @@ impl View {
     /// overwrites and drop string payloads. Returns the raw offset past which bytes must be
     /// held (an incomplete sequence at the end), or `None` when nothing needs taking out (the
     /// view is `buf` itself; then nothing is built).
-    pub(crate) fn build(&mut self, buf: &[u8], from: usize, eof: bool, rendered: bool) -> Option<usize> {
+    pub(crate) fn build(
+        &mut self,
+        buf: &[u8],
+        from: usize,
+        eof: bool,
+        rendered: bool,
+    ) -> Option<usize> {
         let mut first = from + first_special(&buf[from..])?;
         // Skip special bytes that are text (most non-ASCII), without building anything.
         loop {

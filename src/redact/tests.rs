@@ -822,19 +822,35 @@ fn debug_never_prints_values() {
 // ---------------------------------------------------------------- property tests
 
 /// Naive reference for known values: substring search for every form (no automaton, no
-/// streaming), union of ranges, replace.
+/// streaming) in the input with its line breaks taken out (a match across a break counts when
+/// the part before the first break is at least `JOIN_MIN` bytes, or it begins a line), union
+/// of ranges, replace.
 fn naive(secrets: &[String], input: &[u8], repl: &[u8]) -> Vec<u8> {
+    // Joined text and, per joined byte, its raw offset.
+    let mut text = Vec::new();
+    let mut raw_at = Vec::new();
+    for (i, &b) in input.iter().enumerate() {
+        if b != b'\n' && b != b'\r' {
+            text.push(b);
+            raw_at.push(i);
+        }
+    }
+    let admits = |s: usize, e: usize| -> bool {
+        let line_start = s == 0 || matches!(input[raw_at[s] - 1], b'\n' | b'\r');
+        match (s + 1..e).find(|&k| raw_at[k] != raw_at[k - 1] + 1) {
+            None => true,
+            Some(k) => k - s >= encodings::JOIN_MIN || line_start,
+        }
+    };
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     for s in secrets {
-        let mut forms = encodings::whole_forms(s);
-        forms.extend(encodings::fragments(s));
-        for f in forms {
-            if f.is_empty() || f.len() > input.len() {
+        for f in encodings::patterns(s) {
+            if f.is_empty() || f.len() > text.len() {
                 continue;
             }
-            for i in 0..=input.len() - f.len() {
-                if input[i..i + f.len()] == f[..] {
-                    ranges.push((i, i + f.len()));
+            for i in 0..=text.len() - f.len() {
+                if text[i..i + f.len()] == f[..] && admits(i, i + f.len()) {
+                    ranges.push((raw_at[i], raw_at[i + f.len() - 1] + 1));
                 }
             }
         }
@@ -869,16 +885,22 @@ fn text_strategy(secrets: Vec<String>) -> impl Strategy<Value = (Vec<String>, Ve
             proptest::string::string_regex("[a-z0-9 \n:=/._-]{0,12}")
                 .unwrap()
                 .prop_map(String::into_bytes),
-            (0..secrets.len(), 0..6usize).prop_map({
+            (0..secrets.len(), 0..9usize, 1..24usize).prop_map({
                 let secrets = secrets.clone();
-                move |(k, enc)| {
+                move |(k, enc, w)| {
                     let s = secrets[k].as_bytes();
+                    let wrap = |e: Vec<u8>, sep: &[u8]| -> Vec<u8> {
+                        e.chunks(w).collect::<Vec<_>>().join(sep)
+                    };
                     match enc {
                         0 | 1 => s.to_vec(),
                         2 => base64(&[b"user:".as_slice(), s].concat(), B64_STD),
                         3 => hex::encode(s).into_bytes(),
                         4 => s[..s.len() / 2].to_vec(),
-                        _ => s[s.len() / 3..].to_vec(),
+                        5 => s[s.len() / 3..].to_vec(),
+                        6 => wrap(base64(s, B64_STD), b"\n"),
+                        7 => wrap(hex::encode(s).into_bytes(), b"\r\n"),
+                        _ => wrap(s.to_vec(), b"\n"),
                     }
                 }
             }),
@@ -967,9 +989,7 @@ proptest! {
 fn value_set(secrets: &[String]) -> matcher::Values {
     let mut pats: Vec<Vec<u8>> = Vec::new();
     for s in secrets {
-        let mut forms = encodings::whole_forms(s);
-        forms.extend(encodings::fragments(s));
-        for f in forms {
+        for f in encodings::patterns(s) {
             if !pats.contains(&f) {
                 pats.push(f);
             }
