@@ -467,16 +467,18 @@ fn invisible_characters_and_escapes_inside_a_value_still_match() {
     for who in BOTH {
         let s = scratch("");
         let code = "import os, sys\n\
-                    k = os.environ['API_KEY']\n\
-                    a, b = k[:9], k[9:]\n\
+                    k = os.environ['DB_PASSWORD']\n\
+                    a, b, c = k[:10], k[10:20], k[20:]\n\
                     for sep in ['\\x00', '\\x7f', '\\u200b', '\\u200c', '\\u200d', '\\u2060', '\\ufeff', '\\u00ad', '\\x1b[K', '\\x1b]0;t\\x07', '\\x1b[1C', 'X\\x08', 'XY\\x1b[2D', '\\U000e0041']:\n    \
-                    sys.stdout.buffer.write((repr(sep) + ' ' + a + sep + b + '\\n').encode())\n";
+                    sys.stdout.buffer.write((repr(sep) + ' ' + a + sep + b + sep + c + '\\n').encode())\n";
         let o = child(&s, who, code, &[]);
         let text = String::from_utf8_lossy(&o.stdout);
         assert_eq!(text.lines().count(), 14, "{who:?}: {text}");
         for line in text.lines() {
-            assert!(line.contains("[REDACTED:API_KEY]"), "{who:?}: {line:?}");
-            assert!(!line.contains(&KEY[9..]), "{who:?}: {line:?}");
+            assert!(line.contains("[REDACTED:DB_PASSWORD]"), "{who:?}: {line:?}");
+            for part in [&PASSWORD[..10], &PASSWORD[10..20], &PASSWORD[20..]] {
+                assert!(!line.contains(part), "{who:?}: {line:?}");
+            }
         }
     }
 }
