@@ -723,7 +723,8 @@ pub(crate) struct Scratch {
     folded: Vec<u8>,
     regions: Vec<(usize, usize)>,
     joined: Joined,
-    /// Rules whose live match outgrew its bound in the last scan: `(rule, start)`.
+    /// Rules whose live match outgrew its bound: `(rule, start)`, appended by each scan
+    /// (the caller clears it).
     pub overflows: Vec<(u32, usize)>,
 }
 
@@ -847,7 +848,6 @@ impl Matcher {
             overflows,
         } = scratch;
         cands.clear();
-        overflows.clear();
         if let Some(values) = &self.values {
             let stream_start = from == 0;
             if joined.build(hay) {

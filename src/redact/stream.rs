@@ -196,7 +196,9 @@ impl<'r> RedactStream<'r> {
             ended.is_none()
         });
 
+        scratch.overflows.clear();
         let scan = r.matcher.scan(caches, scratch, hay, from, eof, hits);
+        let overflows = scratch.overflows.len();
         let mut boundary = if eof { len } else { scan.live };
 
         // The rendered view (overwrites applied): its matches and live start, in this view.
@@ -225,6 +227,8 @@ impl<'r> RedactStream<'r> {
             if !eof && rscan.live < rlen {
                 boundary = boundary.min(to_view(r_raw(rscan.live)));
             }
+            // An open match is followed in the main view only.
+            scratch.overflows.truncate(overflows);
         }
 
         // A match that begins before the boundary and ends after it is held whole, from where
