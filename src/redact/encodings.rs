@@ -302,6 +302,9 @@ fn joined(value: &str) -> String {
 }
 
 /// Pieces of `form`, `len` long, starting every `stride` bytes, and the last `len` bytes.
+/// With `stride <= len / 2`, where one piece begins too close to a line end to count, its
+/// neighbours meet; at the two ends, pieces shifted by up to [`JOIN_MIN`] bytes do that job
+/// (so at most `JOIN_MIN - 1` bytes of a wrapped form go out at a line end).
 fn tiles(form: &[u8], len: usize, stride: usize, out: &mut Vec<Vec<u8>>) {
     if form.len() <= len {
         if form.len() >= MIN_LEN {
@@ -314,7 +317,12 @@ fn tiles(form: &[u8], len: usize, stride: usize, out: &mut Vec<Vec<u8>>) {
         out.push(form[k..k + len].to_vec());
         k += stride;
     }
-    out.push(form[form.len() - len..].to_vec());
+    let last = form.len() - len;
+    out.push(form[last..].to_vec());
+    for p in 1..JOIN_MIN.min(last) {
+        out.push(form[p..p + len].to_vec());
+        out.push(form[last + p..].to_vec());
+    }
 }
 
 /// The base64 cores (both alphabets, three alignments) and hex forms of `value`, in that order.
