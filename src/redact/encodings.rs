@@ -363,11 +363,20 @@ pub(crate) fn patterns(value: &str) -> Vec<Vec<u8>> {
         return out;
     }
     out.extend(fragments(value));
+    // Tiles of the forms that wrapping tools print: standard base64 (`base64`, `openssl`) and
+    // lower-case hex (`xxd -p`); for a multi-line value also with `\n` line ends.
     let mut cores = Vec::new();
     let unix = value.replace("\r\n", "\n");
-    for base in [value, unix.as_str()] {
-        for core in encoded_cores(base.as_bytes()) {
-            tiles(&core, TILE, TILE / 2, &mut cores);
+    let bases: &[&str] = if unix == value {
+        &[value]
+    } else {
+        &[value, &unix]
+    };
+    for base in bases {
+        let enc = encoded_cores(base.as_bytes());
+        let n = enc.len();
+        for core in enc[..3.min(n)].iter().chain(enc.get(n.wrapping_sub(1))) {
+            tiles(core, TILE, TILE / 2, &mut cores);
         }
     }
     out.extend(cores);

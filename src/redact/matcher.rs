@@ -6,7 +6,9 @@
 //! the rest; the whole-buffer path calls the same function once with `eof = true`. Keeping one
 //! definition of "match" for both is what lets the property tests compare them byte for byte.
 //!
-//! - Known values (every secret, its encodings and its 12-character fragments) go into one
+//! - Known values (every secret, its encodings, fragments and tiles) are searched in the window
+//!   with its line breaks taken out ([`Joined`]), so a wrapped encoding is one match. They go
+//!   into one
 //!   case-sensitive Aho-Corasick automaton searched with overlapping semantics, so nested and
 //!   overlapping values are all found (a secret that is a prefix of another included). A
 //!   sampled q-gram filter ([`prefilter::GramFilter`]) says where it needs to run: only around

@@ -16,8 +16,14 @@
 //!
 //! Layers: [`encodings`] (value -> forms to look for), [`rules`] (built-in detectors as data),
 //! [`prefilter`] (where the exact matchers need to look at all), [`matcher`] (one window ->
-//! matches + live start), [`stream`] (windows, holding, SGR colour codes, emitting). The launcher builds one [`Redactor`] before the child starts and gives
+//! matches + live start; declared values matched with line breaks taken out), [`screen`] (the
+//! window as a terminal shows it: escape sequences and invisible characters out of view,
+//! overwrites applied, answer-back sequences dropped), [`stream`] (windows, holding, open
+//! matches, emitting). The launcher builds one [`Redactor`] before the child starts and gives
 //! each output stream its own [`RedactStream`].
+//!
+//! The build cost is bounded: a value longer than 4 KiB is matched through tiles within a fixed
+//! budget ([`encodings`]), so a large secret cannot make every start slow.
 
 mod encodings;
 mod matcher;

@@ -79,24 +79,19 @@ static SPECIAL: [bool; 256] = {
 
 /// Index of the first byte of `s` that may begin something other than text.
 pub(crate) fn first_special(s: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
+    // A branch-free test per 64-byte block (the compiler vectorises it): any byte outside
+    // printable ASCII and tab..carriage return? Only then look at the block byte by byte.
     let mut i = 0;
-    while i + 8 <= s.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[i..i + 8]);
-        let w = u64::from_le_bytes(w);
-        // A byte below 0x20, at or above 0x7f: only then look closer.
-        let low = w.wrapping_sub(0x20 * LO) & !w & HI;
-        let del = (w ^ (0x7f * LO)).wrapping_sub(LO) & !(w ^ (0x7f * LO)) & HI;
-        if (low | del | (w & HI)) != 0 {
-            for (k, &b) in s[i..i + 8].iter().enumerate() {
-                if SPECIAL[b as usize] {
-                    return Some(i + k);
-                }
-            }
+    for block in s.chunks_exact(64) {
+        let any = block.iter().fold(0u8, |a, &b| {
+            a | (u8::from(b.wrapping_sub(0x20) >= 0x5f) & u8::from(b.wrapping_sub(0x09) >= 5))
+        });
+        if any != 0
+            && let Some(k) = block.iter().position(|&b| SPECIAL[b as usize])
+        {
+            return Some(i + k);
         }
-        i += 8;
+        i += 64;
     }
     s[i..]
         .iter()

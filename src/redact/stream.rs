@@ -111,10 +111,9 @@ impl<'r> RedactStream<'r> {
         }
         let stripped = self.view.build(&self.buf, from, eof, false);
         let raw_limit = stripped.unwrap_or(self.buf.len());
-        let render = stripped.is_some() && self.view.overwrites;
-        if render {
-            self.rendered.build(&self.buf, from, eof, true);
-        }
+        let render = stripped.is_some()
+            && self.view.overwrites
+            && self.rendered.build(&self.buf, from, eof, true).is_some();
         let Self {
             r,
             buf,
