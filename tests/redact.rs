@@ -400,7 +400,7 @@ fn wrapped_base64_and_xxd_p_do_not_leak_a_long_secret() {
             let section = |tag: &str| -> String {
                 let start = text.find(&format!("== {tag} {n}\n")).unwrap();
                 let rest = &text[start..];
-                let body = rest.splitn(3, "== ").nth(1).unwrap();
+                let body = rest.split("== ").nth(1).unwrap();
                 body.lines().skip(1).collect::<String>()
             };
             for (tag, enc, got) in [

@@ -244,7 +244,7 @@ fn quote_forms(value: &str, out: &mut Vec<Vec<u8>>) {
     out.push(value.replace('\'', "''").into_bytes());
     out.push(value.replace('"', "\"\"").into_bytes());
     if value.len() > 8 && value.starts_with('"') && value.ends_with('"') {
-        out.push(value[1..value.len() - 1].as_bytes().to_vec());
+        out.push(value.as_bytes()[1..value.len() - 1].to_vec());
     }
 }
 

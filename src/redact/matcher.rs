@@ -777,7 +777,7 @@ impl Joined {
     }
 
     /// First joined index whose window index is at least `h`.
-    fn from_hay(&self, h: usize) -> usize {
+    fn index_of_hay(&self, h: usize) -> usize {
         let (mut lo, mut hi) = (0, self.text.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -855,7 +855,7 @@ impl Matcher {
             if joined.build(hay) {
                 let j: &Joined = joined;
                 let text = &j.text[..];
-                let jfrom = j.from_hay(from);
+                let jfrom = j.index_of_hay(from);
                 values.for_each(text, jfrom, regions, |pid, start, end| {
                     if !j.admits(start, end, false, stream_start) {
                         return;
