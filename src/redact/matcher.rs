@@ -748,7 +748,16 @@ pub(crate) const JOIN_MIN: usize = super::encodings::JOIN_MIN;
 impl Joined {
     /// Build from `hay`; false (and nothing built) when `hay` has no line break.
     fn build(&mut self, hay: &[u8]) -> bool {
-        let Some(first) = memchr::memchr2(b'\n', b'\r', hay) else {
+        // Most output has no `\r`: then one-byte searches (about twice as fast) find the breaks.
+        let cr = memchr::memchr(b'\r', hay).is_some();
+        let find = |s: &[u8]| {
+            if cr {
+                memchr::memchr2(b'\n', b'\r', s)
+            } else {
+                memchr::memchr(b'\n', s)
+            }
+        };
+        let Some(first) = find(hay) else {
             return false;
         };
         self.text.clear();
@@ -763,7 +772,7 @@ impl Joined {
             }
             removed += j - i;
             self.cuts.push((self.text.len(), removed));
-            let next = memchr::memchr2(b'\n', b'\r', &hay[j..]).map_or(hay.len(), |p| j + p);
+            let next = find(&hay[j..]).map_or(hay.len(), |p| j + p);
             self.text.extend_from_slice(&hay[j..next]);
             i = next;
         }
