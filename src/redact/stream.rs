@@ -48,7 +48,7 @@ pub struct RedactStream<'r> {
     carry_next: Vec<(usize, usize, u32)>,
     /// Rules' matches still open past their bound: the rule's state, the raw offset (relative
     /// to the pending start) it was fed up to, the name.
-    open: Vec<(Open, usize, u32)>,
+    pub(crate) open: Vec<(Open, usize, u32)>,
     counts: BTreeMap<String, u64>,
 }
 
@@ -260,12 +260,16 @@ impl<'r> RedactStream<'r> {
                 self.carry_next.push((s, e, h.name));
             }
         }
-        // Rules whose match outgrew its bound and whose head goes out now: keep covering.
+        // Rules whose match outgrew its bound and whose head goes out now: keep covering. One
+        // open match per rule: a second one starting inside the first ends where it does (the
+        // built-in rules end at a terminator), and the count stays bounded whatever the child
+        // prints (`cookie: cookie: ...`).
         if !eof {
             for &(rule, c) in scratch.overflows.iter() {
-                if c < boundary {
+                let name = rules[rule as usize].name;
+                if c < boundary && !self.open.iter().any(|o| o.2 == name) {
                     let open = Open::new(rules, rule, hay, c);
-                    self.open.push((open, 0, rules[rule as usize].name));
+                    self.open.push((open, 0, name));
                 }
             }
         }

@@ -1398,3 +1398,22 @@ fn long_values_cost_a_bounded_number_of_pattern_bytes() {
     }
     assert!(out.len() < 400, "{}", out.len());
 }
+
+/// Rule anchors inside one long match (`Cookie: ... cookie: ... cookie: ...`), each of them
+/// outgrowing the bound: one open match at a time, and nothing of the value leaks.
+#[test]
+fn nested_long_matches_keep_one_open_match() {
+    let r = defaults(&[]);
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    s.push(b"> Cookie: a=", &mut out);
+    let piece = [b"cookie:".as_slice(), &[b'x'; 20_000]].concat();
+    for _ in 0..12 {
+        s.push(&piece, &mut out);
+        assert!(s.open.len() <= 1, "{} open matches", s.open.len());
+    }
+    s.push(b"\nok\n", &mut out);
+    s.finish(&mut out);
+    assert_eq!(count(&out, b'x'), 0);
+    assert!(out.ends_with(b"\nok\n"));
+}
