@@ -283,6 +283,35 @@ impl View {
         self.bytes.extend_from_slice(bytes);
     }
 
+    /// A string sequence's payload (shown by the terminal as a title, a link): its text, without
+    /// the bytes in it that print nothing.
+    fn push_payload(&mut self, buf: &[u8], start: usize, end: usize) {
+        let mut i = start;
+        while i < end {
+            let next = first_special(&buf[i..end]).map_or(end, |p| i + p);
+            if next > i {
+                self.push(i, &buf[i..next]);
+            }
+            if next >= end {
+                break;
+            }
+            i = match classify(&buf[next..end]) {
+                Kind::Strip(n) | Kind::Sgr(n) | Kind::Drop(n) | Kind::Back { len: n, .. } => {
+                    next + n
+                }
+                Kind::String {
+                    open,
+                    payload,
+                    close,
+                } => next + open + payload + close,
+                Kind::Text | Kind::Partial => {
+                    self.push(next, &buf[next..next + 1]);
+                    next + 1
+                }
+            };
+        }
+    }
+
     /// Take back `n` characters, never before view index `floor`.
     fn back(&mut self, n: usize, floor: usize) {
         for _ in 0..n {
@@ -378,7 +407,7 @@ impl View {
                 } => {
                     self.overwrites = true;
                     if !rendered {
-                        self.push(i + open, &buf[i + open..i + open + payload]);
+                        self.push_payload(buf, i + open, i + open + payload);
                     }
                     open + payload + close
                 }

@@ -1331,9 +1331,11 @@ fn invisible_bytes_and_escape_sequences_inside_a_value() {
         "correct-horse-battery\x08\x08\x08\x08\x08\x08\x08xxxxxxx\n",
     );
     assert!(!out.contains("horse"), "{out:?}");
-    // A window title holding the secret is redacted inside it.
+    // A window title holding the secret is redacted inside it, invisible characters or not.
     let out = redact(&r, "\x1b]0;correct-horse-battery\x07ok");
     assert_eq!(out, "\x1b]0;[REDACTED:PW]\x07ok");
+    let out = redact(&r, "\x1b]2;correct-\u{200b}horse\0-battery\x07ok");
+    assert_eq!(out, "\x1b]2;[REDACTED:PW]\x07ok");
     // Ordinary UTF-8 text and bold via overstrike pass unchanged.
     let plain = "naïve café — “quotes” ─┼─ 日本語 b\x08bold\n";
     assert_eq!(redact(&r, plain), plain);
