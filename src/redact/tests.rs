@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use secrecy::SecretString;
 
 use super::encodings::{B64_STD, B64_URL, base64};
+use super::screen;
 use super::*;
 
 fn section(rules: &[&str], patterns: &[&str]) -> RedactSection {
@@ -1418,4 +1419,51 @@ fn nested_long_matches_keep_one_open_match() {
     s.finish(&mut out);
     assert_eq!(count(&out, b'x'), 0);
     assert!(out.ends_with(b"\nok\n"));
+}
+
+/// What a terminal shows of `out`: without the bytes that print nothing (as the redactor's
+/// view has it, overwrites aside).
+fn shown(out: &[u8]) -> Vec<u8> {
+    let mut v = screen::View::default();
+    match v.build(out, 0, true, false) {
+        Some(_) => v.bytes,
+        None => out.to_vec(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Bytes that print nothing, put anywhere among secrets and noise, never let a secret
+    /// show: streaming at random splits equals the whole buffer, and what a screen shows of
+    /// the output holds no secret.
+    #[test]
+    fn invisible_bytes_anywhere_never_let_a_secret_show(
+        (secrets, input) in proptest::collection::vec(secret_strategy(), 1..3)
+            .prop_flat_map(text_strategy),
+        inserts in proptest::collection::vec((0usize..400, 0usize..8), 0..10),
+        cuts in proptest::collection::vec(0usize..500, 0..6),
+    ) {
+        const SEPS: [&str; 8] = ["\u{200b}", "\0", "\x7f", "\u{ad}", "\x1b[K", "\x1b[1;31m", "\u{2060}", "\x1b]0;\x07"];
+        let mut text = input.clone();
+        let mut inserts = inserts;
+        inserts.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (at, k) in inserts {
+            let at = at.min(text.len());
+            let sep = SEPS[k].as_bytes();
+            text.splice(at..at, sep.iter().copied());
+        }
+        let named: Vec<(String, String)> =
+            secrets.iter().enumerate().map(|(i, s)| (format!("S{i}"), s.clone())).collect();
+        let refs: Vec<(&str, &str)> = named.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let r = values_only(&refs);
+        let whole = r.redact_bytes(&text);
+        prop_assert_eq!(&push_all(&r, &split_at(&text, cuts)), &whole);
+        let seen = shown(&whole);
+        for s in &secrets {
+            if s.len() >= 4 {
+                prop_assert!(!contains(&seen, s.as_bytes()), "{:?} shows in {:?}", s, String::from_utf8_lossy(&seen));
+            }
+        }
+    }
 }
