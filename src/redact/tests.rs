@@ -1447,7 +1447,7 @@ proptest! {
         const SEPS: [&str; 8] = ["\u{200b}", "\0", "\x7f", "\u{ad}", "\x1b[K", "\x1b[1;31m", "\u{2060}", "\x1b]0;\x07"];
         let mut text = input.clone();
         let mut inserts = inserts;
-        inserts.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        inserts.sort_unstable_by_key(|x| std::cmp::Reverse(x.0));
         for (at, k) in inserts {
             let at = at.min(text.len());
             let sep = SEPS[k].as_bytes();
