@@ -20,7 +20,12 @@ a timestamped line every few milliseconds, read directly and through agentrun (m
 
     cargo build --release --locked
     npm install --prefix /tmp/dotenvx @dotenvx/dotenvx@2.38.2     # optional
-    bench/redact.py [--size-mib 200] [--runs 5] [--dotenvx PATH]
+    bench/redact.py [--size-mib 200] [--runs 5] [--dotenvx PATH] [--also BINARY]
+    bench/redact.py --build-only [--also BINARY]     # only the large-secret build cost
+
+Also measures what one large `file:` secret (60 KiB, and 200 KiB when the build accepts a
+source that large) costs at every start: `agentrun redact` over one line, wall time and peak
+RSS (median of the runs), for `--binary` and `--also` side by side.
 
 Prints a Markdown table for the README.
 """
@@ -198,6 +203,55 @@ def q(xs):
     return statistics.median(xs), qs[0], qs[2]
 
 
+def build_cost(binaries, runs):
+    """Start-up cost of a large declared secret: `agentrun redact` over one line, per binary,
+    with a random 60 KiB and 200 KiB `file:` secret (wall s and peak RSS, medians)."""
+    rng = random.Random(13)
+    work = tempfile.mkdtemp(prefix="agentrun-build-bench-")
+    home = tempfile.mkdtemp(prefix="agentrun-bench-home-", dir="/var/tmp")
+    env = {"PATH": "/usr/bin:/bin", "HOME": home}
+    alphabet = ALNUM + "+/"
+    line = os.path.join(work, "line")
+    with open(line, "w") as f:
+        f.write("one ordinary line\n")
+    rows = []
+    for kib in (60, 200):
+        secret = os.path.join(work, f"s{kib}")
+        with open(secret, "w") as f:
+            f.write(rand_str(rng, kib * 1024, alphabet))
+        os.chmod(secret, 0o600)
+        profile = os.path.join(work, f"p{kib}.toml")
+        with open(profile, "w") as f:
+            f.write(f'version = 1\n[secrets]\nBIG = "file:{secret}"\n[audit]\nlog = "audit.jsonl"\n')
+        os.chmod(profile, 0o600)
+        for label, binary in binaries:
+            walls, rss, refused = [], [], None
+            for _ in range(runs):
+                with open(line) as stdin, tempfile.NamedTemporaryFile("r") as t:
+                    p = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", t.name, binary, "redact", "-p", profile],
+                                       env=env, cwd=work, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    if p.returncode != 0:
+                        refused = p.stderr.decode(errors="replace").strip().splitlines()[-1:]
+                        break
+                    wall, kb = t.read().split()[-2:]
+                    walls.append(float(wall))
+                    rss.append(int(kb))
+            if refused is not None:
+                rows.append((kib, label, None, None, refused[0] if refused else "refused"))
+            else:
+                rows.append((kib, label, statistics.median(walls), statistics.median(rss) / 1024, ""))
+    shutil.rmtree(work)
+    shutil.rmtree(home)
+    print(f"\nstart-up cost of one large `file:` secret (`agentrun redact` over one line, median of {runs}):\n")
+    print("| secret | build | wall s | peak RSS |")
+    print("|---|---|---|---|")
+    for kib, label, wall, rss, note in rows:
+        if wall is None:
+            print(f"| {kib} KiB | `{label}` | refused: {note} | |")
+        else:
+            print(f"| {kib} KiB | `{label}` | {wall:.2f} | {rss:.1f} MiB |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=200)
@@ -207,9 +261,17 @@ def main():
     ap.add_argument("--latency-lines", type=int, default=200)
     ap.add_argument("--also", metavar="BINARY", help="another agentrun build to time alongside (e.g. main's)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (corpus, profile)")
+    ap.add_argument("--build-only", action="store_true", help="only the large-secret start-up cost")
+    ap.add_argument("--build-runs", type=int, default=3)
     args = ap.parse_args()
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} missing: run `cargo build --release --locked` first")
+    binaries = [("--binary " + os.path.relpath(args.binary, ROOT), args.binary)]
+    if args.also:
+        binaries.append(("--also " + args.also, args.also))
+    if args.build_only:
+        build_cost(binaries, args.build_runs)
+        return
     dotenvx = args.dotenvx if os.path.exists(args.dotenvx) else shutil.which("dotenvx")
 
     rng = random.Random(20250304)
@@ -312,6 +374,7 @@ def main():
     for name, d in lat.items():
         d = sorted(d)
         print(f"| {name} | {statistics.median(d):.3f} | {statistics.quantiles(d, n=10)[-1]:.3f} |")
+    build_cost(binaries, args.build_runs)
     if args.keep:
         print(f"\nkept {work}", file=sys.stderr)
     else:

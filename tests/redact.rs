@@ -244,3 +244,314 @@ fn base64(s: &str) -> String {
     }
     out
 }
+
+// ------------------------------------------------------------------ issue 9: the red team's leaks
+
+/// Who runs agentrun: root, or `nobody` (the scratch handed over to it first).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum As {
+    Root,
+    Nobody,
+}
+
+const BOTH: [As; 2] = [As::Root, As::Nobody];
+
+fn hand_over(s: &Scratch, who: As) {
+    use std::os::unix::fs::PermissionsExt;
+    if who == As::Root {
+        return;
+    }
+    fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        out.push(p.to_path_buf());
+        if p.is_dir() && !p.is_symlink() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(s.path(), &mut all);
+    for e in all {
+        std::os::unix::fs::lchown(&e, Some(65534), Some(65534)).unwrap();
+        if !e.is_symlink() {
+            let mode = if e.is_dir() { 0o755 } else { 0o600 };
+            std::fs::set_permissions(&e, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+}
+
+/// Run agentrun as `who` in the scratch directory, stdout and stderr captured (as bytes).
+fn run_as(s: &Scratch, who: As, args: &[&str]) -> std::process::Output {
+    hand_over(s, who);
+    let mut c = match who {
+        As::Root => Command::new(bin()),
+        As::Nobody => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                bin(),
+            ]);
+            c
+        }
+    };
+    c.args(args)
+        .current_dir(s.path())
+        .env_clear()
+        .envs(&s.env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A child script (Python, from a file in the scratch directory) run through agentrun.
+fn child(s: &Scratch, who: As, code: &str, args: &[&str]) -> std::process::Output {
+    s.file("child.py", code);
+    let mut argv = vec!["-p", "leak", "--", "/usr/bin/python3", "child.py"];
+    argv.extend_from_slice(args);
+    let o = run_as(s, who, &argv);
+    assert!(
+        o.status.success(),
+        "{who:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Item 9: a 512 KiB `Cookie:` header in 64 KiB writes, each ending with the start of a
+/// declared value (so bytes are held at every window end): no byte of it gets out.
+#[test]
+fn long_cookie_header_in_64k_writes_never_leaks_its_tail() {
+    for who in BOTH {
+        let s = scratch("");
+        let code = "import os, time\n\
+                    k = os.environ['API_KEY'].encode()\n\
+                    os.write(1, b'> Cookie: session=')\n\
+                    for i in range(8):\n    os.write(1, b'Z' * (65536 - 10) + k[:10]); time.sleep(0.01)\n\
+                    os.write(1, b'\\nnext line\\n')\n";
+        let o = child(&s, who, code, &[]);
+        let n = o.stdout.iter().filter(|&&b| b == b'Z').count();
+        assert_eq!(n, 0, "{who:?}: {n} bytes of the cookie leaked");
+        assert!(
+            o.stdout.starts_with(b"> [REDACTED:cookie-header]"),
+            "{who:?}"
+        );
+        assert!(o.stdout.ends_with(b"\nnext line\n"), "{who:?}");
+    }
+}
+
+/// Item 10: `head -3 key`: a private key without its END line.
+#[test]
+fn truncated_private_key_body_is_redacted_to_the_end() {
+    for who in BOTH {
+        let s = scratch("");
+        let body1 = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun";
+        let body2 = "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK";
+        s.file(
+            "key",
+            &format!("-----BEGIN RSA PRIVATE KEY-----\n{body1}\n{body2}\n{body2}\n-----END RSA PRIVATE KEY-----\n"),
+        );
+        let o = run_as(&s, who, &["-p", "leak", "--", "head", "-3", "key"]);
+        assert!(o.status.success(), "{who:?}: {o:?}");
+        for b in [body1, body2] {
+            assert!(
+                !contains(&o.stdout, b.as_bytes()),
+                "{who:?}: key body leaked: {o:?}"
+            );
+            assert!(
+                !contains(&o.stdout, &b.as_bytes()[20..40]),
+                "{who:?}: part of the body leaked"
+            );
+        }
+        assert!(
+            contains(&o.stdout, b"-----BEGIN RSA PRIVATE KEY-----"),
+            "{who:?}"
+        );
+    }
+}
+
+/// Item 11: `base64` wraps at 76 columns and `xxd -p` at 60; a long secret split over lines
+/// must not come out, wherever the lines break it.
+#[test]
+fn wrapped_base64_and_xxd_p_do_not_leak_a_long_secret() {
+    let long = "lk3JdP9vQz2XwT7nB4mR8sY1cF6hK0aE5uG3iO9pL2jN7bV4xC1zM8qW6eR0tY5u";
+    for who in BOTH {
+        let s = scratch("");
+        s.file(".env", &format!("API_KEY={KEY}\nDB_PASSWORD={long}\n"));
+        let script = "for n in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do \
+                        echo \"== b64 $n\"; { printf '%*s' $n '' | tr ' ' x; printf '%s' \"$DB_PASSWORD\"; } | base64; \
+                        echo \"== xxd $n\"; { printf '%*s' $n '' | tr ' ' x; printf '%s' \"$DB_PASSWORD\"; } | xxd -p; \
+                      done";
+        let o = run_as(&s, who, &["-p", "leak", "--", "sh", "-c", script]);
+        assert!(o.status.success(), "{who:?}: {o:?}");
+        let text = String::from_utf8_lossy(&o.stdout);
+        // The encoded secret, at every alignment, joined as the reader would join the lines.
+        for n in 0..=20usize {
+            let data = format!("{}{long}", "x".repeat(n));
+            let b64 = base64(&data);
+            let hexed = hex::encode(&data);
+            let section = |tag: &str| -> String {
+                let start = text.find(&format!("== {tag} {n}\n")).unwrap();
+                let rest = &text[start..];
+                let body = rest.split("== ").nth(1).unwrap();
+                body.lines().skip(1).collect::<String>()
+            };
+            for (tag, enc, got) in [
+                ("b64", &b64, section("b64")),
+                ("xxd", &hexed, section("xxd")),
+            ] {
+                // Past the first few characters (which mix in the x's), no 8 characters of
+                // the encoded secret come out.
+                let skip = if tag == "b64" { 4 * n / 3 + 4 } else { 2 * n };
+                let secret_part = &enc[skip.min(enc.len())..enc.len().saturating_sub(4)];
+                for w in secret_part.as_bytes().windows(8) {
+                    assert!(
+                        !got.as_bytes().windows(8).any(|g| g == w),
+                        "{who:?}: {tag} with {n} leading bytes leaked {:?}: {got}",
+                        String::from_utf8_lossy(w)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Item 11: entities, a doubled single quote, Go quoting: the escapes other tools apply.
+#[test]
+fn entity_and_quote_escaped_forms_are_redacted() {
+    let pw = "p&ss<w>rd'quote\"dq-9f7Qx2";
+    for who in BOTH {
+        let s = scratch("");
+        s.file(
+            ".env",
+            &format!(
+                "API_KEY={KEY}\nDB_PASSWORD=\"{}\"\n",
+                pw.replace('"', "\\\"")
+            ),
+        );
+        let code = "import os, html\nfrom xml.sax.saxutils import escape, quoteattr\n\
+                    p = os.environ['DB_PASSWORD']\n\
+                    print('py', html.escape(p))\n\
+                    print('apos', p.replace('&','&amp;').replace('<','&lt;').replace('>','&gt;').replace('\"','&quot;').replace(\"'\",'&apos;'))\n\
+                    print('dec', p.replace('&','&amp;').replace('<','&lt;').replace('>','&gt;').replace('\"','&#34;').replace(\"'\",'&#39;'))\n\
+                    print('php', p.replace('&','&amp;').replace('<','&lt;').replace('>','&gt;').replace('\"','&quot;').replace(\"'\",'&#039;'))\n\
+                    print('sql', \"'\" + p.replace(\"'\", \"''\") + \"'\")\n";
+        let o = child(&s, who, code, &[]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        if !text.contains("py ") {
+            // The dotenv quoting did not give the value we meant: say so, do not pass.
+            panic!("{who:?}: unexpected output {text}");
+        }
+        for tag in ["py", "apos", "dec", "php", "sql"] {
+            let line = text.lines().find(|l| l.starts_with(tag)).unwrap();
+            assert!(line.contains("[REDACTED"), "{who:?}: {tag}: {line}");
+            assert!(
+                !line.contains("rd&") && !line.contains("dq-9f7Qx2"),
+                "{who:?}: {tag}: {line}"
+            );
+        }
+    }
+}
+
+/// Items 11 and 24: bytes that print nothing inside a value (NUL, DEL, zero-width space and
+/// its kin, soft hyphen, `\e[K`, an OSC, backspace and cursor-left overwrites) still match.
+#[test]
+fn invisible_characters_and_escapes_inside_a_value_still_match() {
+    for who in BOTH {
+        let s = scratch("");
+        let code = "import os, sys\n\
+                    k = os.environ['DB_PASSWORD']\n\
+                    a, b, c = k[:10], k[10:20], k[20:]\n\
+                    for sep in ['\\x00', '\\x7f', '\\u200b', '\\u200c', '\\u200d', '\\u2060', '\\ufeff', '\\u00ad', '\\x1b[K', '\\x1b]0;t\\x07', '\\x1b[1C', 'X\\x08', 'XY\\x1b[2D', '\\U000e0041']:\n    \
+                    sys.stdout.buffer.write((repr(sep) + ' ' + a + sep + b + sep + c + '\\n').encode())\n";
+        let o = child(&s, who, code, &[]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(text.lines().count(), 14, "{who:?}: {text}");
+        for line in text.lines() {
+            assert!(line.contains("[REDACTED:DB_PASSWORD]"), "{who:?}: {line:?}");
+            for part in [&PASSWORD[..10], &PASSWORD[10..20], &PASSWORD[20..]] {
+                assert!(!line.contains(part), "{who:?}: {line:?}");
+            }
+        }
+    }
+}
+
+/// The suspected terminal answer-back: the sequences that make a terminal type into its input
+/// (window title report, clipboard query, DECRQSS) or set the clipboard never get out; colours
+/// and a title do.
+#[test]
+fn terminal_query_and_clipboard_sequences_are_dropped() {
+    for who in BOTH {
+        let s = scratch("");
+        let code = "import sys\n\
+                    w = sys.stdout.buffer.write\n\
+                    w(b'a\\x1b[21tb\\x1b]52;c;?\\x07c\\x1b]52;c;ZWNobyBoaQ==\\x1b\\\\d\\x1bP$qm\\x1b\\\\e\\x1b[14tf\\n')\n\
+                    w(b'\\x1b[31mred\\x1b[0m \\x1b]0;my title\\x07ok\\n')\n";
+        let o = child(&s, who, code, &[]);
+        assert_eq!(
+            o.stdout,
+            b"abcdef\n\x1b[31mred\x1b[0m \x1b]0;my title\x07ok\n",
+            "{who:?}: {:?}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}
+
+/// Item 13: a large `file:` secret (60 KiB, under the size limit for sources) starts quickly
+/// and small, and printing it whole or in part leaks none of it.
+#[test]
+fn a_large_file_secret_builds_quickly_and_is_redacted() {
+    for who in BOTH {
+        let s = Scratch::new();
+        let mut v = String::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        while v.len() < 60 * 1024 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.push(ALPHA[(x % 64) as usize] as char);
+        }
+        s.file("big.secret", &v);
+        s.profile(
+            "leak",
+            "version = 1\n[env]\npass = [\"PATH\"]\n[secrets]\nBIG = \"file:big.secret\"\n",
+        );
+        let t = std::time::Instant::now();
+        let o = run_as(
+            &s,
+            who,
+            &[
+                "-p",
+                "leak",
+                "--",
+                "sh",
+                "-c",
+                "printf '%s\\n' \"$BIG\"; printf '%s\\n' \"$BIG\" | cut -c 20000-30000",
+            ],
+        );
+        let took = t.elapsed();
+        assert!(
+            o.status.success(),
+            "{who:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{who:?}: a 60 KiB secret took {took:?}"
+        );
+        for w in v.as_bytes().chunks(24) {
+            assert!(
+                !contains(&o.stdout, w),
+                "{who:?}: part of the secret leaked"
+            );
+        }
+    }
+}

@@ -6,7 +6,9 @@
 //! the rest; the whole-buffer path calls the same function once with `eof = true`. Keeping one
 //! definition of "match" for both is what lets the property tests compare them byte for byte.
 //!
-//! - Known values (every secret, its encodings and its 12-character fragments) go into one
+//! - Known values (every secret, its encodings, fragments and tiles) are searched in the window
+//!   with its line breaks taken out ([`Joined`]), so a wrapped encoding is one match. They go
+//!   into one
 //!   case-sensitive Aho-Corasick automaton searched with overlapping semantics, so nested and
 //!   overlapping values are all found (a secret that is a prefix of another included). A
 //!   sampled q-gram filter ([`prefilter::GramFilter`]) says where it needs to run: only around
@@ -50,7 +52,8 @@ const DFA_CACHE_BYTES: usize = 256 * 1024;
 /// fraction of the time. The redactor is built at every start, so that time is paid per run.
 pub(crate) struct Literals {
     ac: aho_corasick::nfa::contiguous::NFA,
-    hold: HashMap<StateID, u32>,
+    /// Per trie state: depth, failure state, and whether some pattern continues past it.
+    info: HashMap<StateID, (u32, StateID, bool)>,
     max_len: usize,
 }
 
@@ -68,10 +71,10 @@ impl Literals {
             .map_err(build_err)?;
         let mut lit = Literals {
             ac,
-            hold: HashMap::new(),
+            info: HashMap::new(),
             max_len: patterns.iter().map(Vec::len).max().unwrap_or(0),
         };
-        lit.hold = lit.hold_table(patterns)?;
+        lit.info = lit.state_info(patterns)?;
         Ok(lit)
     }
 
@@ -89,9 +92,12 @@ impl Literals {
     }
 
     /// For each trie state: depth (bytes of pattern prefix it stands for), failure state, and
-    /// whether some pattern continues past it. From those, the hold length of every state:
-    /// its depth if a pattern continues, else its failure state's hold length.
-    fn hold_table(&self, patterns: &[Vec<u8>]) -> Result<HashMap<StateID, u32>, RedactError> {
+    /// whether some pattern continues past it. The hold length of a state is its depth if a
+    /// pattern continues, else that of the first such state along its failure links.
+    fn state_info(
+        &self,
+        patterns: &[Vec<u8>],
+    ) -> Result<HashMap<StateID, (u32, StateID, bool)>, RedactError> {
         let a = self.automaton();
         let start = self.start()?;
         let mut info: HashMap<StateID, (u32, StateID, bool)> = HashMap::new();
@@ -112,23 +118,8 @@ impl Literals {
                 f = nf;
             }
         }
-        let mut hold = HashMap::new();
-        for (&sid, _) in info.iter() {
-            let mut cur = sid;
-            // Walk failure links until an extendable state or the root; depth strictly
-            // decreases, so this ends.
-            let h = loop {
-                match info.get(&cur) {
-                    Some(&(d, _, true)) => break d,
-                    Some(&(_, fail, false)) if fail != cur => cur = fail,
-                    _ => break 0,
-                }
-            };
-            if h > 0 {
-                hold.insert(sid, h);
-            }
-        }
-        Ok(hold)
+        info.shrink_to_fit();
+        Ok(info)
     }
 
     /// Call `f(pattern, start, end)` for every (overlapping) match inside `hay[from..to]`.
@@ -147,6 +138,11 @@ impl Literals {
     /// Length of the longest suffix of `hay[from..]` that is a proper prefix of some pattern
     /// (one that more bytes could complete).
     pub(crate) fn hold(&self, hay: &[u8], from: usize) -> usize {
+        self.hold_if(hay, from, |_| true)
+    }
+
+    /// Like [`Literals::hold`], for the longest such suffix that `accept(length)` admits.
+    pub(crate) fn hold_if(&self, hay: &[u8], from: usize, accept: impl Fn(usize) -> bool) -> usize {
         if self.max_len < 2 {
             return 0;
         }
@@ -158,11 +154,22 @@ impl Literals {
         for &b in &hay[begin..] {
             s = a.next_state(AcAnchored::No, s, b);
         }
-        self.hold.get(&s).map_or(0, |&h| h as usize)
+        // Depth strictly decreases along failure links, so this ends.
+        let mut cur = s;
+        while let Some(&(d, fail, extendable)) = self.info.get(&cur) {
+            if extendable && accept(d as usize) {
+                return d as usize;
+            }
+            if fail == cur {
+                break;
+            }
+            cur = fail;
+        }
+        0
     }
 
     pub(crate) fn memory_usage(&self) -> usize {
-        self.automaton().memory_usage() + self.hold.len() * 16
+        self.automaton().memory_usage() + self.info.len() * 24
     }
 }
 
@@ -452,6 +459,96 @@ impl Rule {
     }
 }
 
+/// A rule's match that outgrew its bound and is still open: the stream keeps replacing
+/// everything up to where the match ends, however long it gets.
+pub(crate) enum Open {
+    /// The rule's DFA, fed up to the stream's position, in a cache of its own.
+    Dfa {
+        rule: u32,
+        cache: Box<DfaCache>,
+        sid: regex_automata::hybrid::LazyStateID,
+    },
+    /// The DFA gave up: replace to the end of the line.
+    Line,
+    /// The rule does not compile (never a built-in one): replace to the end of output.
+    ToEnd,
+}
+
+impl Open {
+    /// Start covering rule `r`'s match that begins at `hay[c]`, fed through the window's end.
+    pub(crate) fn new(rules: &[Rule], r: u32, hay: &[u8], c: usize) -> Open {
+        let rule = &rules[r as usize];
+        let Ok(compiled) = rule.compiled() else {
+            return Open::ToEnd;
+        };
+        let mut cache = Box::new(compiled.dfa.create_cache());
+        let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
+        let Ok(sid) = compiled.dfa.start_state_forward(&mut cache, &input) else {
+            return Open::Line;
+        };
+        let mut open = Open::Dfa {
+            rule: r,
+            cache,
+            sid,
+        };
+        match open.advance(rules, hay, c, false) {
+            // Live at the window end by construction; if not, keep covering the line.
+            None => open,
+            Some(_) => Open::Line,
+        }
+    }
+
+    /// Feed `hay[at..]`: `Some(end)` when the match ends there (everything before `end` is
+    /// covered), `None` when it is still open at the window's end.
+    pub(crate) fn advance(
+        &mut self,
+        rules: &[Rule],
+        hay: &[u8],
+        at: usize,
+        eof: bool,
+    ) -> Option<usize> {
+        if let Open::Dfa { rule, cache, sid } = self {
+            let dfa = match rules[*rule as usize].compiled() {
+                Ok(c) => &c.dfa,
+                Err(_) => return Some(hay.len()),
+            };
+            // Match states come one byte late: a match state after `hay[i]` says a match
+            // ends at `i`; the dead state comes a byte after the last one.
+            let mut last = at;
+            let mut i = at;
+            while i < hay.len() {
+                match dfa.next_state(cache, *sid, hay[i]) {
+                    Ok(s) if s.is_dead() => return Some(last),
+                    Ok(s) if s.is_quit() => break,
+                    Ok(s) => {
+                        if s.is_match() {
+                            last = i;
+                        }
+                        *sid = s;
+                    }
+                    Err(_) => break,
+                }
+                i += 1;
+            }
+            if i == hay.len() {
+                return if eof { Some(hay.len()) } else { None };
+            }
+            // The DFA gave up at `i`: cover to the end of that line from here on.
+            *self = Open::Line;
+            return self.advance(rules, hay, i, eof);
+        }
+        match self {
+            Open::Line => match memchr::memchr(b'\n', &hay[at.min(hay.len())..]) {
+                Some(p) => Some(at + p),
+                None if eof => Some(hay.len()),
+                None => None,
+            },
+            _ if eof => Some(hay.len()),
+            _ => None,
+        }
+    }
+}
+
 /// Literal prefixes every match of `pattern` starts with, when there are few and none empty.
 pub(crate) fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
@@ -483,6 +580,9 @@ pub(crate) struct Hit {
     pub name: u32,
     /// From a known value (preferred for the replacement's name over a rule id).
     pub known: bool,
+    /// Already known to be covered (carried over, or an open match continued): never a reason
+    /// to hold bytes back.
+    pub sticky: bool,
 }
 
 /// Known values: a sampled q-gram filter in front of a case-sensitive automaton that runs
@@ -624,6 +724,100 @@ pub(crate) struct Scratch {
     cands: Vec<(usize, u32)>,
     folded: Vec<u8>,
     regions: Vec<(usize, usize)>,
+    joined: Joined,
+    /// Rules whose live match outgrew its bound: `(rule, start)`, appended by each scan
+    /// (the caller clears it).
+    pub overflows: Vec<(u32, usize)>,
+}
+
+/// A window with its line breaks (`\r`, `\n`) taken out, for known values: `base64` wraps at 76
+/// columns, `xxd -p` at 60, a terminal under a pty adds `\r`. A value matches across breaks
+/// when the part before its first break is at least [`JOIN_MIN`] bytes or it begins a line;
+/// that rule lets a line's short tail go out at once instead of waiting for the next line.
+#[derive(Default)]
+struct Joined {
+    text: Vec<u8>,
+    /// `(joined index, bytes removed before it in total)`: a break was taken out just before
+    /// that index.
+    cuts: Vec<(usize, usize)>,
+}
+
+/// See [`Joined`].
+pub(crate) const JOIN_MIN: usize = super::encodings::JOIN_MIN;
+
+impl Joined {
+    /// Build from `hay`; false (and nothing built) when `hay` has no line break.
+    fn build(&mut self, hay: &[u8]) -> bool {
+        // Most output has no `\r`: then one-byte searches (about twice as fast) find the breaks.
+        let cr = memchr::memchr(b'\r', hay).is_some();
+        let find = |s: &[u8]| {
+            if cr {
+                memchr::memchr2(b'\n', b'\r', s)
+            } else {
+                memchr::memchr(b'\n', s)
+            }
+        };
+        let Some(first) = find(hay) else {
+            return false;
+        };
+        self.text.clear();
+        self.cuts.clear();
+        self.text.extend_from_slice(&hay[..first]);
+        let mut i = first;
+        let mut removed = 0;
+        while i < hay.len() {
+            let mut j = i;
+            while j < hay.len() && (hay[j] == b'\n' || hay[j] == b'\r') {
+                j += 1;
+            }
+            removed += j - i;
+            self.cuts.push((self.text.len(), removed));
+            let next = find(&hay[j..]).map_or(hay.len(), |p| j + p);
+            self.text.extend_from_slice(&hay[j..next]);
+            i = next;
+        }
+        true
+    }
+
+    /// Window index of joined index `j` (of the byte there; `j` may be the end).
+    fn to_hay(&self, j: usize) -> usize {
+        let k = self.cuts.partition_point(|c| c.0 <= j);
+        j + if k == 0 { 0 } else { self.cuts[k - 1].1 }
+    }
+
+    /// First joined index whose window index is at least `h`.
+    fn index_of_hay(&self, h: usize) -> usize {
+        let (mut lo, mut hi) = (0, self.text.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.to_hay(mid) < h {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The first break strictly inside `(s, e)`, as a joined index.
+    fn first_break(&self, s: usize, e: usize) -> Option<usize> {
+        let k = self.cuts.partition_point(|c| c.0 <= s);
+        self.cuts.get(k).map(|c| c.0).filter(|&c| c < e)
+    }
+
+    /// Does joined index `s` begin a line (a break right before it, or the stream's start)?
+    fn line_start(&self, s: usize, stream_start: bool) -> bool {
+        (s == 0 && stream_start) || self.cuts.binary_search_by(|c| c.0.cmp(&s)).is_ok()
+    }
+
+    /// May an occurrence `[s, e)` count (see [`Joined`])? With `open`, `e` is the window end
+    /// and a break there counts as inside.
+    fn admits(&self, s: usize, e: usize, open: bool, stream_start: bool) -> bool {
+        match self.first_break(s, if open { e + 1 } else { e }) {
+            None => true,
+            Some(c) => c - s >= JOIN_MIN || self.line_start(s, stream_start),
+        }
+    }
 }
 
 /// Everything the redactor matches, immutable after construction.
@@ -638,8 +832,6 @@ pub(crate) struct Matcher {
 pub(crate) struct ScanOut {
     /// Earliest window position a match could still begin at (window length: none).
     pub live: usize,
-    /// A rule's live match outgrew its bound: its name; the range to its end is in the hits.
-    pub overflow: Option<u32>,
 }
 
 impl Matcher {
@@ -655,10 +847,7 @@ impl Matcher {
         hits: &mut Vec<Hit>,
     ) -> ScanOut {
         let len = hay.len();
-        let mut out = ScanOut {
-            live: len,
-            overflow: None,
-        };
+        let mut out = ScanOut { live: len };
         if from >= len {
             return out;
         }
@@ -666,20 +855,53 @@ impl Matcher {
             cands,
             folded,
             regions,
+            joined,
+            overflows,
         } = scratch;
         cands.clear();
         if let Some(values) = &self.values {
-            values.for_each(hay, from, regions, |pid, start, end| {
-                hits.push(Hit {
-                    origin: start,
-                    start,
-                    end,
-                    name: values.names[pid],
-                    known: true,
+            let stream_start = from == 0;
+            if joined.build(hay) {
+                let j: &Joined = joined;
+                let text = &j.text[..];
+                let jfrom = j.index_of_hay(from);
+                values.for_each(text, jfrom, regions, |pid, start, end| {
+                    if !j.admits(start, end, false, stream_start) {
+                        return;
+                    }
+                    let (s, e) = (j.to_hay(start), j.to_hay(end - 1) + 1);
+                    hits.push(Hit {
+                        origin: s,
+                        start: s,
+                        end: e,
+                        name: values.names[pid],
+                        known: true,
+                        sticky: false,
+                    });
                 });
-            });
-            if !eof {
-                out.live = out.live.min(len - values.lits.hold(hay, from));
+                if !eof {
+                    let tl = text.len();
+                    let h = values
+                        .lits
+                        .hold_if(text, jfrom, |d| j.admits(tl - d, tl, true, stream_start));
+                    if h > 0 {
+                        out.live = out.live.min(j.to_hay(tl - h));
+                    }
+                }
+            } else {
+                values.for_each(hay, from, regions, |pid, start, end| {
+                    hits.push(Hit {
+                        origin: start,
+                        start,
+                        end,
+                        name: values.names[pid],
+                        known: true,
+                        sticky: false,
+                    });
+                });
+                if !eof {
+                    out.live = out.live.min(len - values.lits.hold(hay, from));
+                }
             }
         }
         if let Some(anchors) = &self.anchors {
@@ -708,8 +930,9 @@ impl Matcher {
                         end: len,
                         name: rule.name,
                         known: false,
+                        sticky: false,
                     });
-                    out.overflow = Some(rule.name);
+                    overflows.push((r, c));
                 }
                 Eval::Live => out.live = out.live.min(c),
                 Eval::Done(Some((start, end))) => hits.push(Hit {
@@ -718,6 +941,7 @@ impl Matcher {
                     end,
                     name: rule.name,
                     known: false,
+                    sticky: false,
                 }),
                 Eval::Done(None) => {}
             }

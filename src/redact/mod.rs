@@ -16,13 +16,20 @@
 //!
 //! Layers: [`encodings`] (value -> forms to look for), [`rules`] (built-in detectors as data),
 //! [`prefilter`] (where the exact matchers need to look at all), [`matcher`] (one window ->
-//! matches + live start), [`stream`] (windows, holding, SGR colour codes, emitting). The launcher builds one [`Redactor`] before the child starts and gives
+//! matches + live start; declared values matched with line breaks taken out), [`screen`] (the
+//! window as a terminal shows it: escape sequences and invisible characters out of view,
+//! overwrites applied, answer-back sequences dropped), [`stream`] (windows, holding, open
+//! matches, emitting). The launcher builds one [`Redactor`] before the child starts and gives
 //! each output stream its own [`RedactStream`].
+//!
+//! The build cost is bounded: a value longer than 4 KiB is matched through tiles within a fixed
+//! budget ([`encodings`]), so a large secret cannot make every start slow.
 
 mod encodings;
 mod matcher;
 mod prefilter;
 mod rules;
+mod screen;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -188,14 +195,13 @@ impl Redactor {
         for (name, value) in secrets {
             let value = value.expose_secret();
             let id = intern(name, &mut names);
-            let mut forms = encodings::whole_forms(value);
+            let forms = encodings::patterns(value);
             if forms.is_empty() {
                 if !value.is_empty() {
                     too_short.push((*name).to_owned());
                 }
                 continue;
             }
-            forms.extend(encodings::fragments(value));
             for f in forms {
                 if seen.insert(f.clone()) {
                     value_patterns.push(f);

@@ -205,11 +205,11 @@ pub(crate) const RULES: &[RuleDef] = &[
     },
     RuleDef {
         id: "private-key",
-        desc: "the body of -----BEGIN ... PRIVATE KEY----- blocks (also with literal \\n)",
+        desc: "the body of -----BEGIN ... PRIVATE KEY----- blocks (also with literal \\n; without an END line, to the end of output)",
         group: "keys",
         anchors: &["-----BEGIN"],
         anchor_prefixes: &[""],
-        pattern: r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?P<secret>[A-Za-z0-9+/=\s\\:,.\-]*?)(?:-----END|[^A-Za-z0-9+/=\s\\:,.\-])",
+        pattern: r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?P<secret>[A-Za-z0-9+/=\s\\:,.\-]*?)(?:-----END|[^A-Za-z0-9+/=\s\\:,.\-]|\z)",
         check: None,
         max_len: 64 * 1024,
     },

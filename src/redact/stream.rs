@@ -5,21 +5,25 @@
 //! before the pending part (for `\b` and `^` at its start); nothing before it is needed,
 //! because a match can only begin at a byte that was held.
 //!
-//! Terminal colour codes (SGR: `ESC [ params m`) are removed from the matcher's view, so a
-//! secret painted in two colours is still one match; a replaced range keeps its colour codes
-//! (re-emitted after the replacement) so the terminal state stays right. An escape sequence
-//! cut at the window end is held until it is complete.
+//! The matcher sees the window as a terminal would show it ([`screen`]): escape sequences and
+//! characters that print nothing are out of its view, so a secret painted in two colours, cut
+//! by `\e[K` or by a zero-width space is still one match; a replaced range keeps its colour
+//! codes (re-emitted after the replacement) so the terminal state stays right. An escape
+//! sequence cut at the window end is held until it is complete. Sequences that make the
+//! terminal answer, or reach the clipboard, are left out of the output.
+//!
+//! A rule's match that outgrows its bound is replaced from its start, and stays replaced
+//! until the match ends however long it runs ([`Open`]), whatever else is held meanwhile.
 
 use std::collections::BTreeMap;
 
 use super::Redactor;
-use super::matcher::{Hit, RuleCache, Scratch};
+use super::matcher::{Hit, Open, RuleCache, Scratch};
+use super::screen::{self, View};
 
 /// A chain of overlapping matches longer than this is emitted in parts (the rest stays
 /// covered), so memory stays bounded whatever the output.
 const MAX_HOLD: usize = 128 * 1024;
-/// An incomplete escape sequence longer than this is not a colour code.
-const MAX_SGR: usize = 32;
 
 /// The streaming state for one output stream.
 pub struct RedactStream<'r> {
@@ -28,11 +32,12 @@ pub struct RedactStream<'r> {
     buf: Vec<u8>,
     /// 1 when `buf[0]` is context (already emitted), else 0.
     ctx: usize,
-    /// Matcher's view when `buf` holds escape sequences: the bytes without colour codes, and
-    /// where codes were cut out: `(view index, raw bytes skipped before it in total)`.
-    view: Vec<u8>,
-    cuts: Vec<(usize, usize)>,
+    /// The matcher's view when `buf` holds bytes that do not print, and the rendered view
+    /// when it holds overwrites.
+    view: View,
+    rendered: View,
     hits: Vec<Hit>,
+    extra: Vec<Hit>,
     merged: Vec<Hit>,
     spans: Vec<(usize, usize)>,
     scratch: Scratch,
@@ -41,8 +46,9 @@ pub struct RedactStream<'r> {
     /// emitted: replaced without being found again.
     carry: Vec<(usize, usize, u32)>,
     carry_next: Vec<(usize, usize, u32)>,
-    /// A rule's match outgrew its bound: keep replacing up to the end of the line.
-    cover_line: Option<u32>,
+    /// Rules' matches still open past their bound: the rule's state, the raw offset (relative
+    /// to the pending start) it was fed up to, the name.
+    pub(crate) open: Vec<(Open, usize, u32)>,
     counts: BTreeMap<String, u64>,
 }
 
@@ -52,16 +58,17 @@ impl<'r> RedactStream<'r> {
             r,
             buf: Vec::new(),
             ctx: 0,
-            view: Vec::new(),
-            cuts: Vec::new(),
+            view: View::default(),
+            rendered: View::default(),
             hits: Vec::new(),
+            extra: Vec::new(),
             merged: Vec::new(),
             spans: Vec::new(),
             scratch: Scratch::default(),
             caches: r.matcher.rules.iter().map(|_| None).collect(),
             carry: Vec::new(),
             carry_next: Vec::new(),
-            cover_line: None,
+            open: Vec::new(),
             counts: BTreeMap::new(),
         }
     }
@@ -97,76 +104,36 @@ impl<'r> RedactStream<'r> {
         self.buf.len() - self.ctx
     }
 
-    /// Build the matcher's view of `buf` with SGR sequences removed. Returns the raw offset
-    /// past which bytes must be held (an incomplete escape sequence at the end), or `None`
-    /// when `buf` has no escape byte (the view is `buf` itself).
-    fn build_view(&mut self, eof: bool) -> Option<usize> {
-        let from = self.ctx;
-        let first = from + memchr::memchr(0x1b, &self.buf[from..])?;
-        let buf = &self.buf;
-        self.view.clear();
-        self.cuts.clear();
-        self.view.extend_from_slice(&buf[..first]);
-        let mut i = first;
-        let mut skipped = 0;
-        let mut limit = buf.len();
-        while i < buf.len() {
-            // buf[i] is ESC.
-            match sgr_len(&buf[i..]) {
-                Sgr::Complete(n) => {
-                    skipped += n;
-                    match self.cuts.last_mut() {
-                        Some(c) if c.0 == self.view.len() => c.1 = skipped,
-                        _ => self.cuts.push((self.view.len(), skipped)),
-                    }
-                    i += n;
-                }
-                Sgr::Partial if !eof => {
-                    limit = i;
-                    break;
-                }
-                Sgr::Partial | Sgr::No => {
-                    self.view.push(buf[i]);
-                    i += 1;
-                }
-            }
-            let next = memchr::memchr(0x1b, &buf[i..]).map_or(buf.len(), |p| i + p);
-            self.view.extend_from_slice(&buf[i..next]);
-            i = next;
-        }
-        Some(limit)
-    }
-
     fn process(&mut self, out: &mut Vec<u8>, eof: bool) {
         let from = self.ctx;
         if self.buf.len() <= from {
             return;
         }
-        let stripped = self.build_view(eof);
+        let stripped = self.view.build(&self.buf, from, eof, false);
         let raw_limit = stripped.unwrap_or(self.buf.len());
+        let render = stripped.is_some()
+            && self.view.overwrites
+            && self.rendered.build(&self.buf, from, eof, true).is_some();
         let Self {
             r,
             buf,
             view,
-            cuts,
+            rendered,
             hits,
+            extra,
             merged,
             spans,
             scratch,
             caches,
             ..
         } = self;
-        let hay: &[u8] = if stripped.is_some() { view } else { buf };
+        let hay: &[u8] = if stripped.is_some() { &view.bytes } else { buf };
         let len = hay.len();
         // Window index -> raw offset (start of the byte), exclusive end of a range, and back.
         let to_raw = |i: usize| -> usize {
             match stripped {
                 None => i,
-                Some(_) if i >= len => raw_limit,
-                Some(_) => {
-                    let k = cuts.partition_point(|c| c.0 <= i);
-                    i + if k == 0 { 0 } else { cuts[k - 1].1 }
-                }
+                Some(_) => view.to_raw(i, raw_limit),
             }
         };
         let to_raw_end = |e: usize| -> usize {
@@ -205,34 +172,69 @@ impl<'r> RedactStream<'r> {
                     end: e,
                     name,
                     known: true,
+                    sticky: true,
                 });
             }
         }
-        let mut line_end: Option<usize> = None;
-        if let Some(name) = self.cover_line {
-            let end = memchr::memchr(b'\n', &hay[from..]).map_or(len, |p| from + p);
-            if end < len {
-                line_end = Some(end);
-            }
+        // Matches still open from earlier windows: covered from here to where they end.
+        let rules = &r.matcher.rules;
+        self.open.retain_mut(|(open, at, name)| {
+            let v_at = to_view(from + *at).max(from);
+            let ended = open.advance(rules, hay, v_at, eof);
+            let end = ended.unwrap_or(len);
             if end > from {
                 hits.push(Hit {
                     origin: from,
                     start: from,
                     end,
-                    name,
+                    name: *name,
                     known: false,
+                    sticky: true,
                 });
             }
-        }
+            ended.is_none()
+        });
 
+        scratch.overflows.clear();
         let scan = r.matcher.scan(caches, scratch, hay, from, eof, hits);
+        let overflows = scratch.overflows.len();
         let mut boundary = if eof { len } else { scan.live };
+
+        // The rendered view (overwrites applied): its matches and live start, in this view.
+        if render {
+            let rlen = rendered.bytes.len();
+            extra.clear();
+            let rscan = r
+                .matcher
+                .scan(caches, scratch, &rendered.bytes, from, eof, extra);
+            let r_raw = |i: usize| rendered.to_raw(i, raw_limit);
+            for h in extra.iter() {
+                let s = to_view(r_raw(h.start));
+                let o = to_view(r_raw(h.origin));
+                let e = if h.end == 0 {
+                    0
+                } else {
+                    to_view(r_raw(h.end - 1) + 1)
+                };
+                hits.push(Hit {
+                    origin: o.min(s),
+                    start: s,
+                    end: e.max(s),
+                    ..*h
+                });
+            }
+            if !eof && rscan.live < rlen {
+                boundary = boundary.min(to_view(r_raw(rscan.live)));
+            }
+            // An open match is followed in the main view only.
+            scratch.overflows.truncate(overflows);
+        }
 
         // A match that begins before the boundary and ends after it is held whole, from where
         // it begins (else it could not be found again), unless that would hold too much: then
         // its head is emitted replaced and the rest is carried over as covered.
         spans.clear();
-        spans.extend(hits.iter().map(|h| (h.origin, h.end)));
+        spans.extend(hits.iter().filter(|h| !h.sticky).map(|h| (h.origin, h.end)));
         spans.sort_unstable();
         let mut span: Option<(usize, usize)> = None;
         for &(o, e) in spans.iter() {
@@ -258,6 +260,22 @@ impl<'r> RedactStream<'r> {
                 self.carry_next.push((s, e, h.name));
             }
         }
+        // Rules whose match outgrew its bound and whose head goes out now: keep covering. One
+        // open match per rule: a second one starting inside the first ends where it does (the
+        // built-in rules end at a terminator), and the count stays bounded whatever the child
+        // prints (`cookie: cookie: ...`).
+        if !eof {
+            for &(rule, c) in scratch.overflows.iter() {
+                let name = rules[rule as usize].name;
+                if c < boundary && !self.open.iter().any(|o| o.2 == name) {
+                    let open = Open::new(rules, rule, hay, c);
+                    self.open.push((open, 0, name));
+                }
+            }
+        }
+        for o in self.open.iter_mut() {
+            o.1 = raw_limit - raw_boundary;
+        }
 
         // Union of ranges: sort, merge overlapping; the name prefers a known value, then the
         // longest match.
@@ -282,14 +300,15 @@ impl<'r> RedactStream<'r> {
         }
 
         // Emit.
+        let drops: &[(usize, usize)] = if stripped.is_some() { &view.drops } else { &[] };
         let mut pos = from;
         for m in merged.iter().filter(|m| m.start < boundary) {
             let rs = to_raw(m.start);
             let re = to_raw_end(m.end).min(raw_boundary);
-            out.extend_from_slice(&buf[pos..rs]);
+            emit_raw(buf, pos, rs, drops, out);
             out.extend_from_slice(&r.replacements[m.name as usize]);
             if stripped.is_some() {
-                keep_sgr(&buf[rs..re], out);
+                screen::keep_sgr(&buf[rs..re], out);
             }
             *self
                 .counts
@@ -297,19 +316,12 @@ impl<'r> RedactStream<'r> {
                 .or_insert(0) += 1;
             pos = re;
         }
-        out.extend_from_slice(&buf[pos..raw_boundary]);
+        emit_raw(buf, pos, raw_boundary, drops, out);
 
         // Carry-over state.
         std::mem::swap(&mut self.carry, &mut self.carry_next);
         if eof {
-            self.cover_line = None;
-        } else if let Some(e) = line_end
-            && boundary > e
-        {
-            self.cover_line = None;
-        }
-        if scan.overflow.is_some() && boundary == len && !eof {
-            self.cover_line = scan.overflow;
+            self.open.clear();
         }
         let ctx_byte = if boundary > 0 {
             Some(hay[boundary - 1])
@@ -336,47 +348,17 @@ impl<'r> RedactStream<'r> {
     }
 }
 
-enum Sgr {
-    /// A complete SGR sequence of this many bytes.
-    Complete(usize),
-    /// Could become one with more bytes.
-    Partial,
-    No,
-}
-
-/// Is `s` (starting with ESC) a colour code `ESC [ [0-9;:]* m`?
-fn sgr_len(s: &[u8]) -> Sgr {
-    if s.len() < 2 {
-        return Sgr::Partial;
-    }
-    if s[1] != b'[' {
-        return Sgr::No;
-    }
-    for (i, &b) in s.iter().enumerate().skip(2).take(MAX_SGR) {
-        match b {
-            b'm' => return Sgr::Complete(i + 1),
-            b'0'..=b'9' | b';' | b':' => {}
-            _ => return Sgr::No,
+/// Copy `buf[a..b]` to `out`, leaving out the dropped ranges inside it.
+fn emit_raw(buf: &[u8], a: usize, b: usize, drops: &[(usize, usize)], out: &mut Vec<u8>) {
+    let mut pos = a;
+    for &(s, e) in drops {
+        if e <= pos || s >= b {
+            continue;
         }
+        out.extend_from_slice(&buf[pos..s.max(pos)]);
+        pos = e.min(b);
     }
-    if s.len() < MAX_SGR {
-        Sgr::Partial
-    } else {
-        Sgr::No
-    }
-}
-
-/// Append the colour codes inside a replaced range, so the terminal ends in the same state.
-fn keep_sgr(raw: &[u8], out: &mut Vec<u8>) {
-    let mut i = 0;
-    while let Some(p) = memchr::memchr(0x1b, &raw[i..]) {
-        let at = i + p;
-        match sgr_len(&raw[at..]) {
-            Sgr::Complete(n) => {
-                out.extend_from_slice(&raw[at..at + n]);
-                i = at + n;
-            }
-            _ => i = at + 1,
-        }
+    if pos < b {
+        out.extend_from_slice(&buf[pos..b]);
     }
 }

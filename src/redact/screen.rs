@@ -1,0 +1,440 @@
+//! What a terminal shows, as the matcher should see it: the bytes of one output window with
+//! everything that does not print taken out, and where each piece came from.
+//!
+//! A value split by bytes that do not print still reads whole on a screen, so the matcher
+//! looks at a *view* of the window without them:
+//!
+//! - escape sequences: CSI (colours, `\e[K`, cursor movement), the two-byte and `nF` escapes,
+//!   and the framing of string sequences (OSC, DCS, SOS, PM, APC). A string's payload stays in
+//!   the main view, because a terminal shows it too (a window title); the *rendered* view
+//!   below drops it;
+//! - characters that print nothing: C0 controls other than tab, line feed, carriage return,
+//!   form feed and vertical tab (NUL, BEL, backspace, ...), DEL, C1 controls, and the
+//!   invisible format characters of Unicode (soft hyphen, zero-width space, joiners, word
+//!   joiner, bidi controls, BOM, variation selectors, tag characters).
+//!
+//! A backspace or a cursor-left (`CSI n D`) followed by more text overwrites what was there,
+//! so the screen shows something the bytes do not hold in a row. The main view keeps every
+//! printed byte (a log file shows them all); when a window has such moves, or a string
+//! sequence, a second *rendered* view applies the overwrites and drops string payloads, and
+//! both are searched.
+//!
+//! Some sequences make a terminal answer into its input, or reach the operator's clipboard:
+//! they are [`Kind::Drop`]ped from the output (see [`classify_esc`]).
+//!
+//! Nothing here knows a secret; the functions are pure and tested on their own.
+
+/// An escape sequence longer than this is not one (its bytes are text).
+const MAX_CSI: usize = 64;
+/// A string sequence (OSC, DCS, ...) longer than this is not one (its bytes are text).
+const MAX_STRING: usize = 4096;
+/// A cursor-left count above this is taken as this (the view cannot go back further).
+const MAX_BACK: usize = 1024;
+
+/// What the bytes at a position are, for the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Text: stays in the view.
+    Text,
+    /// Prints nothing: out of the view (`n` bytes).
+    Strip(usize),
+    /// A colour code (SGR): out of the view, and re-emitted after a replacement so the
+    /// terminal ends in the right state.
+    Sgr(usize),
+    /// Backspace (`back = 1`) or cursor-left (`back = n`): out of the view; the rendered view
+    /// also takes back `back` characters.
+    Back { len: usize, back: usize },
+    /// A string sequence: `open` bytes of introducer, `payload`, `close` bytes of terminator.
+    String {
+        open: usize,
+        payload: usize,
+        close: usize,
+    },
+    /// A sequence that makes the terminal answer or touches the clipboard: out of the view
+    /// and out of the output.
+    Drop(usize),
+    /// Could become one of the above with more bytes: hold it.
+    Partial,
+}
+
+/// Bytes that may begin something other than text (a table, so the common case is one load).
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = !matches!(b, 0x09..=0x0d);
+        b += 1;
+    }
+    t[0x7f] = true;
+    // UTF-8 lead bytes of the invisible characters below.
+    t[0xc2] = true;
+    t[0xcd] = true;
+    t[0xd8] = true;
+    t[0xe1] = true;
+    t[0xe2] = true;
+    t[0xef] = true;
+    t[0xf3] = true;
+    t
+};
+
+/// Index of the first byte of `s` that may begin something other than text.
+pub(crate) fn first_special(s: &[u8]) -> Option<usize> {
+    // A branch-free test per 64-byte block (the compiler vectorises it): any byte outside
+    // printable ASCII and tab..carriage return? Only then look at the block byte by byte.
+    let mut i = 0;
+    for block in s.chunks_exact(64) {
+        let any = block.iter().fold(0u8, |a, &b| {
+            a | (u8::from(b.wrapping_sub(0x20) >= 0x5f) & u8::from(b.wrapping_sub(0x09) >= 5))
+        });
+        if any != 0
+            && let Some(k) = block.iter().position(|&b| SPECIAL[b as usize])
+        {
+            return Some(i + k);
+        }
+        i += 64;
+    }
+    s[i..]
+        .iter()
+        .position(|&b| SPECIAL[b as usize])
+        .map(|k| i + k)
+}
+
+/// Classify the bytes at the start of `s` (whose first byte is special, see [`SPECIAL`]).
+pub(crate) fn classify(s: &[u8]) -> Kind {
+    match s[0] {
+        0x1b => classify_esc(s),
+        0x08 => Kind::Back { len: 1, back: 1 },
+        0x00..=0x1f | 0x7f => Kind::Strip(1),
+        _ => invisible(s),
+    }
+}
+
+/// Invisible characters encoded in UTF-8 (`s[0]` is a lead byte).
+fn invisible(s: &[u8]) -> Kind {
+    // (lead bytes, inclusive range of the last byte)
+    const SEQS: &[(&[u8], u8, u8)] = &[
+        (&[0xc2], 0x80, 0x9f),             // C1 controls
+        (&[0xc2], 0xad, 0xad),             // soft hyphen
+        (&[0xcd], 0x8f, 0x8f),             // combining grapheme joiner
+        (&[0xd8], 0x9c, 0x9c),             // Arabic letter mark
+        (&[0xe1, 0x9e], 0xb4, 0xb5),       // Khmer inherent vowels
+        (&[0xe1, 0xa0], 0x8b, 0x8f),       // Mongolian free variation selectors, vowel separator
+        (&[0xe2, 0x80], 0x8b, 0x8f),       // zero-width space, ZWNJ, ZWJ, LRM, RLM
+        (&[0xe2, 0x80], 0xaa, 0xae),       // bidi embeddings and overrides
+        (&[0xe2, 0x81], 0xa0, 0xa4),       // word joiner, invisible operators
+        (&[0xe2, 0x81], 0xa6, 0xaf),       // bidi isolates, deprecated format characters
+        (&[0xef, 0xb8], 0x80, 0x8f),       // variation selectors
+        (&[0xef, 0xbb], 0xbf, 0xbf),       // byte order mark / zero-width no-break space
+        (&[0xf3, 0xa0, 0x80], 0x80, 0xbf), // tag characters U+E0000..U+E003F
+        (&[0xf3, 0xa0, 0x81], 0x80, 0xbf), // tag characters U+E0040..U+E007F
+    ];
+    let mut partial = false;
+    for &(lead, lo, hi) in SEQS {
+        let n = lead.len() + 1;
+        if s.len() >= n {
+            if &s[..lead.len()] == lead && (lo..=hi).contains(&s[lead.len()]) {
+                return Kind::Strip(n);
+            }
+        } else if lead.starts_with(s) {
+            partial = true;
+        }
+    }
+    if partial { Kind::Partial } else { Kind::Text }
+}
+
+/// Classify an escape sequence (`s[0]` is ESC).
+///
+/// Dropped from the output, because the terminal answers them into its input (where the
+/// child may read it) or they reach the operator's clipboard or fonts: OSC 52 (clipboard,
+/// set and query), OSC 50 (font), window reports `CSI 11/13/14/15/16/18/19/20/21 t` (title,
+/// label, size, position), DECRQSS (`DCS $ q`) and XTGETTCAP (`DCS + q`).
+pub(crate) fn classify_esc(s: &[u8]) -> Kind {
+    let Some(&b1) = s.get(1) else {
+        return Kind::Partial;
+    };
+    match b1 {
+        b'[' => csi(s),
+        b']' | b'P' | b'X' | b'^' | b'_' => string(s, b1),
+        0x20..=0x2f => {
+            // nF: intermediates, then a final byte.
+            for (i, &b) in s.iter().enumerate().skip(2).take(MAX_CSI) {
+                match b {
+                    0x20..=0x2f => {}
+                    0x30..=0x7e => return Kind::Strip(i + 1),
+                    _ => return Kind::Text,
+                }
+            }
+            if s.len() < MAX_CSI {
+                Kind::Partial
+            } else {
+                Kind::Text
+            }
+        }
+        0x30..=0x7e => Kind::Strip(2),
+        _ => Kind::Text,
+    }
+}
+
+fn csi(s: &[u8]) -> Kind {
+    let mut sgr = true;
+    for (i, &b) in s.iter().enumerate().skip(2).take(MAX_CSI) {
+        match b {
+            b'0'..=b'9' | b';' | b':' => {}
+            0x3c..=0x3f | 0x20..=0x2f => sgr = false,
+            0x40..=0x7e => {
+                let params = &s[2..i];
+                return match b {
+                    b'm' if sgr => Kind::Sgr(i + 1),
+                    b'D' if sgr => Kind::Back {
+                        len: i + 1,
+                        back: first_param(params).unwrap_or(1).clamp(1, MAX_BACK),
+                    },
+                    b't' if sgr
+                        && matches!(
+                            first_param(params),
+                            Some(11 | 13 | 14 | 15 | 16 | 18 | 19 | 20 | 21)
+                        ) =>
+                    {
+                        Kind::Drop(i + 1)
+                    }
+                    _ => Kind::Strip(i + 1),
+                };
+            }
+            _ => return Kind::Text,
+        }
+    }
+    if s.len() < MAX_CSI {
+        Kind::Partial
+    } else {
+        Kind::Text
+    }
+}
+
+fn first_param(params: &[u8]) -> Option<usize> {
+    let end = params
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(params.len());
+    if end == 0 {
+        return None;
+    }
+    std::str::from_utf8(&params[..end]).ok()?.parse().ok()
+}
+
+/// OSC, DCS, SOS, PM, APC: up to BEL (OSC) or ST (`ESC \`); an ESC that starts something
+/// else ends it too, as on a terminal.
+fn string(s: &[u8], kind: u8) -> Kind {
+    for (i, &b) in s.iter().enumerate().skip(2).take(MAX_STRING) {
+        let close = match b {
+            0x07 => 1,
+            0x1b => match s.get(i + 1) {
+                None => return Kind::Partial,
+                Some(b'\\') => 2,
+                Some(_) => 0,
+            },
+            _ => continue,
+        };
+        let payload = &s[2..i];
+        let drop = match kind {
+            b']' => {
+                let num = first_param(payload);
+                matches!(num, Some(50 | 52))
+            }
+            b'P' => payload.starts_with(b"$q") || payload.starts_with(b"+q"),
+            _ => false,
+        };
+        if drop {
+            return Kind::Drop(i + close);
+        }
+        return Kind::String {
+            open: 2,
+            payload: i - 2,
+            close,
+        };
+    }
+    if s.len() < MAX_STRING {
+        Kind::Partial
+    } else {
+        Kind::Text
+    }
+}
+
+/// A view of a window: the bytes the matcher sees, and how to find each one's raw offset.
+#[derive(Default)]
+pub(crate) struct View {
+    pub bytes: Vec<u8>,
+    /// `(view index, raw offset - view index)` from that index on (sorted by index).
+    pub cuts: Vec<(usize, usize)>,
+    /// Raw ranges to leave out of the output.
+    pub drops: Vec<(usize, usize)>,
+    /// The window has overwrites or string payloads: a rendered view sees something else.
+    pub overwrites: bool,
+}
+
+impl View {
+    fn push(&mut self, raw: usize, bytes: &[u8]) {
+        let shift = raw - self.bytes.len();
+        if self.cuts.last().map_or(0, |c| c.1) != shift {
+            match self.cuts.last_mut() {
+                Some(c) if c.0 == self.bytes.len() => c.1 = shift,
+                _ => self.cuts.push((self.bytes.len(), shift)),
+            }
+        }
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// A string sequence's payload (shown by the terminal as a title, a link): its text, without
+    /// the bytes in it that print nothing.
+    fn push_payload(&mut self, buf: &[u8], start: usize, end: usize) {
+        let mut i = start;
+        while i < end {
+            let next = first_special(&buf[i..end]).map_or(end, |p| i + p);
+            if next > i {
+                self.push(i, &buf[i..next]);
+            }
+            if next >= end {
+                break;
+            }
+            i = match classify(&buf[next..end]) {
+                Kind::Strip(n) | Kind::Sgr(n) | Kind::Drop(n) | Kind::Back { len: n, .. } => {
+                    next + n
+                }
+                Kind::String {
+                    open,
+                    payload,
+                    close,
+                } => next + open + payload + close,
+                Kind::Text | Kind::Partial => {
+                    self.push(next, &buf[next..next + 1]);
+                    next + 1
+                }
+            };
+        }
+    }
+
+    /// Take back `n` characters, never before view index `floor`.
+    fn back(&mut self, n: usize, floor: usize) {
+        for _ in 0..n {
+            if self.bytes.len() <= floor {
+                break;
+            }
+            // A whole character: continuation bytes, then the lead byte.
+            while let Some(b) = self.bytes.pop() {
+                if b & 0xc0 != 0x80 || self.bytes.len() <= floor {
+                    break;
+                }
+            }
+        }
+        let len = self.bytes.len();
+        while self.cuts.last().is_some_and(|c| c.0 > len) {
+            self.cuts.pop();
+        }
+    }
+
+    /// Raw offset of the byte at view index `i` (`limit` for the end).
+    pub(crate) fn to_raw(&self, i: usize, limit: usize) -> usize {
+        if i >= self.bytes.len() {
+            return limit;
+        }
+        let k = self.cuts.partition_point(|c| c.0 <= i);
+        i + if k == 0 { 0 } else { self.cuts[k - 1].1 }
+    }
+
+    /// Build the view of `buf` (`buf[..from]` is context, taken as text). `rendered`: apply
+    /// overwrites and drop string payloads. Returns the raw offset past which bytes must be
+    /// held (an incomplete sequence at the end), or `None` when nothing needs taking out (the
+    /// view is `buf` itself; then nothing is built).
+    pub(crate) fn build(
+        &mut self,
+        buf: &[u8],
+        from: usize,
+        eof: bool,
+        rendered: bool,
+    ) -> Option<usize> {
+        let mut first = from + first_special(&buf[from..])?;
+        // Skip special bytes that are text (most non-ASCII), without building anything.
+        loop {
+            match classify(&buf[first..]) {
+                Kind::Text => match first_special(&buf[first + 1..]) {
+                    Some(p) => first = first + 1 + p,
+                    None => return None,
+                },
+                Kind::Partial if eof => match first_special(&buf[first + 1..]) {
+                    Some(p) => first = first + 1 + p,
+                    None => return None,
+                },
+                _ => break,
+            }
+        }
+        self.bytes.clear();
+        self.cuts.clear();
+        self.drops.clear();
+        self.overwrites = false;
+        self.bytes.extend_from_slice(&buf[..first]);
+        let mut i = first;
+        let mut limit = buf.len();
+        while i < buf.len() {
+            let kind = classify(&buf[i..]);
+            let n = match kind {
+                Kind::Text => {
+                    self.push(i, &buf[i..i + 1]);
+                    1
+                }
+                Kind::Partial if eof => {
+                    self.push(i, &buf[i..i + 1]);
+                    1
+                }
+                Kind::Partial => {
+                    limit = i;
+                    break;
+                }
+                Kind::Strip(n) | Kind::Sgr(n) => n,
+                Kind::Drop(n) => {
+                    self.drops.push((i, i + n));
+                    n
+                }
+                Kind::Back { len, back } => {
+                    self.overwrites = true;
+                    if rendered {
+                        self.back(back, from);
+                    }
+                    len
+                }
+                Kind::String {
+                    open,
+                    payload,
+                    close,
+                } => {
+                    self.overwrites = true;
+                    if !rendered {
+                        self.push_payload(buf, i + open, i + open + payload);
+                    }
+                    open + payload + close
+                }
+            };
+            i += n;
+            let next = first_special(&buf[i..]).map_or(buf.len(), |p| i + p);
+            if next > i {
+                self.push(i, &buf[i..next]);
+            }
+            i = next;
+        }
+        Some(limit)
+    }
+}
+
+/// Append the colour codes inside a replaced raw range, so the terminal ends in the same
+/// state; nothing else of it (other sequences there belong to the replaced value).
+pub(crate) fn keep_sgr(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(0x1b, &raw[i..]) {
+        let at = i + p;
+        match classify_esc(&raw[at..]) {
+            Kind::Sgr(n) => {
+                out.extend_from_slice(&raw[at..at + n]);
+                i = at + n;
+            }
+            _ => i = at + 1,
+        }
+    }
+}
