@@ -305,6 +305,64 @@ pub fn startup_inputs(profile: &Profile, ctx: &Context, sink: &AuditSink) -> Vec
     keep
 }
 
+/// agentrun's stdout and stderr when they are regular files (`agentrun ... > run.log`): the
+/// child must reach them only through the redactor, never by opening them itself.
+fn output_files() -> Vec<PathBuf> {
+    use std::os::fd::AsFd;
+    let out = std::io::stdout();
+    let err = std::io::stderr();
+    [out.as_fd(), err.as_fd()]
+        .into_iter()
+        .filter(|fd| {
+            nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+        })
+        .filter_map(|fd| {
+            use std::os::fd::AsRawFd;
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+        })
+        .filter(|p| p.is_absolute())
+        .collect()
+}
+
+/// Files a later run would read if they existed, named by the operator's environment
+/// (`$AGENTRUN_PROFILE_PATH`, the AWS and Google credential and config files, Vault's CA):
+/// one that does not exist yet where the child may create it could be planted (an AWS
+/// config's `credential_process` runs outside any sandbox), so the run is refused.
+fn refuse_plantable(ctx: &Context, policy: &Policy) -> Result<(), String> {
+    let mut named: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(list) = ctx.var_str("AGENTRUN_PROFILE_PATH") {
+        for d in list.split(':').filter(|d| !d.is_empty()) {
+            named.push(("AGENTRUN_PROFILE_PATH".into(), ctx.cwd.join(d)));
+        }
+    }
+    for var in [
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "VAULT_CACERT",
+    ] {
+        if let Some(v) = ctx.var_str(var).filter(|v| !v.is_empty()) {
+            named.push((var.into(), ctx.cwd.join(v)));
+        }
+    }
+    for (var, p) in named {
+        if std::fs::symlink_metadata(&p).is_err()
+            && let Some(root) = sandbox::writable_root_of(policy, &p)
+        {
+            return Err(format!(
+                "${var} names {}, which does not exist and lies in {} where the child may \
+                 write: it could create it for the next run; create it (it is then kept \
+                 read-only), point ${var} elsewhere, or unset it",
+                p.display(),
+                root.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn search_dirs(ctx: &Context) -> Vec<PathBuf> {
     let xdg_config = ctx.var("XDG_CONFIG_HOME").map(PathBuf::from);
     search::search_path(
@@ -532,7 +590,14 @@ fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         extra_read: Vec::new(),
         tty: launch.tty.as_ref().and_then(|t| t.slave_path()),
     };
-    let keep = startup_inputs(&profile, &ctx, &sinks.log);
+    let mut keep = startup_inputs(&profile, &ctx, &sinks.log);
+    if mode != Mode::Unconfined {
+        // agentrun's own output files: the child writes there only through the redactor.
+        keep.extend(output_files());
+        if let Err(e) = refuse_plantable(&ctx, &policy) {
+            return Err(fail(&mut audit, Fail::setup(e)));
+        }
+    }
     let prepared = match sandbox::prepare(&policy, &needs, mode, &keep, &ctx.cwd) {
         Ok(p) => p,
         Err(e) => return Err(fail(&mut audit, Fail::setup(e.to_string()))),
@@ -674,6 +739,9 @@ fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
         let log =
             audit_sinks(&profile, None, &ctx).map_or_else(|_| profile.audit.clone(), |s| s.log);
         let keep = startup_inputs(&profile, &ctx, &log);
+        if let Err(e) = refuse_plantable(&ctx, &policy) {
+            errors.push(e);
+        }
         if let Err(e) = sandbox::prepare(&policy, &needs, Mode::Enforce, &keep, &ctx.cwd) {
             errors.push(e.to_string());
         }
@@ -749,7 +817,8 @@ fn explain(args: &CheckArgs) -> Result<u8, Fail> {
     let denied = sandbox::denied_syscalls(&policy);
     let log = audit_sinks(&profile, None, &ctx).map_or_else(|_| profile.audit.clone(), |s| s.log);
     let keep = startup_inputs(&profile, &ctx, &log);
-    let isolation = sandbox::isolation_report(&policy, &keep, &ctx.cwd);
+    let isolation = sandbox::isolation_report(&policy, &keep, &ctx.cwd)
+        .map_err(|e| Fail::setup(e.to_string()))?;
     let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
     let mut env_names: Vec<String> = base
         .vars

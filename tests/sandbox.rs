@@ -1958,3 +1958,260 @@ fn default_policy_refuses_the_password_database_home_without_home() {
         assert!(!marker.exists(), "HOME={home:?}: the command ran");
     }
 }
+
+// --- The second red team's findings on the issue-9 build ---------------------------------
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "safe.directory=*",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {o:?}");
+}
+
+/// A `#!` line planted by an earlier run never makes agentrun grant a credential store: the
+/// interpreter is read as the kernel reads it (a `\r` is part of the name), and a grant that
+/// would land in a store, or on a directory, is refused.
+fn planted_shebang(who: As, tag: &str) {
+    if !can_run_as(tag, who) || !kernel_ready(tag) {
+        return;
+    }
+    let s = scratch();
+    let work = s.path().join("work");
+    let home = s.path().join("home");
+    s.file(
+        "home/.ssh/id_rsa",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nplanted-shebang-key\n",
+    );
+    std::fs::create_dir_all(&work).unwrap();
+    std::os::unix::fs::symlink(home.join(".ssh"), work.join("lnk")).unwrap();
+    std::os::unix::fs::symlink("/bin/sh", work.join("lnk\r")).unwrap();
+    let cr = s.file(
+        "work/cr.sh",
+        &format!(
+            "#!{}/lnk\r\ncat {}/.ssh/id_rsa\n",
+            work.display(),
+            home.display()
+        ),
+    );
+    let dir = s.file(
+        "work/dir.sh",
+        &format!(
+            "#!{}/lnk\ncat {}/.ssh/id_rsa\n",
+            work.display(),
+            home.display()
+        ),
+    );
+    for f in [&cr, &dir] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let profile = s.file("profiles/p.toml", "version = 1\n");
+    hand_over(&s, who);
+    let audit = s.path().join("audit.jsonl");
+    for (script, refused) in [("./cr.sh", false), ("./dir.sh", true)] {
+        let o = run(
+            &s,
+            who,
+            &work,
+            &[
+                "--audit-log",
+                audit.to_str().unwrap(),
+                "-p",
+                profile.to_str().unwrap(),
+                "--",
+                script,
+            ],
+        );
+        assert!(
+            !o.stdout.contains("planted-shebang-key"),
+            "{tag} {script}: {o:?}"
+        );
+        if refused {
+            assert_eq!(o.code, 125, "{tag} {script}: {o:?}");
+            assert!(
+                o.stderr.contains("credential store"),
+                "{tag} {script}: {o:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_planted_shebang_never_grants_a_store_as_root() {
+    planted_shebang(As::Root, "a_planted_shebang_never_grants_a_store_as_root");
+}
+
+#[test]
+fn a_planted_shebang_never_grants_a_store_as_nobody() {
+    planted_shebang(
+        As::Nobody,
+        "a_planted_shebang_never_grants_a_store_as_nobody",
+    );
+}
+
+/// What a read-only mount cannot keep is refused before anything starts: a profile or a rule
+/// path reached through a link the child could re-aim, a start-up input with a second hard
+/// link, a credential file the environment names that the child could create.
+fn unkeepable_inputs(who: As, tag: &str) {
+    if !can_run_as(tag, who) || !kernel_ready(tag) {
+        return;
+    }
+    let s = scratch();
+    let work = s.path().join("work");
+    s.file("work/conf/agent.toml", "version = 1\n");
+    s.file(
+        "work/conf/rule.toml",
+        "version = 1\n[sandbox]\nread = [\"./assets\"]\nwrite = [\".\"]\n",
+    );
+    s.file("work/conf/linked.toml", "version = 1\n");
+    std::fs::hard_link(work.join("conf/linked.toml"), work.join("conf/.hl")).unwrap();
+    std::os::unix::fs::symlink("conf/agent.toml", work.join("agent.toml")).unwrap();
+    std::os::unix::fs::symlink(s.path().join("home"), work.join("assets")).unwrap();
+    hand_over(&s, who);
+    let audit = s.path().join("audit.jsonl");
+    let a = audit.to_str().unwrap();
+    let cases = [
+        ("./agent.toml", "symbolic link"),
+        ("./conf/rule.toml", "symbolic link"),
+        ("./conf/linked.toml", "hard links"),
+    ];
+    for (profile, want) in cases {
+        let o = run(
+            &s,
+            who,
+            &work,
+            &["--audit-log", a, "-p", profile, "--", "true"],
+        );
+        assert_eq!(o.code, 125, "{tag} {profile}: {o:?}");
+        assert!(o.stderr.contains(want), "{tag} {profile}: {o:?}");
+    }
+    let mut s = s;
+    s.env.insert(
+        "AWS_CONFIG_FILE".into(),
+        work.join(".aws-config").display().to_string(),
+    );
+    let o = run(
+        &s,
+        who,
+        &work,
+        &["--audit-log", a, "-p", "./conf/agent.toml", "--", "true"],
+    );
+    assert_eq!(o.code, 125, "{tag}: {o:?}");
+    assert!(o.stderr.contains("AWS_CONFIG_FILE"), "{tag}: {o:?}");
+}
+
+#[test]
+fn unkeepable_inputs_are_refused_as_root() {
+    unkeepable_inputs(As::Root, "unkeepable_inputs_are_refused_as_root");
+}
+
+#[test]
+fn unkeepable_inputs_are_refused_as_nobody() {
+    unkeepable_inputs(As::Nobody, "unkeepable_inputs_are_refused_as_nobody");
+}
+
+/// The git metadata of the repository a `git` command would find, not only the write root's
+/// own `.git`: a worktree's shared repository, the repository above a subdirectory, and the
+/// operator's output file (`agentrun ... > run.log`) stay out of the child's reach.
+fn git_beyond_the_top_level(who: As, tag: &str) {
+    if !can_run_as(tag, who) || !kernel_ready(tag) {
+        return;
+    }
+    let s = scratch();
+    let main = s.path().join("main");
+    std::fs::create_dir_all(main.join("sub")).unwrap();
+    git(s.path(), &["init", "-q", main.to_str().unwrap()]);
+    s.file("main/sub/f.txt", "x\n");
+    git(&main, &["add", "."]);
+    git(&main, &["commit", "-qm", "one"]);
+    git(&main, &["worktree", "add", "-q", "../wt"]);
+    let profile = s.file("profiles/p.toml", "version = 1\n");
+    hand_over(&s, who);
+    let before = std::fs::read_to_string(main.join(".git/config")).unwrap();
+    let code = r#"
+import errno, os, subprocess, sys
+target = sys.argv[1]
+try:
+    with open(target, "a") as f:
+        f.write("[core]\n\tfsmonitor = touch pwned\n")
+    print("write=ok")
+except OSError as e:
+    print("write=" + errno.errorcode[e.errno])
+try:
+    with open("run.log", "a") as f:
+        f.write("raw-bypass\n")
+    print("log=ok")
+except OSError as e:
+    print("log=" + errno.errorcode.get(e.errno, "?"))
+"#;
+    let audit = s.path().join("audit.jsonl");
+    for (cwd, target) in [
+        (s.path().join("wt"), main.join(".git/config")),
+        (main.join("sub"), main.join(".git/config")),
+    ] {
+        let log = cwd.join("run.log");
+        std::fs::write(&log, "").unwrap();
+        if who == As::Nobody {
+            std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        let out = std::fs::File::create(&log).unwrap();
+        let o = agentrun(
+            &s,
+            who,
+            &cwd,
+            &[
+                "--audit-log",
+                audit.to_str().unwrap(),
+                "-p",
+                profile.to_str().unwrap(),
+                "--",
+                PYTHON,
+                "-c",
+                code,
+                target.to_str().unwrap(),
+            ],
+        )
+        .stdout(out)
+        .output()
+        .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(o.status.success(), "{tag} {}: {o:?} {text}", cwd.display());
+        assert!(
+            text.contains("write=EROFS"),
+            "{tag} {}: {text}",
+            cwd.display()
+        );
+        assert!(
+            text.contains("log=EROFS"),
+            "{tag} {}: {text}",
+            cwd.display()
+        );
+        assert!(!text.contains("raw-bypass"), "{tag}: {text}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(main.join(".git/config")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn git_beyond_the_top_level_stays_read_only_as_root() {
+    git_beyond_the_top_level(As::Root, "git_beyond_the_top_level_stays_read_only_as_root");
+}
+
+#[test]
+fn git_beyond_the_top_level_stays_read_only_as_nobody() {
+    git_beyond_the_top_level(
+        As::Nobody,
+        "git_beyond_the_top_level_stays_read_only_as_nobody",
+    );
+}

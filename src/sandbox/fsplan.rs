@@ -151,10 +151,30 @@ pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError>
             path: needs.program.clone(),
             source: e,
         })?;
+    // What the kernel will execute is granted only when it is a regular file outside every
+    // credential store: a `#!` line can be planted by an earlier run's child, and a grant
+    // of what it names must never open a store (or a directory) to the next run.
+    let executable = |c: &Path, what: &str, named: &Path| -> Result<(), SandboxError> {
+        let reason = if denied.iter().any(|d| c.starts_with(d)) {
+            "lies in a credential store (or agentrun's own state): agentrun will not grant it"
+        } else if !fs::metadata(c).is_ok_and(|m| m.is_file()) {
+            "is not a regular file"
+        } else {
+            return Ok(());
+        };
+        Err(SandboxError::Path {
+            key: what.to_string(),
+            path: named.display().to_string(),
+            reason: format!("(resolved to {}) {reason}", c.display()),
+        })
+    };
+    executable(&program, "program", &needs.program)?;
     for p in interpreters(&program) {
         if let Ok(c) = r.canonical(&p) {
+            executable(&c, "the program's interpreter", &p)?;
             for q in interpreters(&c) {
                 if let Ok(qc) = r.canonical(&q) {
+                    executable(&qc, "the interpreter's interpreter", &q)?;
                     plan.grant(qc, FsAccess::READ_EXEC);
                 }
             }
@@ -364,14 +384,25 @@ pub(crate) fn interpreters(path: &Path) -> Vec<PathBuf> {
         return Vec::new();
     }
     if let Some(rest) = head.strip_prefix(b"#!") {
+        // As the kernel's binfmt_script reads it: the name starts after spaces and tabs and
+        // ends at a space, a tab, a NUL or the end of the line. Nothing else (not `\r`)
+        // ends it, so the grant names exactly the file the kernel will run.
         let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
-        let line = String::from_utf8_lossy(line);
-        return line
-            .split_whitespace()
-            .next()
-            .filter(|s| s.starts_with('/'))
-            .map(|s| vec![PathBuf::from(s)])
-            .unwrap_or_default();
+        let start = line
+            .iter()
+            .position(|&b| b != b' ' && b != b'\t')
+            .unwrap_or(line.len());
+        let name = &line[start..];
+        let end = name
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'\t' | 0))
+            .unwrap_or(name.len());
+        let name = &name[..end];
+        return if name.starts_with(b"/") {
+            vec![PathBuf::from(std::ffi::OsStr::from_bytes(name))]
+        } else {
+            Vec::new()
+        };
     }
     elf_interp(&mut f, &head).into_iter().collect()
 }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::Policy;
+use super::{Policy, SandboxError};
 use crate::sys;
 
 /// What [`Isolation::apply_in_child`] does, in order; a failure names its step.
@@ -136,12 +136,9 @@ pub fn plan(
     keep: &[PathBuf],
     cwd: &Path,
     root: bool,
-) -> (Isolation, IsolationReport) {
-    let roots: Vec<PathBuf> = policy
-        .write
-        .iter()
-        .filter_map(|w| std::fs::canonicalize(w).ok())
-        .collect();
+) -> Result<(Isolation, IsolationReport), SandboxError> {
+    let roots = write_roots(policy);
+    refuse_replaceable(policy, keep, &roots)?;
     let mut wanted: Vec<(PathBuf, &'static str)> = Vec::new();
     for p in keep {
         if let Ok(c) = std::fs::canonicalize(p) {
@@ -151,18 +148,33 @@ pub fn plan(
             ));
         }
     }
-    for w in &roots {
-        for g in git_paths(w) {
-            let named = policy
-                .write
-                .iter()
-                .any(|p| std::fs::canonicalize(p).is_ok_and(|c| c.starts_with(&g)));
-            if !named {
-                wanted.push((
-                    g,
-                    "git metadata: its config and hooks run outside the sandbox",
-                ));
-            }
+    let mut starts: Vec<PathBuf> = roots.clone();
+    starts.extend(std::fs::canonicalize(cwd));
+    let (gits, links) = git_dirs(&starts);
+    for l in links {
+        if let Some(root) = inside_root(&roots, &l) {
+            return Err(SandboxError::Path {
+                key: "git metadata".into(),
+                path: l.display().to_string(),
+                reason: format!(
+                    "is a symbolic link in {} where the child may write: it could replace it \
+                     with a repository of its own whose config runs at your next git \
+                     command; use a `.git` file (`gitdir: PATH`) or a real directory",
+                    root.display()
+                ),
+            });
+        }
+    }
+    for g in gits {
+        let named = policy
+            .write
+            .iter()
+            .any(|p| std::fs::canonicalize(p).is_ok_and(|c| c.starts_with(&g)));
+        if !named {
+            wanted.push((
+                g,
+                "git metadata: its config and hooks run outside the sandbox",
+            ));
         }
     }
     // Inside a write root, and not inside another protected path. A directory that is a write
@@ -218,28 +230,162 @@ pub fn plan(
             .collect(),
         writable_input_dirs: writable_dirs,
     };
-    (iso, report)
+    Ok((iso, report))
 }
 
-/// `W/.git`, and when it is a file (`gitdir: PATH`, as in worktrees and submodules) the
-/// directory it points to as well. Canonical paths of what exists.
-fn git_paths(w: &Path) -> Vec<PathBuf> {
+/// The write roots that exist, canonical.
+fn write_roots(policy: &Policy) -> Vec<PathBuf> {
+    policy
+        .write
+        .iter()
+        .filter_map(|w| std::fs::canonicalize(w).ok())
+        .collect()
+}
+
+/// The write root (canonical) that lets the child create or replace `p`, if any: `p`'s
+/// nearest existing ancestor lies inside one.
+pub fn writable_root_of(policy: &Policy, p: &Path) -> Option<PathBuf> {
+    inside_root(&write_roots(policy), p)
+}
+
+fn inside_root(roots: &[PathBuf], p: &Path) -> Option<PathBuf> {
+    let mut dir = p.parent();
+    while let Some(d) = dir {
+        if let Ok(c) = std::fs::canonicalize(d) {
+            return roots.iter().find(|w| c.starts_with(w)).cloned();
+        }
+        dir = d.parent();
+    }
+    None
+}
+
+/// Refuses what a read-only mount cannot keep: a start-up input or a rule path reached
+/// through a symbolic link that lies in a directory the child may write (the child could
+/// point the link elsewhere for the next run: at a profile of its own, or at `~/.ssh` for a
+/// `read` rule), and a start-up input with more than one hard link (the child could change
+/// it through a link an earlier run made).
+fn refuse_replaceable(
+    policy: &Policy,
+    keep: &[PathBuf],
+    roots: &[PathBuf],
+) -> Result<(), SandboxError> {
+    let mut named: Vec<(String, &Path)> = keep
+        .iter()
+        .map(|p| ("a file later runs read".to_string(), p.as_path()))
+        .collect();
+    for (key, list) in [
+        ("read", &policy.read),
+        ("write", &policy.write),
+        ("exec", &policy.exec),
+    ] {
+        named.extend(
+            list.iter()
+                .map(|p| (format!("[sandbox] {key}"), p.as_path())),
+        );
+    }
+    for (what, p) in named {
+        let mut q = PathBuf::new();
+        for c in p.components() {
+            q.push(c);
+            let link = std::fs::symlink_metadata(&q).is_ok_and(|m| m.file_type().is_symlink());
+            if link && let Some(root) = inside_root(roots, &q) {
+                return Err(SandboxError::Path {
+                    key: what,
+                    path: p.display().to_string(),
+                    reason: format!(
+                        "goes through the symbolic link {}, which lies in {} where the child \
+                         may write: it could point the link elsewhere before the next run; name \
+                         the real path instead, or move the link out of the writable directory",
+                        q.display(),
+                        root.display()
+                    ),
+                });
+            }
+        }
+    }
+    for p in keep {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            continue;
+        };
+        if m.is_file() && m.nlink() > 1 {
+            return Err(SandboxError::Path {
+                key: "a file later runs read".into(),
+                path: p.display().to_string(),
+                reason: format!(
+                    "has {} hard links: through another name the child could change it even \
+                     while it is read-only; remove the other links (find / -xdev -samefile {})",
+                    m.nlink(),
+                    p.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The git directories a `git` command run in any of `starts` (or below them) would read:
+/// for each start, the repository git's discovery finds walking up from it: its `.git` (and
+/// when that is a file, as in worktrees and submodules, the directory it points to and that
+/// directory's `commondir`), and the `.git` of each submodule its `.gitmodules` lists.
+/// Canonical paths of what exists. Repositories nested deeper are not searched (see the
+/// threat model).
+/// Also returns each `.git` that is a symbolic link (a mount cannot keep a link in place).
+fn git_dirs(starts: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut out = Vec::new();
+    let mut links = Vec::new();
+    for start in starts {
+        let mut dir = Some(start.as_path());
+        while let Some(d) = dir {
+            if let Ok(m) = std::fs::symlink_metadata(d.join(".git")) {
+                if m.file_type().is_symlink() {
+                    links.push(d.join(".git"));
+                }
+                git_paths(d, &mut out);
+                if let Ok(text) = std::fs::read_to_string(d.join(".gitmodules")) {
+                    for line in text.lines() {
+                        if let Some(path) = line
+                            .trim()
+                            .strip_prefix("path")
+                            .map(str::trim_start)
+                            .and_then(|l| l.strip_prefix('='))
+                        {
+                            git_paths(&d.join(path.trim()), &mut out);
+                        }
+                    }
+                }
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+    out.sort();
+    out.dedup();
+    (out, links)
+}
+
+/// `W/.git`, and when it is a file (`gitdir: PATH`) the directory it points to and that
+/// directory's `commondir` (a worktree's shared repository).
+fn git_paths(w: &Path, out: &mut Vec<PathBuf>) {
     let g = w.join(".git");
     let Ok(meta) = std::fs::symlink_metadata(&g) else {
-        return Vec::new();
+        return;
     };
-    let mut out = Vec::new();
     if let Ok(c) = std::fs::canonicalize(&g) {
         out.push(c);
     }
     if meta.is_file()
         && let Ok(text) = std::fs::read_to_string(&g)
         && let Some(dir) = text.lines().next().and_then(|l| l.strip_prefix("gitdir:"))
-        && let Ok(c) = std::fs::canonicalize(w.join(dir.trim()))
+        && let Ok(gitdir) = std::fs::canonicalize(w.join(dir.trim()))
     {
-        out.push(c);
+        if let Ok(common) = std::fs::read_to_string(gitdir.join("commondir"))
+            && let Ok(c) = std::fs::canonicalize(gitdir.join(common.trim()))
+        {
+            out.push(c);
+        }
+        out.push(gitdir);
     }
-    out
 }
 
 #[cfg(test)]
@@ -272,7 +418,7 @@ mod tests {
             // The write root itself (an audit log's directory, say) cannot be read-only.
             d.join("w"),
         ];
-        let (iso, report) = plan(&p, &keep, &d.join("w"), false);
+        let (iso, report) = plan(&p, &keep, &d.join("w"), false).unwrap();
         let ro: Vec<&Path> = report.read_only.iter().map(|r| r.path.as_path()).collect();
         assert_eq!(
             ro,
@@ -300,7 +446,7 @@ mod tests {
         let d = std::fs::canonicalize(t.path()).unwrap();
         std::fs::create_dir_all(d.join("w/.git")).unwrap();
         let p = policy(&d, &["./w", "./w/.git"]);
-        let (iso, report) = plan(&p, &[], &d.join("w"), false);
+        let (iso, report) = plan(&p, &[], &d.join("w"), false).unwrap();
         assert!(report.read_only.is_empty(), "{report:?}");
         assert_eq!(iso.unshare_flags(), libc::CLONE_NEWNET);
     }

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use fsplan::{FsAccess, FsGrant, FsPlan};
-pub use isolate::{Isolation, IsolationReport, wants_own_network};
+pub use isolate::{Isolation, IsolationReport, wants_own_network, writable_root_of};
 pub use landlock::PINNED_ABI;
 pub(crate) use policy::normalize as normalize_path;
 pub use policy::{CREDENTIAL_STORES, GiveBack, Policy, SandboxSection, credential_stores};
@@ -245,7 +245,7 @@ pub fn prepare(
         return Ok(p);
     }
     let root = pidns.flags == libc::CLONE_NEWPID && nix::unistd::geteuid().is_root();
-    let (iso, report) = isolate::plan(policy, startup_inputs, cwd, root);
+    let (iso, report) = isolate::plan(policy, startup_inputs, cwd, root)?;
     if iso.unshare_flags() != 0 && !pidns.available {
         let mut missing = Vec::new();
         if iso.net {
@@ -560,8 +560,8 @@ pub fn isolation_report(
     policy: &Policy,
     startup_inputs: &[PathBuf],
     cwd: &std::path::Path,
-) -> IsolationReport {
-    isolate::plan(policy, startup_inputs, cwd, false).1
+) -> Result<IsolationReport, SandboxError> {
+    isolate::plan(policy, startup_inputs, cwd, false).map(|(_, r)| r)
 }
 
 /// The syscalls the filter denies under `policy`, for `explain`.
