@@ -70,7 +70,16 @@ def main():
     # $HOME outside every write root, as on a real machine: a home under /tmp would make
     # the sandbox grant /tmp entry by entry around its credential stores.
     home = tempfile.mkdtemp(prefix="agentrun-bench-home-", dir="/var/tmp")
-    env = {"PATH": "/usr/bin:/bin", "HOME": home, "BENCH_SECRET": "env-secret-value-0123456789"}
+    # The profile's own `log` is for builds before issue 9; since then a profile may keep its
+    # log only under the state directory, and the operator's AGENTRUN_AUDIT_LOG (which those
+    # builds ignore) puts it beside the work, where the child's mount namespace keeps it
+    # read-only: the run pays for that too.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": home,
+        "BENCH_SECRET": "env-secret-value-0123456789",
+        "AGENTRUN_AUDIT_LOG": os.path.join(work, "audit-operator.jsonl"),
+    }
 
     cmds = [
         ("bare /bin/true", ["/bin/true"]),
