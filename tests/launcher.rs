@@ -1109,6 +1109,7 @@ fn hand_to(s: &Scratch, who: Who) {
     }
     let mut all = Vec::new();
     walk(s.path(), &mut all);
+    walk(s.home_dir.path(), &mut all);
     for p in all {
         std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
         if p.is_symlink() {
@@ -1532,6 +1533,7 @@ fn hand_to_nobody(s: &Scratch) {
         }
     }
     walk(s.path());
+    walk(s.home_dir.path());
 }
 
 /// `agentrun ARGS` as `who`, in the scratch dir, with the scratch environment.

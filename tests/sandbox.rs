@@ -124,7 +124,7 @@ fn hand_over(s: &Scratch, who: As) {
     if who == As::Root {
         return;
     }
-    for e in walk(s.path()) {
+    for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
         let dir = e.is_dir();
         std::os::unix::fs::lchown(&e, Some(NOBODY), Some(NOBODY)).unwrap();
         if !e.is_symlink() {
@@ -1578,7 +1578,9 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
 
     // As an unprivileged user whose password-database home holds a key.
     let (s, work) = inputs_scratch();
-    let real_home = s.path().join("realhome");
+    // Outside /tmp and the working directory (the default policy's write roots), or the
+    // default policy refuses to run: in the scratch's home directory.
+    let real_home = s.home_dir.path().join("realhome");
     let Some(user) = TempUser::new("h", &real_home) else {
         assert!(
             require(
@@ -1590,7 +1592,7 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
         );
         return;
     };
-    s.file("realhome/.ssh/id_rsa", secret);
+    s.file("home/realhome/.ssh/id_rsa", secret);
     s.file(
         "work/p.toml",
         &format!(
@@ -1598,7 +1600,7 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
             real_home.display()
         ),
     );
-    for e in walk(s.path()) {
+    for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
         std::os::unix::fs::lchown(&e, Some(user.uid), Some(NOBODY)).unwrap();
     }
     let script = format!("cat {}/.ssh/id_rsa; echo rc=$?", real_home.display());
@@ -1639,7 +1641,7 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    for e in walk(s.path()) {
+    for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
         std::os::unix::fs::lchown(&e, Some(0), Some(0)).unwrap();
     }
     let o = Out::from(
