@@ -249,7 +249,9 @@ fn sandbox_policy(
     // keep the operator's start-up files there from the child. Compared as the kernel
     // resolves them (symlinks followed).
     let homes = ctx.homes();
-    let real = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| sandbox::normalize_path(p));
+    let real = |p: &std::path::Path| {
+        std::fs::canonicalize(p).unwrap_or_else(|_| sandbox::normalize_path(p))
+    };
     policy
         .refuse_default_write_over_homes(&homes, &real)
         .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;

@@ -141,7 +141,13 @@ mod tests {
         // Named exactly, VAULT_NAMESPACE is copied; through `*` the others are not.
         assert_eq!(
             names,
-            ["AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_REGION", "PATH", "VAULT_NAMESPACE"]
+            [
+                "AWS_DEFAULT_REGION",
+                "AWS_PROFILE",
+                "AWS_REGION",
+                "PATH",
+                "VAULT_NAMESPACE"
+            ]
         );
         assert_eq!(
             env.dropped,
