@@ -2052,3 +2052,72 @@ timeout = "3s"
     // The address itself is still named, so the operator knows which server failed.
     assert!(all.contains("http://127.0.0.1:1"), "{all}");
 }
+
+/// Review L3: `agentrun profiles` lists `./profiles/`, where a child may write: a planted
+/// file name carrying terminal escape sequences is printed escaped, never raw.
+#[test]
+fn profiles_listing_escapes_planted_names() {
+    let s = Scratch::new();
+    s.profile("ok", "version = 1\n");
+    let evil = "evil\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}x";
+    s.profile(evil, "version = 1\n");
+    let o = s.run(&["profiles"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for raw in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+        assert!(!o.stdout.contains(raw), "{raw:?} printed raw: {o:?}");
+    }
+    assert!(
+        o.stdout
+            .contains("evil\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{202e}x"),
+        "{o:?}"
+    );
+    assert!(o.stdout.contains("ok "), "{o:?}");
+}
+
+/// Review L4: `pass = ["*"]` copied `VAULT_ADDR` (which may carry `user:pass@`),
+/// `VAULT_ROLE_ID` and the clouds' settings to the child. A glob never copies `VAULT_*`,
+/// `AWS_*` (but `AWS_REGION`, `AWS_DEFAULT_REGION`, `AWS_PROFILE`), `AZURE_*`,
+/// `GOOGLE_APPLICATION_CREDENTIALS` or `AGENTRUN_*`; naming one exactly still does.
+#[test]
+fn star_pass_keeps_backend_and_cloud_variables() {
+    let mut s = Scratch::new();
+    s.profile("star", "version = 1\n[env]\npass = [\"*\"]\n");
+    s.profile(
+        "named",
+        "version = 1\n[env]\npass = [\"*\", \"VAULT_NAMESPACE\"]\n",
+    );
+    let withheld = [
+        (
+            "VAULT_ADDR",
+            "https://vaultuser:pw-Hq7Lm2@vault.example:8200",
+        ),
+        ("VAULT_ROLE_ID", "role-id-Zx4Kp9Wq"),
+        ("VAULT_NAMESPACE", "ns-Tb6Yc1Rv"),
+        ("AWS_ENDPOINT_URL", "http://awsuser:pw-Jd3Nf8@127.0.0.1:1"),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            "/run/aws-token-Gm5Ps2",
+        ),
+        ("GOOGLE_APPLICATION_CREDENTIALS", "/keys/gcp-Lw9Xe4.json"),
+        ("AZURE_CLIENT_ID", "azure-client-Uv2Qh7"),
+        ("AGENTRUN_PROFILE_PATH_X", "agentrun-own-Ke8Bn3"),
+    ];
+    for (k, v) in withheld {
+        s.env.insert(k.into(), v.into());
+    }
+    s.env.insert("AWS_REGION".into(), "region-Fp1Dz6".into());
+    s.env.insert("PLAIN_SETTING".into(), "plain-Wr5Ca0".into());
+    let o = s.run(&["-p", "star", "--", "env"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for (k, v) in withheld {
+        assert!(!o.stdout.contains(v), "{k} copied: {o:?}");
+    }
+    assert!(!o.stdout.contains("AGENTRUN_AUDIT_LOG="), "{o:?}");
+    assert!(o.stdout.contains("AWS_REGION=region-Fp1Dz6"), "{o:?}");
+    assert!(o.stdout.contains("PLAIN_SETTING=plain-Wr5Ca0"), "{o:?}");
+    // Named exactly, the operator means it.
+    let o = s.run(&["-p", "named", "--", "env"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("VAULT_NAMESPACE=ns-Tb6Yc1Rv"), "{o:?}");
+    assert!(!o.stdout.contains("pw-Hq7Lm2"), "{o:?}");
+}
