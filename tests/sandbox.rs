@@ -2283,18 +2283,20 @@ fn a_directory_on_stdin_is_no_way_out(who: As, tag: &str) {
     hand_over(&s, who);
     let script = r#"
 import os, stat
-st = os.fstat(0)
+st = os.fstat(3)
 print("dir=" + str(stat.S_ISDIR(st.st_mode)), flush=True)
 try:
-    fd = os.open("evil.toml", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=0)
+    fd = os.open("evil.toml", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=3)
     os.write(fd, b"version = 1\n")
     print("plant=ok", flush=True)
 except OSError as e:
     print("plant=" + str(e.errno), flush=True)
 "#;
+    // Python refuses a directory as its stdin: the shell hands fd 0 on as fd 3.
+    let sh = format!("{PYTHON} -c '{script}' 3<&0 0</dev/null");
     for dir in [work.join("profiles")] {
         let o = Out::from(
-            agentrun(&s, who, &work, &["-p", "p", "--", PYTHON, "-c", script])
+            agentrun(&s, who, &work, &["-p", "p", "--", "sh", "-c", &sh])
                 .stdin(std::fs::File::open(&dir).unwrap())
                 .output()
                 .unwrap(),
