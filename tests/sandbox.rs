@@ -2294,31 +2294,30 @@ except OSError as e:
 "#;
     // Python refuses a directory as its stdin: the shell hands fd 0 on as fd 3.
     let sh = format!("{PYTHON} -c '{script}' 3<&0 0</dev/null");
-    for dir in [work.join("profiles")] {
-        let o = Out::from(
-            agentrun(&s, who, &work, &["-p", "p", "--", "sh", "-c", &sh])
-                .stdin(std::fs::File::open(&dir).unwrap())
-                .output()
-                .unwrap(),
-        );
-        assert_eq!(o.code, 0, "{tag}: {}: {o:?}", dir.display());
-        let r = results(&o.stdout);
-        assert_eq!(
-            r.get("dir").map(String::as_str),
-            Some("False"),
-            "{tag}: {o:?}"
-        );
-        assert_ne!(
-            r.get("plant").map(String::as_str),
-            Some("ok"),
-            "{tag}: {o:?}"
-        );
-        assert!(
-            !dir.join("evil.toml").exists(),
-            "{tag}: planted in {}",
-            dir.display()
-        );
-    }
+    let dir = work.join("profiles");
+    let o = Out::from(
+        agentrun(&s, who, &work, &["-p", "p", "--", "sh", "-c", &sh])
+            .stdin(std::fs::File::open(&dir).unwrap())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(o.code, 0, "{tag}: {}: {o:?}", dir.display());
+    let r = results(&o.stdout);
+    assert_eq!(
+        r.get("dir").map(String::as_str),
+        Some("False"),
+        "{tag}: {o:?}"
+    );
+    assert_ne!(
+        r.get("plant").map(String::as_str),
+        Some("ok"),
+        "{tag}: {o:?}"
+    );
+    assert!(
+        !dir.join("evil.toml").exists(),
+        "{tag}: planted in {}",
+        dir.display()
+    );
 }
 
 #[test]

@@ -479,6 +479,66 @@ mod tests {
     }
 
     #[test]
+    fn default_write_roots_over_a_home_are_refused() {
+        let id = |p: &Path| p.to_path_buf();
+        let homes = [PathBuf::from("/home/u"), PathBuf::from("/root")];
+        // (cwd, $TMPDIR, the root named)
+        for (cwd, tmpdir, root) in [
+            ("/home", None, "/home"),
+            ("/w", Some("/"), "/"),
+            ("/w", Some("/home/u"), "/home/u"),
+            ("/w", Some("/home/u/.."), "/home"),
+            ("/root/..", None, "/"),
+        ] {
+            let r = Policy::resolve(None, Path::new(cwd), None, tmpdir.map(Path::new));
+            let e = match r {
+                Ok(p) => p.refuse_default_write_over_homes(&homes, &id).unwrap_err(),
+                Err(e) => e,
+            };
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("write root {root} ")) || msg.contains(root),
+                "{msg}"
+            );
+            assert!(msg.contains("[sandbox]"), "{msg}");
+        }
+        // $HOME under /tmp.
+        let p = Policy::resolve(None, Path::new("/w"), None, None).unwrap();
+        let e = p
+            .refuse_default_write_over_homes(&[PathBuf::from("/tmp/h")], &id)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("write root /tmp ") && e.contains("/tmp/h"),
+            "{e}"
+        );
+        // Elsewhere it runs; an explicit write list is not refused.
+        p.refuse_default_write_over_homes(&homes, &id).unwrap();
+        let s = section(r#"write = ["/home"]"#);
+        let p = Policy::resolve(Some(&s), Path::new("/w"), None, None).unwrap();
+        p.refuse_default_write_over_homes(&homes, &id).unwrap();
+    }
+
+    #[test]
+    fn startup_files_are_protected_under_covered_homes_only() {
+        let id = |p: &Path| p.to_path_buf();
+        let s = section(r#"write = ["/home"]"#);
+        let mut p = Policy::resolve(Some(&s), Path::new("/w"), None, None).unwrap();
+        p.protect_startup_files(&[PathBuf::from("/home/u"), PathBuf::from("/root")], &id);
+        assert!(p.protected.contains(&PathBuf::from("/home/u/.bashrc")));
+        assert!(p.protected.contains(&PathBuf::from("/home/u/.local/bin")));
+        assert!(!p.protected.iter().any(|x| x.starts_with("/root")));
+        // `$HOME` is handled by resolve itself.
+        let s = section(r#"write = ["~"]"#);
+        let p = Policy::resolve(Some(&s), Path::new("/w"), Some(Path::new("/h")), None).unwrap();
+        assert!(p.protected.contains(&PathBuf::from("/h/.zshenv")));
+        assert!(p.protected.contains(&PathBuf::from("/h/.ssh")));
+        let s = section(r#"read = ["~"]"#);
+        let p = Policy::resolve(Some(&s), Path::new("/w"), Some(Path::new("/h")), None).unwrap();
+        assert!(!p.protected.contains(&PathBuf::from("/h/.bashrc")));
+    }
+
+    #[test]
     fn paths_expand_tilde_and_dots() {
         let s = section(r#"read = ["~", "~/docs/../notes", ".", "sub/./x", "/a//b/"]"#);
         let p =
