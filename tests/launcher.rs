@@ -1600,7 +1600,7 @@ fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
             "version = 1\n[secrets]\nX = { from = \"env:X\", required = false }\n[audit]\nlog = \"~/.bashrc\"\n",
         );
         // Also a path under the state directory that is a link to the rc file.
-        let state = s.path().join("home/.local/state/agentrun");
+        let state = s.home_dir.path().join(".local/state/agentrun");
         std::fs::create_dir_all(&state).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::symlink(&rc, state.join("link.jsonl")).unwrap();
@@ -1672,7 +1672,7 @@ fn a_foreign_or_shared_audit_log_or_directory_is_refused() {
         let mut s = Scratch::new();
         s.env.remove("AGENTRUN_AUDIT_LOG");
         s.file("profiles/p.toml", "version = 1\n");
-        let state = s.path().join("home/.local/state/agentrun");
+        let state = s.home_dir.path().join(".local/state/agentrun");
         std::fs::create_dir_all(&state).unwrap();
         if who == AuditUser::Nobody {
             hand_to_nobody(&s);
