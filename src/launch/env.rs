@@ -1,6 +1,6 @@
 //! The child's environment: exactly `pass` (globs included), `set` and the secrets.
 
-use crate::profile::{Profile, looks_like_credential};
+use crate::profile::{Profile, withheld_from_globs};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 
@@ -38,7 +38,7 @@ pub fn base(
                 if !name.starts_with(prefix) || declared(name) {
                     continue;
                 }
-                if looks_like_credential(name)
+                if withheld_from_globs(name)
                     || OWN_CREDENTIALS.contains(&name)
                     || withheld.iter().any(|w| w == name)
                 {
@@ -60,6 +60,8 @@ pub fn base(
     }
     dropped.sort();
     dropped.dedup();
+    // A name a glob skipped but `pass` names exactly is copied, not dropped.
+    dropped.retain(|d| !vars.contains_key(OsStr::new(d)));
     BaseEnv { vars, dropped }
 }
 
@@ -108,6 +110,55 @@ mod tests {
         assert_eq!(
             env.dropped,
             ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "LC_ALL"]
+        );
+    }
+
+    #[test]
+    fn star_withholds_backend_cloud_and_own_variables() {
+        let p = profile("version = 1\n[env]\npass = [\"*\", \"VAULT_NAMESPACE\"]\n");
+        let parent: BTreeMap<OsString, OsString> = [
+            ("PATH", "/bin"),
+            ("VAULT_ADDR", "https://u:p@vault"),
+            ("VAULT_ROLE_ID", "r"),
+            ("VAULT_NAMESPACE", "ns"),
+            ("AWS_REGION", "eu"),
+            ("AWS_DEFAULT_REGION", "eu"),
+            ("AWS_PROFILE", "dev"),
+            ("AWS_ENDPOINT_URL", "http://u:p@x"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AGENTRUN_AUDIT_LOG", "/l"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.into(), b.into()))
+        .collect();
+        let env = base(&p, &parent, &[]);
+        let names: Vec<_> = env
+            .vars
+            .keys()
+            .map(|k| k.to_str().unwrap().to_string())
+            .collect();
+        // Named exactly, VAULT_NAMESPACE is copied; through `*` the others are not.
+        assert_eq!(
+            names,
+            [
+                "AWS_DEFAULT_REGION",
+                "AWS_PROFILE",
+                "AWS_REGION",
+                "PATH",
+                "VAULT_NAMESPACE"
+            ]
+        );
+        assert_eq!(
+            env.dropped,
+            [
+                "AGENTRUN_AUDIT_LOG",
+                "AWS_ENDPOINT_URL",
+                "AZURE_CLIENT_ID",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                "VAULT_ADDR",
+                "VAULT_ROLE_ID"
+            ]
         );
     }
 }

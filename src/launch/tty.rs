@@ -143,7 +143,10 @@ pub struct ChildStdin {
 ///   a pipe of agentrun's own that it feeds from its stdin and closes at its end (agentrun
 ///   reads ahead of the child then, as `ssh` does: give it `< /dev/null` in a `while read`
 ///   loop);
-/// - open for writing only: `/dev/null`, since the child could not read it anyway.
+/// - open for writing only: `/dev/null`, since the child could not read it anyway;
+/// - a directory (`< .`) or an `O_PATH` descriptor: `/dev/null`. Neither carries data, and
+///   a directory descriptor opened before the sandbox's read-only mounts is a handle to
+///   write through them (`openat(0, "x", O_WRONLY|O_CREAT)`).
 pub fn child_stdin() -> std::io::Result<ChildStdin> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let stdin = std::io::stdin();
@@ -154,7 +157,7 @@ pub fn child_stdin() -> std::io::Result<ChildStdin> {
         Err(_) => return Ok(plain(open_dev_null()?)),
     };
     let access = flags & OFlag::O_ACCMODE;
-    if access == OFlag::O_WRONLY {
+    if access == OFlag::O_WRONLY || !data_stdin(stdin.as_fd(), flags) {
         return Ok(plain(open_dev_null()?));
     }
     if has_a_path(stdin.as_fd()) {
@@ -171,6 +174,17 @@ pub fn child_stdin() -> std::io::Result<ChildStdin> {
         fd: r,
         feed: Some(StdinForward::new(w, AtEnd::Close)),
     })
+}
+
+/// Whether `fd` can carry data to read: not an `O_PATH` descriptor, not a directory (nor
+/// anything `fstat` fails on).
+fn data_stdin(fd: std::os::fd::BorrowedFd, flags: nix::fcntl::OFlag) -> bool {
+    if flags.contains(nix::fcntl::OFlag::O_PATH) {
+        return false;
+    }
+    fd.try_clone_to_owned()
+        .and_then(|d| std::fs::File::from(d).metadata())
+        .is_ok_and(|m| !m.is_dir())
 }
 
 /// Whether what `fd` refers to has a path in a mounted file system, so that reopening it

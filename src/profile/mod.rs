@@ -221,6 +221,27 @@ pub fn looks_like_credential(name: &str) -> bool {
     CREDENTIAL_WORDS.iter().any(|w| upper.contains(w))
 }
 
+/// Prefixes of variables a `pass` glob never copies: backends' settings and credentials
+/// (`VAULT_ADDR` may carry `user:pass@`, `VAULT_ROLE_ID` is half a login), cloud
+/// credentials, and agentrun's own settings. Naming one exactly in `pass` still copies it.
+pub const GLOB_WITHHELD_PREFIXES: &[&str] = &["VAULT_", "AWS_", "AZURE_", "AGENTRUN_"];
+
+/// Names under [`GLOB_WITHHELD_PREFIXES`] a glob still copies: they select, not authenticate.
+pub const GLOB_PASSED_ANYWAY: &[&str] = &["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"];
+
+/// True when a `pass` glob must not copy `name`: it looks like a credential, or it is a
+/// backend's, a cloud's or agentrun's own variable (see [`GLOB_WITHHELD_PREFIXES`]), or
+/// `GOOGLE_APPLICATION_CREDENTIALS`.
+pub fn withheld_from_globs(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    if GLOB_PASSED_ANYWAY.contains(&upper.as_str()) {
+        return false;
+    }
+    looks_like_credential(name)
+        || upper == "GOOGLE_APPLICATION_CREDENTIALS"
+        || GLOB_WITHHELD_PREFIXES.iter().any(|p| upper.starts_with(p))
+}
+
 impl Profile {
     /// Read, check permissions, parse and validate the profile at `path`.
     pub fn load(path: &Path, r: &Resolve) -> Result<Profile, ProfileError> {

@@ -71,6 +71,25 @@ pub fn find(p: &str, dirs: &[PathBuf], cwd: &Path) -> Result<PathBuf, ProfileErr
     )))
 }
 
+/// `s` with control characters, backslashes and invisible formatting characters (zero-width,
+/// bidirectional overrides) escaped as `\u{..}`: for printing a file name from a directory
+/// listing the child may have written to, so that a planted name cannot drive the
+/// operator's terminal or pose as another.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let invisible = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}');
+        if c.is_control() || invisible {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Every `*.toml` on the search path: (name, path, shadowed by an earlier one).
 pub fn list(dirs: &[PathBuf]) -> Vec<(String, PathBuf, bool)> {
     let mut seen = std::collections::BTreeSet::new();
@@ -103,6 +122,15 @@ pub fn list(dirs: &[PathBuf]) -> Vec<(String, PathBuf, bool)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_what_drives_a_terminal() {
+        assert_eq!(printable("ok-name_1.toml"), "ok-name_1.toml");
+        assert_eq!(
+            printable("a\u{1b}]0;x\u{7}b\u{9b}c\nd\\e\u{202e}f"),
+            "a\\u{1b}]0;x\\u{7}b\\u{9b}c\\u{a}d\\\\e\\u{202e}f"
+        );
+    }
 
     #[test]
     fn the_users_configuration_comes_before_the_working_directory() {

@@ -32,7 +32,10 @@ pub use fsplan::{FsAccess, FsGrant, FsPlan};
 pub use isolate::{Isolation, IsolationReport, wants_own_network, writable_root_of};
 pub use landlock::PINNED_ABI;
 pub(crate) use policy::normalize as normalize_path;
-pub use policy::{CREDENTIAL_STORES, GiveBack, Policy, SandboxSection, credential_stores};
+pub use policy::{
+    CREDENTIAL_STORES, GiveBack, Policy, STARTUP_FILES, SYSTEM_CREDENTIAL_STORES, SandboxSection,
+    credential_stores, system_credential_stores,
+};
 
 /// Errors of the sandbox stage. Each names the key or step and the fix; all mean exit 125.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,14 @@ pub enum SandboxError {
          `write` paths, or run from a project directory"
     )]
     DefaultPolicyAt { cwd: String, what: &'static str },
+    #[error(
+        "the profile has no [sandbox] write list and the default policy's write root {root} (the \
+         working directory, /tmp or $TMPDIR) is / or contains the home directory {home}: the child \
+         could change its start-up files (.bashrc, .profile, .gitconfig, ...); add a [sandbox] \
+         table with explicit `write` paths, or run from a project directory outside the home with \
+         $HOME and $TMPDIR outside /tmp and the working directory"
+    )]
+    DefaultWriteOverHome { root: String, home: String },
     #[error("sandbox: {what} {}: {source}", path.display())]
     ChildPath {
         what: &'static str,

@@ -106,6 +106,68 @@ pub fn credential_stores(home: &Path) -> Vec<PathBuf> {
     CREDENTIAL_STORES.iter().map(|s| home.join(s)).collect()
 }
 
+/// The operator's own start-up files under a home: code or settings the operator's next
+/// shell, login, `git` or `PATH` lookup runs. Kept from the child (denied, like
+/// [`CREDENTIAL_STORES`]) when a write root covers the home, unless a rule names them (or a
+/// path inside them) explicitly. Reading them is denied too: Landlock cannot deny writing one
+/// file while granting its directory.
+pub const STARTUP_FILES: &[&str] = &[
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".bash_logout",
+    ".profile",
+    ".zshrc",
+    ".zshenv",
+    ".zprofile",
+    ".zlogin",
+    ".config/fish",
+    ".gitconfig",
+    ".config/git",
+    ".inputrc",
+    ".pam_environment",
+    ".local/bin",
+];
+
+/// System credential stores owned by uid 0: a root child reads them under any policy that
+/// covers `/etc` (dropping capabilities does not help; the owner needs none). Always denied.
+/// `/etc/ssh/ssh_host_*_key` is expanded by [`system_credential_stores`].
+pub const SYSTEM_CREDENTIAL_STORES: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/ssl/private",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/security/opasswd",
+];
+
+/// The system credential stores that exist on this machine: [`SYSTEM_CREDENTIAL_STORES`] and
+/// the SSH host private keys (`/etc/ssh/ssh_host_*_key`). Added to every run's policy (see
+/// `app::sandbox_policy`), whatever the profile says.
+pub fn system_credential_stores() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = SYSTEM_CREDENTIAL_STORES
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect();
+    if let Ok(rd) = std::fs::read_dir("/etc/ssh") {
+        let mut keys: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("ssh_host_") && n.ends_with("_key")
+            })
+            .map(|e| e.path())
+            .collect();
+        keys.sort();
+        out.extend(keys);
+    }
+    out
+}
+
 /// System roots the default policy lets the child read and execute (missing ones are skipped).
 const DEFAULT_EXEC: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/opt",
@@ -242,12 +304,12 @@ impl Policy {
         bind.sort_unstable();
         bind.dedup();
 
-        let protected = home
+        let protected: Vec<PathBuf> = home
             .as_deref()
             .map(|h| CREDENTIAL_STORES.iter().map(|s| h.join(s)).collect())
             .unwrap_or_default();
 
-        Ok(Policy {
+        let mut policy = Policy {
             read,
             write,
             exec,
@@ -258,7 +320,65 @@ impl Policy {
             allow_syscalls,
             protected,
             defaulted,
+        };
+        if let Some(h) = home {
+            policy.protect_startup_files(&[h], &|p| p.to_path_buf());
+        }
+        Ok(policy)
+    }
+
+    /// The write root that covers `home` (is `/`, `home` or an ancestor of it), compared as
+    /// `real` resolves both (the path Landlock opens), if any.
+    fn write_root_covering(
+        &self,
+        home: &Path,
+        real: &dyn Fn(&Path) -> PathBuf,
+    ) -> Option<&PathBuf> {
+        let h = real(home);
+        self.write.iter().find(|w| {
+            let w = real(w);
+            w == Path::new("/") || h.starts_with(&w)
         })
+    }
+
+    /// Adds the [`STARTUP_FILES`] under every home that a write root covers to `protected`.
+    /// `real` resolves a path as the kernel will (symlinks followed); the caller passes
+    /// `canonicalize` (or the identity, for pure resolution).
+    pub fn protect_startup_files(&mut self, homes: &[PathBuf], real: &dyn Fn(&Path) -> PathBuf) {
+        for home in homes {
+            if self.write_root_covering(home, real).is_none() {
+                continue;
+            }
+            for f in STARTUP_FILES {
+                let p = home.join(f);
+                if !self.protected.contains(&p) {
+                    self.protected.push(p);
+                }
+            }
+        }
+    }
+
+    /// Refuses the default policy when one of its write roots (the working directory, `/tmp`,
+    /// `$TMPDIR`) is `/`, one of `homes` or an ancestor of one: the child could plant code in
+    /// the operator's start-up files there. Explicit `write` lists pass (their homes get
+    /// [`Policy::protect_startup_files`] instead).
+    pub fn refuse_default_write_over_homes(
+        &self,
+        homes: &[PathBuf],
+        real: &dyn Fn(&Path) -> PathBuf,
+    ) -> Result<(), SandboxError> {
+        if !self.defaulted.contains(&"write") {
+            return Ok(());
+        }
+        for home in homes {
+            if let Some(root) = self.write_root_covering(home, real) {
+                return Err(SandboxError::DefaultWriteOverHome {
+                    root: root.display().to_string(),
+                    home: home.display().to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether the profile gives `g` back.
@@ -356,6 +476,66 @@ mod tests {
         let s = section(r#"write = ["./out"]"#);
         let p = Policy::resolve(Some(&s), home, Some(home), None).unwrap();
         assert_eq!(p.write, vec![PathBuf::from("/home/u/out")]);
+    }
+
+    #[test]
+    fn default_write_roots_over_a_home_are_refused() {
+        let id = |p: &Path| p.to_path_buf();
+        let homes = [PathBuf::from("/home/u"), PathBuf::from("/root")];
+        // (cwd, $TMPDIR, the root named)
+        for (cwd, tmpdir, root) in [
+            ("/home", None, "/home"),
+            ("/w", Some("/"), "/"),
+            ("/w", Some("/home/u"), "/home/u"),
+            ("/w", Some("/home/u/.."), "/home"),
+            ("/root/..", None, "/"),
+        ] {
+            let r = Policy::resolve(None, Path::new(cwd), None, tmpdir.map(Path::new));
+            let e = match r {
+                Ok(p) => p.refuse_default_write_over_homes(&homes, &id).unwrap_err(),
+                Err(e) => e,
+            };
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("write root {root} ")) || msg.contains(root),
+                "{msg}"
+            );
+            assert!(msg.contains("[sandbox]"), "{msg}");
+        }
+        // $HOME under /tmp.
+        let p = Policy::resolve(None, Path::new("/w"), None, None).unwrap();
+        let e = p
+            .refuse_default_write_over_homes(&[PathBuf::from("/tmp/h")], &id)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("write root /tmp ") && e.contains("/tmp/h"),
+            "{e}"
+        );
+        // Elsewhere it runs; an explicit write list is not refused.
+        p.refuse_default_write_over_homes(&homes, &id).unwrap();
+        let s = section(r#"write = ["/home"]"#);
+        let p = Policy::resolve(Some(&s), Path::new("/w"), None, None).unwrap();
+        p.refuse_default_write_over_homes(&homes, &id).unwrap();
+    }
+
+    #[test]
+    fn startup_files_are_protected_under_covered_homes_only() {
+        let id = |p: &Path| p.to_path_buf();
+        let s = section(r#"write = ["/home"]"#);
+        let mut p = Policy::resolve(Some(&s), Path::new("/w"), None, None).unwrap();
+        p.protect_startup_files(&[PathBuf::from("/home/u"), PathBuf::from("/root")], &id);
+        assert!(p.protected.contains(&PathBuf::from("/home/u/.bashrc")));
+        assert!(p.protected.contains(&PathBuf::from("/home/u/.local/bin")));
+        assert!(!p.protected.iter().any(|x| x.starts_with("/root")));
+        // `$HOME` is handled by resolve itself.
+        let s = section(r#"write = ["~"]"#);
+        let p = Policy::resolve(Some(&s), Path::new("/w"), Some(Path::new("/h")), None).unwrap();
+        assert!(p.protected.contains(&PathBuf::from("/h/.zshenv")));
+        assert!(p.protected.contains(&PathBuf::from("/h/.ssh")));
+        let s = section(r#"read = ["~"]"#);
+        let p = Policy::resolve(Some(&s), Path::new("/w"), Some(Path::new("/h")), None).unwrap();
+        assert!(!p.protected.contains(&PathBuf::from("/h/.bashrc")));
     }
 
     #[test]

@@ -13,10 +13,16 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_agentrun")
 }
 
-/// A scratch working directory with a fake HOME inside it.
+/// A scratch working directory with a fake HOME reached through `home` inside it.
+///
+/// The home itself lies outside the working directory and outside `/tmp` (in `/var/tmp`):
+/// the default policy refuses to run when one of its write roots (the working directory,
+/// `/tmp`) contains a home. `<dir>/home` is a symlink to it, so tests write its files as
+/// `home/...`; `$HOME` names the real directory.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
     pub env: BTreeMap<String, String>,
+    pub home_dir: tempfile::TempDir,
 }
 
 impl Scratch {
@@ -25,11 +31,15 @@ impl Scratch {
             .prefix("agentrun-test-")
             .tempdir()
             .unwrap();
-        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let home_dir = tempfile::Builder::new()
+            .prefix("agentrun-test-home-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        std::os::unix::fs::symlink(home_dir.path(), dir.path().join("home")).unwrap();
         std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
         let mut env = BTreeMap::new();
         env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
-        env.insert("HOME".into(), dir.path().join("home").display().to_string());
+        env.insert("HOME".into(), home_dir.path().display().to_string());
         env.insert("LANG".into(), "C.UTF-8".into());
         // The test is the operator: it keeps the log in the scratch directory, where a
         // profile may not put it (a profile's log must lie under agentrun's state directory).
@@ -37,7 +47,7 @@ impl Scratch {
             "AGENTRUN_AUDIT_LOG".into(),
             dir.path().join("audit.jsonl").display().to_string(),
         );
-        Scratch { dir, env }
+        Scratch { dir, env, home_dir }
     }
 
     pub fn path(&self) -> &Path {
