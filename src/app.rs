@@ -256,13 +256,8 @@ fn sandbox_policy(
         .refuse_default_write_over_homes(&homes, &real)
         .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
     policy.protect_startup_files(&homes, &real);
-    // uid 0 owns /etc/shadow and the like: a root child reads them under any rule that
-    // covers them, capabilities or not.
-    for p in sandbox::system_credential_stores() {
-        if !policy.protected.contains(&p) {
-            policy.protected.push(p);
-        }
-    }
+    // uid 0 owns /etc/shadow and the like: the sandbox hides them from a root child in its
+    // mount namespace (see `sandbox::isolate`).
     // The stores under every home (`$HOME` and the password database's) and the backends'
     // files are protected like the profile's own inputs.
     for p in inputs.paths.iter().chain(&inputs.stores) {

@@ -803,3 +803,29 @@ pub fn make_read_only(path: &std::ffi::CStr) -> Result<(), i32> {
 pub fn chdir(path: &std::ffi::CStr) -> Result<(), i32> {
     nix::unistd::chdir(path).map_err(|e| e as i32)
 }
+
+/// Bind `/dev/null` over the file at `path`: it reads as empty.
+pub fn bind_dev_null_over(path: &std::ffi::CStr) -> Result<(), i32> {
+    use nix::mount::{MsFlags, mount};
+    mount(
+        Some(c"/dev/null"),
+        path,
+        None::<&std::ffi::CStr>,
+        MsFlags::MS_BIND,
+        None::<&std::ffi::CStr>,
+    )
+    .map_err(|e| e as i32)
+}
+
+/// Mount an empty, read-only tmpfs over the directory at `path`.
+pub fn mount_empty_read_only_dir(path: &std::ffi::CStr) -> Result<(), i32> {
+    use nix::mount::{MsFlags, mount};
+    mount(
+        Some(c"tmpfs"),
+        path,
+        Some(c"tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(c"size=4k,mode=0555"),
+    )
+    .map_err(|e| e as i32)
+}

@@ -43,6 +43,9 @@ pub struct Isolation {
     anchors: Vec<CString>,
     /// Paths bound onto themselves read-only.
     read_only: Vec<CString>,
+    /// System credential stores hidden (root only): a file gets `/dev/null` bound over it, a
+    /// directory an empty read-only tmpfs.
+    masks: Vec<(CString, bool)>,
     /// The working directory, entered again after the mounts (the old one would still
     /// resolve paths beneath it on the mounts underneath).
     cwd: Option<CString>,
@@ -61,6 +64,8 @@ pub struct IsolationReport {
     /// Directories a later run reads that are write roots themselves: the child may create
     /// files in them (the files already there are protected one by one).
     pub writable_input_dirs: Vec<PathBuf>,
+    /// System credential stores hidden from a root child (empty file or directory).
+    pub masked: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,7 +88,7 @@ impl Isolation {
     }
 
     pub fn needs_mount_ns(&self) -> bool {
-        !self.read_only.is_empty()
+        !self.read_only.is_empty() || !self.masks.is_empty()
     }
 
     /// In the forked child, after `unshare(unshare_flags())`: bring `lo` up and make the
@@ -100,6 +105,14 @@ impl Isolation {
             for p in &self.read_only {
                 sys::bind_onto_itself(p).map_err(|e| (STEP_MOUNTS, e))?;
                 sys::make_read_only(p).map_err(|e| (STEP_MOUNTS, e))?;
+            }
+            for (p, dir) in &self.masks {
+                let r = if *dir {
+                    sys::mount_empty_read_only_dir(p)
+                } else {
+                    sys::bind_dev_null_over(p)
+                };
+                r.map_err(|e| (STEP_MOUNTS, e))?;
             }
             if let Some(cwd) = &self.cwd {
                 sys::chdir(cwd).map_err(|e| (STEP_MOUNTS, e))?;
@@ -214,12 +227,32 @@ pub fn plan(
     anchors.dedup();
     anchors.retain(|a| !wanted.iter().any(|(p, _)| a.starts_with(p)));
 
+    // A root child reads what uid 0 owns (`/etc/shadow`, host keys) whatever its
+    // capabilities: hide those. Masks, not Landlock denials: a denial inside `/etc` would
+    // turn the `/etc` rule into one grant per entry, and an entry replaced during the run
+    // (`/etc/resolv.conf`) would then be unreadable.
+    let masked: Vec<PathBuf> = if root {
+        super::system_credential_stores()
+            .iter()
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).ok();
     let iso = Isolation {
         net: wants_own_network(policy),
         anchors: anchors.iter().filter_map(|a| c(a)).collect(),
         read_only: wanted.iter().filter_map(|(p, _)| c(p)).collect(),
-        cwd: if wanted.is_empty() { None } else { c(cwd) },
+        masks: masked
+            .iter()
+            .filter_map(|p| Some((c(p)?, p.is_dir())))
+            .collect(),
+        cwd: if wanted.is_empty() && masked.is_empty() {
+            None
+        } else {
+            c(cwd)
+        },
         memfd_noexec: root,
     };
     let report = IsolationReport {
@@ -229,6 +262,7 @@ pub fn plan(
             .map(|(path, why)| ReadOnly { path, why })
             .collect(),
         writable_input_dirs: writable_dirs,
+        masked,
     };
     Ok((iso, report))
 }
