@@ -556,3 +556,31 @@ fn a_large_file_secret_builds_quickly_and_is_redacted() {
         }
     }
 }
+
+/// The red team's C1 introducers encoded in UTF-8 (U+009D OSC, U+009B CSI): the answer-back
+/// and clipboard sequences are dropped like their 7-bit forms; combining marks after each
+/// character of a value (which still reads whole on screen) do not hide it.
+#[test]
+fn utf8_c1_introducers_and_combining_marks_are_handled() {
+    for who in BOTH {
+        let s = scratch("");
+        let code = "import os, sys\n\
+                    w = sys.stdout.buffer.write\n\
+                    w(b'a\\xc2\\x9d52;c;?\\x07b\\xc2\\x9b21tc\\xc2\\x9d52;c;ZWNobw==\\xc2\\x9cd\\xc2\\x90$qm\\x1b\\\\e\\n')\n\
+                    k = os.environ['DB_PASSWORD']\n\
+                    w(('x ' + ''.join(ch + '\\u0301\\u036f' for ch in k) + '\\n').encode())\n";
+        let o = child(&s, who, code, &[]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("abcde"), "{who:?}: {text:?}");
+        let line = lines.next().unwrap();
+        assert!(line.contains("[REDACTED:DB_PASSWORD]"), "{who:?}: {line:?}");
+        let bare: String = line
+            .chars()
+            .filter(|c| !('\u{300}'..='\u{36f}').contains(c))
+            .collect();
+        for part in [&PASSWORD[..10], &PASSWORD[10..20], &PASSWORD[20..]] {
+            assert!(!bare.contains(part), "{who:?}: {line:?}");
+        }
+    }
+}
