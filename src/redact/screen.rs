@@ -68,6 +68,7 @@ static SPECIAL: [bool; 256] = {
     t[0x7f] = true;
     // UTF-8 lead bytes of the invisible characters below.
     t[0xc2] = true;
+    t[0xcc] = true;
     t[0xcd] = true;
     t[0xd8] = true;
     t[0xe1] = true;
@@ -105,6 +106,18 @@ pub(crate) fn classify(s: &[u8]) -> Kind {
         0x1b => classify_esc(s),
         0x08 => Kind::Back { len: 1, back: 1 },
         0x00..=0x1f | 0x7f => Kind::Strip(1),
+        // C1 introducers encoded in UTF-8 (U+009B CSI, U+009D OSC, U+0090 DCS, U+0098 SOS,
+        // U+009E PM, U+009F APC): a terminal reads them as their 7-bit forms, so they are
+        // classified (and dropped) the same way; both are two bytes long.
+        0xc2 => match s.get(1) {
+            Some(0x9b) => csi(s),
+            Some(0x9d) => string(s, b']'),
+            Some(0x90) => string(s, b'P'),
+            Some(0x98) => string(s, b'X'),
+            Some(0x9e) => string(s, b'^'),
+            Some(0x9f) => string(s, b'_'),
+            _ => invisible(s),
+        },
         _ => invisible(s),
     }
 }
@@ -115,7 +128,13 @@ fn invisible(s: &[u8]) -> Kind {
     const SEQS: &[(&[u8], u8, u8)] = &[
         (&[0xc2], 0x80, 0x9f),             // C1 controls
         (&[0xc2], 0xad, 0xad),             // soft hyphen
-        (&[0xcd], 0x8f, 0x8f),             // combining grapheme joiner
+        (&[0xcc], 0x80, 0xbf),             // combining diacritical marks U+0300..U+033F
+        (&[0xcd], 0x80, 0xaf),             // U+0340..U+036F (with the grapheme joiner)
+        (&[0xe1, 0xaa], 0xb0, 0xbf),       // combining diacritical marks extended
+        (&[0xe1, 0xab], 0x80, 0xbf),       // (U+1AB0..U+1AFF)
+        (&[0xe1, 0xb7], 0x80, 0xbf),       // combining diacritical marks supplement
+        (&[0xe2, 0x83], 0x90, 0xbf),       // combining marks for symbols
+        (&[0xef, 0xb8], 0xa0, 0xaf),       // combining half marks
         (&[0xd8], 0x9c, 0x9c),             // Arabic letter mark
         (&[0xe1, 0x9e], 0xb4, 0xb5),       // Khmer inherent vowels
         (&[0xe1, 0xa0], 0x8b, 0x8f),       // Mongolian free variation selectors, vowel separator
@@ -231,6 +250,12 @@ fn string(s: &[u8], kind: u8) -> Kind {
                 None => return Kind::Partial,
                 Some(b'\\') => 2,
                 Some(_) => 0,
+            },
+            // ST encoded in UTF-8 (U+009C).
+            0xc2 => match s.get(i + 1) {
+                None => return Kind::Partial,
+                Some(0x9c) => 2,
+                Some(_) => continue,
             },
             _ => continue,
         };

@@ -1467,3 +1467,23 @@ proptest! {
         }
     }
 }
+
+/// Red team: the C1 introducers encoded in UTF-8 are read as their 7-bit forms (answer-back
+/// dropped, also cut at every byte), and combining marks inside a value do not hide it.
+#[test]
+fn utf8_c1_introducers_and_combining_marks() {
+    let r = values_only(&[("PW", "correct-horse-battery")]);
+    let text = "a\u{9d}52;c;?\x07b\u{9b}21tc\u{9d}52;c;ZWNobw==\u{9c}d\u{90}$qm\x1b\\e\n";
+    assert_eq!(redact(&r, text), "abcde\n");
+    assert_eq!(bytewise(&r, "x\u{9d}52;c;?\x07y".as_bytes()), b"xy");
+    assert_eq!(bytewise(&r, "x\u{9b}21ty".as_bytes()), b"xy");
+    let marked: String = "correct-horse-battery"
+        .chars()
+        .flat_map(|c| [c, '\u{301}', '\u{20d0}'])
+        .collect();
+    let out = redact(&r, &format!("pw {marked}\n"));
+    assert!(out.contains("[REDACTED:PW]"), "{out:?}");
+    // Text with accents that is not a value passes unchanged.
+    let plain = "cafe\u{301} na\u{308}ive \u{c2}\u{a0}\n";
+    assert_eq!(redact(&r, plain), plain);
+}
