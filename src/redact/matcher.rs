@@ -920,9 +920,20 @@ impl Matcher {
         }
         cands.sort_unstable();
         cands.dedup();
+        // A rule still live (or overflowed) from `c` holds or replaces everything from `c` to
+        // the window's end, so its later anchors in this window need no run of their own: each
+        // would re-run the rule to the window's end (quadratic time on repeated anchors).
+        let mut held_from: Vec<u32> = Vec::new();
         for &(c, r) in cands.iter() {
+            if held_from.contains(&r) {
+                continue;
+            }
             let rule = &self.rules[r as usize];
-            match rule.eval(&mut caches[r as usize], hay, c, eof) {
+            let res = rule.eval(&mut caches[r as usize], hay, c, eof);
+            if matches!(res, Eval::Live) {
+                held_from.push(r);
+            }
+            match res {
                 Eval::Live if len - c > rule.max_len => {
                     hits.push(Hit {
                         origin: c,
