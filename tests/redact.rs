@@ -675,6 +675,7 @@ fn cursor_moves_inside_one_write_do_not_render_a_value() {
         }
     }
     assert!(leaks.is_empty(), "rendered whole: {leaks:#?}");
+}
 
 /// Issue 9 (DoS): 256 KiB of `Authorization: ` repeated and 256 KiB of `Cookie: a=b; `
 /// repeated, in 64 KiB writes, then a real secret: agentrun ends within seconds (it took
