@@ -16,6 +16,10 @@
 //!   write root and the protected path is bind-mounted onto itself (read-write), so no
 //!   ancestor can be renamed away and recreated around it.
 //!
+//! As root, the mount namespace also hides the system credential stores uid 0 owns
+//! (`/etc/shadow`, SSH host keys: `/dev/null` or an empty tmpfs over them), and the PID
+//! namespace gets `vm.memfd_noexec = 2`.
+//!
 //! Planned in the parent ([`plan`]), applied in the forked child right after `unshare`
 //! ([`Isolation::apply_in_child`]): syscalls only. The mounts never propagate back: the new
 //! namespace's mounts are made slaves of the old ones first.
