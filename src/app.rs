@@ -348,16 +348,10 @@ fn refuse_plantable(ctx: &Context, policy: &Policy) -> Result<(), String> {
             named.push(("AGENTRUN_PROFILE_PATH".into(), ctx.cwd.join(d)));
         }
     }
-    for var in [
-        "AWS_CONFIG_FILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "VAULT_CACERT",
-    ] {
+    for var in secrets::BACKEND_FILE_VARS.into_iter().chain(["VAULT_CACERT"]) {
         if let Some(v) = ctx.var_str(var).filter(|v| !v.is_empty()) {
-            named.push((var.into(), ctx.cwd.join(v)));
+            let path = secrets::source::resolve_path(v, &ctx.cwd, ctx.home.as_deref());
+            named.push((var.into(), path));
         }
     }
     for (var, p) in named {

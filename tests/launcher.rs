@@ -1512,13 +1512,6 @@ fn a_slow_reader_still_gets_every_byte_after_the_child_exits() {
 
 // ---- issue 9: the audit log is agentrun's own, and nothing it prints carries a password ----
 
-/// AuditUser runs agentrun: root (this test process) or `nobody` through `setpriv`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum AuditUser {
-    Root,
-    Nobody,
-}
-
 const NOBODY_UID: u32 = 65534;
 
 /// Every file and directory under the scratch dir handed to `nobody` (modes kept), so that
@@ -1536,43 +1529,8 @@ fn hand_to_nobody(s: &Scratch) {
     walk(s.home_dir.path());
 }
 
-/// `agentrun ARGS` as `who`, in the scratch dir, with the scratch environment.
-fn cmd_as(s: &Scratch, who: AuditUser, args: &[&str]) -> std::process::Command {
-    let mut c = match who {
-        AuditUser::Root => std::process::Command::new(bin()),
-        AuditUser::Nobody => {
-            let mut c = std::process::Command::new("setpriv");
-            c.args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                bin(),
-            ]);
-            c
-        }
-    };
-    c.args(args)
-        .current_dir(s.path())
-        .env_clear()
-        .envs(&s.env)
-        .stdin(std::process::Stdio::null());
-    c
-}
-
-fn run_as(s: &Scratch, who: AuditUser, args: &[&str]) -> Out {
-    Out::from(cmd_as(s, who, args).output().unwrap())
-}
-
-/// Both users when the tests run as root (they do here), else only the current one.
-fn audit_users() -> Vec<AuditUser> {
-    if nix::unistd::geteuid().is_root() {
-        vec![AuditUser::Root, AuditUser::Nobody]
-    } else {
-        eprintln!("not root: the `nobody` half of this test is skipped");
-        vec![AuditUser::Root]
-    }
+fn run_as(s: &Scratch, who: Who, args: &[&str]) -> Out {
+    Out::from(agentrun_as(s, who, args).output().unwrap())
 }
 
 fn mode_of(p: &std::path::Path) -> u32 {
@@ -1588,7 +1546,7 @@ const RC: &str = "# ~/.bashrc\nalias ll='ls -l'\n";
 /// create keeps its mode.
 #[test]
 fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
-    for who in audit_users() {
+    for who in whos("the audit log tests") {
         let mut s = Scratch::new();
         // Only the profile decides where the log goes here.
         s.env.remove("AGENTRUN_AUDIT_LOG");
@@ -1614,7 +1572,7 @@ fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
             "profiles/sub.toml",
             "version = 1\n[audit]\nlog = \"~/.local/state/agentrun/sub/.bash_login\"\n",
         );
-        if who == AuditUser::Nobody {
+        if who == Who::Nobody {
             hand_to_nobody(&s);
         }
         let o = run_as(&s, who, &["-p", "rc", "--", "true"]);
@@ -1655,7 +1613,7 @@ fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
         );
         assert_eq!(o.code, 0, "{who:?}: {o:?}");
         s.file("profiles/plain.toml", "version = 1\n");
-        if who == AuditUser::Nobody {
+        if who == Who::Nobody {
             hand_to_nobody(&s);
         }
         let o = run_as(&s, who, &["-p", "plain", "--", "true"]);
@@ -1668,29 +1626,29 @@ fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
 /// refused with the path and the fix, and left as it was.
 #[test]
 fn a_foreign_or_shared_audit_log_or_directory_is_refused() {
-    for who in audit_users() {
+    for who in whos("the audit log tests") {
         let mut s = Scratch::new();
         s.env.remove("AGENTRUN_AUDIT_LOG");
         s.file("profiles/p.toml", "version = 1\n");
         let state = s.home_dir.path().join(".local/state/agentrun");
         std::fs::create_dir_all(&state).unwrap();
-        if who == AuditUser::Nobody {
+        if who == Who::Nobody {
             hand_to_nobody(&s);
         }
         // The directory: someone else's (root's dir is accepted for nobody, so as nobody
         // the foreign owner is... nobody else: use a mode others may write instead).
         match who {
-            AuditUser::Root => {
+            Who::Root => {
                 std::os::unix::fs::chown(&state, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
                 std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
             }
-            AuditUser::Nobody => {
+            Who::Nobody => {
                 std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
             }
         }
         let o = run_as(&s, who, &["-p", "p", "--", "true"]);
         assert_eq!(o.code, 125, "{who:?}: {o:?}");
-        let want = if who == AuditUser::Root {
+        let want = if who == Who::Root {
             "belongs to uid 65534"
         } else {
             "is writable by others"
@@ -1706,19 +1664,19 @@ fn a_foreign_or_shared_audit_log_or_directory_is_refused() {
 
         // The file: the directory is fine now, the log is not.
         match who {
-            AuditUser::Root => std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap(),
-            AuditUser::Nobody => {
+            Who::Root => std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap(),
+            Who::Nobody => {
                 std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap()
             }
         }
         let log = state.join("audit.jsonl");
         std::fs::write(&log, "").unwrap();
         match who {
-            AuditUser::Root => {
+            Who::Root => {
                 std::os::unix::fs::chown(&log, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
                 std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
             }
-            AuditUser::Nobody => {
+            Who::Nobody => {
                 std::os::unix::fs::chown(&log, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
                 std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o622)).unwrap();
             }
@@ -1726,7 +1684,7 @@ fn a_foreign_or_shared_audit_log_or_directory_is_refused() {
         let before = mode_of(&log);
         let o = run_as(&s, who, &["-p", "p", "--", "true"]);
         assert_eq!(o.code, 125, "{who:?}: {o:?}");
-        let want = if who == AuditUser::Root {
+        let want = if who == Who::Root {
             "belongs to uid 65534"
         } else {
             "is writable by others"
@@ -1744,7 +1702,7 @@ fn a_foreign_or_shared_audit_log_or_directory_is_refused() {
 /// no log, no mode changed.
 #[test]
 fn check_creates_and_changes_nothing() {
-    for who in audit_users() {
+    for who in whos("the audit log tests") {
         let mut s = Scratch::new();
         s.env.remove("AGENTRUN_AUDIT_LOG");
         s.env.insert(
@@ -1752,7 +1710,7 @@ fn check_creates_and_changes_nothing() {
             s.path().join("state").display().to_string(),
         );
         s.file("profiles/p.toml", "version = 1\n");
-        if who == AuditUser::Nobody {
+        if who == Who::Nobody {
             hand_to_nobody(&s);
         }
         let o = run_as(&s, who, &["check", "-p", "p"]);
@@ -1859,7 +1817,7 @@ fn sha(line: &str) -> String {
 /// hash) no longer follows the last line the journal saw.
 #[test]
 fn the_journal_copy_shows_a_cut_at_the_next_run() {
-    for who in audit_users() {
+    for who in whos("the audit log tests") {
         let mut s = Scratch::new();
         let sock_path = s.path().join("journal.sock");
         let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
@@ -1870,7 +1828,7 @@ fn the_journal_copy_shows_a_cut_at_the_next_run() {
             sock_path.display().to_string(),
         );
         s.profile("j", "version = 1\n[audit]\njournald = true\n");
-        if who == AuditUser::Nobody {
+        if who == Who::Nobody {
             hand_to_nobody(&s);
         }
         let log = s.path().join("audit.jsonl");

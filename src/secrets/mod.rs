@@ -366,6 +366,15 @@ pub struct CredentialInputs {
     pub stores: Vec<PathBuf>,
 }
 
+/// The variables naming a file an AWS or Google credential chain reads.
+pub const BACKEND_FILE_VARS: [&str; 5] = [
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+];
+
 /// The files agentrun's backends (and the SDKs under them) read credentials from, named by
 /// agentrun's environment or at their fixed places, whether or not the profile uses that
 /// backend: AWS shared files and web-identity token, Google's service-account key, the
@@ -373,13 +382,7 @@ pub struct CredentialInputs {
 /// Only those that exist.
 pub fn backend_files(ctx: &Context) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for name in [
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_CONFIG_FILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-    ] {
+    for name in BACKEND_FILE_VARS {
         if let Some(v) = ctx.var_str(name).filter(|v| !v.is_empty()) {
             out.push(source::resolve_path(v, &ctx.cwd, ctx.home.as_deref()));
         }
