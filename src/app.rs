@@ -348,7 +348,10 @@ fn refuse_plantable(ctx: &Context, policy: &Policy) -> Result<(), String> {
             named.push(("AGENTRUN_PROFILE_PATH".into(), ctx.cwd.join(d)));
         }
     }
-    for var in secrets::BACKEND_FILE_VARS.into_iter().chain(["VAULT_CACERT"]) {
+    for var in secrets::BACKEND_FILE_VARS
+        .into_iter()
+        .chain(["VAULT_CACERT"])
+    {
         if let Some(v) = ctx.var_str(var).filter(|v| !v.is_empty()) {
             let path = secrets::source::resolve_path(v, &ctx.cwd, ctx.home.as_deref());
             named.push((var.into(), path));
