@@ -1500,16 +1500,28 @@ impl Drop for Planted {
     }
 }
 
+/// Held while a test changes the password database (`useradd` replaces `/etc/passwd` and
+/// `/etc/shadow` with new files) or reads what the sandbox hides of it: a mask in the child's
+/// mount namespace sits on the file that was there when the run started (see the threat
+/// model), so the two must not overlap.
+static PASSWD_DB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn passwd_db() -> std::sync::MutexGuard<'static, ()> {
+    PASSWD_DB.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A user made for one test with `useradd` (home `home`, no group of its own), deleted when
 /// the test ends.
 struct TempUser {
     name: String,
     uid: u32,
+    _db: std::sync::MutexGuard<'static, ()>,
 }
 
 impl TempUser {
     fn new(tag: &str, home: &Path) -> Option<TempUser> {
         let name = format!("ar9{}{}", tag, std::process::id() % 100_000);
+        let db = passwd_db();
         let ok = Command::new("useradd")
             .args(["-M", "-N", "-g", "65534", "-s", "/usr/sbin/nologin", "-d"])
             .arg(home)
@@ -1522,7 +1534,7 @@ impl TempUser {
         }
         let out = Command::new("id").args(["-u", &name]).output().unwrap();
         let uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        Some(TempUser { name, uid })
+        Some(TempUser { name, uid, _db: db })
     }
 }
 
@@ -2459,6 +2471,7 @@ fn system_credential_stores_stay_closed(who: As, tag: &str) {
     if !can_run_as(tag, who) || !kernel_ready(tag) {
         return;
     }
+    let _db = passwd_db();
     let s = scratch();
     let work = s.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
