@@ -215,6 +215,63 @@ pub(crate) struct RuleCache {
     dfa: DfaCache,
     vm: VmCache,
     caps: Captures,
+    trail: Trail,
+    /// The states of the run in progress (becomes the trail).
+    run: Vec<regex_automata::hybrid::LazyStateID>,
+}
+
+/// What the rule's last full run in the current window saw, so that its later candidates
+/// cost only the bytes until their run joins it (linear time on repeated anchors, such as
+/// `Authorization: ` ten thousand times on one line).
+///
+/// The lazy DFA is deterministic: two runs in the same state after the same byte behave
+/// alike from there on, so a later candidate whose run reaches the recorded state at the
+/// same position ends where the recorded run ended. State ids are compared only while the
+/// cache has not been cleared since the recording (a clear reuses ids).
+#[derive(Default)]
+struct Trail {
+    /// Recorded in the current window, with no cache clear during the recording.
+    valid: bool,
+    /// Window position of the first recorded state.
+    start: usize,
+    /// DFA state after each byte from `start`.
+    states: Vec<regex_automata::hybrid::LazyStateID>,
+    /// The cache's clear count while recording.
+    clears: usize,
+    /// How the recorded run ended: still live at the window end, or dead with its last match
+    /// end.
+    live: bool,
+    last: Option<usize>,
+    /// The range the rule's last hit in this window replaced: a later candidate whose whole
+    /// match lies inside it adds nothing, so its captures are not computed.
+    covered: Option<(usize, usize)>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests compare the redactor with trails against the same one without them: 0 all on,
+    /// 1 joins without skipping covered matches, 2 neither.
+    pub(crate) static TRAILS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+impl Trail {
+    fn reset(&mut self) {
+        self.valid = false;
+        self.states.clear();
+        self.covered = None;
+    }
+
+    /// The recorded state after `hay[i]`, if the trail covers `i` and is still comparable.
+    fn state_at(&self, i: usize, clears: usize) -> Option<regex_automata::hybrid::LazyStateID> {
+        #[cfg(test)]
+        if TRAILS.get() == 2 {
+            return None;
+        }
+        if !self.valid || clears != self.clears || i < self.start {
+            return None;
+        }
+        self.states.get(i - self.start).copied()
+    }
 }
 
 pub(crate) enum Eval {
@@ -271,6 +328,8 @@ impl Compiled {
             dfa: self.dfa.create_cache(),
             vm: self.vm.create_cache(),
             caps: self.vm.create_captures(),
+            trail: Trail::default(),
+            run: Vec::new(),
         }
     }
 }
@@ -365,33 +424,110 @@ impl Rule {
     ) -> Eval {
         let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
         let Ok(mut sid) = rule.dfa.start_state_forward(&mut cache.dfa, &input) else {
-            return self.eval_slow(rule, cache, hay, c, eof);
+            return self.slow_after(rule, cache, hay, c, eof);
         };
+        let clears = cache.dfa.clear_count();
         let mut last = None;
+        // Either this run joins the recorded one at `joined`, or it becomes the new record.
+        let mut joined = None;
+        cache.run.clear();
         for (i, &b) in hay.iter().enumerate().skip(c) {
             sid = match rule.dfa.next_state(&mut cache.dfa, sid, b) {
                 Ok(s) => s,
-                Err(_) => return self.eval_slow(rule, cache, hay, c, eof),
+                Err(_) => return self.slow_after(rule, cache, hay, c, eof),
             };
             if sid.is_tagged() {
                 if sid.is_match() {
                     last = Some(i);
                 } else if sid.is_dead() {
-                    return Eval::Done(self.finish(rule, cache, hay, c, last));
+                    break;
                 } else if sid.is_quit() {
-                    return self.eval_slow(rule, cache, hay, c, eof);
+                    return self.slow_after(rule, cache, hay, c, eof);
                 }
             }
+            if cache.trail.state_at(i, cache.dfa.clear_count()) == Some(sid) {
+                joined = Some(i);
+                break;
+            }
+            cache.run.push(sid);
         }
-        if !eof {
+        if let Some(p) = joined {
+            // From `p` on, this run is the recorded one: its last match end, if at or past
+            // `p`, is this run's too. The record stays as it was.
+            let t = &cache.trail;
+            if let Some(l) = t.last.filter(|&l| l >= p) {
+                last = Some(l);
+            }
+            if t.live {
+                return Eval::Live;
+            }
+            return Eval::Done(self.finish_once(rule, cache, hay, c, last));
+        }
+        let live = !sid.is_dead() && !eof;
+        if !sid.is_dead() && eof {
+            match rule.dfa.next_eoi_state(&mut cache.dfa, sid) {
+                Ok(s) if s.is_match() => last = Some(hay.len()),
+                Ok(_) => {}
+                Err(_) => return self.slow_after(rule, cache, hay, c, eof),
+            }
+        }
+        // This run is the new record (comparable only if the cache was not cleared meanwhile).
+        let t = &mut cache.trail;
+        std::mem::swap(&mut t.states, &mut cache.run);
+        t.start = c;
+        t.clears = clears;
+        t.valid = cache.dfa.clear_count() == clears;
+        t.live = live;
+        t.last = last;
+        if live {
             return Eval::Live;
         }
-        match rule.dfa.next_eoi_state(&mut cache.dfa, sid) {
-            Ok(s) if s.is_match() => last = Some(hay.len()),
-            Ok(_) => {}
-            Err(_) => return self.eval_slow(rule, cache, hay, c, eof),
+        Eval::Done(self.finish_once(rule, cache, hay, c, last))
+    }
+
+    /// The DFA gave up: no trail for this window's later candidates, and the slow path.
+    fn slow_after(
+        &self,
+        rule: &Compiled,
+        cache: &mut RuleCache,
+        hay: &[u8],
+        c: usize,
+        eof: bool,
+    ) -> Eval {
+        cache.trail.valid = false;
+        self.eval_slow(rule, cache, hay, c, eof)
+    }
+
+    /// [`Rule::finish`], skipped when the whole match `[c, end)` lies inside what this rule
+    /// already replaced in this window (its part to replace would change nothing).
+    fn finish_once(
+        &self,
+        rule: &Compiled,
+        cache: &mut RuleCache,
+        hay: &[u8],
+        c: usize,
+        end: Option<usize>,
+    ) -> Option<(usize, usize)> {
+        let e = end?;
+        #[cfg(test)]
+        let skip = TRAILS.get() == 0;
+        #[cfg(not(test))]
+        let skip = true;
+        if skip
+            && let Some((s0, e0)) = cache.trail.covered
+            && s0 <= c
+            && e <= e0
+        {
+            return None;
         }
-        Eval::Done(self.finish(rule, cache, hay, c, last))
+        let hit = self.finish(rule, cache, hay, c, end);
+        if let Some((s, e)) = hit {
+            cache.trail.covered = Some(match cache.trail.covered {
+                Some((s0, e0)) if s0 <= e && s <= e0 => (s0.min(s), e0.max(e)),
+                _ => (s, e),
+            });
+        }
+        hit
     }
 
     /// Without the lazy DFA (it gave up, e.g. on a Unicode word boundary next to non-ASCII).
@@ -924,6 +1060,10 @@ impl Matcher {
         // the window's end, so its later anchors in this window need no run of their own: each
         // would re-run the rule to the window's end (quadratic time on repeated anchors).
         let mut held_from: Vec<u32> = Vec::new();
+        // A trail is this window's only: positions and states mean nothing in the next.
+        for cache in caches.iter_mut().flatten() {
+            cache.trail.reset();
+        }
         for &(c, r) in cands.iter() {
             if held_from.contains(&r) {
                 continue;

@@ -982,6 +982,57 @@ proptest! {
         prop_assert_eq!(&push_all(&r, &chunks), &whole);
         prop_assert_eq!(&bytewise(&r, &input), &whole);
     }
+
+    /// A rule's later candidates join the run of an earlier one instead of running to its
+    /// end (linear time on repeated anchors): the output is exactly what running every
+    /// candidate on its own gives, whole or streamed.
+    #[test]
+    fn joining_runs_changes_no_output(
+        input in proptest::collection::vec(
+            prop_oneof![
+                Just(b"Authorization: ".to_vec()),
+                Just(b"Bearer ".to_vec()),
+                Just(b"Cookie: a=b; ".to_vec()),
+                Just(b"token=".to_vec()),
+                Just(b"?key=".to_vec()),
+                Just(b"\"password\": \"".to_vec()),
+                Just(b"\"".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"AKIA".to_vec()),
+                proptest::string::string_regex("[A-Za-z0-9=;:\" ]{0,20}").unwrap().prop_map(String::into_bytes),
+            ],
+            0..40,
+        ).prop_map(|v| v.concat()),
+        cuts in proptest::collection::vec(0usize..600, 0..6),
+    ) {
+        let r = defaults(&[("PW", "Secret-Value-1234")]);
+        let chunks = split_at(&input, cuts);
+        let run = |mode| {
+            matcher::TRAILS.set(mode);
+            let out = (r.redact_bytes(&input), push_all(&r, &chunks));
+            matcher::TRAILS.set(0);
+            out
+        };
+        let without = run(2);
+        prop_assert_eq!(&run(0), &without, "with trails");
+        prop_assert_eq!(&run(1), &without, "joins alone");
+        // Every candidate's own result, not only the output (which a covering hit hides).
+        let hits = |mode, eof| {
+            matcher::TRAILS.set(mode);
+            let m = &r.matcher;
+            let mut caches: Vec<_> = m.rules.iter().map(|_| None).collect();
+            let mut hits = Vec::new();
+            m.scan(&mut caches, &mut matcher::Scratch::default(), &input, 0, eof, &mut hits);
+            matcher::TRAILS.set(0);
+            let mut v: Vec<_> = hits.iter().map(|h| (h.origin, h.start, h.end, h.name)).collect();
+            v.sort_unstable();
+            v
+        };
+        for eof in [false, true] {
+            prop_assert_eq!(hits(1, eof), hits(2, eof), "hits, eof {}", eof);
+        }
+    }
 }
 
 // ---------------------------------------------------------------- prefilters
