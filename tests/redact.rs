@@ -638,10 +638,9 @@ fn render(out: &[u8]) -> Vec<String> {
     lines
 }
 
-/// Red team (open, see docs/threat-model.md): cursor moves inside one write draw a value out
-/// of order, so the screen shows it whole. Fails today; ignored until the line model is built.
+/// Red team (issue 9): cursor moves inside one write draw a value out of order, so the screen
+/// shows it whole; the rendered view's line model puts the pieces where a terminal does.
 #[test]
-#[ignore = "open: the rendered view has no line model yet (threat-model known limits)"]
 fn cursor_moves_inside_one_write_do_not_render_a_value() {
     let (a, b, c) = (
         &PASSWORD[..PASSWORD.len() / 3],
@@ -679,9 +678,9 @@ fn cursor_moves_inside_one_write_do_not_render_a_value() {
 
 /// Issue 9 (DoS): 256 KiB of `Authorization: ` repeated and 256 KiB of `Cookie: a=b; `
 /// repeated, in 64 KiB writes, then a real secret: agentrun ends within seconds (it took
-/// minutes when every anchor re-ran its rule to the window's end) and still redacts it.
+/// ~150 s in a debug build when every anchor re-ran its rule to the line's end) and still
+/// redacts it.
 #[test]
-#[ignore = "issue 9 DoS still open: takes ~150 s in a debug build; remove when fixed"]
 fn repeated_rule_anchors_are_redacted_in_linear_time() {
     let s = scratch("");
     let code = "import os\n\

@@ -30,6 +30,10 @@ const MAX_CSI: usize = 64;
 const MAX_STRING: usize = 4096;
 /// A cursor-left count above this is taken as this (the view cannot go back further).
 const MAX_BACK: usize = 1024;
+/// The rendered view's right margin: a terminal stops the cursor at its last column, and
+/// none is wider than this. (Text written past it goes on in the same row, as after an
+/// automatic wrap.)
+const MAX_COL: usize = 1024;
 
 /// What the bytes at a position are, for the view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +46,11 @@ pub(crate) enum Kind {
     /// terminal ends in the right state.
     Sgr(usize),
     /// Backspace (`back = 1`) or cursor-left (`back = n`): out of the view; the rendered view
-    /// also takes back `back` characters.
+    /// moves its cursor back `back` columns.
     Back { len: usize, back: usize },
+    /// Another cursor move inside a line (`n` bytes): out of the view; the rendered view moves
+    /// its cursor.
+    Move { len: usize, mv: Move },
     /// A string sequence: `open` bytes of introducer, `payload`, `close` bytes of terminator.
     String {
         open: usize,
@@ -55,6 +62,29 @@ pub(crate) enum Kind {
     Drop(usize),
     /// Could become one of the above with more bytes: hold it.
     Partial,
+}
+
+/// A cursor move inside one line, as the rendered view's line model follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Move {
+    /// `CSI n C`, `CSI n a`: `n` columns right (stopped at the right margin).
+    Right(usize),
+    /// `CSI n G`, `CSI n \``: to column `n` (1-based).
+    Column(usize),
+    /// `ESC 7`, `CSI s`: save the column.
+    Save,
+    /// `ESC 8`, `CSI u`: back to the saved column.
+    Restore,
+    /// `CSI n P`: delete `n` characters at the cursor; the rest of the line moves left.
+    Delete(usize),
+}
+
+impl Move {
+    /// Can the cursor end up left of where it was (so that later text lands before earlier
+    /// text on the screen)?
+    fn leftward(self) -> bool {
+        !matches!(self, Move::Right(_) | Move::Save)
+    }
 }
 
 /// Bytes that may begin something other than text (a table, so the common case is one load).
@@ -189,6 +219,14 @@ pub(crate) fn classify_esc(s: &[u8]) -> Kind {
                 Kind::Text
             }
         }
+        b'7' => Kind::Move {
+            len: 2,
+            mv: Move::Save,
+        },
+        b'8' => Kind::Move {
+            len: 2,
+            mv: Move::Restore,
+        },
         0x30..=0x7e => Kind::Strip(2),
         _ => Kind::Text,
     }
@@ -207,6 +245,23 @@ fn csi(s: &[u8]) -> Kind {
                     b'D' if sgr => Kind::Back {
                         len: i + 1,
                         back: first_param(params).unwrap_or(1).clamp(1, MAX_BACK),
+                    },
+                    b'C' | b'a' | b'G' | b'`' | b'P' if sgr => {
+                        let n = first_param(params).unwrap_or(1).clamp(1, MAX_COL);
+                        let mv = match b {
+                            b'C' | b'a' => Move::Right(n),
+                            b'P' => Move::Delete(n),
+                            _ => Move::Column(n),
+                        };
+                        Kind::Move { len: i + 1, mv }
+                    }
+                    b's' if params.is_empty() => Kind::Move {
+                        len: i + 1,
+                        mv: Move::Save,
+                    },
+                    b'u' if params.is_empty() => Kind::Move {
+                        len: i + 1,
+                        mv: Move::Restore,
                     },
                     b't' if sgr
                         && matches!(
@@ -321,9 +376,11 @@ impl View {
                 break;
             }
             i = match classify(&buf[next..end]) {
-                Kind::Strip(n) | Kind::Sgr(n) | Kind::Drop(n) | Kind::Back { len: n, .. } => {
-                    next + n
-                }
+                Kind::Strip(n)
+                | Kind::Sgr(n)
+                | Kind::Drop(n)
+                | Kind::Back { len: n, .. }
+                | Kind::Move { len: n, .. } => next + n,
                 Kind::String {
                     open,
                     payload,
@@ -337,25 +394,6 @@ impl View {
         }
     }
 
-    /// Take back `n` characters, never before view index `floor`.
-    fn back(&mut self, n: usize, floor: usize) {
-        for _ in 0..n {
-            if self.bytes.len() <= floor {
-                break;
-            }
-            // A whole character: continuation bytes, then the lead byte.
-            while let Some(b) = self.bytes.pop() {
-                if b & 0xc0 != 0x80 || self.bytes.len() <= floor {
-                    break;
-                }
-            }
-        }
-        let len = self.bytes.len();
-        while self.cuts.last().is_some_and(|c| c.0 > len) {
-            self.cuts.pop();
-        }
-    }
-
     /// Raw offset of the byte at view index `i` (`limit` for the end).
     pub(crate) fn to_raw(&self, i: usize, limit: usize) -> usize {
         if i >= self.bytes.len() {
@@ -365,17 +403,10 @@ impl View {
         i + if k == 0 { 0 } else { self.cuts[k - 1].1 }
     }
 
-    /// Build the view of `buf` (`buf[..from]` is context, taken as text). `rendered`: apply
-    /// overwrites and drop string payloads. Returns the raw offset past which bytes must be
-    /// held (an incomplete sequence at the end), or `None` when nothing needs taking out (the
-    /// view is `buf` itself; then nothing is built).
-    pub(crate) fn build(
-        &mut self,
-        buf: &[u8],
-        from: usize,
-        eof: bool,
-        rendered: bool,
-    ) -> Option<usize> {
+    /// Build the view of `buf` (`buf[..from]` is context, taken as text). Returns the raw
+    /// offset past which bytes must be held (an incomplete sequence at the end), or `None`
+    /// when nothing needs taking out (the view is `buf` itself; then nothing is built).
+    pub(crate) fn build(&mut self, buf: &[u8], from: usize, eof: bool) -> Option<usize> {
         let mut first = from + first_special(&buf[from..])?;
         // Skip special bytes that are text (most non-ASCII), without building anything.
         loop {
@@ -418,11 +449,12 @@ impl View {
                     self.drops.push((i, i + n));
                     n
                 }
-                Kind::Back { len, back } => {
+                Kind::Back { len, .. } => {
                     self.overwrites = true;
-                    if rendered {
-                        self.back(back, from);
-                    }
+                    len
+                }
+                Kind::Move { len, mv } => {
+                    self.overwrites |= mv.leftward();
                     len
                 }
                 Kind::String {
@@ -431,9 +463,7 @@ impl View {
                     close,
                 } => {
                     self.overwrites = true;
-                    if !rendered {
-                        self.push_payload(buf, i + open, i + open + payload);
-                    }
+                    self.push_payload(buf, i + open, i + open + payload);
                     open + payload + close
                 }
             };
@@ -445,6 +475,169 @@ impl View {
             i = next;
         }
         Some(limit)
+    }
+}
+
+/// Does `buf[from..]` hold a carriage return that does not end a line (`\r` then anything but
+/// `\n`)? Text after it overwrites the line from its start, so the screen may show what the
+/// bytes do not hold in a row. One at the end counts (its `\n` may never come).
+pub(crate) fn bare_cr(buf: &[u8], from: usize) -> bool {
+    memchr::memchr_iter(b'\r', &buf[from..]).any(|p| buf.get(from + p + 1) != Some(&b'\n'))
+}
+
+/// One character cell of the line being drawn: its bytes and the raw offset of the first.
+#[derive(Clone, Copy)]
+struct Cell {
+    bytes: [u8; 4],
+    len: u8,
+    raw: usize,
+}
+
+/// The window as a terminal draws it, one line at a time: a row of cells and a cursor that
+/// backspace, `CSI n D/C/G/P`, `\r`, tab and save/restore move, text overwriting the cells it
+/// lands on. Built only for a window that moves the cursor left (see [`View::overwrites`]
+/// and [`bare_cr`]). Cells keep their raw offsets, which need not grow along the view: a
+/// match maps back to the smallest raw range holding all of its cells.
+///
+/// Not modelled (known limits, see docs/threat-model.md): moves to another row (`CSI H`,
+/// `CSI A/B`), and a line drawn across two windows.
+#[derive(Default)]
+pub(crate) struct Rendered {
+    pub bytes: Vec<u8>,
+    /// Raw offset of each byte of `bytes`.
+    raw: Vec<usize>,
+    line: Vec<Cell>,
+    cursor: usize,
+    saved: usize,
+}
+
+impl Rendered {
+    /// Draw `buf` (`buf[..from]` is context, taken as text). Returns the raw offset past which
+    /// bytes must be held (an incomplete sequence at the end).
+    pub(crate) fn build(&mut self, buf: &[u8], from: usize, eof: bool) -> usize {
+        self.bytes.clear();
+        self.raw.clear();
+        self.line.clear();
+        self.cursor = 0;
+        self.saved = 0;
+        self.bytes.extend_from_slice(&buf[..from]);
+        self.raw.extend(0..from);
+        let mut i = from;
+        let mut limit = buf.len();
+        while i < buf.len() {
+            let b = buf[i];
+            if SPECIAL[b as usize] {
+                match classify(&buf[i..]) {
+                    Kind::Text => i += self.put_char(buf, i),
+                    Kind::Partial if eof => i += self.put_char(buf, i),
+                    Kind::Partial => {
+                        limit = i;
+                        break;
+                    }
+                    Kind::Strip(n) | Kind::Sgr(n) | Kind::Drop(n) => i += n,
+                    Kind::String {
+                        open,
+                        payload,
+                        close,
+                    } => i += open + payload + close,
+                    Kind::Back { len, back } => {
+                        self.cursor = self.cursor.min(MAX_COL).saturating_sub(back);
+                        i += len;
+                    }
+                    Kind::Move { len, mv } => {
+                        self.apply(mv);
+                        i += len;
+                    }
+                }
+                continue;
+            }
+            match b {
+                b'\n' | 0x0b | 0x0c => {
+                    self.end_line();
+                    self.bytes.push(b);
+                    self.raw.push(i);
+                    i += 1;
+                }
+                b'\r' => {
+                    self.cursor = 0;
+                    i += 1;
+                }
+                b'\t' => {
+                    self.cursor = ((self.cursor / 8 + 1) * 8).min(MAX_COL);
+                    i += 1;
+                }
+                _ => i += self.put_char(buf, i),
+            }
+        }
+        self.end_line();
+        limit
+    }
+
+    fn apply(&mut self, mv: Move) {
+        match mv {
+            Move::Right(n) => self.cursor = (self.cursor + n).min(MAX_COL),
+            Move::Column(n) => self.cursor = (n - 1).min(MAX_COL),
+            Move::Save => self.saved = self.cursor,
+            Move::Restore => self.cursor = self.saved,
+            Move::Delete(n) => {
+                let at = self.cursor.min(self.line.len());
+                let end = (at + n).min(self.line.len());
+                self.line.drain(at..end);
+            }
+        }
+    }
+
+    /// Write the character at `buf[i]` where the cursor is; returns its length in bytes.
+    fn put_char(&mut self, buf: &[u8], i: usize) -> usize {
+        let want = match buf[i] {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => 1,
+        };
+        let mut len = 1;
+        while len < want && buf.get(i + len).is_some_and(|&c| c & 0xc0 == 0x80) {
+            len += 1;
+        }
+        let mut cell = Cell {
+            bytes: [0; 4],
+            len: len as u8,
+            raw: i,
+        };
+        cell.bytes[..len].copy_from_slice(&buf[i..i + len]);
+        if self.cursor < self.line.len() {
+            self.line[self.cursor] = cell;
+        } else {
+            let pad = Cell {
+                bytes: [b' ', 0, 0, 0],
+                len: 1,
+                raw: i,
+            };
+            self.line.resize(self.cursor, pad);
+            self.line.push(cell);
+        }
+        self.cursor += 1;
+        len
+    }
+
+    fn end_line(&mut self) {
+        for c in self.line.drain(..) {
+            let n = usize::from(c.len);
+            self.bytes.extend_from_slice(&c.bytes[..n]);
+            self.raw.extend(c.raw..c.raw + n);
+        }
+        self.cursor = 0;
+        self.saved = 0;
+    }
+
+    /// The smallest raw range `[lo, hi)` holding every byte of view range `[s, e)` (`limit`
+    /// for an empty range at the end).
+    pub(crate) fn raw_span(&self, s: usize, e: usize, limit: usize) -> (usize, usize) {
+        let cells = &self.raw[s.min(self.raw.len())..e.min(self.raw.len())];
+        match (cells.iter().min(), cells.iter().max()) {
+            (Some(&lo), Some(&hi)) => (lo, hi + 1),
+            _ => (limit, limit),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use super::Redactor;
 use super::matcher::{Hit, Open, RuleCache, Scratch};
-use super::screen::{self, View};
+use super::screen::{self, Rendered, View};
 
 /// A chain of overlapping matches longer than this is emitted in parts (the rest stays
 /// covered), so memory stays bounded whatever the output.
@@ -35,7 +35,7 @@ pub struct RedactStream<'r> {
     /// The matcher's view when `buf` holds bytes that do not print, and the rendered view
     /// when it holds overwrites.
     view: View,
-    rendered: View,
+    rendered: Rendered,
     hits: Vec<Hit>,
     extra: Vec<Hit>,
     merged: Vec<Hit>,
@@ -59,7 +59,7 @@ impl<'r> RedactStream<'r> {
             buf: Vec::new(),
             ctx: 0,
             view: View::default(),
-            rendered: View::default(),
+            rendered: Rendered::default(),
             hits: Vec::new(),
             extra: Vec::new(),
             merged: Vec::new(),
@@ -109,11 +109,13 @@ impl<'r> RedactStream<'r> {
         if self.buf.len() <= from {
             return;
         }
-        let stripped = self.view.build(&self.buf, from, eof, false);
+        let stripped = self.view.build(&self.buf, from, eof);
         let raw_limit = stripped.unwrap_or(self.buf.len());
-        let render = stripped.is_some()
-            && self.view.overwrites
-            && self.rendered.build(&self.buf, from, eof, true).is_some();
+        let render =
+            (stripped.is_some() && self.view.overwrites) || screen::bare_cr(&self.buf, from);
+        if render {
+            self.rendered.build(&self.buf, from, eof);
+        }
         let Self {
             r,
             buf,
@@ -207,24 +209,28 @@ impl<'r> RedactStream<'r> {
             let rscan = r
                 .matcher
                 .scan(caches, scratch, &rendered.bytes, from, eof, extra);
-            let r_raw = |i: usize| rendered.to_raw(i, raw_limit);
+            // A rendered range's cells may come from anywhere in the window, in any order:
+            // replace the smallest raw range holding all of them. What is held is held from
+            // the start of its line, so that the next window draws the line from its first
+            // column again.
+            let line_start = |raw: usize| {
+                let raw = raw.clamp(from, buf.len());
+                memchr::memrchr3(b'\n', 0x0b, 0x0c, &buf[from..raw]).map_or(from, |p| from + p + 1)
+            };
             for h in extra.iter() {
-                let s = to_view(r_raw(h.start));
-                let o = to_view(r_raw(h.origin));
-                let e = if h.end == 0 {
-                    0
-                } else {
-                    to_view(r_raw(h.end - 1) + 1)
-                };
+                let (lo, hi) = rendered.raw_span(h.start, h.end, raw_limit);
+                let (o, _) = rendered.raw_span(h.origin, h.end, raw_limit);
+                let (s, e) = (to_view(lo), to_view(hi));
                 hits.push(Hit {
-                    origin: o.min(s),
+                    origin: to_view(line_start(o)).min(s),
                     start: s,
                     end: e.max(s),
                     ..*h
                 });
             }
             if !eof && rscan.live < rlen {
-                boundary = boundary.min(to_view(r_raw(rscan.live)));
+                let (lo, _) = rendered.raw_span(rscan.live, rlen, raw_limit);
+                boundary = boundary.min(to_view(line_start(lo)));
             }
             // An open match is followed in the main view only.
             scratch.overflows.truncate(overflows);

@@ -1476,7 +1476,7 @@ fn nested_long_matches_keep_one_open_match() {
 /// view has it, overwrites aside).
 fn shown(out: &[u8]) -> Vec<u8> {
     let mut v = screen::View::default();
-    match v.build(out, 0, true, false) {
+    match v.build(out, 0, true) {
         Some(_) => v.bytes,
         None => out.to_vec(),
     }
@@ -1537,4 +1537,38 @@ fn utf8_c1_introducers_and_combining_marks() {
     // Text with accents that is not a value passes unchanged.
     let plain = "cafe\u{301} na\u{308}ive \u{c2}\u{a0}\n";
     assert_eq!(redact(&r, plain), plain);
+}
+
+/// Cursor moves inside one write draw a value's pieces out of order: the line model puts
+/// them where a terminal does, whole or streamed in one write.
+#[test]
+fn cursor_moves_render_a_value_whole() {
+    let v = "correct-horse-battery-staple-42";
+    let r = defaults(&[("PW", v)]);
+    let (a, b, c) = (&v[..10], &v[10..20], &v[20..]);
+    let sp = |n: usize| " ".repeat(n);
+    let bs = |n: usize| "\x08".repeat(n);
+    let cases = [
+        format!("{}{c}{}{b}{}{a}\n", sp(20), bs(c.len() + b.len()), bs(20)),
+        format!("{a}\x1b[{}C{c}\x1b[{}D{b}\n", b.len(), c.len() + b.len()),
+        format!("{a}\x1b7{}{c}\x1b8{b}\n", sp(b.len())),
+        format!("{a}\x1b[s{}{c}\x1b[u{b}\n", sp(b.len())),
+        format!("{}{c}\r{}{b}\r{a}\n", sp(20), sp(10)),
+        format!("{}{c}\x1b[1G{a}\x1b[11G{b}\n", sp(20)),
+        format!("{}{c}\x1b[1`{a}\x1b[10a\r\x1b[10C{b}\n", sp(20)),
+        format!("\t\t{}\r{a}{b}\n", &v[16..]),
+        format!("{a}XY{b}{c}\x1b[{}D\x1b[2P\n", b.len() + c.len() + 2),
+        format!("pre {}{c}\r{}{b}\r{a}\n", sp(20), sp(10)),
+    ];
+    for case in &cases {
+        let whole = r.redact_bytes(case.as_bytes());
+        let streamed = push_all(&r, &[case.as_bytes()]);
+        for out in [&whole, &streamed] {
+            assert!(
+                !contains(out, a.as_bytes()) || !contains(out, c.as_bytes()),
+                "{case:?} -> {:?}",
+                String::from_utf8_lossy(out)
+            );
+        }
+    }
 }
