@@ -7,6 +7,7 @@
 pub mod env;
 pub mod pidns;
 pub mod pump;
+pub mod redactor;
 pub mod spawn;
 pub mod supervise;
 pub mod tty;
