@@ -2,10 +2,14 @@
 //! one value at a time.
 //!
 //! A probe sends the value to exactly one configured URL, in one header, and follows no
-//! redirect (a redirect could carry the credential to another host). When a check fails the
-//! secret is fetched once more from its source, bypassing any cache (it may have been
-//! rotated), and checked again. What this module reports ([`Verification`], [`SecretCheck`])
-//! holds names, outcomes and durations, never a value.
+//! redirect (a redirect could carry the credential to another host). What a `verify` table
+//! asks for is validated data in `profile::verify`; this module runs it. Refetching a value
+//! that failed (it may have been rotated) is the orchestrator's loop
+//! (`commands::fetch::verify_all`); this module only describes its attempts. What it
+//! reports ([`Verification`], [`SecretCheck`]) holds names, outcomes and durations, never a
+//! value.
+//!
+//! Imports `profile` and `secrets` (fetch outcomes for the report); neither imports it.
 
 use crate::profile::SecretSpec;
 use crate::secrets::{FetchError, Fetched};

@@ -270,3 +270,85 @@ pub fn redactable(withheld: &[Got]) -> impl Iterator<Item = &Got> {
         .iter()
         .filter(|g| g.value.expose_secret().len() >= crate::redact::MIN_SECRET_LEN)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop with local sources (the servers' cases are in the remote tests): a failed
+    //! check refetches once, a rotated value that passes replaces the first, and a value
+    //! that fails twice refuses a required secret and leaves out an optional one.
+    use super::*;
+    use crate::profile::Resolve;
+    use std::path::Path;
+
+    fn setup(dir: &Path, text: &str) -> (Profile, Context) {
+        let profile = Profile::parse(
+            &dir.join("p.toml"),
+            text,
+            &Resolve {
+                cwd: dir,
+                home: Some(dir),
+                xdg_state_home: None,
+            },
+        )
+        .unwrap();
+        let ctx = Context {
+            env: Default::default(),
+            cwd: dir.to_path_buf(),
+            home: Some(dir.to_path_buf()),
+        };
+        (profile, ctx)
+    }
+
+    const PROFILE: &str = "version = 1\n\
+        [secrets.A]\nfrom = \"file:a\"\nverify = { pattern = 'good-[a-z]+' }\n\
+        [secrets.B]\nfrom = \"file:b\"\nrequired = false\nverify = { min_length = 30 }\n\
+        [secrets.C]\nfrom = \"file:c\"\n";
+
+    #[test]
+    fn a_failed_check_refetches_once_and_reports_each_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a"), "good-abcdefghijkl").unwrap();
+        std::fs::write(d.join("b"), "too-short-value-xyz").unwrap();
+        std::fs::write(d.join("c"), "unchecked-value-123").unwrap();
+        let (profile, ctx) = setup(d, PROFILE);
+        let fetcher = Fetcher::new(&profile, &ctx);
+        let mut fetched = fetcher.fetch_all(&profile.secrets);
+        let v = verify_all(&fetcher, &profile.secrets, &mut fetched);
+        // C has no checks: no verification.
+        assert_eq!(v.len(), 2);
+        assert!(v[0].passed() && v[0].attempts.len() == 1);
+        assert!(!v[1].passed());
+        assert_eq!(v[1].attempts.len(), 2);
+        let r = v[1].attempts[1].refetch.as_ref().unwrap();
+        assert!(r.same_value && r.outcome.is_ok());
+        // B is optional: no refusal, and it is withheld (redacted, never handed over).
+        assert!(verify::refusal(&v).is_none());
+        let s = fetch_and_verify(&profile, &ctx, None);
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        let names = |g: &[Got]| g.iter().map(|g| g.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&s.got), ["A", "C"]);
+        assert_eq!(names(&s.withheld), ["B"]);
+        assert!(s.report.ok);
+    }
+
+    #[test]
+    fn a_required_secret_failing_twice_refuses_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a"), "bad-value-abcdef").unwrap();
+        std::fs::write(d.join("b"), "a-long-enough-optional-value-0123456789").unwrap();
+        std::fs::write(d.join("c"), "unchecked-value-123").unwrap();
+        let (profile, ctx) = setup(d, PROFILE);
+        let s = fetch_and_verify(&profile, &ctx, None);
+        assert_eq!(
+            s.errors,
+            [
+                "all credentials invalid, refusing to start: secret A: the value does not match \
+                 pattern 'good-[a-z]+'; after refetch (the source returned the same value): the \
+                 value does not match pattern 'good-[a-z]+'"
+            ]
+        );
+        assert!(!s.report.ok);
+    }
+}

@@ -154,3 +154,24 @@ pub fn main(cli: Cli) -> u8 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_keeps_its_exit_code_and_message() {
+        let e = ProfileError::NotFound("profile x does not exist".into());
+        let f = Fail::from(e);
+        assert_eq!((f.code, f.msg.as_str()), (125, "profile x does not exist"));
+        let f = Fail::from(SpawnError::NotFound("cmd".into(), String::new()));
+        assert_eq!((f.code, f.msg.as_str()), (127, "cmd: command not found"));
+        let f = Fail::from(SpawnError::CannotExecute("cmd".into(), "denied".into()));
+        assert_eq!(
+            (f.code, f.msg.as_str()),
+            (126, "cmd: cannot execute: denied")
+        );
+        let f = Fail::setup("no command");
+        assert_eq!((f.code, f.msg.as_str()), (125, "no command"));
+    }
+}

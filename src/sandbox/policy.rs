@@ -120,7 +120,7 @@ pub const SYSTEM_CREDENTIAL_STORES: &[&str] = &[
 
 /// The system credential stores that exist on this machine: [`SYSTEM_CREDENTIAL_STORES`] and
 /// the SSH host private keys (`/etc/ssh/ssh_host_*_key`). Added to every run's policy (see
-/// `app::sandbox_policy`), whatever the profile says.
+/// `commands::plan::sandbox_policy`), whatever the profile says.
 pub fn system_credential_stores() -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = SYSTEM_CREDENTIAL_STORES
         .iter()
