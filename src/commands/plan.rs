@@ -43,12 +43,17 @@ pub fn load_profile(arg: &ProfileArg, ctx: &Context) -> Result<Profile, Fail> {
             xdg_state_home: xdg_state.as_deref(),
         },
     )?;
-    // `[redact]`'s rule ids and regexes, checked by the redactor's own code.
+    check_redact(&profile)?;
+    Ok(profile)
+}
+
+/// `[redact]`'s rule ids and regexes, checked by the redactor's own code, the fault placed
+/// like any other in the profile (`path:line:col: ...`).
+fn check_redact(profile: &Profile) -> Result<(), profile::ProfileError> {
     profile
         .redact
         .validate()
-        .map_err(|e| profile.redact_error(e.to_string()))?;
-    Ok(profile)
+        .map_err(|e| profile.redact_error(e.to_string()))
 }
 
 /// `[vault]` and `[aws]` checked before anything is fetched, so a bad table is one clear
@@ -326,4 +331,36 @@ pub fn user_name(ctx: &Context) -> String {
         .map(|u| u.name)
         .or_else(|| ctx.var_str("USER").map(str::to_string))
         .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_bad_redact_table_is_placed_in_the_profile() {
+        let parse = |text: &str| {
+            Profile::parse(
+                Path::new("/p/a.toml"),
+                text,
+                &Resolve {
+                    cwd: Path::new("/w"),
+                    home: None,
+                    xdg_state_home: None,
+                },
+            )
+            .unwrap()
+        };
+        let p = parse("version = 1\n[redact]\nrules = [\"nope\"]\n");
+        let e = check_redact(&p).unwrap_err().to_string();
+        assert!(
+            e.starts_with("/p/a.toml:2:1: redact.rules[0]: unknown rule id \"nope\""),
+            "{e}"
+        );
+        let p = parse("version = 1\nredact = { patterns = [\"a*\"] }\n");
+        let e = check_redact(&p).unwrap_err().to_string();
+        assert!(e.starts_with("/p/a.toml:2:10: redact.patterns[0]:"), "{e}");
+        assert!(check_redact(&parse("version = 1\n")).is_ok());
+    }
 }
