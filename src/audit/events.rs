@@ -6,6 +6,9 @@
 //! No event holds a secret value: names, sources as written, outcomes, durations, counts.
 //! A run writes, in order: `start`, per secret `secret` (and `verify` for one with checks),
 //! then `sandbox`, `spawn` and `exit`, or `refused` at the point it stopped.
+//!
+//! Imports the report types of `verify` and `sandbox` (plain data, serialized as they are);
+//! only `commands` builds events.
 
 use crate::sandbox::Enforcement;
 use crate::verify::{Outcome, Verification};
