@@ -3,9 +3,9 @@
 //! The data flows one way: profile -> secrets -> verify -> launch (sandbox, redact) -> audit.
 #![deny(unsafe_code)]
 
-pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod commands;
 pub mod launch;
 pub mod profile;
 pub mod redact;

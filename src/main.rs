@@ -42,5 +42,5 @@ fn run() -> u8 {
             return code;
         }
     };
-    agentrun::app::main(cli)
+    agentrun::commands::main(cli)
 }

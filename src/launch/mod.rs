@@ -3,10 +3,15 @@
 //!
 //! Only this module and the redactor see secret values: they go from `SecretString`
 //! straight into the child's environment block or a sealed memfd.
+//!
+//! Inside, the arrows run one way: `tty` -> `supervise` -> `pump` (all copy loops, the
+//! stdin one too); `redactor` (the background build, the pump's filter) -> `pump`;
+//! `spawn` -> `pidns` -> `supervise`. Never imports `commands`, `audit` or `secrets`.
 
 pub mod env;
 pub mod pidns;
 pub mod pump;
+pub mod redactor;
 pub mod spawn;
 pub mod supervise;
 pub mod tty;

@@ -10,7 +10,10 @@
 //! whose sink cannot take more stops reading its source until it can, so the child feels
 //! the back-pressure as before and the other stream and the signals keep flowing: the
 //! sink is written without blocking (see [`Sink`]). [`pump`] is the blocking form for
-//! `agentrun redact`.
+//! `agentrun redact`. [`StdinForward`] is the one copy loop the other way: agentrun's stdin
+//! to the child's terminal or stdin pipe, driven by the same event loop.
+//!
+//! Imports nothing of `launch`'s other modules: `supervise` and `tty` use it, one way.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -362,4 +365,117 @@ pub fn set_nonblocking(fd: BorrowedFd) -> io::Result<()> {
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
+}
+
+/// What agentrun's stdin's end becomes for the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtEnd {
+    /// A pty: the terminal's EOF character.
+    EofChar,
+    /// A pipe: closed.
+    Close,
+}
+
+/// agentrun's stdin -> the child's terminal or stdin pipe, one chunk at a time: stdin is read
+/// only when the previous chunk is in, so a child that does not read its input holds nothing
+/// up but that.
+pub struct StdinForward {
+    target: Option<std::fs::File>,
+    at_end: AtEnd,
+    buf: Vec<u8>,
+    len: usize,
+    written: usize,
+    open: bool,
+}
+
+impl StdinForward {
+    /// `target` is non-blocking and agentrun's own.
+    pub fn new(target: OwnedFd, at_end: AtEnd) -> StdinForward {
+        // A terminal's input comes a line or a key at a time; a pipe's may be a stream.
+        let chunk = match at_end {
+            AtEnd::EofChar => 4096,
+            AtEnd::Close => 64 * 1024,
+        };
+        StdinForward {
+            target: Some(std::fs::File::from(target)),
+            at_end,
+            buf: vec![0u8; chunk],
+            len: 0,
+            written: 0,
+            open: true,
+        }
+    }
+
+    /// Poll stdin while the last chunk is delivered and input has not ended.
+    pub fn read_fd(&self) -> Option<RawFd> {
+        (self.open && self.target.is_some() && self.written == self.len)
+            .then_some(libc::STDIN_FILENO)
+    }
+
+    /// Poll the target while a chunk waits for room.
+    pub fn write_fd(&self) -> Option<RawFd> {
+        match &self.target {
+            Some(t) if self.written < self.len => Some(t.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    /// Stop forwarding and close the target (the pty is being hung up).
+    pub fn hang_up(&mut self) {
+        self.open = false;
+        self.target = None;
+        self.written = self.len;
+    }
+
+    pub fn on_readable(&mut self) {
+        // A raw read: std's buffered stdin could hold bytes that poll no longer sees.
+        match nix::unistd::read(std::io::stdin().as_fd(), &mut self.buf) {
+            Ok(0) => {
+                self.open = false;
+                if self.at_end == AtEnd::Close {
+                    self.target = None;
+                    return;
+                }
+                // End of input: the terminal's EOF character.
+                self.buf[0] = 4;
+                self.len = 1;
+            }
+            Ok(n) => self.len = n,
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => return,
+            Err(_) => {
+                self.open = false;
+                if self.at_end == AtEnd::Close {
+                    self.target = None;
+                }
+                return;
+            }
+        }
+        self.written = 0;
+        self.on_writable();
+    }
+
+    pub fn on_writable(&mut self) {
+        while self.written < self.len {
+            let Some(target) = self.target.as_mut() else {
+                return;
+            };
+            match target.write(&self.buf[self.written..self.len]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    // The child closed its end (EPIPE), or the pty is gone.
+                    self.open = false;
+                    self.written = self.len;
+                    if self.at_end == AtEnd::Close {
+                        self.target = None;
+                    }
+                }
+            }
+        }
+        if !self.open && self.at_end == AtEnd::Close {
+            // Input ended while the last chunk waited for room: it is in, close the pipe.
+            self.target = None;
+        }
+    }
 }

@@ -13,8 +13,7 @@
 //! stalled reader of one stream holds up neither the other stream nor the signals and
 //! the time limit.
 
-use super::pump::Stream;
-use super::tty::StdinForward;
+use super::pump::{StdinForward, Stream};
 use crate::sys;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};

@@ -1,19 +1,28 @@
 //! TOML -> validated [`Profile`]: paths absolute, names checked, regexes compiled.
 //!
 //! No I/O beyond finding and reading the profile file. Later stages never re-validate.
+//!
+//! A leaf: it imports nothing of the crate. The sections other stages read are plain data
+//! here ([`sandbox`], [`redact`], [`verify`]); what those stages do with them (build a
+//! policy, a redactor, send a probe) lives with them. `[redact]`'s rule ids and regexes are
+//! the redactor's to check: the command that loads a profile calls it
+//! ([`Profile::redact_error`] places the message).
 
 pub mod limits;
+pub mod redact;
+pub mod sandbox;
 pub mod search;
+pub mod verify;
 
 pub use limits::Limits;
+pub use redact::RedactSection;
+pub use sandbox::SandboxSection;
+pub use verify::{Verify, VerifySection};
 
-use crate::redact::RedactSection;
-use crate::sandbox::SandboxSection;
 use crate::secrets::Source;
 use crate::secrets::aws::AwsSection;
 use crate::secrets::source::resolve_path;
 use crate::secrets::vault::VaultSection;
-use crate::verify::{Verify, VerifySection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -190,6 +199,8 @@ pub struct Profile {
     pub secrets: Vec<SecretSpec>,
     pub sandbox: Option<SandboxSection>,
     pub redact: RedactSection,
+    /// Line and column where `[redact]` starts, for [`Profile::redact_error`].
+    pub redact_at: Option<(usize, usize)>,
     pub audit: AuditSink,
     /// `[audit] journald = true`: every line goes to the journal too.
     pub audit_journald: bool,
@@ -243,6 +254,23 @@ pub fn withheld_from_globs(name: &str) -> bool {
 }
 
 impl Profile {
+    /// A fault the redactor's checks found in `[redact]`, placed like any other profile
+    /// error (`path:line:col: message`).
+    pub fn redact_error(&self, msg: String) -> ProfileError {
+        match self.redact_at {
+            Some((line, col)) => ProfileError::At {
+                path: self.path.clone(),
+                line,
+                col,
+                msg,
+            },
+            None => ProfileError::File {
+                path: self.path.clone(),
+                msg,
+            },
+        }
+    }
+
     /// Read, check permissions, parse and validate the profile at `path`.
     pub fn load(path: &Path, r: &Resolve) -> Result<Profile, ProfileError> {
         use std::os::unix::fs::MetadataExt;
@@ -405,14 +433,14 @@ impl Profile {
         }
 
         // [redact]
-        let redact = match raw.redact {
+        // Its rule ids and regexes are checked by the redactor's own code when the profile
+        // is loaded for a command (see `Profile::redact_error`): this module imports nothing.
+        let (redact, redact_at) = match raw.redact {
             Some(s) => {
-                let span = s.span();
-                let section = s.into_inner();
-                section.validate().map_err(|e| at(span, e.to_string()))?;
-                section
+                let at = line_col(text, s.span().start);
+                (s.into_inner(), Some(at))
             }
-            None => RedactSection::default(),
+            None => (RedactSection::default(), None),
         };
 
         // [audit]
@@ -453,6 +481,7 @@ impl Profile {
             secrets,
             sandbox: raw.sandbox,
             redact,
+            redact_at,
             audit,
             audit_journald,
             state_dir: state_dir(r),

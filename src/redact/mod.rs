@@ -38,7 +38,6 @@ use std::collections::HashMap;
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 
 pub use stream::RedactStream;
 
@@ -48,38 +47,9 @@ pub const MIN_SECRET_LEN: usize = encodings::MIN_LEN;
 
 use matcher::{Anchors, Matcher, Rule, Values};
 
-fn default_replacement() -> String {
-    "[REDACTED:{name}]".to_owned()
-}
-
-fn default_rules() -> Vec<String> {
-    vec!["default".to_owned()]
-}
-
-/// The `[redact]` table of a profile.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedactSection {
-    /// What a match is replaced with; `{name}` becomes the secret's name or the rule's id.
-    #[serde(default = "default_replacement")]
-    pub replacement: String,
-    /// Built-in rule groups or single rule ids; `[]` for none.
-    #[serde(default = "default_rules")]
-    pub rules: Vec<String>,
-    /// Extra regexes; a named group `secret` limits what is replaced.
-    #[serde(default)]
-    pub patterns: Vec<String>,
-}
-
-impl Default for RedactSection {
-    fn default() -> Self {
-        RedactSection {
-            replacement: default_replacement(),
-            rules: default_rules(),
-            patterns: Vec::new(),
-        }
-    }
-}
+/// The `[redact]` table is plain data in `profile`; its checks live here, next to the rules
+/// and the regex engine they check against.
+pub use crate::profile::RedactSection;
 
 impl RedactSection {
     /// Check the section without any secret: unknown rule ids and bad regexes are errors that

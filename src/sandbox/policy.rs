@@ -5,36 +5,11 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::SandboxError;
 
-/// The `[sandbox]` table of a profile.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxSection {
-    /// Read-only roots.
-    pub read: Option<Vec<String>>,
-    /// Read-write roots.
-    pub write: Option<Vec<String>>,
-    /// Read-and-execute roots.
-    pub exec: Option<Vec<String>>,
-    /// TCP ports the child may connect to.
-    #[serde(default)]
-    pub connect: Vec<u16>,
-    /// TCP ports the child may listen on.
-    #[serde(default)]
-    pub bind: Vec<u16>,
-    /// UDP to any address (Landlock cannot filter UDP by port before ABI 10).
-    #[serde(default)]
-    pub udp: bool,
-    /// `socket(AF_UNIX)` (pathname and abstract sockets; abstract ones stay scoped).
-    #[serde(default)]
-    pub unix_sockets: bool,
-    /// Names given back from the deny-list; see [`GiveBack`].
-    #[serde(default)]
-    pub allow_syscalls: Vec<String>,
-}
+pub use crate::profile::SandboxSection;
 
 /// A syscall (group) a profile may take back from the deny-list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -145,7 +120,7 @@ pub const SYSTEM_CREDENTIAL_STORES: &[&str] = &[
 
 /// The system credential stores that exist on this machine: [`SYSTEM_CREDENTIAL_STORES`] and
 /// the SSH host private keys (`/etc/ssh/ssh_host_*_key`). Added to every run's policy (see
-/// `app::sandbox_policy`), whatever the profile says.
+/// `commands::plan::sandbox_policy`), whatever the profile says.
 pub fn system_credential_stores() -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = SYSTEM_CREDENTIAL_STORES
         .iter()

@@ -2,6 +2,8 @@
 //! 0700 directory (or written to stderr, or to the system journal), optionally copied line
 //! by line to the journal (journald's native socket, or syslog's `/dev/log`).
 //!
+//! The events and their fields are typed, in [`events`]: the log's schema in one place.
+//!
 //! It never sees a secret value: callers pass names, sources, outcomes and counts (and any
 //! `user:pass@` in a URL is cut out of every string it is given).
 //! Each line's `prev` is the hex SHA-256 of the previous line's bytes (64 zeros for a
@@ -24,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::profile::AuditSink;
+
+pub mod events;
+
+pub use events::Event;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -157,14 +163,19 @@ impl Audit {
     }
 
     /// Append one event now (after any recorded ones).
-    pub fn event(&mut self, event: &str, fields: Value) -> Result<(), AuditError> {
-        self.record(event, fields);
+    pub fn event<E: Event>(&mut self, e: &E) -> Result<(), AuditError> {
+        self.record(e);
         self.flush()
     }
 
-    /// Record one event for the next [`Audit::flush`]. `fields` must be a JSON object of
-    /// names, outcomes and counts.
-    pub fn record(&mut self, event: &str, mut fields: Value) {
+    /// Record one event for the next [`Audit::flush`] (its kinds: see [`events`]).
+    pub fn record<E: Event>(&mut self, e: &E) {
+        self.record_fields(E::NAME, events::fields(e));
+    }
+
+    /// Record one event of kind `event` whose fields are a JSON object of names, outcomes
+    /// and counts.
+    fn record_fields(&mut self, event: &str, mut fields: Value) {
         // Error messages can quote an address: never its `user:pass@`.
         crate::scrub::strip_userinfo_json(&mut fields);
         let mut obj = Map::new();
@@ -659,8 +670,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         for _ in 0..2 {
             let mut a = Audit::open(&file_sink(&path)).unwrap();
-            a.event("start", json!({"x": 1})).unwrap();
-            a.event("exit", json!({"code": 0})).unwrap();
+            a.record_fields("start", json!({"x": 1}));
+            a.flush().unwrap();
+            a.record_fields("exit", json!({"code": 0}));
+            a.flush().unwrap();
         }
         assert_eq!(verify_chain(&path), Ok(4));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -698,14 +711,11 @@ mod tests {
         let ours = dir.path().join("ours.jsonl");
         std::fs::write(&ours, "").unwrap();
         std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o640)).unwrap();
-        Audit::open(&file_sink(&ours))
-            .unwrap()
-            .event("start", json!({}))
-            .unwrap();
-        Audit::open(&file_sink(&ours))
-            .unwrap()
-            .event("start", json!({}))
-            .unwrap();
+        for _ in 0..2 {
+            let mut a = Audit::open(&file_sink(&ours)).unwrap();
+            a.record_fields("start", json!({}));
+            a.flush().unwrap();
+        }
         assert_eq!(verify_chain(&ours), Ok(2));
         assert_eq!(
             std::fs::metadata(&ours).unwrap().permissions().mode() & 0o777,

@@ -1,0 +1,177 @@
+//! The commands: `run`, `check`, `explain`, `redact`, `profiles`, one file each.
+//!
+//! This is the orchestrator: the only module that drives the pipeline
+//! profile -> fetch -> verify -> (sandbox, redactor) -> launch -> audit, and so the only one
+//! that owns loops across stages (fetch, verify, refetch once: [`fetch`]). It imports every
+//! stage; no stage imports it. [`plan`] holds what more than one command resolves the same
+//! way (the profile, the sandbox policy, the audit sinks); `run` turns its arguments into a
+//! checked [`run::Plan`] once, then runs named phases over it.
+//!
+//! Every failure is a [`Fail`]: an exit code and a message for the operator, never a value.
+
+pub mod check;
+pub mod explain;
+pub mod fetch;
+pub mod plan;
+pub mod profiles;
+pub mod redact;
+pub mod run;
+
+use crate::audit::AuditError;
+use crate::cli::{Cli, Command, ProfileArg};
+use crate::launch::redactor::Pending;
+use crate::launch::spawn::SpawnError;
+use crate::profile::ProfileError;
+use std::io::Write;
+use std::sync::OnceLock;
+
+/// A failure with its exit code and a message for the operator (never a value).
+#[derive(Debug)]
+pub struct Fail {
+    pub code: u8,
+    pub msg: String,
+}
+
+impl Fail {
+    /// A run that cannot start as asked: exit 125.
+    pub fn setup(msg: impl Into<String>) -> Fail {
+        Fail {
+            code: 125,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// A profile that cannot be found, read or accepted: 125, with the profile's own message.
+impl From<ProfileError> for Fail {
+    fn from(e: ProfileError) -> Fail {
+        Fail::setup(e.to_string())
+    }
+}
+
+/// An audit log that cannot be opened or written: 125 (a run without its log does not
+/// start), with the log's own message.
+impl From<AuditError> for Fail {
+    fn from(e: AuditError) -> Fail {
+        Fail::setup(e.to_string())
+    }
+}
+
+/// A launch failure keeps its own exit code (126, 127, or 125 for a setup failure).
+impl From<SpawnError> for Fail {
+    fn from(e: SpawnError) -> Fail {
+        Fail {
+            code: e.exit_code(),
+            msg: e.to_string(),
+        }
+    }
+}
+
+/// Verbosity of agentrun's own messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Info,
+    Debug,
+}
+
+/// agentrun's own stderr messages, prefixed `agentrun:`, through the redactor once the
+/// secrets are known.
+pub struct Say {
+    level: Level,
+    redactor: OnceLock<Pending>,
+}
+
+impl Say {
+    pub fn new(p: &ProfileArg) -> Say {
+        let level = if p.quiet {
+            Level::Error
+        } else if p.verbose {
+            Level::Debug
+        } else {
+            Level::Info
+        };
+        Say::at_level(level)
+    }
+
+    fn at_level(level: Level) -> Say {
+        Say {
+            level,
+            redactor: OnceLock::new(),
+        }
+    }
+
+    /// From now on, messages pass through the redactor (waiting for it if need be).
+    fn redact_with(&self, r: Pending) {
+        let _ = self.redactor.set(r);
+    }
+
+    pub fn at(&self, level: Level, msg: &str) {
+        if level > self.level {
+            return;
+        }
+        // No `user:pass@` of any URL (a Vault address, an endpoint) in a message.
+        let line = format!("agentrun: {}\n", crate::scrub::strip_userinfo(msg));
+        let bytes = match self.redactor.get().map(|c| c.wait()) {
+            Some(Ok(r)) => r.redact_bytes(line.as_bytes()),
+            // No redactor (yet, or it failed): agentrun's messages name things, never values.
+            _ => line.into_bytes(),
+        };
+        let _ = std::io::stderr().lock().write_all(&bytes);
+    }
+}
+
+/// Entry point after hardening: dispatch and map the result to an exit code.
+pub fn main(cli: Cli) -> u8 {
+    let (result, say) = match cli.command {
+        None => {
+            let say = Say::new(&cli.run.profile);
+            (run::run(cli.run, &say), say)
+        }
+        Some(Command::Run(a)) => {
+            let say = Say::new(&a.profile);
+            (run::run(a, &say), say)
+        }
+        Some(Command::Check(a)) => {
+            let say = Say::new(&a.profile);
+            (check::check(&a, &say), say)
+        }
+        Some(Command::Explain(a)) => {
+            let say = Say::new(&a.profile);
+            (explain::explain(&a), say)
+        }
+        Some(Command::Redact(a)) => {
+            let say = Say::new(&a);
+            (redact::redact(&a, &say), say)
+        }
+        Some(Command::Profiles) => (profiles::profiles(), Say::at_level(Level::Info)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            say.at(Level::Error, &f.msg);
+            f.code
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_keeps_its_exit_code_and_message() {
+        let e = ProfileError::NotFound("profile x does not exist".into());
+        let f = Fail::from(e);
+        assert_eq!((f.code, f.msg.as_str()), (125, "profile x does not exist"));
+        let f = Fail::from(SpawnError::NotFound("cmd".into(), String::new()));
+        assert_eq!((f.code, f.msg.as_str()), (127, "cmd: command not found"));
+        let f = Fail::from(SpawnError::CannotExecute("cmd".into(), "denied".into()));
+        assert_eq!(
+            (f.code, f.msg.as_str()),
+            (126, "cmd: cannot execute: denied")
+        );
+        let f = Fail::setup("no command");
+        assert_eq!((f.code, f.msg.as_str()), (125, "no command"));
+    }
+}

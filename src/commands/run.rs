@@ -1,0 +1,375 @@
+//! `agentrun run`: one pass through the pipeline for one child.
+//!
+//! The arguments become a checked [`Plan`] once (ripgrep's low args -> high args); then
+//! [`run`] is a list of named phases over it, in the order they happen: open the audit
+//! log, fetch and verify, prepare the redactor, build the launch, confine it, run it,
+//! report. From the audit log's opening on, a phase that stops the run logs `refused`
+//! with the message the operator sees.
+
+use super::fetch::{self, Got, Secrets};
+use super::plan;
+use super::{Fail, Level, Say};
+use crate::audit::{Audit, Sinks, events};
+use crate::cli::{RunArgs, Tty};
+use crate::launch::redactor::{Build, LazyRedact};
+use crate::launch::{self, Injected, Launch, Ran, pump::Passthrough, pump::StreamFilter};
+use crate::profile::{self, Profile};
+use crate::sandbox::{self, ChildNeeds, Mode, Policy};
+use crate::secrets::{self, Context};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What a run will do, resolved and checked once from the arguments and the environment.
+/// Later phases read it and never re-validate.
+pub struct Plan {
+    pub args: RunArgs,
+    pub ctx: Context,
+    pub profile: Profile,
+    /// The files and variables the profile's sources read credentials from.
+    pub inputs: secrets::CredentialInputs,
+    pub policy: Policy,
+    pub mode: Mode,
+    pub timeout: Option<Duration>,
+    pub sinks: Sinks,
+    /// The child gets a pseudo-terminal.
+    pub tty: bool,
+}
+
+impl Plan {
+    /// Snapshot the caller's context, load the profile, check its backends, resolve the
+    /// sandbox policy, the time limit and the audit sinks.
+    pub fn resolve(args: RunArgs, say: &Say) -> Result<Plan, Fail> {
+        let ctx = plan::context()?;
+        if args.command.is_empty() {
+            return Err(Fail::setup(
+                "no command: write `agentrun --profile P -- COMMAND [ARGS]...`",
+            ));
+        }
+        let profile = plan::load_profile(&args.profile, &ctx)?;
+        plan::validate_backends(&profile, &ctx)?;
+        let inputs = secrets::credential_inputs(&profile, &ctx);
+        let policy = plan::sandbox_policy(&profile, &ctx, &inputs)?;
+        if !args.unconfined {
+            plan::explain_kept_inputs(&policy, &inputs, say);
+        }
+        let mode = if args.unconfined {
+            Mode::Unconfined
+        } else if args.best_effort {
+            Mode::BestEffort
+        } else {
+            Mode::Enforce
+        };
+        let timeout = match &args.timeout {
+            Some(t) => Some(profile::limits::parse_duration("--timeout", t).map_err(Fail::setup)?),
+            None => profile.limits.timeout,
+        };
+        let sinks =
+            plan::audit_sinks(&profile, args.audit_log.as_deref(), &ctx).map_err(Fail::setup)?;
+        let tty = match args.tty {
+            Tty::Always => true,
+            Tty::Never => false,
+            Tty::Auto => nix::unistd::isatty(std::io::stdout()).unwrap_or(false),
+        };
+        Ok(Plan {
+            args,
+            ctx,
+            profile,
+            inputs,
+            policy,
+            mode,
+            timeout,
+            sinks,
+            tty,
+        })
+    }
+}
+
+/// The run: the phases in order.
+pub fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
+    // Before any thread exists: block the forwarded signals, become a subreaper.
+    let signals = launch::supervise::prepare()
+        .map_err(|e| Fail::setup(format!("cannot set up signal handling: {e}")))?;
+    let plan = Plan::resolve(args, say)?;
+    let mut audit = open_audit(&plan)?;
+    let secrets = fetch_and_verify(&plan, &mut audit).map_err(|f| refused(&mut audit, f))?;
+    let redactor = prepare_redactor(&plan, &secrets, say).map_err(|f| refused(&mut audit, f))?;
+    let (mut launch, program) =
+        build_launch(&plan, &secrets.got, say).map_err(|f| refused(&mut audit, f))?;
+    attach_tty(&plan, &mut launch)?;
+    confine(&plan, &mut launch, &program, &mut audit, say)?;
+    let start = Instant::now();
+    let ran = supervise(&plan, launch, program, redactor, signals, &mut audit, say)
+        .map_err(|f| refused(&mut audit, f))?;
+    report(&plan, &ran, start, &mut audit, say)
+}
+
+/// Log that the run stopped, with the operator's message, and pass the failure on.
+fn refused(audit: &mut Audit, f: Fail) -> Fail {
+    let _ = audit.event(&events::Refused { reason: &f.msg });
+    f
+}
+
+/// Open the audit log and record `start`. A fetch from a server or a live probe can take
+/// seconds (or hang until its timeout): the log then shows the run started before it.
+/// Local sources take microseconds, and their `start` goes out with the rest before the
+/// spawn, in one locked append.
+fn open_audit(plan: &Plan) -> Result<Audit, Fail> {
+    let Plan {
+        args, ctx, profile, ..
+    } = plan;
+    let mut audit = Audit::open(&plan.sinks)?;
+    let argv0 = args.command[0].to_string_lossy().into_owned();
+    audit.record(&events::Start {
+        profile: &profile.path,
+        profile_sha256: &profile.sha256,
+        user: &plan::user_name(ctx),
+        argv0: &argv0,
+        cwd: &ctx.cwd,
+        pid: std::process::id(),
+        operator: events::Operator {
+            best_effort: args.best_effort,
+            unconfined: args.unconfined,
+            no_redact: args.no_redact,
+        },
+    });
+    if profile
+        .secrets
+        .iter()
+        .any(|s| s.source.is_remote() || s.verify.probe.is_some())
+    {
+        audit.flush()?;
+    }
+    Ok(audit)
+}
+
+/// Fetch and verify every declared secret (see [`fetch`]); any required one missing or
+/// invalid stops the run.
+fn fetch_and_verify(plan: &Plan, audit: &mut Audit) -> Result<Secrets, Fail> {
+    let secrets = fetch::fetch_and_verify(&plan.profile, &plan.ctx, Some(audit));
+    if !secrets.errors.is_empty() {
+        return Err(Fail::setup(secrets.errors.join("\nagentrun: ")));
+    }
+    Ok(secrets)
+}
+
+/// The redactor's build, to start beside the child (none with `--no-redact`): every
+/// accepted value, the withheld ones long enough to redact, the profile's rules and
+/// patterns. A secret too short to redact stops the run.
+fn prepare_redactor(plan: &Plan, secrets: &Secrets, say: &Say) -> Result<Option<Build>, Fail> {
+    if plan.args.no_redact {
+        say.at(
+            Level::Info,
+            "--no-redact: the child's output passes unfiltered",
+        );
+        return Ok(None);
+    }
+    fetch::refuse_too_short(&secrets.got)?;
+    let values = secrets
+        .got
+        .iter()
+        .chain(fetch::redactable(&secrets.withheld))
+        .map(|g| (g.name.clone(), g.value.clone()))
+        .collect();
+    Ok(Some(Build::new(
+        plan.profile.redact.clone(),
+        plan.profile.path.clone(),
+        values,
+    )))
+}
+
+/// The child's argv, environment (the profile's base plus the accepted secrets), working
+/// directory and limits, and the program its command resolves to.
+fn build_launch<'a>(
+    plan: &'a Plan,
+    got: &'a [Got],
+    say: &Say,
+) -> Result<(Launch<'a>, PathBuf), Fail> {
+    let base = launch::env::base(&plan.profile, &plan.ctx.env, &plan.inputs.env_names);
+    for d in &base.dropped {
+        say.at(
+            Level::Debug,
+            &format!("not passing {d}: it looks like a credential (declare it under [secrets])"),
+        );
+    }
+    let launch = Launch {
+        argv: &plan.args.command,
+        base_env: base.vars,
+        secrets: got
+            .iter()
+            .map(|g| Injected {
+                name: &g.name,
+                value: &g.value,
+                inject: g.inject,
+            })
+            .collect(),
+        cwd: &plan.ctx.cwd,
+        limits: &plan.profile.limits,
+        timeout: plan.timeout,
+        tty: None,
+        confine: None,
+    };
+    let program = launch::resolve(&launch)?;
+    Ok((launch, program))
+}
+
+/// The child's pseudo-terminal, when it gets one.
+fn attach_tty(plan: &Plan, launch: &mut Launch) -> Result<(), Fail> {
+    if plan.tty {
+        let pty = launch::tty::Pty::open()
+            .map_err(|e| Fail::setup(format!("cannot open a pseudo-terminal: {e}")))?;
+        launch.tty = Some(pty);
+    }
+    Ok(())
+}
+
+/// Prepare the sandbox for this child (refusing what it cannot keep from the next run),
+/// say what it does not enforce, and log `sandbox`: everything before the spawn reaches
+/// the log before the child starts.
+fn confine(
+    plan: &Plan,
+    launch: &mut Launch,
+    program: &std::path::Path,
+    audit: &mut Audit,
+    say: &Say,
+) -> Result<(), Fail> {
+    let Plan {
+        ctx, policy, mode, ..
+    } = plan;
+    let needs = ChildNeeds {
+        program: program.to_path_buf(),
+        extra_read: Vec::new(),
+        tty: launch.tty.as_ref().and_then(|t| t.slave_path()),
+    };
+    let mut keep = plan::startup_inputs(&plan.profile, ctx, &plan.sinks.log);
+    if *mode != Mode::Unconfined {
+        // agentrun's own output files: the child writes there only through the redactor.
+        keep.extend(plan::output_files());
+        if let Err(e) = plan::refuse_plantable(ctx, policy) {
+            return Err(refused(audit, Fail::setup(e)));
+        }
+    }
+    let prepared = match sandbox::prepare(policy, &needs, *mode, &keep, &ctx.cwd) {
+        Ok(p) => p,
+        Err(e) => return Err(refused(audit, Fail::setup(e.to_string()))),
+    };
+    let report = prepared.report();
+    if *mode != Mode::Enforce {
+        for n in &report.notes {
+            say.at(Level::Info, &format!("sandbox: {n}"));
+        }
+    } else if !report.pid_namespace.available {
+        // Not a refusal (the contract asks for it only where agentrun can), but the
+        // operator should know that a SIGKILL of agentrun may leave descendants behind.
+        say.at(
+            Level::Info,
+            &format!(
+                "no PID namespace ({}): if agentrun is SIGKILLed, processes the child detached may survive",
+                report.pid_namespace.how
+            ),
+        );
+    }
+    audit.record(&events::Sandbox(&report));
+    audit.flush()?;
+    launch.confine = Some(std::sync::Arc::new(prepared));
+    Ok(())
+}
+
+/// Spawn the child and supervise it to its end, its output through the redactor. The
+/// redactor's build starts once the child is on its way; `spawn` is logged without
+/// waiting for the log's lock.
+fn supervise(
+    plan: &Plan,
+    launch: Launch,
+    program: PathBuf,
+    build: Option<Build>,
+    signals: launch::supervise::Signals,
+    audit: &mut Audit,
+    say: &Say,
+) -> Result<Ran, Fail> {
+    let redactor = build.as_ref().map(Build::pending);
+    let mut build = build;
+    let make_filter = || -> Box<dyn StreamFilter + '_> {
+        match redactor {
+            Some(r) => Box::new(LazyRedact::new(r)),
+            None => Box::new(Passthrough),
+        }
+    };
+    let mut audit_err = None;
+    let ran = launch::run(
+        launch,
+        program.clone(),
+        &signals,
+        &make_filter,
+        &mut |pid| {
+            // The child is on its way: build the redactor now, beside it, not before it.
+            if let Some(b) = build.take() {
+                // From here on agentrun's own messages wait for it too (before, they hold
+                // no values and must not wait for a build that has not started).
+                say.redact_with(b.start());
+            }
+            // Not waiting for the log's lock: whoever holds it must not hold up the child's
+            // supervision (the event then goes out with `exit`).
+            audit.record(&events::Spawn {
+                pid,
+                program: &program,
+                tty: plan.tty,
+            });
+            if let Err(e) = audit.flush_if_free() {
+                audit_err = Some(e);
+            }
+        },
+    )?;
+    if let Some(e) = audit_err {
+        say.at(Level::Error, &e.to_string());
+    }
+    Ok(ran)
+}
+
+/// How the child ended, as agentrun's exit status, and the `exit` event.
+fn report(
+    plan: &Plan,
+    ran: &Ran,
+    start: Instant,
+    audit: &mut Audit,
+    say: &Say,
+) -> Result<u8, Fail> {
+    let o = &ran.outcome;
+    let code = if o.timed_out {
+        124
+    } else {
+        o.ending.exit_code()
+    };
+    let mut redactions = ran.stdout.counts.clone();
+    for (k, v) in &ran.stderr.counts {
+        *redactions.entry(k.clone()).or_default() += v;
+    }
+    let (exit_code, signal) = match o.ending {
+        launch::supervise::Ending::Exited(c) => (Some(c), None),
+        launch::supervise::Ending::Signaled(s) => (None, Some(s)),
+    };
+    if o.timed_out {
+        say.at(
+            Level::Info,
+            &format!(
+                "time limit of {} ran out: stopped the child",
+                humantime::format_duration(plan.timeout.unwrap_or_default())
+            ),
+        );
+    }
+    audit.event(&events::Exit {
+        pid: ran.pid,
+        code: exit_code,
+        signal,
+        timed_out: o.timed_out,
+        exit_status: code,
+        duration_ms: events::ms(start.elapsed()),
+        forwarded_signals: &o.forwarded,
+        killed_descendants: o.killed_descendants,
+        redactions: &redactions,
+        bytes: events::Bytes {
+            stdout: ran.stdout.bytes_in,
+            stderr: ran.stderr.bytes_in,
+        },
+    })?;
+    Ok(code)
+}
