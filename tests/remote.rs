@@ -499,7 +499,7 @@ verify = {{ probe = "http", url = "{aurl}", timeout = "5s" }}
          sm.update_secret_version_stage(SecretId='rot', VersionStage='AWSCURRENT', MoveToVersionId=v, RemoveFromVersionId='{old_version}')\n"
     ));
 
-    let verifications = verify::verify_all(&fetcher, &p.secrets, &mut fetched);
+    let verifications = agentrun::commands::fetch::verify_all(&fetcher, &p.secrets, &mut fetched);
     assert!(
         verify::refusal(&verifications).is_none(),
         "{:?}",
@@ -561,7 +561,7 @@ verify = {{ pattern = "^ok-.*" }}
     );
     let fetcher = Fetcher::new(&p, &c);
     let mut fetched = fetcher.fetch_all(&p.secrets);
-    let verifications = verify::verify_all(&fetcher, &p.secrets, &mut fetched);
+    let verifications = agentrun::commands::fetch::verify_all(&fetcher, &p.secrets, &mut fetched);
     let refusal = verify::refusal(&verifications).expect("a refusal");
     let msg = refusal.to_string();
     assert!(
@@ -579,7 +579,7 @@ verify = {{ pattern = "^ok-.*" }}
     assert!(!opt.passed() && !opt.required);
 
     // `check` reports the same per secret, as data.
-    let report = verify::check(&fetcher, &p.secrets);
+    let report = agentrun::commands::fetch::check(&fetcher, &p.secrets);
     assert!(!report.ok);
     let api = &report.secrets[0];
     assert_eq!((api.name.as_str(), api.kind), ("API_KEY", "vault"));
