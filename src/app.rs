@@ -6,7 +6,7 @@
 use crate::audit::{Audit, Sinks};
 use crate::cli::{CheckArgs, Cli, Command, ProfileArg, RunArgs, Tty};
 use crate::launch::{self, Injected, Launch, pump::Passthrough, pump::StreamFilter};
-use crate::profile::{self, AuditSink, Inject, Profile, Resolve, search};
+use crate::profile::{self, AuditSink, Inject, Profile, Resolve, SourceKind, search};
 use crate::redact::{RedactStream, Redactor};
 use crate::sandbox::{self, ChildNeeds, Mode, Policy};
 use crate::secrets::{self, Context, Fetcher};
@@ -203,13 +203,13 @@ fn load_profile(arg: &ProfileArg, ctx: &Context) -> Result<Profile, Fail> {
 /// `[vault]` and `[aws]` checked before anything is fetched, so a bad table is one clear
 /// error naming the profile, not one per secret.
 fn validate_backends(profile: &Profile, ctx: &Context) -> Result<(), Fail> {
-    let uses = |kind: &str| profile.secrets.iter().any(|s| s.source.kind() == kind);
+    let uses = |kind: SourceKind| profile.secrets.iter().any(|s| s.source.kind() == kind);
     let at = |e: String| Fail::setup(format!("{}: {e}", profile.path.display()));
-    if profile.vault.is_some() || uses("vault") {
+    if profile.vault.is_some() || uses(SourceKind::Vault) {
         secrets::vault::VaultSettings::from_section(profile.vault.as_ref(), ctx)
             .map_err(|e| at(e.to_string()))?;
     }
-    if profile.aws.is_some() || uses("aws-sm") {
+    if profile.aws.is_some() || uses(SourceKind::AwsSm) {
         secrets::aws::AwsSettings::from_section(profile.aws.as_ref())
             .map_err(|e| at(e.to_string()))?;
     }
@@ -1213,7 +1213,7 @@ fn vault_shown(vault: Option<&crate::secrets::vault::VaultSection>) -> serde_jso
 /// "set" and the kind of source a credential key names; never its text.
 fn credential_shown(text: &str) -> String {
     let kind = match text.split_once(':') {
-        Some((scheme, _)) if ["env", "file", "dotenv", "systemd"].contains(&scheme) => {
+        Some((scheme, _)) if SourceKind::from_scheme(scheme).is_some_and(|k| !k.is_remote()) => {
             format!("a {scheme}: source")
         }
         _ if text.starts_with(['/', '~', '.']) => "a file path".to_string(),

@@ -7,7 +7,7 @@
 //! rotated), and checked again. What this module reports ([`Verification`], [`SecretCheck`])
 //! holds names, outcomes and durations, never a value.
 
-use crate::profile::SecretSpec;
+use crate::profile::{DurationKind, SecretSpec};
 use crate::secrets::{FetchError, Fetched, Fetcher};
 use regex::Regex;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -225,15 +225,7 @@ impl Probe {
         }
         let timeout = match &s.timeout {
             None => DEFAULT_PROBE_TIMEOUT,
-            Some(t) => {
-                let d = humantime::parse_duration(t).map_err(|e| {
-                    format!("timeout = \"{t}\" is not a duration ({e}): write e.g. \"10s\"")
-                })?;
-                if d.is_zero() {
-                    return Err(format!("timeout = \"{t}\": a zero time limit always fails"));
-                }
-                d
-            }
+            Some(t) => crate::profile::parse_duration("timeout", t, DurationKind::Probe)?,
         };
         Ok(Probe {
             kind,
@@ -707,7 +699,7 @@ pub fn summarize(
                 || (fetch.is_ok() && verify.as_ref().is_none_or(Verification::passed));
             SecretCheck {
                 name: spec.name.clone(),
-                kind: spec.source.kind(),
+                kind: spec.source.kind().scheme(),
                 source: spec.source_text.clone(),
                 required: spec.required,
                 fetch,

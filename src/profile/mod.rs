@@ -2,17 +2,19 @@
 //!
 //! No I/O beyond finding and reading the profile file. Later stages never re-validate.
 
+pub mod backends;
+pub mod duration;
 pub mod limits;
 pub mod search;
+pub mod source;
 
+pub use backends::{AwsSection, VaultSection};
+pub use duration::{DurationKind, parse_duration};
 pub use limits::Limits;
+pub use source::{AwsRef, SCHEMES, Scheme, Source, SourceKind, VaultRef, resolve_path};
 
 use crate::redact::RedactSection;
 use crate::sandbox::SandboxSection;
-use crate::secrets::Source;
-use crate::secrets::aws::AwsSection;
-use crate::secrets::source::resolve_path;
-use crate::secrets::vault::VaultSection;
 use crate::verify::{Verify, VerifySection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
