@@ -203,17 +203,8 @@ fn load_profile(arg: &ProfileArg, ctx: &Context) -> Result<Profile, Fail> {
 /// `[vault]` and `[aws]` checked before anything is fetched, so a bad table is one clear
 /// error naming the profile, not one per secret.
 fn validate_backends(profile: &Profile, ctx: &Context) -> Result<(), Fail> {
-    let uses = |kind: SourceKind| profile.secrets.iter().any(|s| s.source.kind() == kind);
-    let at = |e: String| Fail::setup(format!("{}: {e}", profile.path.display()));
-    if profile.vault.is_some() || uses(SourceKind::Vault) {
-        secrets::vault::VaultSettings::from_section(profile.vault.as_ref(), ctx)
-            .map_err(|e| at(e.to_string()))?;
-    }
-    if profile.aws.is_some() || uses(SourceKind::AwsSm) {
-        secrets::aws::AwsSettings::from_section(profile.aws.as_ref())
-            .map_err(|e| at(e.to_string()))?;
-    }
-    Ok(())
+    secrets::check_backends(profile, ctx)
+        .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))
 }
 
 /// The sandbox policy, with the files agentrun reads credentials from kept from the child

@@ -1,8 +1,13 @@
-//! Secret sources: parse `scheme:location[?query][#field]` and fetch values.
+//! Secret sources: fetch the values of the sources a profile declares.
 //!
-//! One file per source. Every fetch returns a [`SecretString`]; nothing here formats a value.
+//! One file per backend. Every fetch returns a [`SecretString`]; nothing here formats a value.
 //! Remote backends (`vault:`, `aws-sm:`) live in `vault.rs` and `aws.rs` and are only
 //! touched when a profile uses them, so local profiles keep their start-up time.
+//!
+//! The parsed sources ([`crate::profile::Source`], its kinds and the scheme table) and the
+//! backends' tables are plain data in `profile`; this module reads them, and [`Context`].
+//! It may not import `verify`, `launch` or the commands (they call it). Dispatch over
+//! kinds is by exhaustive `match`: see `docs/adding-a-source.md` to add a backend.
 
 pub mod aws;
 mod dotenv;
@@ -22,7 +27,7 @@ pub mod source {
     pub use crate::profile::source::*; // transitional: removed at merge
 }
 
-use crate::profile::{Profile, SecretSpec, resolve_path};
+use crate::profile::{Profile, SCHEMES, SecretSpec, SourceKind, resolve_path};
 use secrecy::SecretString;
 use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
@@ -267,6 +272,31 @@ impl<'a> Fetcher<'a> {
         self.aws.borrow_mut().insert(region, result.clone());
         result
     }
+}
+
+/// The backends' tables (`[vault]`, `[aws]`) validated against agentrun's environment
+/// before anything is fetched, for each backend the profile has a table or a source of, so
+/// that a bad table is one clear error (naming no file: the caller adds the profile's), not
+/// one per secret. One arm per kind: a new backend says here what it checks.
+pub fn check_backends(profile: &Profile, ctx: &Context) -> Result<(), String> {
+    let uses = |kind: SourceKind| profile.secrets.iter().any(|s| s.source.kind() == kind);
+    for row in &SCHEMES {
+        match row.kind {
+            SourceKind::Env | SourceKind::Dotenv | SourceKind::File | SourceKind::Systemd => {}
+            SourceKind::Vault => {
+                if profile.vault.is_some() || uses(row.kind) {
+                    VaultSettings::from_section(profile.vault.as_ref(), ctx)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            SourceKind::AwsSm => {
+                if profile.aws.is_some() || uses(row.kind) {
+                    AwsSettings::from_section(profile.aws.as_ref()).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One fetch's remote reads (index in the request, spec, reference), grouped by the client
@@ -569,7 +599,6 @@ mod tests {
     /// backend's client (here refused at set-up, so no network is touched), in order.
     #[test]
     fn every_kind_dispatches_to_its_backend() {
-        use crate::profile::{SCHEMES, SourceKind};
         let (t, ctx, _) = setup();
         let specs: Vec<SecretSpec> = SCHEMES
             .iter()
