@@ -220,27 +220,9 @@ impl<'a> Fetcher<'a> {
         for (region, reads) in aws {
             aws_groups.push((self.aws_client(region).await, reads));
         }
-        let vault_reads = vault_groups.iter().flat_map(|(client, reads)| {
-            reads.iter().map(move |&(i, spec, r)| async move {
-                let value = match client {
-                    Ok(v) => v.read(r).await.map_err(FetchError::from),
-                    Err(e) => Err(FetchError::from(e.clone())),
-                };
-                (i, fetched(spec, value, start))
-            })
-        });
-        let aws_reads = aws_groups.iter().flat_map(|(client, reads)| {
-            reads.iter().map(move |&(i, spec, r)| async move {
-                let value = match client {
-                    Ok(a) => a.read(r).await.map_err(FetchError::from),
-                    Err(e) => Err(FetchError::from(e.clone())),
-                };
-                (i, fetched(spec, value, start))
-            })
-        });
         let (mut out, aws_out) = futures_util::future::join(
-            futures_util::future::join_all(vault_reads),
-            futures_util::future::join_all(aws_reads),
+            futures_util::future::join_all(group_reads(&vault_groups, start)),
+            futures_util::future::join_all(group_reads(&aws_groups, start)),
         )
         .await;
         out.extend(aws_out);
@@ -304,9 +286,9 @@ pub fn check_backends(profile: &Profile, ctx: &Context) -> Result<(), String> {
 /// whole, so a new one cannot be collected and then left unread.
 #[derive(Default)]
 struct RemoteReads<'s> {
-    vault: Vec<(usize, &'s SecretSpec, &'s VaultRef)>,
+    vault: Vec<Read<'s, VaultRef>>,
     /// By `?region=` (`None`: `[aws].region` or the chain's).
-    aws: BTreeMap<Option<String>, Vec<(usize, &'s SecretSpec, &'s AwsRef)>>,
+    aws: BTreeMap<Option<String>, Vec<Read<'s, AwsRef>>>,
 }
 
 impl<'s> RemoteReads<'s> {
@@ -321,6 +303,57 @@ impl<'s> RemoteReads<'s> {
         let RemoteReads { vault, aws } = self;
         vault.is_empty() && aws.is_empty()
     }
+}
+
+/// One remote read: its index in the request, its spec, and its parsed reference.
+type Read<'s, R> = (usize, &'s SecretSpec, &'s R);
+
+/// Reads that share a client, with that client (or the error its set-up gave).
+type Group<'s, C> = (
+    Result<C, <C as Client>::Error>,
+    Vec<Read<'s, <C as Client>::Ref>>,
+);
+
+/// A remote backend's client, as built once per run for a group of reads.
+trait Client {
+    /// The parsed reference a read takes (`VaultRef`, `AwsRef`).
+    type Ref;
+    /// A failed read, or a failed set-up reported for every read of the group.
+    type Error: Clone + Into<FetchError>;
+    async fn read(&self, r: &Self::Ref) -> Result<SecretString, Self::Error>;
+}
+
+impl Client for Rc<vault::Vault> {
+    type Ref = VaultRef;
+    type Error = VaultError;
+    async fn read(&self, r: &VaultRef) -> Result<SecretString, VaultError> {
+        vault::Vault::read(self, r).await
+    }
+}
+
+impl Client for aws::Aws {
+    type Ref = AwsRef;
+    type Error = AwsError;
+    async fn read(&self, r: &AwsRef) -> Result<SecretString, AwsError> {
+        aws::Aws::read(self, r).await
+    }
+}
+
+/// One backend's groups of reads, each read with its group's client (or the error that
+/// client's set-up gave), ready to be joined.
+fn group_reads<'a, C: Client>(
+    groups: &'a [Group<'a, C>],
+    start: Instant,
+) -> impl Iterator<Item = impl std::future::Future<Output = (usize, Fetched)> + 'a> {
+    groups.iter().flat_map(move |(client, reads)| {
+        reads.iter().map(move |&(i, spec, r)| async move {
+            let value = match client {
+                Ok(c) => c.read(r).await.map_err(Into::into),
+                Err(e) => Err(e.clone().into()),
+            };
+            (i, fetched(spec, value, start))
+        })
+    })
 }
 
 fn fetched(spec: &SecretSpec, value: Result<SecretString, FetchError>, start: Instant) -> Fetched {
