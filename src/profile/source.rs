@@ -206,6 +206,10 @@ impl Source {
         let Some((scheme, rest)) = text.split_once(':') else {
             return Err(no_scheme_message());
         };
+        // Before any message that quotes the text: an unknown scheme may be a credential.
+        let Some(kind) = SourceKind::from_scheme(scheme) else {
+            return Err(unknown_scheme_message());
+        };
         let (rest, field) = match rest.split_once('#') {
             Some((r, f)) => (r, Some(f)),
             None => (rest, None),
@@ -226,9 +230,6 @@ impl Source {
             None => Ok(()),
         };
         let pairs = parse_query(query)?;
-        let Some(kind) = SourceKind::from_scheme(scheme) else {
-            return Err(unknown_scheme_message());
-        };
         match kind {
             SourceKind::Env => {
                 no_query(scheme)?;
@@ -446,6 +447,8 @@ pub(crate) mod tests {
             "sk-proj-abcdefghijklmnop",
             "admin:hunter2hunter2",
             "user:pw?x#y",
+            "user:#hunter2hunter2",
+            "user:?pw",
         ] {
             let e = parse(pasted).unwrap_err();
             assert!(
