@@ -511,7 +511,8 @@ pub(crate) mod tests {
         );
     }
 
-    /// The contract's table of sources lists every scheme of [`SCHEMES`], and no other.
+    /// The contract's table of sources lists every scheme of [`SCHEMES`], and no other; the
+    /// README's list names every one.
     #[test]
     fn the_contract_lists_every_scheme() {
         let contract = include_str!("../../docs/contract.md");
@@ -534,6 +535,17 @@ pub(crate) mod tests {
             assert!(
                 SourceKind::from_scheme(scheme).is_some(),
                 "docs/contract.md lists `{scheme}:`, which SCHEMES does not know"
+            );
+        }
+        // The README's one-line list of sources.
+        let readme = include_str!("../../README.md");
+        let (_, list) = readme.split_once("- **Secrets** come from ").unwrap();
+        let (list, _) = list.split_once(" sources,").unwrap();
+        for row in &SCHEMES {
+            assert!(
+                list.contains(&format!("`{}:`", row.name)),
+                "README.md: `{}:` missing from the list of sources",
+                row.name
             );
         }
     }
