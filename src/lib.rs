@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod cli;
 pub mod commands;
+pub mod context;
 pub mod launch;
 pub mod profile;
 pub mod redact;

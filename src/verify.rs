@@ -273,7 +273,7 @@ pub fn summarize(
                 || (fetch.is_ok() && verify.as_ref().is_none_or(Verification::passed));
             SecretCheck {
                 name: spec.name.clone(),
-                kind: spec.source.kind(),
+                kind: spec.source.kind().scheme(),
                 source: spec.source_text.clone(),
                 required: spec.required,
                 fetch,

@@ -91,7 +91,7 @@ fn without_nulls(v: serde_json::Value) -> serde_json::Value {
 /// `[vault]` for `explain`: the keys that carry a credential (`token`, `role_id`,
 /// `secret_id`, `jwt`) show only that they are set and their source's kind, never the text
 /// (it may be a credential pasted in the wrong place).
-fn vault_shown(vault: Option<&crate::secrets::vault::VaultSection>) -> serde_json::Value {
+fn vault_shown(vault: Option<&crate::profile::VaultSection>) -> serde_json::Value {
     let Some(v) = vault else {
         return serde_json::Value::Null;
     };
@@ -110,7 +110,9 @@ fn vault_shown(vault: Option<&crate::secrets::vault::VaultSection>) -> serde_jso
 /// "set" and the kind of source a credential key names; never its text.
 fn credential_shown(text: &str) -> String {
     let kind = match text.split_once(':') {
-        Some((scheme, _)) if ["env", "file", "dotenv", "systemd"].contains(&scheme) => {
+        Some((scheme, _))
+            if crate::profile::SourceKind::from_scheme(scheme).is_some_and(|k| !k.is_remote()) =>
+        {
             format!("a {scheme}: source")
         }
         _ if text.starts_with(['/', '~', '.']) => "a file path".to_string(),

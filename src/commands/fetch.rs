@@ -5,9 +5,10 @@
 
 use super::Fail;
 use crate::audit::{Audit, events};
+use crate::context::Context;
 use crate::profile::{Inject, Profile, SecretSpec};
 use crate::redact::Redactor;
-use crate::secrets::{Context, Fetched, Fetcher};
+use crate::secrets::{Fetched, Fetcher};
 use crate::verify::{self, Attempt, Outcome, RefetchReport, SecretsCheck, Verification};
 use secrecy::{ExposeSecret, SecretString};
 use std::time::{Duration, Instant};

@@ -6,9 +6,10 @@
 use super::{Fail, Level, Say};
 use crate::audit::Sinks;
 use crate::cli::ProfileArg;
+use crate::context::Context;
 use crate::profile::{self, AuditSink, Profile, Resolve, search};
 use crate::sandbox::{self, Policy};
-use crate::secrets::{self, Context};
+use crate::secrets;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -59,17 +60,8 @@ fn check_redact(profile: &Profile) -> Result<(), profile::ProfileError> {
 /// `[vault]` and `[aws]` checked before anything is fetched, so a bad table is one clear
 /// error naming the profile, not one per secret.
 pub fn validate_backends(profile: &Profile, ctx: &Context) -> Result<(), Fail> {
-    let uses = |kind: &str| profile.secrets.iter().any(|s| s.source.kind() == kind);
-    let at = |e: String| Fail::setup(format!("{}: {e}", profile.path.display()));
-    if profile.vault.is_some() || uses("vault") {
-        secrets::vault::VaultSettings::from_section(profile.vault.as_ref(), ctx)
-            .map_err(|e| at(e.to_string()))?;
-    }
-    if profile.aws.is_some() || uses("aws-sm") {
-        secrets::aws::AwsSettings::from_section(profile.aws.as_ref())
-            .map_err(|e| at(e.to_string()))?;
-    }
-    Ok(())
+    secrets::check_backends(profile, ctx)
+        .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))
 }
 
 /// The sandbox policy, with the files agentrun reads credentials from kept from the child
@@ -209,7 +201,7 @@ pub fn refuse_plantable(ctx: &Context, policy: &Policy) -> Result<(), String> {
         .chain(["VAULT_CACERT"])
     {
         if let Some(v) = ctx.var_str(var).filter(|v| !v.is_empty()) {
-            let path = secrets::source::resolve_path(v, &ctx.cwd, ctx.home.as_deref());
+            let path = crate::profile::resolve_path(v, &ctx.cwd, ctx.home.as_deref());
             named.push((var.into(), path));
         }
     }
@@ -257,7 +249,7 @@ pub fn audit_sinks(
     let log = match operator.as_deref() {
         Some("-") => AuditSink::Stderr,
         Some("journald") => AuditSink::Journald,
-        Some(p) => AuditSink::File(secrets::source::resolve_path(
+        Some(p) => AuditSink::File(crate::profile::resolve_path(
             p,
             &ctx.cwd,
             ctx.home.as_deref(),

@@ -11,11 +11,12 @@ use super::plan;
 use super::{Fail, Level, Say};
 use crate::audit::{Audit, Sinks, events};
 use crate::cli::{RunArgs, Tty};
+use crate::context::Context;
 use crate::launch::redactor::{Build, LazyRedact};
 use crate::launch::{self, Injected, Launch, Ran, pump::Passthrough, pump::StreamFilter};
 use crate::profile::{self, Profile};
 use crate::sandbox::{self, ChildNeeds, Mode, Policy};
-use crate::secrets::{self, Context};
+use crate::secrets;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,10 @@ impl Plan {
             Mode::Enforce
         };
         let timeout = match &args.timeout {
-            Some(t) => Some(profile::limits::parse_duration("--timeout", t).map_err(Fail::setup)?),
+            Some(t) => Some(
+                profile::parse_duration("--timeout", t, profile::DurationKind::Limit)
+                    .map_err(Fail::setup)?,
+            ),
             None => profile.limits.timeout,
         };
         let sinks =

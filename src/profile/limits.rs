@@ -1,6 +1,6 @@
 //! `[limits]`: time limits and resource limits, parsed once.
 
-use super::LimitsSection;
+use super::{DurationKind, LimitsSection};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -35,13 +35,6 @@ impl Default for Limits {
             fsize: None,
         }
     }
-}
-
-/// Parse a duration such as `90s`, `30m`, `1h30m`, `500ms`.
-pub fn parse_duration(key: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| {
-        format!("{key} = \"{text}\" is not a duration ({e}): write e.g. \"90s\", \"30m\" or \"1h\"")
-    })
 }
 
 fn bytes(key: &str, v: &toml::Value) -> Result<u64, String> {
@@ -81,18 +74,22 @@ impl Limits {
         let timeout = s
             .timeout
             .as_deref()
-            .map(|t| parse_duration("limits.timeout", t))
+            .map(|t| super::parse_duration("limits.timeout", t, DurationKind::Limit))
             .transpose()?;
         let kill_after = s
             .kill_after
             .as_deref()
-            .map(|t| parse_duration("limits.kill_after", t))
+            .map(|t| super::parse_duration("limits.kill_after", t, DurationKind::Limit))
             .transpose()?
             .unwrap_or(DEFAULT_KILL_AFTER);
         let cpu = match &s.cpu {
             None => None,
             Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as u64),
-            Some(toml::Value::String(t)) => Some(parse_duration("limits.cpu", t)?.as_secs().max(1)),
+            Some(toml::Value::String(t)) => Some(
+                super::parse_duration("limits.cpu", t, DurationKind::Limit)?
+                    .as_secs()
+                    .max(1),
+            ),
             Some(_) => {
                 return Err("limits.cpu must be seconds or a duration such as \"10m\"".into());
             }

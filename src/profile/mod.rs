@@ -8,21 +8,23 @@
 //! the redactor's to check: the command that loads a profile calls it
 //! ([`Profile::redact_error`] places the message).
 
+pub mod backends;
+pub mod duration;
 pub mod limits;
 pub mod redact;
 pub mod sandbox;
 pub mod search;
+pub mod source;
 pub mod verify;
 
+pub use backends::{AwsSection, VaultSection};
+pub use duration::{DurationKind, parse_duration};
 pub use limits::Limits;
 pub use redact::RedactSection;
 pub use sandbox::SandboxSection;
+pub use source::{AwsRef, SCHEMES, Scheme, Source, SourceKind, VaultRef, resolve_path};
 pub use verify::{Verify, VerifySection};
 
-use crate::secrets::Source;
-use crate::secrets::aws::AwsSection;
-use crate::secrets::source::resolve_path;
-use crate::secrets::vault::VaultSection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -221,15 +221,7 @@ impl Probe {
         }
         let timeout = match &s.timeout {
             None => DEFAULT_PROBE_TIMEOUT,
-            Some(t) => {
-                let d = humantime::parse_duration(t).map_err(|e| {
-                    format!("timeout = \"{t}\" is not a duration ({e}): write e.g. \"10s\"")
-                })?;
-                if d.is_zero() {
-                    return Err(format!("timeout = \"{t}\": a zero time limit always fails"));
-                }
-                d
-            }
+            Some(t) => super::parse_duration("timeout", t, super::DurationKind::Probe)?,
         };
         Ok(Probe {
             kind,

@@ -7,7 +7,9 @@
 //! Errors become [`AwsError`], whose messages name the secret id, the region or endpoint and the
 //! fix, never a value.
 
-use super::{AwsRef, Context};
+use crate::context::Context;
+use crate::profile::AwsSection;
+use crate::profile::{AwsRef, DurationKind, parse_duration};
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -17,24 +19,12 @@ use aws_sdk_secretsmanager::config::{Credentials, Region};
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Time limit when `[aws].timeout` is not set (one limit for the whole call, retries included).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retries after the first try (connection errors, 5xx, throttling) when `[aws].retries` is not set.
 pub const DEFAULT_RETRIES: u32 = 2;
-
-/// The `[aws]` table.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsSection {
-    pub region: Option<String>,
-    pub profile: Option<String>,
-    pub endpoint: Option<String>,
-    pub timeout: Option<String>,
-    pub retries: Option<u32>,
-}
 
 /// `[aws]` validated; nothing loaded yet.
 #[derive(Debug, Clone)]
@@ -68,7 +58,7 @@ impl AwsSettings {
             }
         }
         let timeout = match &s.timeout {
-            Some(t) => super::vault::parse_duration("timeout", t).map_err(cfg)?,
+            Some(t) => parse_duration("timeout", t, DurationKind::Request).map_err(cfg)?,
             None => DEFAULT_TIMEOUT,
         };
         Ok(AwsSettings {

@@ -6,7 +6,9 @@
 //! An earlier run's child may have replaced a source in the working directory; this is what
 //! keeps such a swap from handing over `~/.ssh/id_rsa`.
 
-use super::{Context, FetchError, Source, dotenv};
+use super::{FetchError, dotenv};
+use crate::context::Context;
+use crate::profile::Source;
 use secrecy::SecretString;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};

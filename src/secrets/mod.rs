@@ -1,86 +1,33 @@
-//! Secret sources: parse `scheme:location[?query][#field]` and fetch values.
+//! Secret sources: fetch the values of the sources a profile declares.
 //!
-//! One file per source. Every fetch returns a [`SecretString`]; nothing here formats a value.
+//! One file per backend. Every fetch returns a [`SecretString`]; nothing here formats a value.
 //! Remote backends (`vault:`, `aws-sm:`) live in `vault.rs` and `aws.rs` and are only
 //! touched when a profile uses them, so local profiles keep their start-up time.
+//!
+//! The parsed sources ([`crate::profile::Source`], its kinds and the scheme table) and the
+//! backends' tables are plain data in `profile`; this module reads them, and [`Context`].
+//! It may not import `verify`, `launch` or the commands (they call it). Dispatch over
+//! kinds is by exhaustive `match`: see `docs/adding-a-source.md` to add a backend.
 
 pub mod aws;
 mod dotenv;
 mod local;
-pub mod source;
 pub mod vault;
 
-pub use aws::{AwsError, AwsSection, AwsSettings};
-pub use source::{AwsRef, Source, VaultRef};
-pub use vault::{VaultError, VaultSection, VaultSettings};
+pub use aws::{AwsError, AwsSettings};
+pub use vault::{VaultError, VaultSettings};
 
-use crate::profile::{Profile, SecretSpec};
+use crate::context::Context;
+use crate::profile::{AwsRef, Source, VaultRef};
+use crate::profile::{AwsSection, VaultSection};
+
+use crate::profile::{Profile, SCHEMES, SecretSpec, SourceKind, resolve_path};
 use secrecy::SecretString;
 use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-/// Everything a fetch may read besides the source itself: agentrun's own environment
-/// (a snapshot taken at start), the working directory and `$HOME`.
-#[derive(Clone)]
-pub struct Context {
-    pub env: BTreeMap<OsString, OsString>,
-    pub cwd: PathBuf,
-    pub home: Option<PathBuf>,
-}
-
-/// Names only: the environment holds agentrun's own credentials.
-impl std::fmt::Debug for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("env_names", &self.env.keys().collect::<Vec<_>>())
-            .field("cwd", &self.cwd)
-            .field("home", &self.home)
-            .finish()
-    }
-}
-
-impl Context {
-    pub fn var(&self, name: &str) -> Option<&OsString> {
-        self.env.get(std::ffi::OsStr::new(name))
-    }
-
-    pub fn var_str(&self, name: &str) -> Option<&str> {
-        self.var(name).and_then(|v| v.to_str())
-    }
-
-    /// Every home directory credential stores may sit under: `$HOME` (when absolute), the
-    /// home of agentrun's user in the password database and, for root started through
-    /// `sudo`, the home of the user who ran it (`$SUDO_UID`). `$HOME` alone is an input a
-    /// caller can unset or point elsewhere.
-    pub fn homes(&self) -> Vec<PathBuf> {
-        use nix::unistd::{Uid, User, getuid};
-        let mut out: Vec<PathBuf> = self
-            .home
-            .iter()
-            .filter(|h| h.is_absolute())
-            .cloned()
-            .collect();
-        let mut uids = vec![getuid()];
-        if getuid().is_root()
-            && let Some(uid) = self.var_str("SUDO_UID").and_then(|u| u.parse().ok())
-        {
-            uids.push(Uid::from_raw(uid));
-        }
-        for uid in uids {
-            if let Ok(Some(user)) = User::from_uid(uid)
-                && user.dir.is_absolute()
-                && !out.contains(&user.dir)
-            {
-                out.push(user.dir);
-            }
-        }
-        out
-    }
-}
 
 /// Why a fetch failed. Messages name the source and the fix, never a value.
 #[derive(Debug, thiserror::Error)]
@@ -205,56 +152,41 @@ impl<'a> Fetcher<'a> {
     }
 
     /// Fetch several secrets; local ones in turn (they take microseconds), remote ones
-    /// concurrently on the runtime.
+    /// concurrently on the runtime. The result is in the order of `specs`.
     pub fn fetch_many(&self, specs: &[&SecretSpec]) -> Vec<Fetched> {
         let start = Instant::now();
-        let mut out: Vec<Option<Fetched>> = specs
-            .iter()
-            .map(|spec| {
-                if spec.source.is_remote() {
-                    None
-                } else {
+        let mut out: Vec<(usize, Fetched)> = Vec::with_capacity(specs.len());
+        let mut remote = RemoteReads::default();
+        for (i, &spec) in specs.iter().enumerate() {
+            match &spec.source {
+                Source::Env { .. }
+                | Source::Dotenv { .. }
+                | Source::File { .. }
+                | Source::Systemd { .. } => {
                     let value = fetch_local(&spec.source, self.ctx);
-                    Some(Fetched {
-                        name: spec.name.clone(),
-                        value,
-                        duration: start.elapsed(),
-                    })
+                    out.push((i, fetched(spec, value, start)));
                 }
-            })
-            .collect();
-        let remote: Vec<(usize, &SecretSpec)> = specs
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.source.is_remote())
-            .map(|(i, s)| (i, *s))
-            .collect();
-        if !remote.is_empty() {
-            let results = match self.runtime() {
-                Ok(rt) => rt.block_on(self.fetch_remote(&remote, start)),
-                Err(msg) => remote
-                    .iter()
-                    .map(|(_, spec)| Fetched {
-                        name: spec.name.clone(),
-                        value: Err(FetchError::Remote(msg.clone())),
-                        duration: start.elapsed(),
-                    })
-                    .collect(),
-            };
-            for ((i, _), f) in remote.iter().zip(results) {
-                out[*i] = Some(f);
+                Source::Vault(r) => remote.vault.push((i, spec, r)),
+                Source::AwsSm(r) => remote
+                    .aws
+                    .entry(r.region.clone())
+                    .or_default()
+                    .push((i, spec, r)),
             }
         }
-        out.into_iter()
-            .zip(specs)
-            .map(|(f, spec)| {
-                f.unwrap_or_else(|| Fetched {
-                    name: spec.name.clone(),
-                    value: Err(FetchError::Remote("internal: no fetch result".into())),
-                    duration: start.elapsed(),
-                })
-            })
-            .collect()
+        if !remote.is_empty() {
+            match self.runtime() {
+                Ok(rt) => out.extend(rt.block_on(self.fetch_remote(remote, start))),
+                Err(msg) => out.extend(remote.specs().into_iter().map(|(i, spec)| {
+                    (
+                        i,
+                        fetched(spec, Err(FetchError::Remote(msg.clone())), start),
+                    )
+                })),
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, f)| f).collect()
     }
 
     /// The current-thread runtime, created on first use (remote sources and live probes).
@@ -270,56 +202,25 @@ impl<'a> Fetcher<'a> {
             .map_err(Clone::clone)
     }
 
-    async fn fetch_remote(&self, remote: &[(usize, &SecretSpec)], start: Instant) -> Vec<Fetched> {
-        // Shared set-up first (one Vault login, one AWS configuration per region), then all
-        // reads at once.
-        let vault = if remote
-            .iter()
-            .any(|(_, s)| matches!(s.source, Source::Vault(_)))
-        {
-            Some(self.vault_client().await)
-        } else {
-            None
-        };
-        let mut regions: Vec<Option<String>> = remote
-            .iter()
-            .filter_map(|(_, s)| match &s.source {
-                Source::AwsSm(a) => Some(a.region.clone()),
-                _ => None,
-            })
-            .collect();
-        regions.sort();
-        regions.dedup();
-        let mut aws_clients = BTreeMap::new();
-        for region in regions {
-            let client = self.aws_client(region.clone()).await;
-            aws_clients.insert(region, client);
+    /// Shared set-up first (one Vault login, one AWS configuration per region), then all
+    /// reads at once. Each read gets the client of its group: there is no read without one.
+    async fn fetch_remote(&self, reads: RemoteReads<'_>, start: Instant) -> Vec<(usize, Fetched)> {
+        let RemoteReads { vault, aws } = reads;
+        let mut vault_groups = Vec::new();
+        if !vault.is_empty() {
+            vault_groups.push((self.vault_client().await, vault));
         }
-        let reads = remote.iter().map(|(_, spec)| {
-            let vault = vault.clone();
-            let aws_client = match &spec.source {
-                Source::AwsSm(a) => aws_clients.get(&a.region).cloned(),
-                _ => None,
-            };
-            async move {
-                let value = match (&spec.source, vault, aws_client) {
-                    (Source::Vault(r), Some(Ok(v)), _) => v.read(r).await.map_err(FetchError::from),
-                    (Source::Vault(_), Some(Err(e)), _) => Err(FetchError::from(e)),
-                    (Source::AwsSm(r), _, Some(Ok(a))) => a.read(r).await.map_err(FetchError::from),
-                    (Source::AwsSm(_), _, Some(Err(e))) => Err(FetchError::from(e)),
-                    _ => Err(FetchError::Remote(format!(
-                        "internal: no client for the {} source",
-                        spec.source.kind()
-                    ))),
-                };
-                Fetched {
-                    name: spec.name.clone(),
-                    value,
-                    duration: start.elapsed(),
-                }
-            }
-        });
-        futures_util::future::join_all(reads).await
+        let mut aws_groups = Vec::new();
+        for (region, reads) in aws {
+            aws_groups.push((self.aws_client(region).await, reads));
+        }
+        let (mut out, aws_out) = futures_util::future::join(
+            futures_util::future::join_all(group_reads(&vault_groups, start)),
+            futures_util::future::join_all(group_reads(&aws_groups, start)),
+        )
+        .await;
+        out.extend(aws_out);
+        out
     }
 
     async fn vault_client(&self) -> Result<Rc<vault::Vault>, VaultError> {
@@ -346,6 +247,114 @@ impl<'a> Fetcher<'a> {
         };
         self.aws.borrow_mut().insert(region, result.clone());
         result
+    }
+}
+
+/// The backends' tables (`[vault]`, `[aws]`) validated against agentrun's environment
+/// before anything is fetched, for each backend the profile has a table or a source of, so
+/// that a bad table is one clear error (naming no file: the caller adds the profile's), not
+/// one per secret. One arm per kind: a new backend says here what it checks.
+pub fn check_backends(profile: &Profile, ctx: &Context) -> Result<(), String> {
+    let uses = |kind: SourceKind| profile.secrets.iter().any(|s| s.source.kind() == kind);
+    for row in &SCHEMES {
+        match row.kind {
+            SourceKind::Env | SourceKind::Dotenv | SourceKind::File | SourceKind::Systemd => {}
+            SourceKind::Vault => {
+                if profile.vault.is_some() || uses(row.kind) {
+                    VaultSettings::from_section(profile.vault.as_ref(), ctx)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            SourceKind::AwsSm => {
+                if profile.aws.is_some() || uses(row.kind) {
+                    AwsSettings::from_section(profile.aws.as_ref()).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One fetch's remote reads (index in the request, spec, reference), grouped by the client
+/// each needs. A backend is a field: `fetch_remote` and `specs` take the struct apart
+/// whole, so a new one cannot be collected and then left unread.
+#[derive(Default)]
+struct RemoteReads<'s> {
+    vault: Vec<Read<'s, VaultRef>>,
+    /// By `?region=` (`None`: `[aws].region` or the chain's).
+    aws: BTreeMap<Option<String>, Vec<Read<'s, AwsRef>>>,
+}
+
+impl<'s> RemoteReads<'s> {
+    fn specs(self) -> Vec<(usize, &'s SecretSpec)> {
+        let RemoteReads { vault, aws } = self;
+        let vault = vault.into_iter().map(|(i, spec, _)| (i, spec));
+        let aws = aws.into_values().flatten().map(|(i, spec, _)| (i, spec));
+        vault.chain(aws).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        let RemoteReads { vault, aws } = self;
+        vault.is_empty() && aws.is_empty()
+    }
+}
+
+/// One remote read: its index in the request, its spec, and its parsed reference.
+type Read<'s, R> = (usize, &'s SecretSpec, &'s R);
+
+/// Reads that share a client, with that client (or the error its set-up gave).
+type Group<'s, C> = (
+    Result<C, <C as Client>::Error>,
+    Vec<Read<'s, <C as Client>::Ref>>,
+);
+
+/// A remote backend's client, as built once per run for a group of reads.
+trait Client {
+    /// The parsed reference a read takes (`VaultRef`, `AwsRef`).
+    type Ref;
+    /// A failed read, or a failed set-up reported for every read of the group.
+    type Error: Clone + Into<FetchError>;
+    async fn read(&self, r: &Self::Ref) -> Result<SecretString, Self::Error>;
+}
+
+impl Client for Rc<vault::Vault> {
+    type Ref = VaultRef;
+    type Error = VaultError;
+    async fn read(&self, r: &VaultRef) -> Result<SecretString, VaultError> {
+        vault::Vault::read(self, r).await
+    }
+}
+
+impl Client for aws::Aws {
+    type Ref = AwsRef;
+    type Error = AwsError;
+    async fn read(&self, r: &AwsRef) -> Result<SecretString, AwsError> {
+        aws::Aws::read(self, r).await
+    }
+}
+
+/// One backend's groups of reads, each read with its group's client (or the error that
+/// client's set-up gave), ready to be joined.
+fn group_reads<'a, C: Client>(
+    groups: &'a [Group<'a, C>],
+    start: Instant,
+) -> impl Iterator<Item = impl std::future::Future<Output = (usize, Fetched)> + 'a> {
+    groups.iter().flat_map(move |(client, reads)| {
+        reads.iter().map(move |&(i, spec, r)| async move {
+            let value = match client {
+                Ok(c) => c.read(r).await.map_err(Into::into),
+                Err(e) => Err(e.clone().into()),
+            };
+            (i, fetched(spec, value, start))
+        })
+    })
+}
+
+fn fetched(spec: &SecretSpec, value: Result<SecretString, FetchError>, start: Instant) -> Fetched {
+    Fetched {
+        name: spec.name.clone(),
+        value,
+        duration: start.elapsed(),
     }
 }
 
@@ -384,7 +393,7 @@ pub fn backend_files(ctx: &Context) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for name in BACKEND_FILE_VARS {
         if let Some(v) = ctx.var_str(name).filter(|v| !v.is_empty()) {
-            out.push(source::resolve_path(v, &ctx.cwd, ctx.home.as_deref()));
+            out.push(resolve_path(v, &ctx.cwd, ctx.home.as_deref()));
         }
     }
     for dir in [
@@ -428,12 +437,13 @@ fn vault_inputs(v: &VaultSection, ctx: &Context) -> (Vec<String>, Vec<PathBuf>) 
         match Source::parse(text, &ctx.cwd, ctx.home.as_deref()) {
             Ok(Source::Env { name }) => names.push(name),
             Ok(Source::Dotenv { path, .. } | Source::File { path }) => paths.push(path),
-            Ok(_) => {}
+            // Under `$CREDENTIALS_DIRECTORY`, which the callers name whole.
+            Ok(Source::Systemd { .. }) => {}
+            // A login is never remote (`VaultSettings` refuses it): nothing local to name.
+            Ok(Source::Vault(_) | Source::AwsSm(_)) => {}
             // `jwt` may be a bare path; anything else that does not parse is an error
             // the fetch reports (without echoing it).
-            Err(_) if key == "jwt" => {
-                paths.push(source::resolve_path(text, &ctx.cwd, ctx.home.as_deref()))
-            }
+            Err(_) if key == "jwt" => paths.push(resolve_path(text, &ctx.cwd, ctx.home.as_deref())),
             Err(_) => {}
         }
     }
@@ -455,8 +465,15 @@ pub fn credential_inputs(profile: &crate::profile::Profile, ctx: &Context) -> Cr
                 e.0.push(key);
                 e.1 &= s.required;
             }
-            Source::File { path } if !s.required => out.paths.push(path.clone()),
-            _ => {}
+            Source::File { path } => {
+                if !s.required {
+                    out.paths.push(path.clone())
+                }
+            }
+            // `$CREDENTIALS_DIRECTORY` is kept whole, below.
+            Source::Systemd { .. } => {}
+            // Nothing local: the backends' own files are among the stores, below.
+            Source::Vault(_) | Source::AwsSm(_) => {}
         }
     }
     for (path, (declared, all_required)) in dotenv_keys {
@@ -522,13 +539,16 @@ pub fn startup_inputs(
                     out.push(PathBuf::from(dir).join(name));
                 }
             }
-            _ => {}
+            // A variable, not a file.
+            Source::Env { .. } => {}
+            // Nothing local: the `[vault]` logins and the backends' files follow.
+            Source::Vault(_) | Source::AwsSm(_) => {}
         }
     }
     if let Some(v) = &profile.vault {
         out.extend(vault_inputs(v, ctx).1);
         if let Some(ca) = v.ca_cert.as_deref().filter(|c| !c.is_empty()) {
-            out.push(source::resolve_path(ca, &ctx.cwd, ctx.home.as_deref()));
+            out.push(resolve_path(ca, &ctx.cwd, ctx.home.as_deref()));
         }
     }
     let uses_vault = profile.vault.is_some()
@@ -541,7 +561,7 @@ pub fn startup_inputs(
             out.push(home.join(".vault-token"));
         }
         if let Some(ca) = ctx.var_str("VAULT_CACERT").filter(|c| !c.is_empty()) {
-            out.push(source::resolve_path(ca, &ctx.cwd, ctx.home.as_deref()));
+            out.push(resolve_path(ca, &ctx.cwd, ctx.home.as_deref()));
         }
     }
     out.extend(backend_files(ctx));
@@ -556,6 +576,7 @@ pub fn startup_inputs(
 mod tests {
     use super::*;
     use crate::profile::{Profile, Resolve};
+    use std::ffi::OsString;
 
     fn setup() -> (tempfile::TempDir, Context, Profile) {
         let t = tempfile::tempdir().unwrap();
@@ -599,6 +620,57 @@ mod tests {
         )
         .unwrap();
         (t, ctx, profile)
+    }
+
+    /// Every kind reaches its own fetch: a local kind its reader, a remote kind its
+    /// backend's client (here refused at set-up, so no network is touched), in order.
+    #[test]
+    fn every_kind_dispatches_to_its_backend() {
+        let (t, ctx, _) = setup();
+        let specs: Vec<SecretSpec> = SCHEMES
+            .iter()
+            .map(|row| {
+                let text = crate::profile::source::tests::example(row.kind);
+                let source = Source::parse(text, t.path(), Some(&t.path().join("home"))).unwrap();
+                SecretSpec {
+                    name: format!("S_{}", row.name.replace('-', "_").to_uppercase()),
+                    source,
+                    source_text: text.to_string(),
+                    inject: crate::profile::Inject::Env,
+                    required: true,
+                    verify: crate::verify::Verify::from_section(&Default::default()).unwrap(),
+                }
+            })
+            .collect();
+        // No `[vault]` address anywhere; an `[aws]` table refused before any client loads.
+        let aws: AwsSection = toml::from_str("timeout = \"0s\"").unwrap();
+        let fetcher = Fetcher::with_sections(None, Some(&aws), &ctx);
+        let got = fetcher.fetch_all(&specs);
+        assert_eq!(got.len(), specs.len());
+        for ((row, spec), f) in SCHEMES.iter().zip(&specs).zip(&got) {
+            assert_eq!(f.name, spec.name);
+            let ok = match (row.kind, &f.value) {
+                (SourceKind::Env, Err(FetchError::EnvMissing(n))) => n == "A",
+                (SourceKind::Dotenv, Ok(_)) => true,
+                (SourceKind::File | SourceKind::Systemd, Ok(_)) => true,
+                (SourceKind::Vault, Err(FetchError::Vault(VaultError::Config(m)))) => {
+                    m.contains("no Vault address")
+                }
+                (SourceKind::AwsSm, Err(FetchError::Aws(AwsError::Config(m)))) => {
+                    m.contains("zero")
+                }
+                (
+                    SourceKind::Env
+                    | SourceKind::Dotenv
+                    | SourceKind::File
+                    | SourceKind::Systemd
+                    | SourceKind::Vault
+                    | SourceKind::AwsSm,
+                    _,
+                ) => false,
+            };
+            assert!(ok, "{}: {:?}", row.name, f.value.as_ref().err());
+        }
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! ever formats a `vaultrs` value, and errors are turned into [`VaultError`], whose messages name
 //! the address, the API path and the fix, never a token or a value.
 
-use super::{Context, Source, VaultRef};
+use crate::context::Context;
+use crate::profile::VaultSection;
+use crate::profile::{DurationKind, Source, VaultRef, parse_duration, resolve_path};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,24 +25,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RETRIES: u32 = 2;
 /// The service-account token file a pod gets, the default `jwt` for Kubernetes auth.
 pub const DEFAULT_K8S_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
-
-/// The `[vault]` table. Sources (`token`, `role_id`, `secret_id`, `jwt`) are source strings.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct VaultSection {
-    pub address: Option<String>,
-    pub namespace: Option<String>,
-    pub auth: Option<String>,
-    pub token: Option<String>,
-    pub role_id: Option<String>,
-    pub secret_id: Option<String>,
-    pub role: Option<String>,
-    pub jwt: Option<String>,
-    pub auth_mount: Option<String>,
-    pub ca_cert: Option<String>,
-    pub timeout: Option<String>,
-    pub retries: Option<u32>,
-}
 
 /// Why a Vault read failed. Clone: one failed login is reported for every secret that needed it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -166,19 +149,6 @@ pub struct VaultSettings {
     pub ca_cert: Option<PathBuf>,
     pub timeout: Duration,
     pub retries: u32,
-}
-
-/// Parse a duration such as `10s`, `500ms`.
-pub(crate) fn parse_duration(key: &str, text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| {
-        format!("{key} = \"{text}\" is not a duration ({e}): write e.g. \"10s\" or \"500ms\"")
-    })?;
-    if d.is_zero() {
-        return Err(format!(
-            "{key} = \"{text}\": a time limit of zero would always fail"
-        ));
-    }
-    Ok(d)
 }
 
 /// A credential source inside `[vault]`: a local source (the value is never a `vault:` itself).
@@ -318,9 +288,9 @@ impl VaultSettings {
             .clone()
             .or_else(|| ctx.var_str("VAULT_CACERT").map(str::to_string))
             .filter(|c| !c.is_empty())
-            .map(|c| super::source::resolve_path(&c, &ctx.cwd, ctx.home.as_deref()));
+            .map(|c| resolve_path(&c, &ctx.cwd, ctx.home.as_deref()));
         let timeout = match &s.timeout {
-            Some(t) => parse_duration("timeout", t).map_err(cfg)?,
+            Some(t) => parse_duration("timeout", t, DurationKind::Request).map_err(cfg)?,
             None => DEFAULT_TIMEOUT,
         };
         Ok(VaultSettings {
@@ -766,6 +736,31 @@ mod tests {
 
     fn section(toml_text: &str) -> VaultSection {
         toml::from_str(toml_text).unwrap()
+    }
+
+    /// The message lists the local schemes in its own order (kept byte for byte); it must
+    /// name exactly the local rows of the scheme table.
+    #[test]
+    fn the_local_source_message_names_every_local_scheme() {
+        let e = local_source("token", "vault:x/y#z", &ctx(&[])).unwrap_err();
+        assert_eq!(
+            e,
+            "token = \"vault:x/y#z\": the token credential must come from a local source (env:, file:, dotenv:, systemd:)"
+        );
+        let (_, listed) = e.rsplit_once('(').unwrap();
+        let mut listed: Vec<&str> = listed
+            .trim_end_matches(')')
+            .split(", ")
+            .map(|s| s.trim_end_matches(':'))
+            .collect();
+        listed.sort_unstable();
+        let mut local: Vec<&str> = crate::profile::SCHEMES
+            .iter()
+            .filter(|s| !s.remote)
+            .map(|s| s.name)
+            .collect();
+        local.sort_unstable();
+        assert_eq!(listed, local);
     }
 
     #[test]

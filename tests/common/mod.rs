@@ -3,8 +3,8 @@
 //! Plus two tiny in-test servers: an HTTP probe endpoint and a listener that never answers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use agentrun::context::Context;
 use agentrun::profile::{Profile, Resolve};
-use agentrun::secrets::Context;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -1,7 +1,141 @@
 //! The source grammar: `scheme:location[?query][#field]`, in that order (as in a URL).
+//!
+//! Owns [`SourceKind`] and [`SCHEMES`], the one table of schemes: the parse messages that
+//! list the schemes are built from it, and a unit test holds `docs/contract.md` to it. Every
+//! `match` over kinds is exhaustive, so adding a kind makes the compiler name each place
+//! that must handle it (see `docs/adding-a-source.md`). Pure data and parsing: imports
+//! nothing of the crate (`profile` is the leaf), reads no file.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::path::{Path, PathBuf};
+
+/// The kind of a source: one per scheme. The discriminant is the kind's row in [`SCHEMES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum SourceKind {
+    Env = 0,
+    Dotenv = 1,
+    File = 2,
+    Systemd = 3,
+    Vault = 4,
+    AwsSm = 5,
+}
+
+/// One row of [`SCHEMES`].
+#[derive(Debug)]
+pub struct Scheme {
+    pub kind: SourceKind,
+    /// As written before the `:` in profiles, and in the audit log.
+    pub name: &'static str,
+    /// The form shown in messages (`vault:MOUNT/PATH#FIELD`).
+    pub syntax: &'static str,
+    /// Fetched over the network, by a client `secrets` builds once per run.
+    pub remote: bool,
+}
+
+/// Every scheme agentrun reads, in the order messages and docs list them.
+pub const SCHEMES: [Scheme; 6] = [
+    Scheme {
+        kind: SourceKind::Env,
+        name: "env",
+        syntax: "env:NAME",
+        remote: false,
+    },
+    Scheme {
+        kind: SourceKind::Dotenv,
+        name: "dotenv",
+        syntax: "dotenv:PATH#KEY",
+        remote: false,
+    },
+    Scheme {
+        kind: SourceKind::File,
+        name: "file",
+        syntax: "file:PATH",
+        remote: false,
+    },
+    Scheme {
+        kind: SourceKind::Systemd,
+        name: "systemd",
+        syntax: "systemd:NAME",
+        remote: false,
+    },
+    Scheme {
+        kind: SourceKind::Vault,
+        name: "vault",
+        syntax: "vault:MOUNT/PATH#FIELD",
+        remote: true,
+    },
+    Scheme {
+        kind: SourceKind::AwsSm,
+        name: "aws-sm",
+        syntax: "aws-sm:SECRET_ID[#KEY]",
+        remote: true,
+    },
+];
+
+// Row `i` of the table is the kind whose discriminant is `i` (checked when compiling).
+const _: () = {
+    let mut i = 0;
+    while i < SCHEMES.len() {
+        assert!(SCHEMES[i].kind as usize == i, "SCHEMES is out of order");
+        i += 1;
+    }
+};
+
+impl SourceKind {
+    /// This kind's row of [`SCHEMES`].
+    pub fn row(self) -> &'static Scheme {
+        &SCHEMES[self as usize]
+    }
+
+    /// The scheme, as written in profiles and the audit log.
+    pub fn scheme(self) -> &'static str {
+        self.row().name
+    }
+
+    pub fn is_remote(self) -> bool {
+        self.row().remote
+    }
+
+    /// The kind a scheme names, if any.
+    pub fn from_scheme(scheme: &str) -> Option<SourceKind> {
+        SCHEMES.iter().find(|s| s.name == scheme).map(|s| s.kind)
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.scheme())
+    }
+}
+
+/// As its scheme (`"aws-sm"`), as the audit log has always written it.
+impl Serialize for SourceKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.scheme())
+    }
+}
+
+/// The message for a source without a scheme: every scheme's syntax, from [`SCHEMES`].
+fn no_scheme_message() -> String {
+    let forms: Vec<String> = SCHEMES.iter().map(|s| format!("`{}`", s.syntax)).collect();
+    let list = match forms.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => forms.concat(),
+    };
+    format!(
+        "the source has no scheme (it is not shown, in case it is a credential pasted in the wrong place): write {list}"
+    )
+}
+
+/// The message for an unknown scheme: every scheme's name, from [`SCHEMES`].
+fn unknown_scheme_message() -> String {
+    let names: Vec<&str> = SCHEMES.iter().map(|s| s.name).collect();
+    format!(
+        "the source's scheme is unknown (known: {}; the source is not shown, in case it is a credential)",
+        names.join(", ")
+    )
+}
 
 /// A parsed secret source. Paths are absolute (resolved at profile load).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,15 +170,16 @@ pub struct AwsRef {
 }
 
 impl Source {
-    /// The scheme, as written in profiles and the audit log.
-    pub fn kind(&self) -> &'static str {
+    /// The kind (its `Display` and `Serialize` are the scheme, as written in profiles and
+    /// the audit log).
+    pub fn kind(&self) -> SourceKind {
         match self {
-            Source::Env { .. } => "env",
-            Source::Dotenv { .. } => "dotenv",
-            Source::File { .. } => "file",
-            Source::Systemd { .. } => "systemd",
-            Source::Vault(_) => "vault",
-            Source::AwsSm(_) => "aws-sm",
+            Source::Env { .. } => SourceKind::Env,
+            Source::Dotenv { .. } => SourceKind::Dotenv,
+            Source::File { .. } => SourceKind::File,
+            Source::Systemd { .. } => SourceKind::Systemd,
+            Source::Vault(_) => SourceKind::Vault,
+            Source::AwsSm(_) => SourceKind::AwsSm,
         }
     }
 
@@ -63,14 +198,17 @@ impl Source {
     }
 
     pub fn is_remote(&self) -> bool {
-        matches!(self, Source::Vault(_) | Source::AwsSm(_))
+        self.kind().is_remote()
     }
 
     /// Parse a source string. `cwd` and `home` resolve relative paths and `~`.
     pub fn parse(text: &str, cwd: &Path, home: Option<&Path>) -> Result<Source, String> {
         let Some((scheme, rest)) = text.split_once(':') else {
-            return Err("the source has no scheme (it is not shown, in case it is a credential pasted in the wrong place): write `env:NAME`, `dotenv:PATH#KEY`, `file:PATH`, \
-                 `systemd:NAME`, `vault:MOUNT/PATH#FIELD` or `aws-sm:SECRET_ID[#KEY]`".to_string());
+            return Err(no_scheme_message());
+        };
+        // Before any message that quotes the text: an unknown scheme may be a credential.
+        let Some(kind) = SourceKind::from_scheme(scheme) else {
+            return Err(unknown_scheme_message());
         };
         let (rest, field) = match rest.split_once('#') {
             Some((r, f)) => (r, Some(f)),
@@ -92,24 +230,24 @@ impl Source {
             None => Ok(()),
         };
         let pairs = parse_query(query)?;
-        match scheme {
-            "env" => {
-                no_query("env")?;
-                no_field("env")?;
+        match kind {
+            SourceKind::Env => {
+                no_query(scheme)?;
+                no_field(scheme)?;
                 Ok(Source::Env {
                     name: location.to_string(),
                 })
             }
-            "file" => {
-                no_query("file")?;
-                no_field("file")?;
+            SourceKind::File => {
+                no_query(scheme)?;
+                no_field(scheme)?;
                 Ok(Source::File {
                     path: resolve_path(location, cwd, home),
                 })
             }
-            "systemd" => {
-                no_query("systemd")?;
-                no_field("systemd")?;
+            SourceKind::Systemd => {
+                no_query(scheme)?;
+                no_field(scheme)?;
                 if location.contains('/') {
                     return Err(format!(
                         "`{text}`: a systemd credential name has no `/` (it is a file name in $CREDENTIALS_DIRECTORY)"
@@ -119,8 +257,8 @@ impl Source {
                     name: location.to_string(),
                 })
             }
-            "dotenv" => {
-                no_query("dotenv")?;
+            SourceKind::Dotenv => {
+                no_query(scheme)?;
                 let Some(key) = field.filter(|k| !k.is_empty()) else {
                     return Err(format!(
                         "`{text}`: a dotenv source needs the key: `dotenv:{location}#KEY`"
@@ -131,7 +269,7 @@ impl Source {
                     key: key.to_string(),
                 })
             }
-            "vault" => {
+            SourceKind::Vault => {
                 let Some((mount, path)) = location
                     .split_once('/')
                     .filter(|(m, p)| !m.is_empty() && !p.is_empty())
@@ -182,7 +320,7 @@ impl Source {
                     version,
                 }))
             }
-            "aws-sm" => {
+            SourceKind::AwsSm => {
                 let mut r = AwsRef {
                     secret_id: location.to_string(),
                     key: field.filter(|f| !f.is_empty()).map(str::to_string),
@@ -205,7 +343,6 @@ impl Source {
                 }
                 Ok(Source::AwsSm(r))
             }
-            _ => Err("the source's scheme is unknown (known: env, dotenv, file, systemd, vault, aws-sm; the source is not shown, in case it is a credential)".to_string()),
         }
     }
 }
@@ -241,7 +378,7 @@ pub fn resolve_path(p: &str, cwd: &Path, home: Option<&Path>) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Source, String> {
@@ -310,6 +447,8 @@ mod tests {
             "sk-proj-abcdefghijklmnop",
             "admin:hunter2hunter2",
             "user:pw?x#y",
+            "user:#hunter2hunter2",
+            "user:?pw",
         ] {
             let e = parse(pasted).unwrap_err();
             assert!(
@@ -318,5 +457,96 @@ mod tests {
             );
         }
         assert!(parse("env:A?x=1").unwrap_err().contains("no `?x=1`"));
+    }
+
+    /// A source of each kind. The match names every kind, so a new one must get an example
+    /// here (and then passes the round trips below).
+    pub(crate) fn example(kind: SourceKind) -> &'static str {
+        match kind {
+            SourceKind::Env => "env:A",
+            SourceKind::Dotenv => "dotenv:.env#K",
+            SourceKind::File => "file:tok",
+            SourceKind::Systemd => "systemd:sd",
+            SourceKind::Vault => "vault:secret/a#f",
+            SourceKind::AwsSm => "aws-sm:prod/x",
+        }
+    }
+
+    #[test]
+    fn the_scheme_table_round_trips() {
+        for (i, row) in SCHEMES.iter().enumerate() {
+            assert_eq!(row.kind as usize, i);
+            assert_eq!(SourceKind::from_scheme(row.name), Some(row.kind));
+            assert_eq!(row.kind.scheme(), row.name);
+            assert_eq!(row.kind.to_string(), row.name);
+            assert_eq!(
+                serde_json::to_value(row.kind).unwrap(),
+                serde_json::json!(row.name)
+            );
+            assert!(row.syntax.starts_with(&format!("{}:", row.name)), "{row:?}");
+            let text = example(row.kind);
+            let source = parse(text).unwrap();
+            assert_eq!(source.kind(), row.kind, "{text}");
+            assert_eq!(source.is_remote(), row.remote, "{text}");
+            // `Serialize` of a source tags it with the same scheme.
+            assert_eq!(
+                serde_json::to_value(&source).unwrap()["kind"],
+                serde_json::json!(row.name)
+            );
+        }
+        assert_eq!(SourceKind::from_scheme("ftp"), None);
+        assert_eq!(SourceKind::from_scheme(""), None);
+    }
+
+    #[test]
+    fn messages_built_from_the_table_are_unchanged() {
+        assert_eq!(
+            parse("nothing").unwrap_err(),
+            "the source has no scheme (it is not shown, in case it is a credential pasted in the wrong place): write `env:NAME`, `dotenv:PATH#KEY`, `file:PATH`, \
+                 `systemd:NAME`, `vault:MOUNT/PATH#FIELD` or `aws-sm:SECRET_ID[#KEY]`"
+        );
+        assert_eq!(
+            parse("ftp:x").unwrap_err(),
+            "the source's scheme is unknown (known: env, dotenv, file, systemd, vault, aws-sm; the source is not shown, in case it is a credential)"
+        );
+    }
+
+    /// The contract's table of sources lists every scheme of [`SCHEMES`], and no other; the
+    /// README's list names every one.
+    #[test]
+    fn the_contract_lists_every_scheme() {
+        let contract = include_str!("../../docs/contract.md");
+        let (_, section) = contract.split_once("### 4.2 `[secrets]`").unwrap();
+        let (section, _) = section.split_once("\n### ").unwrap();
+        let rows: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once(':').map(|(scheme, _)| scheme))
+            .filter(|s| s.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .collect();
+        for row in &SCHEMES {
+            assert!(
+                rows.contains(&row.name),
+                "docs/contract.md: no row for `{}:`",
+                row.name
+            );
+        }
+        for scheme in rows {
+            assert!(
+                SourceKind::from_scheme(scheme).is_some(),
+                "docs/contract.md lists `{scheme}:`, which SCHEMES does not know"
+            );
+        }
+        // The README's one-line list of sources.
+        let readme = include_str!("../../README.md");
+        let (_, list) = readme.split_once("- **Secrets** come from ").unwrap();
+        let (list, _) = list.split_once(" sources,").unwrap();
+        for row in &SCHEMES {
+            assert!(
+                list.contains(&format!("`{}:`", row.name)),
+                "README.md: `{}:` missing from the list of sources",
+                row.name
+            );
+        }
     }
 }
