@@ -2,9 +2,7 @@
 //! ways real programs do, through the real binary, and none of it reaches agentrun's output.
 #![allow(clippy::unwrap_used)]
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

@@ -8,9 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::TcpListener;

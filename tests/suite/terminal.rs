@@ -2,9 +2,7 @@
 //! would in a user's terminal.
 #![allow(clippy::unwrap_used)]
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
