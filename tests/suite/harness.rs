@@ -3,7 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -75,40 +76,231 @@ impl Scratch {
         self.file(&format!("profiles/{name}.toml"), &t)
     }
 
+    /// A run of the real binary in this scratch directory, as root, with its environment
+    /// and stdin from `/dev/null`: see [`Run`].
+    pub fn agentrun(&self) -> Run<'_> {
+        Run {
+            scratch: self,
+            uid: None,
+            cwd: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+        }
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .current_dir(self.path())
-            .env_clear()
-            .envs(&self.env)
-            .stdin(Stdio::null());
-        c
+        self.agentrun().args(args).command()
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
-        Out::from(self.cmd(args).output().unwrap())
+        self.agentrun().args(args).run()
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args)
+        self.agentrun().args(args).spawn()
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        read_events(&self.path().join("audit.jsonl"))
+    }
+}
+
+/// The uid tests switch to for an unprivileged run.
+pub const NOBODY: u32 = 65534;
+
+/// Who runs agentrun.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum As {
+    Root,
+    Nobody,
+}
+
+/// Whether this test process runs as root (our own /proc entry is owned by our euid).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        == 0
+}
+
+/// One run of the real binary, built up from a [`Scratch`]:
+///
+/// ```ignore
+/// let o = s.agentrun().args(["-p", "t", "--", "true"]).env("K", "v").as_nobody().run();
+/// assert_eq!(o.code, 0, "{o:?}");
+/// let events = o.audit_events();
+/// ```
+///
+/// Defaults: as root, in the scratch directory, with the scratch's environment only,
+/// stdin from `/dev/null`. [`Run::command`] gives the `Command` for anything else (a pty,
+/// pipes held open, a custom stdin).
+#[must_use]
+pub struct Run<'a> {
+    scratch: &'a Scratch,
+    uid: Option<u32>,
+    cwd: Option<PathBuf>,
+    args: Vec<OsString>,
+    /// Changes to the scratch's environment, in order: `None` removes the variable.
+    env: Vec<(String, Option<OsString>)>,
+    stdin: Option<Vec<u8>>,
+}
+
+#[allow(clippy::wrong_self_convention)] // `as_nobody()` reads as English; it consumes the builder
+impl Run<'_> {
+    pub fn arg(mut self, a: impl Into<OsString>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl Into<OsString>) -> Self {
+        self.env.push((k.to_string(), Some(v.into())));
+        self
+    }
+
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.env.push((k.to_string(), None));
+        self
+    }
+
+    /// Run in `dir` instead of the scratch directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Feed `data` to agentrun's stdin (a pipe, closed after the data) instead of `/dev/null`.
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(data.into());
+        self
+    }
+
+    /// Run as `nobody` (uid and gid 65534, no supplementary groups) through `setpriv`.
+    pub fn as_nobody(self) -> Self {
+        self.as_uid(NOBODY)
+    }
+
+    /// Run as `who`.
+    pub fn user(self, who: As) -> Self {
+        match who {
+            As::Root => self,
+            As::Nobody => self.as_nobody(),
+        }
+    }
+
+    /// Run as `uid` (gid 65534, no supplementary groups) through `setpriv`.
+    pub fn as_uid(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// The `Command`, ready to spawn.
+    pub fn command(&self) -> Command {
+        let mut c = match self.uid {
+            None => Command::new(bin()),
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.arg("--reuid").arg(uid.to_string()).args([
+                    "--regid",
+                    "65534",
+                    "--clear-groups",
+                    bin(),
+                ]);
+                c
+            }
+        };
+        c.args(&self.args)
+            .current_dir(self.cwd.as_deref().unwrap_or(self.scratch.path()))
+            .env_clear()
+            .envs(&self.scratch.env)
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    }
+
+    /// Run to the end and collect the output.
+    pub fn run(&self) -> Out {
+        let mut c = self.command();
+        let output = match &self.stdin {
+            None => c.output().unwrap(),
+            Some(data) => {
+                let mut child = c
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut pipe = child.stdin.take().unwrap();
+                let data = data.clone();
+                // A writer thread: the child may fill its output pipes before it reads all.
+                let writer = std::thread::spawn(move || {
+                    let _ = pipe.write_all(&data);
+                });
+                let out = child.wait_with_output().unwrap();
+                writer.join().unwrap();
+                out
+            }
+        };
+        let mut o = Out::from(output);
+        o.audit_log = self.audit_log();
+        o
+    }
+
+    /// Start it with stdout and stderr piped.
+    pub fn spawn(&self) -> Child {
+        self.command()
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     }
 
-    pub fn audit(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.path().join("audit.jsonl")).unwrap_or_default();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    /// The operator's audit log for this run (`AGENTRUN_AUDIT_LOG`), relative to its cwd.
+    fn audit_log(&self) -> Option<PathBuf> {
+        let mut log = self
+            .scratch
+            .env
+            .get("AGENTRUN_AUDIT_LOG")
+            .map(OsString::from);
+        for (k, v) in &self.env {
+            if k == "AGENTRUN_AUDIT_LOG" {
+                log = v.clone();
+            }
+        }
+        let cwd = self.cwd.as_deref().unwrap_or(self.scratch.path());
+        log.filter(|l| l != "-").map(|l| cwd.join(l))
     }
 }
 
+/// What a finished run printed, as text, and how it ended.
 pub struct Out {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// The operator's audit log, when the run came from [`Run::run`].
+    pub audit_log: Option<PathBuf>,
+}
+
+impl Out {
+    /// The events of the run's audit log (the whole file: earlier runs' events too).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        let path = self
+            .audit_log
+            .as_deref()
+            .expect("audit_events: this run has no operator audit log file");
+        read_events(path)
+    }
 }
 
 impl From<Output> for Out {
@@ -117,8 +309,18 @@ impl From<Output> for Out {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            audit_log: None,
         }
     }
+}
+
+/// The JSON lines of an audit log (none when it does not exist).
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 impl std::fmt::Debug for Out {

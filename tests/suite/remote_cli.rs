@@ -146,8 +146,8 @@ fn rotated_credential_is_picked_up_by_the_refetch() {
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(o.stdout, "fresh-key-111111");
     assert_eq!(probe.hits.load(Ordering::SeqCst), 2);
-    let verify = s
-        .audit()
+    let verify = o
+        .audit_events()
         .into_iter()
         .find(|e| e["event"] == "verify")
         .unwrap();
