@@ -1107,23 +1107,20 @@ fn the_time_limit_reaches_a_child_that_left_its_process_group() {
             hand_to(&s, who);
             let script = format!("import os, time\n{how}\ntime.sleep(30)\n");
             let start = Instant::now();
-            let o = Out::from(
-                s.agentrun()
-                    .user(who)
-                    .args([
-                        "-p",
-                        "slow",
-                        "--timeout",
-                        "1s",
-                        "--",
-                        "/usr/bin/python3",
-                        "-c",
-                        &script,
-                    ])
-                    .command()
-                    .output()
-                    .unwrap(),
-            );
+            let o = s
+                .agentrun()
+                .user(who)
+                .args([
+                    "-p",
+                    "slow",
+                    "--timeout",
+                    "1s",
+                    "--",
+                    "/usr/bin/python3",
+                    "-c",
+                    &script,
+                ])
+                .run();
             let took = start.elapsed();
             assert_eq!(o.code, 124, "{who:?} {how}: {o:?}");
             assert!(
@@ -1162,11 +1159,7 @@ fn a_forwarded_term_reaches_processes_that_left_the_group() {
             .agentrun()
             .user(who)
             .args(["-p", "t", "--", "sh", "tree.sh"])
-            .command()
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn();
         let mut out = child.stdout.take().unwrap();
         let ready = read_until(&mut out, Duration::from_secs(10), |t| {
             t.contains("pgid-ready") && t.contains("sid-ready")
@@ -1245,11 +1238,7 @@ c.recv(1)
                 "/usr/bin/python3",
                 "give.py",
             ])
-            .command()
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn();
         let mut out = child.stdout.take().unwrap();
         let before = read_until(&mut out, Duration::from_secs(10), |t| t.contains("before"));
         let h = read_until(&mut hout, Duration::from_secs(10), |t| {

@@ -15,7 +15,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -254,11 +254,7 @@ log = "{}"
         .user(who)
         .cwd(&work)
         .args(["--profile", profile_s, "--", PYTHON, "-c", ESCAPES])
-        .command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     let launcher = child.id() as i32;
     let pidfile = work.join("launcher.pid");
     std::fs::write(&pidfile, launcher.to_string()).unwrap();
@@ -680,11 +676,7 @@ fn sigkilled_launcher_leaves_no_survivors() {
             .user(who)
             .cwd(&work)
             .args(["-p", p.to_str().unwrap(), "--", "sh", "-c", &script])
-            .command()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn();
         let mut out = child.stdout.take().unwrap();
         let got = read_until(&mut out, Duration::from_secs(10), |t| t.contains("ready"));
         assert!(got.contains("ready"), "{who:?}: {got}");
@@ -735,11 +727,7 @@ fn signals_and_exit_codes_through_the_pid_namespace() {
             .run();
         assert_eq!(o.code, 127, "{who:?} {o:?}");
 
-        let mut child = s.agentrun().user(who).cwd(&work).args(["-p", p, "--", "sh", "-c", "trap 'echo got-USR1' USR1; trap 'echo got-TERM; exit 9' TERM; echo ready; while :; do sleep 0.05; done"]).command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        let mut child = s.agentrun().user(who).cwd(&work).args(["-p", p, "--", "sh", "-c", "trap 'echo got-USR1' USR1; trap 'echo got-TERM; exit 9' TERM; echo ready; while :; do sleep 0.05; done"]).spawn();
         let mut out = child.stdout.take().unwrap();
         read_until(&mut out, Duration::from_secs(5), |t| t.contains("ready"));
         send(child.id(), "USR1");
@@ -1325,16 +1313,15 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
     );
     let script = format!("cat {}; echo rc=$?", key.file.display());
     for home in [None, Some(s.path().join("home"))] {
-        let mut c = s
+        let run = s
             .agentrun()
             .cwd(&work)
-            .args(["-p", "p.toml", "--", "sh", "-c", &script])
-            .command();
-        match &home {
-            None => c.env_remove("HOME"),
-            Some(h) => c.env("HOME", h),
-        };
-        let o = Out::from(c.output().unwrap());
+            .args(["-p", "p.toml", "--", "sh", "-c", &script]);
+        let o = match &home {
+            None => run.env_remove("HOME"),
+            Some(h) => run.env("HOME", h),
+        }
+        .run();
         assert_eq!(o.code, 0, "HOME={home:?}: {o:?}");
         assert!(!o.stdout.contains(secret), "HOME={home:?}: {o:?}");
         assert!(o.stdout.contains("rc=1"), "HOME={home:?}: {o:?}");
@@ -1400,16 +1387,13 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
     for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
         std::os::unix::fs::lchown(&e, Some(0), Some(0)).unwrap();
     }
-    let o = Out::from(
-        s.agentrun()
-            .cwd(&work)
-            .args(["-p", "p.toml", "--", "sh", "-c", &script])
-            .command()
-            .env("HOME", "/root")
-            .env("SUDO_UID", user.uid.to_string())
-            .output()
-            .unwrap(),
-    );
+    let o = s
+        .agentrun()
+        .cwd(&work)
+        .args(["-p", "p.toml", "--", "sh", "-c", &script])
+        .env("HOME", "/root")
+        .env("SUDO_UID", user.uid.to_string())
+        .run();
     assert_eq!(o.code, 0, "sudo: {o:?}");
     assert!(!o.stdout.contains(secret), "sudo: {o:?}");
     assert!(o.stdout.contains("rc=1"), "sudo: {o:?}");
@@ -1693,22 +1677,18 @@ fn default_policy_refuses_the_password_database_home_without_home() {
     let p = s.file("p.toml", "version = 1\n");
     let marker = s.path().join("started");
     for home in [None, Some(s.path().join("home"))] {
-        let mut c = s
-            .agentrun()
-            .cwd(Path::new("/root"))
-            .args([
-                "-p",
-                p.to_str().unwrap(),
-                "--",
-                "touch",
-                marker.to_str().unwrap(),
-            ])
-            .command();
-        match &home {
-            None => c.env_remove("HOME"),
-            Some(h) => c.env("HOME", h),
-        };
-        let o = Out::from(c.output().unwrap());
+        let run = s.agentrun().cwd(Path::new("/root")).args([
+            "-p",
+            p.to_str().unwrap(),
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ]);
+        let o = match &home {
+            None => run.env_remove("HOME"),
+            Some(h) => run.env("HOME", h),
+        }
+        .run();
         assert_eq!(o.code, 125, "HOME={home:?}: {o:?}");
         assert!(
             o.stderr.contains("home directory (/root)"),
@@ -2037,17 +2017,16 @@ fn default_write_roots_never_cover_a_home(who: As, tag: &str) {
         ));
     }
     for (what, cwd, h, tmpdir, root) in cases {
-        let mut c = s
+        let mut run = s
             .agentrun()
             .user(who)
             .cwd(cwd)
             .args(["-p", "p.toml", "--", "sh", "-c", attack])
-            .command();
-        c.env("HOME", &h);
+            .env("HOME", &h);
         if let Some(t) = tmpdir {
-            c.env("TMPDIR", t);
+            run = run.env("TMPDIR", t);
         }
-        let o = Out::from(c.output().unwrap());
+        let o = run.run();
         assert_eq!(o.code, 125, "{tag}: {what}: {o:?}");
         assert!(
             !o.stdout.contains("rc="),
@@ -2063,15 +2042,12 @@ fn default_write_roots_never_cover_a_home(who: As, tag: &str) {
         assert_eq!(rc, "# rc\n", "{tag}: {what}: .bashrc changed");
     }
     // A layout where no write root covers the home runs, and the rc file stays out of reach.
-    let o = Out::from(
-        s.agentrun()
-            .user(who)
-            .cwd(&work)
-            .args(["-p", "p.toml", "--", "sh", "-c", attack])
-            .command()
-            .output()
-            .unwrap(),
-    );
+    let o = s
+        .agentrun()
+        .user(who)
+        .cwd(&work)
+        .args(["-p", "p.toml", "--", "sh", "-c", attack])
+        .run();
     assert_eq!(o.code, 0, "{tag}: {o:?}");
     assert!(
         o.stdout.contains("rc=") && !o.stdout.contains("rc=0"),
