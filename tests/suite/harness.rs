@@ -101,6 +101,28 @@ impl Scratch {
         self.agentrun().args(args).spawn()
     }
 
+    /// Give the scratch directory and its home to `who`: for nobody, everything belongs to
+    /// nobody and is readable (dirs 0755, files 0644, or 0755 when the owner may execute
+    /// them; never group/other-writable), so any denial is the sandbox's, not the file
+    /// mode's. Symlinks are only chowned. Nothing to do for root.
+    pub fn hand_to(&self, who: As) {
+        if who == As::Root {
+            return;
+        }
+        for e in walk(self.path())
+            .into_iter()
+            .chain(walk(self.home_dir.path()))
+        {
+            std::os::unix::fs::lchown(&e, Some(NOBODY), Some(NOBODY)).unwrap();
+            if e.is_symlink() {
+                continue;
+            }
+            let x = std::fs::metadata(&e).unwrap().permissions().mode() & 0o100 != 0;
+            let mode = if e.is_dir() || x { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&e, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+
     pub fn audit(&self) -> Vec<serde_json::Value> {
         read_events(&self.path().join("audit.jsonl"))
     }
@@ -331,6 +353,17 @@ impl std::fmt::Debug for Out {
             self.code, self.stdout, self.stderr
         )
     }
+}
+
+/// `p` and everything under it (symlinks not followed), parents first.
+pub fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = vec![p.to_path_buf()];
+    if p.is_dir() && !p.is_symlink() {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
 }
 
 /// Read from `r` until `pred` holds on what was read, or `limit` passes.

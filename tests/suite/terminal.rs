@@ -188,29 +188,6 @@ fn set_winsize(fd: i32, ws: &libc::winsize) {
 const TERM_SECRET: &str = "sk-term-Qw3Er5Ty7Ui9Op1As3Df5Gh";
 
 /// Give the scratch directory to nobody (dirs 0755, files 0644), for runs as nobody.
-fn hand_to(s: &Scratch, who: As) {
-    use std::os::unix::fs::PermissionsExt;
-    if who == As::Root {
-        return;
-    }
-    fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        out.push(p.to_path_buf());
-        if p.is_dir() && !p.is_symlink() {
-            for e in std::fs::read_dir(p).unwrap().flatten() {
-                walk(&e.path(), out);
-            }
-        }
-    }
-    let mut all = Vec::new();
-    walk(s.path(), &mut all);
-    walk(s.home_dir.path(), &mut all);
-    for p in all {
-        std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
-        let mode = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-}
-
 /// A profile whose secret `API_KEY` is [`TERM_SECRET`], and the attack script `w.py`: the
 /// child writes the secret to the terminal every way it can without a pty of its own, then
 /// echoes a line of its input.
@@ -287,7 +264,7 @@ fn the_child_cannot_write_to_the_operators_terminal_through_stdin() {
         for piped in [true, false] {
             let mut s = Scratch::new();
             terminal_attack(&mut s);
-            hand_to(&s, who);
+            s.hand_to(who);
             let ws = nix::pty::Winsize {
                 ws_row: 24,
                 ws_col: 80,
@@ -370,7 +347,7 @@ fn losing_the_stdout_reader_hangs_up_the_childs_terminal() {
     for who in whos {
         let s = Scratch::new();
         profile(&s);
-        hand_to(&s, who);
+        s.hand_to(who);
         let mut child = s
             .agentrun()
             .user(who)
@@ -431,7 +408,7 @@ fn under_script_the_screen_never_shows_the_secret() {
     for who in whos {
         let mut s = Scratch::new();
         terminal_attack(&mut s);
-        hand_to(&s, who);
+        s.hand_to(who);
         let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let setpriv = match who {
             As::Root => "",
