@@ -81,6 +81,7 @@ impl Scratch {
     pub fn agentrun(&self) -> Run<'_> {
         Run {
             scratch: self,
+            profile: None,
             uid: None,
             cwd: None,
             args: Vec::new(),
@@ -150,7 +151,7 @@ pub fn is_root() -> bool {
 /// One run of the real binary, built up from a [`Scratch`]:
 ///
 /// ```ignore
-/// let o = s.agentrun().args(["-p", "t", "--", "true"]).env("K", "v").as_nobody().run();
+/// let o = s.agentrun().profile("version = 1\n").args(["--", "true"]).env("K", "v").as_nobody().run();
 /// assert_eq!(o.code, 0, "{o:?}");
 /// let events = o.audit_events();
 /// ```
@@ -161,6 +162,8 @@ pub fn is_root() -> bool {
 #[must_use]
 pub struct Run<'a> {
     scratch: &'a Scratch,
+    /// `-p` and the path of a profile written for this run.
+    profile: Option<PathBuf>,
     uid: Option<u32>,
     cwd: Option<PathBuf>,
     args: Vec<OsString>,
@@ -171,6 +174,16 @@ pub struct Run<'a> {
 
 #[allow(clippy::wrong_self_convention)] // `as_nobody()` reads as English; it consumes the builder
 impl Run<'_> {
+    /// Write `text` as a profile of its own (`profiles/runN.toml`, as [`Scratch::profile`]
+    /// writes it) and pass its path with `-p`, after the subcommand if the arguments start
+    /// with one.
+    pub fn profile(mut self, text: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.profile = Some(self.scratch.profile(&format!("run{n}"), text));
+        self
+    }
+
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
         self.args.push(a.into());
         self
@@ -237,7 +250,15 @@ impl Run<'_> {
                 c
             }
         };
-        c.args(&self.args)
+        let sub = match self.args.first().and_then(|a| a.to_str()) {
+            Some("run" | "check" | "explain" | "redact") => 1,
+            _ => 0,
+        };
+        c.args(&self.args[..sub]);
+        if let Some(p) = &self.profile {
+            c.arg("-p").arg(p);
+        }
+        c.args(&self.args[sub..])
             .current_dir(self.cwd.as_deref().unwrap_or(self.scratch.path()))
             .env_clear()
             .envs(&self.scratch.env)

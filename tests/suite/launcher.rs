@@ -96,11 +96,14 @@ fn child_env_is_exactly_pass_set_and_secrets() {
 
 #[test]
 fn default_pass_list_applies_without_env_table() {
-    let mut s = Scratch::new();
-    s.env.insert("TZ".into(), "UTC".into());
-    s.env.insert("EDITOR".into(), "vi".into());
-    s.profile("d", "version = 1\n");
-    let o = s.run(&["-p", "d", "--", "env"]);
+    let s = Scratch::new();
+    let o = s
+        .agentrun()
+        .profile("version = 1\n")
+        .env("TZ", "UTC")
+        .env("EDITOR", "vi")
+        .args(["--", "env"])
+        .run();
     assert!(
         o.stdout.contains("TZ=UTC") && o.stdout.contains("LANG=C.UTF-8"),
         "{o:?}"
@@ -163,19 +166,17 @@ required = false
 fn file_injection_is_a_private_file_gone_after_the_run() {
     let s = Scratch::new();
     s.file("k", &format!("{KEY}\n"));
-    s.profile(
-        "f",
-        "version = 1\n[secrets.KEYFILE]\nfrom = \"file:k\"\nas = \"file\"\n",
-    );
-    let o = s.run(&[
-        "-p",
-        "f",
-        "--no-redact",
-        "--",
-        "sh",
-        "-c",
-        r#"echo "$KEYFILE"; cat "$KEYFILE"; echo; echo x >> "$KEYFILE" || echo sealed"#,
-    ]);
+    let o = s
+        .agentrun()
+        .profile("version = 1\n[secrets.KEYFILE]\nfrom = \"file:k\"\nas = \"file\"\n")
+        .args([
+            "--no-redact",
+            "--",
+            "sh",
+            "-c",
+            r#"echo "$KEYFILE"; cat "$KEYFILE"; echo; echo x >> "$KEYFILE" || echo sealed"#,
+        ])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
     let mut lines = o.stdout.lines();
     let path = lines.next().unwrap();
@@ -428,11 +429,11 @@ fn core_dumps_are_off_for_agentrun_and_the_child() {
 #[test]
 fn resource_limits_apply() {
     let s = Scratch::new();
-    s.profile(
-        "lim",
-        "version = 1\n[limits]\nnofile = 64\nfsize = \"1M\"\n",
-    );
-    let o = s.run(&["-p", "lim", "--", "sh", "-c", "ulimit -n; ulimit -f"]);
+    let o = s
+        .agentrun()
+        .profile("version = 1\n[limits]\nnofile = 64\nfsize = \"1M\"\n")
+        .args(["--", "sh", "-c", "ulimit -n; ulimit -f"])
+        .run();
     assert_eq!(o.stdout, "64\n2048\n", "{o:?}");
 }
 
@@ -726,11 +727,13 @@ fn bad_input_is_refused_with_a_clear_message() {
 fn verify_passes_good_values() {
     let s = Scratch::new();
     s.file("k", KEY);
-    s.profile("v", "version = 1\n[secrets.X]\nfrom = \"file:k\"\nverify = { pattern = '^sk-[A-Za-z0-9_-]{20,}$', min_length = 20 }\n");
-    let o = s.run(&["-p", "v", "--", "true"]);
+    let o = s.agentrun()
+        .profile("version = 1\n[secrets.X]\nfrom = \"file:k\"\nverify = { pattern = '^sk-[A-Za-z0-9_-]{20,}$', min_length = 20 }\n")
+        .args(["--", "true"])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
     assert!(
-        s.audit()
+        o.audit_events()
             .iter()
             .any(|e| e["event"] == "verify" && e["attempts"][0]["outcome"] == "ok")
     );
@@ -740,14 +743,17 @@ fn verify_passes_good_values() {
 fn check_exits_0_or_1_and_speaks_json() {
     let s = Scratch::new();
     basic(&s);
-    s.profile("bad", "version = 1\n[secrets]\nX = \"env:NOPE_NOT_SET\"\n");
     let o = s.run(&["check", "-p", "t"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(
         o.stdout.contains("MY_KEY") && !o.stdout.contains(KEY),
         "{o:?}"
     );
-    let o = s.run(&["check", "-p", "bad", "--json"]);
+    let o = s
+        .agentrun()
+        .profile("version = 1\n[secrets]\nX = \"env:NOPE_NOT_SET\"\n")
+        .args(["check", "--json"])
+        .run();
     assert_eq!(o.code, 1, "{o:?}");
     let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(doc["ok"], false);
