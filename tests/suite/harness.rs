@@ -1,5 +1,6 @@
-//! Helpers for the end-to-end tests: a scratch directory with profiles, and the real
-//! `agentrun` binary run with a clean, known environment.
+//! Helpers for the end-to-end tests: a scratch directory with profiles, the real
+//! `agentrun` binary run with a clean, known environment through the [`Run`] builder
+//! (`s.agentrun().profile(..).args(..).as_nobody().run()`), and process helpers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! (environment, working directory, umask, signal dispositions): each sets what it needs on
 //! the `Command` it spawns instead.
 //!
-//! - `harness`: scratch directories, the [`harness::agentrun`] builder, process helpers.
+//! - `harness`: scratch directories, the `Scratch::agentrun()` run builder, process helpers.
 //! - `servers`: real OpenBao and moto servers, and tiny in-test HTTP servers.
 //! - `fixtures/`: the child-side attack scripts, one file each, loaded with `include_str!`.
 //!
