@@ -310,7 +310,8 @@ impl Run<'_> {
             .unwrap()
     }
 
-    /// The operator's audit log for this run (`AGENTRUN_AUDIT_LOG`), relative to its cwd.
+    /// The operator's audit log for this run (`AGENTRUN_AUDIT_LOG`, as the scratch or
+    /// [`Run::env`] sets it; a `--audit-log` argument is not looked at), relative to its cwd.
     fn audit_log(&self) -> Option<PathBuf> {
         let mut log = self
             .scratch
