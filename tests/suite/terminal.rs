@@ -2,9 +2,7 @@
 //! would in a user's terminal.
 #![allow(clippy::unwrap_used)]
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
@@ -189,66 +187,7 @@ fn set_winsize(fd: i32, ws: &libc::winsize) {
 
 const TERM_SECRET: &str = "sk-term-Qw3Er5Ty7Ui9Op1As3Df5Gh";
 
-/// Who runs agentrun (as in tests/sandbox.rs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Who {
-    Root,
-    Nobody,
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// agentrun as `who`, with the scratch's clean environment, in its directory.
-fn agentrun_as(s: &Scratch, who: Who, args: &[&str]) -> std::process::Command {
-    let mut c = match who {
-        Who::Root => std::process::Command::new(bin()),
-        Who::Nobody => {
-            let mut c = std::process::Command::new("setpriv");
-            c.args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                bin(),
-            ]);
-            c
-        }
-    };
-    c.args(args)
-        .current_dir(s.path())
-        .env_clear()
-        .envs(&s.env)
-        .stdin(Stdio::null());
-    c
-}
-
 /// Give the scratch directory to nobody (dirs 0755, files 0644), for runs as nobody.
-fn hand_to(s: &Scratch, who: Who) {
-    use std::os::unix::fs::PermissionsExt;
-    if who == Who::Root {
-        return;
-    }
-    fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        out.push(p.to_path_buf());
-        if p.is_dir() && !p.is_symlink() {
-            for e in std::fs::read_dir(p).unwrap().flatten() {
-                walk(&e.path(), out);
-            }
-        }
-    }
-    let mut all = Vec::new();
-    walk(s.path(), &mut all);
-    walk(s.home_dir.path(), &mut all);
-    for p in all {
-        std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
-        let mode = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-}
-
 /// A profile whose secret `API_KEY` is [`TERM_SECRET`], and the attack script `w.py`: the
 /// child writes the secret to the terminal every way it can without a pty of its own, then
 /// echoes a line of its input.
@@ -315,9 +254,9 @@ fn drain_master(master: &mut std::fs::File, limit: Duration) -> String {
 /// it: a pipe it feeds) and once on nobody's own (a read-only reopen).
 #[test]
 fn the_child_cannot_write_to_the_operators_terminal_through_stdin() {
-    let mut cases = vec![(Who::Root, false)];
+    let mut cases = vec![(As::Root, false)];
     if is_root() {
-        cases.extend([(Who::Nobody, false), (Who::Nobody, true)]);
+        cases.extend([(As::Nobody, false), (As::Nobody, true)]);
     } else {
         eprintln!("SKIP the nobody cases: switching users needs root");
     }
@@ -325,7 +264,7 @@ fn the_child_cannot_write_to_the_operators_terminal_through_stdin() {
         for piped in [true, false] {
             let mut s = Scratch::new();
             terminal_attack(&mut s);
-            hand_to(&s, who);
+            s.hand_to(who);
             let ws = nix::pty::Winsize {
                 ws_row: 24,
                 ws_col: 80,
@@ -343,7 +282,7 @@ fn the_child_cannot_write_to_the_operators_terminal_through_stdin() {
                 args.extend(["--tty", "never"]);
             }
             args.extend(["--", "/usr/bin/python3", "w.py"]);
-            let mut cmd = agentrun_as(&s, who, &args);
+            let mut cmd = s.agentrun().user(who).args(&args).command();
             cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
                 .stderr(Stdio::piped());
             if piped {
@@ -399,17 +338,21 @@ fn the_child_cannot_write_to_the_operators_terminal_through_stdin() {
 /// agentrun ends promptly, as with a pipe.
 #[test]
 fn losing_the_stdout_reader_hangs_up_the_childs_terminal() {
-    let mut whos = vec![Who::Root];
+    let mut whos = vec![As::Root];
     if is_root() {
-        whos.push(Who::Nobody);
+        whos.push(As::Nobody);
     } else {
         eprintln!("SKIP the nobody case: switching users needs root");
     }
     for who in whos {
         let s = Scratch::new();
         profile(&s);
-        hand_to(&s, who);
-        let mut child = agentrun_as(&s, who, &["-p", "t", "--tty", "always", "--", "yes"])
+        s.hand_to(who);
+        let mut child = s
+            .agentrun()
+            .user(who)
+            .args(["-p", "t", "--tty", "always", "--", "yes"])
+            .command()
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -458,18 +401,18 @@ fn under_script_the_screen_never_shows_the_secret() {
         eprintln!("SKIP under_script_the_screen_never_shows_the_secret: no script(1)");
         return;
     }
-    let mut whos = vec![Who::Root];
+    let mut whos = vec![As::Root];
     if is_root() {
-        whos.push(Who::Nobody);
+        whos.push(As::Nobody);
     }
     for who in whos {
         let mut s = Scratch::new();
         terminal_attack(&mut s);
-        hand_to(&s, who);
+        s.hand_to(who);
         let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let setpriv = match who {
-            Who::Root => "",
-            Who::Nobody => "setpriv --reuid 65534 --regid 65534 --clear-groups",
+            As::Root => "",
+            As::Nobody => "setpriv --reuid 65534 --regid 65534 --clear-groups",
         };
         let line = format!(
             "env -i {} {setpriv} {} -p w -- /usr/bin/python3 w.py | cat",

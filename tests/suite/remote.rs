@@ -2,11 +2,9 @@
 //! Manager), started by each test on a free loopback port and stopped when it ends.
 //! Needs `.ci/install-test-servers` (fails, never skips, without it).
 
-mod common;
-
+use crate::servers::{Bao, Moto, ProbeServer, Silent, ctx, profile};
 use agentrun::secrets::{Fetched, Fetcher};
 use agentrun::verify::{self, Outcome};
-use common::{Bao, Moto, ProbeServer, Silent, ctx, profile};
 use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

@@ -2,9 +2,7 @@
 //! ways real programs do, through the real binary, and none of it reaches agentrun's output.
 #![allow(clippy::unwrap_used)]
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -247,13 +245,6 @@ fn base64(s: &str) -> String {
 
 // ------------------------------------------------------------------ issue 9: the red team's leaks
 
-/// Who runs agentrun: root, or `nobody` (the scratch handed over to it first).
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum As {
-    Root,
-    Nobody,
-}
-
 const BOTH: [As; 2] = [As::Root, As::Nobody];
 
 fn hand_over(s: &Scratch, who: As) {
@@ -284,26 +275,10 @@ fn hand_over(s: &Scratch, who: As) {
 /// Run agentrun as `who` in the scratch directory, stdout and stderr captured (as bytes).
 fn run_as(s: &Scratch, who: As, args: &[&str]) -> std::process::Output {
     hand_over(s, who);
-    let mut c = match who {
-        As::Root => Command::new(bin()),
-        As::Nobody => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                bin(),
-            ]);
-            c
-        }
-    };
-    c.args(args)
-        .current_dir(s.path())
-        .env_clear()
-        .envs(&s.env)
-        .stdin(Stdio::null())
+    s.agentrun()
+        .user(who)
+        .args(args)
+        .command()
         .output()
         .unwrap()
 }

@@ -3,11 +3,8 @@
 //! first value is being rejected is picked up by the refetch.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-mod harness;
-
-use common::{Bao, Moto, ProbeServer};
-use harness::*;
+use crate::harness::*;
+use crate::servers::{Bao, Moto, ProbeServer};
 use std::sync::atomic::Ordering;
 
 fn with_aws(s: &mut Scratch) {
@@ -117,7 +114,7 @@ fn rotated_credential_is_picked_up_by_the_refetch() {
         bao.token.clone(),
         bao.home.path().to_path_buf(),
     );
-    let bao_bin = common::venv_bin("bao");
+    let bao_bin = crate::servers::venv_bin("bao");
     let probe = ProbeServer::start_with("fresh-key-111111", move || {
         let st = std::process::Command::new(&bao_bin)
             .args(["kv", "put", "secret/rot", "key=fresh-key-111111"])
@@ -149,8 +146,8 @@ fn rotated_credential_is_picked_up_by_the_refetch() {
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(o.stdout, "fresh-key-111111");
     assert_eq!(probe.hits.load(Ordering::SeqCst), 2);
-    let verify = s
-        .audit()
+    let verify = o
+        .audit_events()
         .into_iter()
         .find(|e| e["event"] == "verify")
         .unwrap();

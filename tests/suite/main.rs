@@ -1,0 +1,21 @@
+//! agentrun's end-to-end suite: one test binary, one module per area, as ripgrep and just
+//! keep theirs. Every test runs the real binary (or the library against real servers);
+//! tests run as threads of this one process, so none may change process-wide state
+//! (environment, working directory, umask, signal dispositions): each sets what it needs on
+//! the `Command` it spawns instead.
+//!
+//! - `harness`: scratch directories, the `Scratch::agentrun()` run builder, process helpers.
+//! - `servers`: real OpenBao and moto servers, and tiny in-test HTTP servers.
+//! - `fixtures/`: the child-side attack scripts, one file each, loaded with `include_str!`.
+//!
+//! Run one area with `cargo test --test suite sandbox::`.
+
+mod harness;
+mod servers;
+
+mod launcher;
+mod redact;
+mod remote;
+mod remote_cli;
+mod sandbox;
+mod terminal;
