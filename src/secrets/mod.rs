@@ -638,7 +638,7 @@ mod tests {
                     source_text: text.to_string(),
                     inject: crate::profile::Inject::Env,
                     required: true,
-                    verify: crate::verify::Verify::from_section(&Default::default()).unwrap(),
+                    verify: crate::profile::Verify::from_section(&Default::default()).unwrap(),
                 }
             })
             .collect();
