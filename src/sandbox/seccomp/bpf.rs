@@ -5,6 +5,8 @@
 //! arch) and nothing of agentrun's policy: what is denied lives in `tables`, and the numbers
 //! in `syscalls`. The architecture is a parameter, so every host builds (and tests) the
 //! program for every architecture.
+//!
+//! Imports nothing of the crate but the error type; never the policy or the tables.
 
 use super::super::SandboxError;
 

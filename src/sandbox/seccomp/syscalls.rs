@@ -3,7 +3,9 @@
 //!
 //! Only the names the policy tables use are listed. The numbers are copied from the kernel's
 //! headers, not from `libc::SYS_*` (which holds the host's numbers only); a test compares each
-//! table with `libc` on its own architecture and with seccompiler's tables on every host.
+//! table with seccompiler's tables on every host (`oracle`).
+//!
+//! Imports nothing of the crate but the error type.
 
 use super::super::SandboxError;
 
@@ -44,6 +46,8 @@ impl Arch {
 }
 
 /// The architecture agentrun runs on: the only `cfg` on architecture in the seccomp module.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("seccomp: agentrun has syscall tables for x86_64 and aarch64 only");
 #[cfg(target_arch = "x86_64")]
 pub(crate) const NATIVE: &Arch = &X86_64;
 #[cfg(target_arch = "aarch64")]

@@ -1,7 +1,10 @@
 //! The seccomp policy as plain data: which syscalls are denied, which are checked on their
 //! arguments and how, for a given [`Policy`]. Names only; the numbers are in `syscalls`, and
-//! this module knows nothing of BPF (`bpf` compiles it, and the tests compile it a second time
-//! with seccompiler).
+//! this module knows nothing of BPF (the parent module compiles it with the `bpf` assembler,
+//! and the tests compile it a second time with seccompiler).
+//!
+//! Imports only the sandbox's policy (`Policy`, `GiveBack`, `wants_own_network`); never `bpf`
+//! or `syscalls`.
 //!
 //! Style (see FIELD-NOTES): default allow, `EPERM` for the denied calls, so arbitrary programs
 //! keep working; `clone3` answers `ENOSYS` so that libc falls back to `clone`, whose flags a

@@ -446,3 +446,65 @@ fn explain_lines_start_with_their_syscalls() {
         }
     }
 }
+
+/// The profile error lists the give-backs from [`GiveBack::ALL`]; its text is unchanged.
+#[test]
+fn give_back_error_lists_the_table() {
+    let e = crate::sandbox::SandboxError::Syscall {
+        key: "sandbox.allow_syscalls".into(),
+        name: "bpf".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "sandbox.allow_syscalls: `bpf` cannot be given back; allow_syscalls takes only ptrace, \
+         process_vm_readv, process_vm_writev, perf_event_open, personality, io_uring"
+    );
+}
+
+/// Every give-back changes the program on every architecture: it names a deny-list entry or
+/// (for `personality`) an argument check.
+#[test]
+fn every_give_back_opens_a_rule() {
+    let base = policy(SandboxSection::default());
+    for g in GiveBack::ALL {
+        let given = policy(SandboxSection {
+            allow_syscalls: vec![g.name().into()],
+            ..Default::default()
+        });
+        for arch in syscalls::ALL {
+            let a = compile(&base, arch).unwrap();
+            let b = compile(&given, arch).unwrap();
+            let same = a.len() == b.len()
+                && a.iter()
+                    .zip(&b)
+                    .all(|(x, y)| (x.code, x.jt, x.jf, x.k) == (y.code, y.jt, y.jf, y.k));
+            assert!(!same, "{} {}", g.name(), arch.name);
+        }
+    }
+}
+
+/// The documents that list what the tables hold say the same: the give-backs (in the
+/// contract and the threat model) and every syscall named by an argument rule.
+#[test]
+fn docs_name_what_the_tables_hold() {
+    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let contract = flat(include_str!("../../../docs/contract.md"));
+    let threats = flat(include_str!("../../../docs/threat-model.md"));
+    let give_backs = GiveBack::ALL.map(|g| format!("`{}`", g.name())).join(", ");
+    assert!(contract.contains(&give_backs), "contract.md: {give_backs}");
+    assert!(
+        threats.contains(&give_backs),
+        "threat-model.md: {give_backs}"
+    );
+    let p = policy(SandboxSection::default());
+    for rule in tables::rules(&p) {
+        if let Explain::Line(_) = rule.explain {
+            for (name, _) in rule.syscalls {
+                assert!(
+                    threats.contains(name),
+                    "threat-model.md does not name {name}"
+                );
+            }
+        }
+    }
+}
