@@ -13,6 +13,7 @@
 //! bits only, as the kernel reads them.
 
 use super::super::{GiveBack, Policy};
+use Verdict::Allow;
 
 /// What the filter answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +26,6 @@ pub(crate) enum Verdict {
 
 pub(crate) const DENY: Verdict = Verdict::Errno(libc::EPERM);
 pub(crate) const ENOSYS: Verdict = Verdict::Errno(libc::ENOSYS);
-use Verdict::Allow;
 
 /// How a syscall is decided: at once, or by a small decision tree over the low 32 bits of
 /// its arguments.
