@@ -47,8 +47,8 @@ pub enum SandboxError {
         reason: String,
     },
     #[error(
-        "{key}: `{name}` cannot be given back; allow_syscalls takes only ptrace, process_vm_readv, \
-         process_vm_writev, perf_event_open, personality, io_uring"
+        "{key}: `{name}` cannot be given back; allow_syscalls takes only {}",
+        GiveBack::ALL.map(GiveBack::name).join(", ")
     )]
     Syscall { key: String, name: String },
     #[error(
