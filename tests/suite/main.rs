@@ -10,6 +10,7 @@
 //!
 //! Run one area with `cargo test --test suite sandbox::`.
 
+mod architecture;
 mod harness;
 mod servers;
 

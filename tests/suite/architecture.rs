@@ -1,0 +1,132 @@
+//! The module arrows of docs/architecture.md, read from the source: `profile` and the other
+//! leaves import nothing of the crate, every import is one the table allows, and no two
+//! modules import each other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Module -> the crate modules it may import (docs/architecture.md, "The modules").
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("context", &[]),
+    ("profile", &[]),
+    ("scrub", &[]),
+    ("cli", &[]),
+    ("sys", &[]),
+    ("secrets", &["profile", "context", "sandbox", "scrub"]),
+    ("verify", &["profile", "secrets"]),
+    ("sandbox", &["profile", "sys"]),
+    ("redact", &["profile"]),
+    ("launch", &["profile", "redact", "sandbox", "sys"]),
+    ("audit", &["profile", "sandbox", "verify", "scrub"]),
+    (
+        "commands",
+        &[
+            "audit", "cli", "context", "launch", "profile", "redact", "sandbox", "scrub",
+            "secrets", "verify",
+        ],
+    ),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The top module a source file belongs to (`src/x.rs` or `src/x/...`).
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).ok()?;
+    let first = rel.components().next()?.as_os_str().to_str()?;
+    let m = first.trim_end_matches(".rs");
+    (m != "lib" && m != "main").then(|| m.to_owned())
+}
+
+/// `crate::NAME` paths in code (comments left out).
+fn crate_imports(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(i) = rest.find("crate::") {
+            let name: String = rest[i + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                found.insert(name);
+            }
+            rest = &rest[i + 7..];
+        }
+    }
+    found
+}
+
+#[test]
+fn one_way_imports() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+    let mut arrows: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut wrong = Vec::new();
+    for f in &files {
+        let Some(m) = module_of(&src, f) else {
+            continue;
+        };
+        let Some(ok) = allowed.get(m.as_str()) else {
+            wrong.push(format!(
+                "{}: module `{m}` is not in docs/architecture.md",
+                f.display()
+            ));
+            continue;
+        };
+        for to in crate_imports(&std::fs::read_to_string(f).unwrap()) {
+            if to == m {
+                continue;
+            }
+            if !ok.contains(&to.as_str()) {
+                wrong.push(format!("{}: `{m}` imports `{to}`", f.display()));
+            }
+            arrows.insert((m.clone(), to));
+        }
+    }
+    for (a, b) in &arrows {
+        if arrows.contains(&(b.clone(), a.clone())) {
+            wrong.push(format!("`{a}` and `{b}` import each other"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports against docs/architecture.md:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn unsafe_lives_in_sys_only() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut outside = Vec::new();
+    for f in &files {
+        if f.strip_prefix(&src).is_ok_and(|r| r.starts_with("sys")) {
+            continue;
+        }
+        for (n, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("unsafe ") || code.contains("unsafe{") || code.contains("unsafe(") {
+                outside.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "`unsafe` outside src/sys/:\n{}",
+        outside.join("\n")
+    );
+}
