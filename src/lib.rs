@@ -1,6 +1,10 @@
 //! agentrun: run an AI agent with exactly the credentials it needs.
 //!
-//! The data flows one way: profile -> secrets -> verify -> launch (sandbox, redact) -> audit.
+//! The data flows one way: profile -> secrets -> verify -> launch (sandbox, redact) -> audit,
+//! driven by [`commands`], the orchestrator, the only module that calls more than one stage.
+//! `profile`, `context`, `cli`, `scrub` and `sys` are leaves: they import nothing of the
+//! crate. `unsafe` lives in `sys` only. docs/architecture.md has the table of who owns what
+//! and may import what; `tests/suite/architecture.rs` holds the code to it.
 #![deny(unsafe_code)]
 
 pub mod audit;
