@@ -2,12 +2,17 @@
 //!
 //! Everything the child needs is built here, before the fork; the `pre_exec` closure
 //! only makes syscalls (see `sys`). A setup failure in the child is reported through a
-//! close-on-exec pipe as (step, errno), so it ends the run with 125, never in an
-//! unconfined child.
+//! close-on-exec pipe as ([`Step`] as u8, errno) (see `sys::step`), so it ends the run with
+//! 125, never in an unconfined child; a byte that names no step does too.
+//!
+//! With a PID namespace the command is started by `clone(CLONE_VM | CLONE_VFORK)` from the
+//! namespace's init (see `pidns` and `sys::clone` for why, and what keeps it sound):
+//! [`start_command`] is the whole of what runs there, a plain `fn` over [`CommandStart`], on a
+//! stack of [`COMMAND_STACK`] bytes whose bound the tests below measure.
 
 use super::pidns;
 use crate::profile::Limits;
-use crate::sys;
+use crate::sys::{self, Step};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -157,24 +162,6 @@ pub struct ChildSpec<'a> {
     pub confine: Option<Confine>,
 }
 
-const STEPS: &[&str] = &[
-    "the parent-death signal",
-    "a new session",
-    "the controlling terminal",
-    "resource limits",
-    "closing inherited descriptors",
-    "the signal mask",
-    "a PID namespace",
-    "the user namespace's id maps",
-    "the PID namespace's init",
-    "the network namespace's loopback interface",
-    "the read-only mounts of the files later runs read",
-    "vm.memfd_noexec in the PID namespace",
-];
-/// Report steps past [`STEPS`]: the command's own exec failed (errno), or its set-up failed
-/// with the raw OS code of an `io::Error` (a sandbox step's error is encoded in it).
-const STEP_EXEC: u32 = 0x100;
-const STEP_RAW: u32 = 0x101;
 /// The stack the command runs on between its `clone(CLONE_VM)` and its exec (see
 /// `pidns`): the sandbox's syscalls need a few KiB, and glibc's `execvpe` a pointer per
 /// argument when it runs a `#!`-less file under /bin/sh (sized as glibc's `posix_spawn`).
@@ -195,6 +182,7 @@ pub struct Spawned {
 /// process of the chain is created there and runs as soon as its parent blocks on it. Each
 /// process that stays (the command, a PID namespace init) gets the caller's mask back, and so
 /// does agentrun once the command has started.
+#[allow(unsafe_code)] // `sys::set_pre_exec` and `pidns::Plan::enter`: see their `# Safety`.
 pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
     let shown = spec.argv[0].to_string_lossy().into_owned();
     let mut cmd = Command::new(&spec.program);
@@ -208,14 +196,15 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Io(e.into()))?;
     let report_fd = report_w.as_raw_fd();
     let parent = nix::unistd::getpid().as_raw();
-    let mut rlimits: Vec<(libc::__rlimit_resource_t, u64)> = vec![(libc::RLIMIT_CORE, 0)];
+    use sys::Resource;
+    let mut rlimits: Vec<(Resource, u64)> = vec![(Resource::RLIMIT_CORE, 0)];
     let l = spec.limits;
     for (res, v) in [
-        (libc::RLIMIT_NOFILE, l.nofile),
-        (libc::RLIMIT_NPROC, l.nproc),
-        (libc::RLIMIT_AS, l.memory),
-        (libc::RLIMIT_CPU, l.cpu),
-        (libc::RLIMIT_FSIZE, l.fsize),
+        (Resource::RLIMIT_NOFILE, l.nofile),
+        (Resource::RLIMIT_NPROC, l.nproc),
+        (Resource::RLIMIT_AS, l.memory),
+        (Resource::RLIMIT_CPU, l.cpu),
+        (Resource::RLIMIT_FSIZE, l.fsize),
     ] {
         if let Some(v) = v {
             rlimits.push((res, v));
@@ -265,15 +254,9 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
         None => None,
     };
     let no_isolation = crate::sandbox::Isolation::default();
-    sys::set_pre_exec(&mut cmd, move || {
-        let report = |step: u32, errno: i32| {
-            let mut msg = [0u8; 8];
-            msg[..4].copy_from_slice(&step.to_ne_bytes());
-            msg[4..].copy_from_slice(&errno.to_ne_bytes());
-            sys::write_best_effort(report_fd, &msg);
-        };
-        let fail = |step: usize, errno: i32| {
-            report(step as u32, errno);
+    let pre_exec = move || {
+        let fail = |step: Step, errno: i32| {
+            sys::report_step(report_fd, step, errno);
             Err(io::Error::from_raw_os_error(errno))
         };
         let dies_with_parent = if in_new_ns {
@@ -285,70 +268,56 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
             sys::die_with_parent(parent)
         };
         if let Err(e) = dies_with_parent {
-            return fail(0, e);
+            return fail(Step::ParentDeath, e);
         }
         if let Err(e) = sys::new_session() {
-            return fail(1, e);
+            return fail(Step::Session, e);
         }
         if ctty.is_some() {
             // stdin is the pty slave by now.
             if let Err(e) = sys::set_controlling_tty(0) {
-                return fail(2, e);
+                return fail(Step::ControllingTty, e);
             }
         }
         for &(res, v) in &rlimits {
             if let Err(e) = sys::set_rlimit(res, v) {
-                return fail(3, e);
+                return fail(Step::Rlimits, e);
             }
         }
         if let Err(e) = sys::cloexec_from(3) {
-            return fail(4, e);
+            return fail(Step::CloseFds, e);
         }
         for &fd in &inherit {
             if let Err(e) = sys::inherit_fd(fd) {
-                return fail(4, e);
+                return fail(Step::CloseFds, e);
             }
         }
-        // What makes the command of this process (or of the one `pidns` starts): its CPU
-        // mask, an empty signal mask (agentrun blocks the signals it forwards, the init all
-        // of them), then the sandbox.
-        let become_command = || -> io::Result<()> {
-            if pin.is_some()
-                && let Some(set) = &restore
-            {
-                // Best effort: a command left on one CPU only runs slower.
-                let _ = sys::set_affinity(set);
-            }
-            if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
-                return fail(5, e as i32);
-            }
-            if let Some(confine) = &confine {
-                // Encoded in the raw error code (see `ChildSetupError::decode`).
-                confine.apply_in_child()?;
-            }
-            Ok(())
-        };
+        let affinity = restore.as_ref().filter(|_| pin.is_some());
         if let (Some(plan), Some(exec), Some(stack)) = (&pidns, &exec, stack.as_mut()) {
-            let mut command = || -> i32 {
-                // Its parent's handlers must not run on the memory it shares.
-                sys::reset_signal_handlers();
-                if let Err(e) = become_command() {
-                    report(STEP_RAW, e.raw_os_error().unwrap_or(libc::EIO));
-                    return 125;
-                }
-                report(STEP_EXEC, exec.exec());
-                127
+            let start = CommandStart {
+                exec,
+                report_fd,
+                affinity,
+                confine: confine.as_deref(),
             };
             // Returns only on a failure before the command was started (see `pidns`).
             let iso = match &confine {
                 Some(c) => c.isolation(),
                 None => &no_isolation,
             };
-            let (step, e) = plan.enter(iso, restore.as_ref(), stack, &mut command);
-            return fail(6 + step, e);
+            // SAFETY: this is std's forked child (single-threaded); `start_command` makes
+            // only syscalls on data built before the fork, on `stack`, sized by
+            // COMMAND_STACK (measured in the tests below).
+            let (step, e) =
+                unsafe { plan.enter(iso, restore.as_ref(), stack, start_command, &start) };
+            return fail(step, e);
         }
-        become_command()
-    });
+        become_command(affinity, confine.as_deref()).or_else(|(step, e)| fail(step, e))
+    };
+    // SAFETY: `pre_exec` above makes only async-signal-safe syscalls on data built before
+    // the fork (through `sys`, `pidns` and `sandbox::Prepared::apply_in_child`), and its
+    // errors are raw OS codes.
+    unsafe { sys::set_pre_exec(&mut cmd, pre_exec) };
 
     let pinned = pin.is_some_and(|p| sys::set_affinity(&p).is_ok());
     let ns = if in_new_ns {
@@ -357,7 +326,7 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
             Err(e) => {
                 unpin(pinned, restore.as_ref());
                 return Err(SpawnError::Setup {
-                    step: STEPS[6],
+                    step: Step::PidNamespace.message(),
                     err: e,
                 });
             }
@@ -382,14 +351,10 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
             err: e,
         });
     }
-    let mut report = [0u8; 8];
+    let mut report = [0u8; sys::step::REPORT_LEN];
     let mut f = std::fs::File::from(report_r);
     let got = f.read(&mut report).unwrap_or(0);
-    let reported = (got == 8).then(|| {
-        let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-        (step, errno)
-    });
+    let reported = (got == report.len()).then(|| Step::decode(report));
     let err = match (result, reported) {
         (Ok(child), None) => return Ok(Spawned { child, status }),
         // The command, started inside the PID namespace, failed before or at its exec; its
@@ -402,23 +367,23 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
         (Err(_), Some(r)) => r,
     };
     match err {
-        (STEP_EXEC, errno) => Err(spawn_error(io::Error::from_raw_os_error(errno), &shown)),
-        (STEP_RAW, code) => Err(spawn_error(io::Error::from_raw_os_error(code), &shown)),
-        (step, errno) => Err(SpawnError::Setup {
-            step: STEPS.get(step as usize).copied().unwrap_or("setup"),
+        Ok((Step::Exec, errno)) => Err(spawn_error(io::Error::from_raw_os_error(errno), &shown)),
+        Ok((step, errno)) => Err(SpawnError::Setup {
+            step: step.message(),
             err: io::Error::from_raw_os_error(errno),
+        }),
+        // Fail closed: a report that names no step is still a failed set-up.
+        Err(sys::UnknownStep(_)) => Err(SpawnError::Setup {
+            step: "setup",
+            err: io::Error::from_raw_os_error(i32::from_ne_bytes([
+                report[1], report[2], report[3], report[4],
+            ])),
         }),
     }
 }
 
 /// What an exec or set-up error of the child means for the operator.
 fn spawn_error(err: io::Error, shown: &str) -> SpawnError {
-    if let Some(e) = crate::sandbox::ChildSetupError::decode(&err) {
-        return SpawnError::Setup {
-            step: e.step,
-            err: io::Error::from_raw_os_error(e.errno),
-        };
-    }
     let shown = shown.to_owned();
     match err.raw_os_error() {
         Some(libc::ENOENT) => SpawnError::CannotExecute(
@@ -433,6 +398,49 @@ fn spawn_error(err: io::Error, shown: &str) -> SpawnError {
         Some(libc::ENOEXEC) => SpawnError::CannotExecute(shown, "not an executable format".into()),
         _ => SpawnError::CannotExecute(shown, err.to_string()),
     }
+}
+
+/// Everything the command's process needs between its `clone(CLONE_VM)` and its exec: built
+/// before the first fork, borrowed (nothing here is owned, so nothing is dropped there).
+struct CommandStart<'a> {
+    exec: &'a sys::ExecArgs,
+    report_fd: RawFd,
+    /// The caller's CPU mask, when the start was pinned to one CPU.
+    affinity: Option<&'a sys::CpuSet>,
+    confine: Option<&'a crate::sandbox::Prepared>,
+}
+
+/// The command's process, started by `pidns` with `clone(CLONE_VM | CLONE_VFORK)`: become the
+/// command and exec it, or report the failed step and return the exit code. Syscalls only.
+fn start_command(c: &CommandStart) -> i32 {
+    // Its parent's handlers must not run on the memory it shares.
+    sys::reset_signal_handlers();
+    if let Err((step, e)) = become_command(c.affinity, c.confine) {
+        sys::report_step(c.report_fd, step, e);
+        return 125;
+    }
+    sys::report_step(c.report_fd, Step::Exec, c.exec.exec());
+    127
+}
+
+/// What makes the command of this process (std's child, or the one `pidns` starts): its CPU
+/// mask, an empty signal mask (agentrun blocks the signals it forwards, the init all of
+/// them), then the sandbox. Syscalls only.
+fn become_command(
+    affinity: Option<&sys::CpuSet>,
+    confine: Option<&crate::sandbox::Prepared>,
+) -> Result<(), (Step, i32)> {
+    if let Some(set) = affinity {
+        // Best effort: a command left on one CPU only runs slower.
+        let _ = sys::set_affinity(set);
+    }
+    if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
+        return Err((Step::SignalMask, e as i32));
+    }
+    if let Some(confine) = confine {
+        confine.apply_in_child().map_err(|e| (e.step, e.errno))?;
+    }
+    Ok(())
 }
 
 /// Give the spawning thread its CPU mask back.
