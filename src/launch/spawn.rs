@@ -355,7 +355,7 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
     let mut f = std::fs::File::from(report_r);
     let got = f.read(&mut report).unwrap_or(0);
     let reported = (got == report.len()).then(|| Step::decode(report));
-    let err = match (result, reported) {
+    let report = match (result, reported) {
         (Ok(child), None) => return Ok(Spawned { child, status }),
         // The command, started inside the PID namespace, failed before or at its exec; its
         // init has ended the same way: reap it.
@@ -366,19 +366,22 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
         (Err(err), None) => return Err(spawn_error(err, &shown)),
         (Err(_), Some(r)) => r,
     };
-    match err {
-        Ok((Step::Exec, errno)) => Err(spawn_error(io::Error::from_raw_os_error(errno), &shown)),
-        Ok((step, errno)) => Err(SpawnError::Setup {
+    Err(reported_error(report, &shown))
+}
+
+/// What the child reported on the report pipe, as the run's error.
+fn reported_error(report: Result<(Step, i32), sys::UnknownStep>, shown: &str) -> SpawnError {
+    match report {
+        Ok((Step::Exec, errno)) => spawn_error(io::Error::from_raw_os_error(errno), shown),
+        Ok((step, errno)) => SpawnError::Setup {
             step: step.message(),
             err: io::Error::from_raw_os_error(errno),
-        }),
+        },
         // Fail closed: a report that names no step is still a failed set-up.
-        Err(sys::UnknownStep(_)) => Err(SpawnError::Setup {
+        Err(sys::UnknownStep(_)) => SpawnError::Setup {
             step: "setup",
-            err: io::Error::from_raw_os_error(i32::from_ne_bytes([
-                report[1], report[2], report[3], report[4],
-            ])),
-        }),
+            err: io::Error::from_raw_os_error(libc::EIO),
+        },
     }
 }
 
@@ -447,5 +450,212 @@ fn become_command(
 fn unpin(pinned: bool, restore: Option<&sys::CpuSet>) {
     if pinned && let Some(set) = restore {
         let _ = sys::set_affinity(set);
+    }
+}
+
+#[cfg(test)]
+#[allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)] // Forks, as `pidns` does.
+mod tests {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts every allocation of the lib's test binary, so a test can see whether the
+    /// command's start (which shares its parent's memory) allocated.
+    struct Counting;
+    static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+    // SAFETY: forwards to the system allocator unchanged; the counter is an atomic.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: the caller's contract is `System.alloc`'s.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from `alloc` above, i.e. from `System`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: `ptr` came from `System`; the caller's contract is `System.realloc`'s.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Runs `f` in a forked, single-threaded copy of this test process (as `pidns` runs in
+    /// std's forked child), which writes `f`'s `[u64; 3]` to a pipe; returns it. `f` must
+    /// make only syscalls: everything is built before the fork.
+    fn in_forked_child(f: &mut dyn FnMut() -> [u64; 3]) -> [u64; 3] {
+        let (r, w) = sys::pipe_cloexec().unwrap();
+        // SAFETY: the child calls `f`, which makes only syscalls (each test's contract), then
+        // writes to a pipe and `_exit`s.
+        let pid = unsafe { sys::fork_raw() }.unwrap();
+        if pid == 0 {
+            let out = f();
+            let mut buf = [0u8; 24];
+            for (i, v) in out.iter().enumerate() {
+                buf[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
+            }
+            sys::write_best_effort(w, &buf);
+            sys::exit_now(0);
+        }
+        sys::close(w);
+        let mut buf = [0u8; 24];
+        let got = sys::read_some(r, &mut buf);
+        sys::close(r);
+        let (_, status) = sys::wait_for(pid).unwrap();
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert_eq!(got, 24, "the forked child reported nothing");
+        let v = |i: usize| u64::from_ne_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap());
+        [v(0), v(1), v(2)]
+    }
+
+    /// The command's start on its `CLONE_VM` stack, through the deepest path it has: glibc's
+    /// `execvpe` of a file without `#!`, which runs it under /bin/sh with the argument list
+    /// copied on the stack. Its high-water mark stays below half of [`COMMAND_STACK`] (plus
+    /// the pointer per argument `spawn` adds), and it allocates nothing.
+    #[test]
+    fn command_start_fits_its_stack_and_allocates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("no-shebang");
+        std::fs::write(&script, "exit 7\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        // The sandbox as the kernel allows (best effort): its syscalls run on the stack too.
+        let policy = crate::sandbox::Policy::resolve(None, dir.path(), None, None).unwrap();
+        let needs = crate::sandbox::ChildNeeds {
+            program: script.clone(),
+            extra_read: vec![],
+            tty: None,
+        };
+        let confine = crate::sandbox::prepare(
+            &policy,
+            &needs,
+            crate::sandbox::Mode::BestEffort,
+            &[],
+            dir.path(),
+        )
+        .unwrap();
+        let affinity = sys::affinity();
+        for n_args in [0, 2000] {
+            let args: Vec<OsString> = std::iter::once(script.clone().into_os_string())
+                .chain((0..n_args).map(|i| OsString::from(format!("arg{i}"))))
+                .collect();
+            let env = [(OsStr::new("PATH"), OsStr::new("/usr/bin:/bin"))];
+            let exec = sys::ExecArgs::new(
+                script.as_os_str(),
+                args.iter().map(OsString::as_os_str),
+                env.iter().copied(),
+            )
+            .unwrap();
+            let per_arg = (args.len() + 3) * 8;
+            let mut stack = sys::CloneStack::new(COMMAND_STACK + per_arg).unwrap();
+            stack.paint();
+            let (report_r, report_w) = sys::pipe_cloexec().unwrap();
+            let start = CommandStart {
+                exec: &exec,
+                report_fd: report_w,
+                affinity: affinity.as_ref(),
+                confine: Some(&confine),
+            };
+            let [status, high_water, allocations] = in_forked_child(&mut || {
+                if sys::block_all_signals().is_err() {
+                    return [u64::MAX; 3];
+                }
+                let before = ALLOCATIONS.load(Ordering::SeqCst);
+                // SAFETY: this forked copy is single-threaded with every signal blocked;
+                // `start_command` is the real child path (syscalls only).
+                let Ok(pid) = (unsafe { sys::vfork_run(&mut stack, start_command, &start) }) else {
+                    return [u64::MAX; 3];
+                };
+                let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
+                let status = sys::wait_for(pid).map_or(-1, |(_, s)| s);
+                [status as u64, stack.high_water() as u64, allocated as u64]
+            });
+            sys::close(report_w);
+            let mut report = [0u8; 5];
+            let reported = sys::read_some(report_r, &mut report);
+            sys::close(report_r);
+            assert_eq!(reported, 0, "the command's start reported {report:?}");
+            let status = status as i32;
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7,
+                "the script did not run under /bin/sh: status {status:#x}"
+            );
+            assert_eq!(allocations, 0, "the command's start allocated");
+            eprintln!(
+                "command start: {high_water} bytes of stack used, {} given",
+                stack.usable()
+            );
+            assert!(
+                high_water as usize <= COMMAND_STACK / 2 + per_arg,
+                "{high_water} bytes used: COMMAND_STACK ({COMMAND_STACK}) has less than half to spare"
+            );
+        }
+    }
+
+    /// An overflow of the `CLONE_VM` stack faults on its guard page (SIGSEGV of the new
+    /// process) instead of writing into the memory it shares with its parent.
+    #[test]
+    fn an_overflow_hits_the_guard_page() {
+        fn recurse(depth: &u32) -> i32 {
+            sys::reset_signal_handlers();
+            fn down(n: u32) -> u32 {
+                let frame = std::hint::black_box([n as u8; 512]);
+                if n == 0 {
+                    return u32::from(frame[0]);
+                }
+                std::hint::black_box(down(n - 1)) + u32::from(frame[1])
+            }
+            down(*depth) as i32
+        }
+        let mut stack = sys::CloneStack::new(16 * 1024).unwrap();
+        let depth = 10_000u32;
+        let [status, _, _] = in_forked_child(&mut || {
+            // SAFETY: single-threaded forked copy; `recurse` makes no allocation (its frames
+            // are on the stack it is meant to overflow) and resets the signal handlers first.
+            let Ok(pid) = (unsafe { sys::vfork_run(&mut stack, recurse, &depth) }) else {
+                return [u64::MAX; 3];
+            };
+            [sys::wait_for(pid).map_or(-1, |(_, s)| s) as u64, 0, 0]
+        });
+        let status = status as i32;
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+            "status {status:#x}"
+        );
+    }
+
+    #[test]
+    fn a_reported_step_is_the_runs_error() {
+        let e = reported_error(Ok((Step::Seccomp, libc::EINVAL)), "sh");
+        assert_eq!(e.exit_code(), 125);
+        assert_eq!(
+            e.to_string(),
+            "setting up the child failed at install the seccomp filter: Invalid argument (os error 22)"
+        );
+        let e = reported_error(Ok((Step::ParentDeath, libc::ESRCH)), "sh");
+        assert!(
+            e.to_string()
+                .starts_with("setting up the child failed at the parent-death signal: "),
+            "{e}"
+        );
+        // The command's own exec: an exec error, not a set-up step.
+        let e = reported_error(Ok((Step::Exec, libc::ENOEXEC)), "sh");
+        assert_eq!(e.exit_code(), 126);
+        assert_eq!(
+            e.to_string(),
+            "sh: cannot execute: not an executable format"
+        );
+    }
+
+    #[test]
+    fn an_unknown_step_fails_closed() {
+        let report = [0xee, 1, 0, 0, 0];
+        let e = reported_error(Step::decode(report), "sh");
+        assert!(matches!(e, SpawnError::Setup { step: "setup", .. }), "{e}");
+        assert_eq!(e.exit_code(), 125);
     }
 }

@@ -134,17 +134,30 @@ impl CloneStack {
             .cast()
     }
 
-    /// How many bytes from the top down were ever written: the high-water mark of a fresh
-    /// stack (its pages start zeroed), once the process that ran on it has exec'd or exited.
+    /// Fill the usable part with a pattern, for [`CloneStack::high_water`].
+    pub fn paint(&mut self) {
+        // SAFETY: the usable part of our own mapping, readable and writable, and (`&mut self`)
+        // used by no process now.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.bottom(), self.usable()) };
+        bytes.fill(PAINT);
+    }
+
+    /// How many bytes from the top down were written since [`CloneStack::paint`]: the
+    /// high-water mark, once the process that ran on it has exec'd or exited.
     pub fn high_water(&mut self) -> usize {
-        let bottom = self.base.as_ptr().cast::<u8>().wrapping_add(PAGE);
-        // SAFETY: the usable part of our own mapping, readable and writable, and (`&mut
-        // self`) used by no process now: the one that ran on it has exec'd or exited.
-        let bytes = unsafe { std::slice::from_raw_parts(bottom, self.usable()) };
-        let untouched = bytes.iter().take_while(|b| **b == 0).count();
+        // SAFETY: as in `paint`: the process that ran on it has exec'd or exited.
+        let bytes = unsafe { std::slice::from_raw_parts(self.bottom(), self.usable()) };
+        let untouched = bytes.iter().take_while(|b| **b == PAINT).count();
         self.usable() - untouched
     }
+
+    fn bottom(&self) -> *mut u8 {
+        self.base.as_ptr().cast::<u8>().wrapping_add(PAGE)
+    }
 }
+
+/// What [`CloneStack::paint`] writes.
+const PAINT: u8 = 0xa5;
 
 impl Drop for CloneStack {
     fn drop(&mut self) {
