@@ -454,63 +454,11 @@ fn unpin(pinned: bool, restore: Option<&sys::CpuSet>) {
 }
 
 #[cfg(test)]
-#[allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)] // Forks, as `pidns` does.
+#[allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)] // `sys::vfork_run`, as `pidns`.
 mod tests {
     use super::*;
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// Counts every allocation of the lib's test binary, so a test can see whether the
-    /// command's start (which shares its parent's memory) allocated.
-    struct Counting;
-    static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-    // SAFETY: forwards to the system allocator unchanged; the counter is an atomic.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: the caller's contract is `System.alloc`'s.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: `ptr` came from `alloc` above, i.e. from `System`.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: `ptr` came from `System`; the caller's contract is `System.realloc`'s.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-    #[global_allocator]
-    static COUNTING: Counting = Counting;
-
-    /// Runs `f` in a forked, single-threaded copy of this test process (as `pidns` runs in
-    /// std's forked child), which writes `f`'s `[u64; 3]` to a pipe; returns it. `f` must
-    /// make only syscalls: everything is built before the fork.
-    fn in_forked_child(f: &mut dyn FnMut() -> [u64; 3]) -> [u64; 3] {
-        let (r, w) = sys::pipe_cloexec().unwrap();
-        // SAFETY: the child calls `f`, which makes only syscalls (each test's contract), then
-        // writes to a pipe and `_exit`s.
-        let pid = unsafe { sys::fork_raw() }.unwrap();
-        if pid == 0 {
-            let out = f();
-            let mut buf = [0u8; 24];
-            for (i, v) in out.iter().enumerate() {
-                buf[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
-            }
-            sys::write_best_effort(w, &buf);
-            sys::exit_now(0);
-        }
-        sys::close(w);
-        let mut buf = [0u8; 24];
-        let got = sys::read_some(r, &mut buf);
-        sys::close(r);
-        let (_, status) = sys::wait_for(pid).unwrap();
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-        assert_eq!(got, 24, "the forked child reported nothing");
-        let v = |i: usize| u64::from_ne_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap());
-        [v(0), v(1), v(2)]
-    }
+    use crate::sys::testing::{ALLOCATIONS, in_forked_child};
+    use std::sync::atomic::Ordering;
 
     /// The command's start on its `CLONE_VM` stack, through the deepest path it has: glibc's
     /// `execvpe` of a file without `#!`, which runs it under /bin/sh with the argument list
@@ -560,7 +508,7 @@ mod tests {
                 affinity: affinity.as_ref(),
                 confine: Some(&confine),
             };
-            let [status, high_water, allocations] = in_forked_child(&mut || {
+            let mut run = || {
                 if sys::block_all_signals().is_err() {
                     return [u64::MAX; 3];
                 }
@@ -573,7 +521,9 @@ mod tests {
                 let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
                 let status = sys::wait_for(pid).map_or(-1, |(_, s)| s);
                 [status as u64, stack.high_water() as u64, allocated as u64]
-            });
+            };
+            // SAFETY: `run` makes only syscalls, on data built above.
+            let [status, high_water, allocations] = unsafe { in_forked_child(&mut run) };
             sys::close(report_w);
             let mut report = [0u8; 5];
             let reported = sys::read_some(report_r, &mut report);
@@ -613,14 +563,16 @@ mod tests {
         }
         let mut stack = sys::CloneStack::new(16 * 1024).unwrap();
         let depth = 10_000u32;
-        let [status, _, _] = in_forked_child(&mut || {
+        let mut run = || {
             // SAFETY: single-threaded forked copy; `recurse` makes no allocation (its frames
             // are on the stack it is meant to overflow) and resets the signal handlers first.
             let Ok(pid) = (unsafe { sys::vfork_run(&mut stack, recurse, &depth) }) else {
                 return [u64::MAX; 3];
             };
             [sys::wait_for(pid).map_or(-1, |(_, s)| s) as u64, 0, 0]
-        });
+        };
+        // SAFETY: `run` makes only syscalls, on data built above.
+        let [status, _, _] = unsafe { in_forked_child(&mut run) };
         let status = status as i32;
         assert!(
             libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,

@@ -28,6 +28,8 @@ mod clone;
 mod fd;
 mod mount;
 pub mod step;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub(crate) use caps::*;
 pub use clone::*;
