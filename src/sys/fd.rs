@@ -141,28 +141,6 @@ pub fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), i32> {
     }
 }
 
-/// Open /dev/null on each of fds 0, 1, 2 that is closed (as std's runtime does).
-pub fn open_std_fds() -> io::Result<()> {
-    for fd in 0..3 {
-        // SAFETY: F_GETFD on an integer fd reads no memory.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 && errno() == libc::EBADF {
-            let got = nix::fcntl::open(
-                c"/dev/null",
-                nix::fcntl::OFlag::O_RDWR,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map(std::os::fd::IntoRawFd::into_raw_fd);
-            // The lowest free fd is `fd`, since the lower ones are open: it stays open.
-            if got != Ok(fd) {
-                return Err(io::Error::other(format!(
-                    "fd {fd} was closed and /dev/null could not take its place"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// True when `path` is executable for us (`access(X_OK)`).
 pub fn executable(path: &std::path::Path) -> bool {
     nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()

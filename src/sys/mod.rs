@@ -131,14 +131,6 @@ pub fn block_all_signals() -> Result<(), i32> {
         .map_err(|_| libc::EINVAL)
 }
 
-/// SIGPIPE ignored: writes to a closed pipe fail with EPIPE.
-pub fn ignore_sigpipe() -> io::Result<()> {
-    use nix::sys::signal::{SigHandler, signal};
-    // SAFETY: SIG_IGN installs no handler code.
-    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }?;
-    Ok(())
-}
-
 /// `unshare(flags)`.
 pub fn unshare(flags: libc::c_int) -> Result<(), i32> {
     nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags)).map_err(raw)
