@@ -368,8 +368,8 @@ impl Prepared {
     /// no locks. Order: capabilities (bounding set while CAP_SETPCAP is still there, securebits,
     /// ambient, then effective/permitted/inheritable), `no_new_privs`, Landlock, seccomp last.
     ///
-    /// On error the launcher must not exec: return it from `pre_exec` (as `io::Error`) and exit
-    /// 125.
+    /// On error the launcher must not exec: it reports the [`Step`] and errno on its report
+    /// pipe (`sys::report_step`) and fails the spawn, which exits 125.
     pub fn apply_in_child(&self) -> Result<(), ChildSetupError> {
         let at = ChildSetupError::at;
         // Without CAP_SETPCAP (an unprivileged user) the bounding set cannot shrink; nothing in
