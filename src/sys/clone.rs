@@ -6,10 +6,12 @@
 //! Inside a PID namespace the command is started from the namespace's init (a forked,
 //! single-threaded copy of the launcher) by [`vfork_run`], as glibc's `posix_spawn` does:
 //! no page tables are copied, where a plain `fork` would copy the launcher's whole address
-//! space only for the command's `execve` to throw it away. `posix_spawn` itself cannot be
-//! used: the command must unshare nothing more but apply the sandbox (capabilities,
-//! `no_new_privs`, Landlock, seccomp) and report a failed step on a pipe before its exec,
-//! which `posix_spawn`'s fixed file actions cannot express.
+//! space only for the command's `execve` to throw it away. That second fork cost about 0.3 ms
+//! of every confined start when it was replaced (README, "Where start-up goes"): more than
+//! the 0.2 ms a refactor may add, so it was not brought back. `posix_spawn` itself cannot be
+//! used: the command must apply the sandbox (capabilities, `no_new_privs`, Landlock,
+//! seccomp) and report a failed step on a pipe before its exec, which `posix_spawn`'s fixed
+//! attributes and file actions cannot express.
 //!
 //! The process it starts shares the caller's memory until it execs, so it must not allocate,
 //! take a lock, unwind or drop anything of its parent. That is kept by the shape of the API,
@@ -21,7 +23,10 @@
 //! - it runs on a [`CloneStack`] of its own, a separate mapping with an inaccessible guard
 //!   page below it, so an overflow faults instead of writing into the caller's memory; its
 //!   size comes from a bound that a unit test measures on the real child path
-//!   (`launch::spawn`'s tests: high-water mark of the stack, an overflow hitting the guard);
+//!   (`launch::spawn`'s tests: the stack's high-water mark, with the sandbox applied, must
+//!   stay under half of `COMMAND_STACK` plus 8 bytes per argument; a debug build used about
+//!   1.3 KiB without arguments and 16 KiB with 2000, glibc's `/bin/sh` fallback copying
+//!   them; and an overflow must die on the guard page);
 //! - a unit test counts allocations (a counting global allocator in the test build) across
 //!   the real child path and requires none;
 //! - the caller is an `unsafe fn`'s caller: [`vfork_run`] states the contract that is left
