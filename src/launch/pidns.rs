@@ -45,23 +45,20 @@
 //! The command itself (C2 or C3) is started with `clone(CLONE_VM | CLONE_VFORK)`
 //! ([`sys::vfork_run`]): it runs on its parent's memory until its own `execve`, as with
 //! `posix_spawn`, instead of on a copy of the launcher's page tables that the exec would
-//! throw away. Its parent waits meanwhile.
+//! throw away. Its parent waits meanwhile. This was kept rather than replaced by a plain
+//! fork, with its rules enforced by the shape of the code: the command's start is a plain
+//! `fn` on borrowed data built before the first fork, on a stack of its own with a guard page,
+//! sized from a bound that a unit test measures (see `sys::clone` and `launch::spawn`).
 //!
-//! Runs between fork and exec: syscalls only, everything allocated before the fork.
+//! Runs between fork and exec: syscalls only, everything allocated before the fork. A
+//! failure is reported as a [`Step`] and an errno.
 
 use crate::sandbox::Isolation;
-use crate::sys;
+use crate::sys::{self, Step};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-
-/// The steps that can fail, reported as `(step, errno)` by [`Plan::enter`].
-pub const STEP_UNSHARE: usize = 0;
-pub const STEP_USER_MAP: usize = 1;
-pub const STEP_FORK: usize = 2;
-/// The first of the `sandbox::isolate` steps (network, mounts, memfd), in their order.
-pub const STEP_ISOLATE: usize = 3;
 
 /// Built in the parent, entered in the forked child.
 #[derive(Debug, Clone)]
@@ -105,7 +102,7 @@ impl Plan {
     }
 
     /// In std's forked child (C1), after its session, limits and descriptors are set up.
-    /// Starts the command with [`sys::vfork_run`]: `command` runs in the process that
+    /// Starts the command with [`sys::vfork_run`]: `command(arg)` runs in the process that
     /// becomes the command (C2 when the parent unshared, else C3), with all signals blocked
     /// (it sets the command's mask), and execs or returns an exit code on failure (having
     /// reported why). The processes above it become the init (and watcher) and never return;
@@ -117,52 +114,59 @@ impl Plan {
     ///
     /// `iso` adds the child's own network and mount namespaces, set up here, before the
     /// command exists (see `sandbox::isolate`).
-    pub fn enter(
+    ///
+    /// # Safety
+    /// The caller is a single-threaded forked child (std's `pre_exec`), and `command` keeps
+    /// [`sys::vfork_run`]'s contract: syscalls only, on a stack `stack` is large enough for.
+    #[allow(unsafe_code)] // Calls `sys::fork_raw` and `sys::vfork_run`; see the module header.
+    pub unsafe fn enter<T>(
         &self,
         iso: &Isolation,
         affinity: Option<&sys::CpuSet>,
         stack: &mut sys::CloneStack,
-        command: &mut dyn FnMut() -> i32,
-    ) -> (usize, i32) {
+        command: fn(&T) -> i32,
+        arg: &T,
+    ) -> (Step, i32) {
         if let Err(e) = sys::block_all_signals() {
-            return (STEP_UNSHARE, e);
+            return (Step::PidNamespace, e);
         }
-        let isolated =
-            |iso: &Isolation| iso.apply_in_child().map_err(|(s, e)| (STEP_ISOLATE + s, e));
         if self.unshared_by_parent() {
             // C1 is PID 1 already (and root): its own network and mount namespaces, then
             // start the command and become its init.
             if iso.unshare_flags() != 0
                 && let Err(e) = sys::unshare(iso.unshare_flags())
             {
-                return (STEP_UNSHARE, e);
+                return (Step::PidNamespace, e);
             }
-            if let Err(e) = isolated(iso) {
+            if let Err(e) = iso.apply_in_child() {
                 return e;
             }
-            if let Err((s, e)) = iso.apply_in_init() {
-                return (STEP_ISOLATE + s, e);
+            if let Err(e) = iso.apply_in_init() {
+                return e;
             }
-            return init_of_command(stack, command, affinity, self.status_w);
+            // SAFETY: the caller's contract, passed on.
+            return unsafe { init_of_command(stack, command, arg, affinity, self.status_w) };
         }
         if let Err(e) = sys::unshare(self.flags | iso.unshare_flags()) {
-            return (STEP_UNSHARE, e);
+            return (Step::PidNamespace, e);
         }
         if self.with_user_ns()
             && let Err(e) = self.write_maps()
         {
-            return (STEP_USER_MAP, e);
+            return (Step::UserMaps, e);
         }
-        if let Err(e) = isolated(iso) {
+        if let Err(e) = iso.apply_in_child() {
             return e;
         }
         let (status_r, status_w) = match sys::pipe_cloexec() {
             Ok(p) => p,
-            Err(e) => return (STEP_FORK, e),
+            Err(e) => return (Step::PidInit, e),
         };
-        let init = match sys::fork_raw() {
+        // SAFETY: this process is single-threaded (the caller's contract); both it and the
+        // init make only syscalls from here on.
+        let init = match unsafe { sys::fork_raw() } {
             Ok(pid) => pid,
-            Err(e) => return (STEP_FORK, e),
+            Err(e) => return (Step::PidInit, e),
         };
         if init != 0 {
             restore(affinity);
@@ -173,17 +177,18 @@ impl Plan {
         // C2, PID 1 of the new namespace.
         sys::close(status_r);
         if let Err(e) = sys::set_pdeathsig_kill() {
-            return (STEP_FORK, e);
+            return (Step::PidInit, e);
         }
         // getppid() is 0 here (the parent is outside the namespace): C1 holds the only read
         // end of the status pipe, so a closed read end means C1 died before the line above.
         if sys::readers_gone(status_w) {
             sys::exit_now(137);
         }
-        if let Err((s, e)) = iso.apply_in_init() {
-            return (STEP_ISOLATE + s, e);
+        if let Err(e) = iso.apply_in_init() {
+            return e;
         }
-        init_of_command(stack, command, affinity, status_w)
+        // SAFETY: the caller's contract, passed on (the init is a fork of this process).
+        unsafe { init_of_command(stack, command, arg, affinity, status_w) }
     }
 
     /// Identity maps for the new user namespace. The kernel lets only a dumpable process
@@ -203,19 +208,23 @@ impl Plan {
 /// In the PID namespace's init: start the command with [`sys::vfork_run`], then reap until
 /// it ends and report its status on `status_w`. Returns only if the command could not be
 /// started.
-#[allow(unsafe_code)]
-fn init_of_command(
+///
+/// # Safety
+/// As [`Plan::enter`].
+#[allow(unsafe_code)] // Calls `sys::vfork_run`.
+unsafe fn init_of_command<T>(
     stack: &mut sys::CloneStack,
-    command: &mut dyn FnMut() -> i32,
+    command: fn(&T) -> i32,
+    arg: &T,
     affinity: Option<&sys::CpuSet>,
     status_w: i32,
-) -> (usize, i32) {
+) -> (Step, i32) {
     // SAFETY: this process is a single-threaded fork of the launcher (std's child or the
-    // init forked from it) holding no lock; `command` (spawn.rs) makes only syscalls and
-    // cannot panic; the stack is this run's own, used by nothing else.
-    let agent = match unsafe { sys::vfork_run(stack, command) } {
+    // init forked from it) holding no lock, with every signal blocked; `command` (spawn.rs)
+    // makes only syscalls and cannot panic; the stack is this run's own, used by nothing else.
+    let agent = match unsafe { sys::vfork_run(stack, command, arg) } {
         Ok(pid) => pid,
-        Err(e) => return (STEP_FORK, e),
+        Err(e) => return (Step::PidInit, e),
     };
     restore(affinity);
     sys::close_all_except(status_w);

@@ -2,12 +2,17 @@
 //!
 //! Everything the child needs is built here, before the fork; the `pre_exec` closure
 //! only makes syscalls (see `sys`). A setup failure in the child is reported through a
-//! close-on-exec pipe as (step, errno), so it ends the run with 125, never in an
-//! unconfined child.
+//! close-on-exec pipe as ([`Step`] as u8, errno) (see `sys::step`), so it ends the run with
+//! 125, never in an unconfined child; a byte that names no step does too.
+//!
+//! With a PID namespace the command is started by `clone(CLONE_VM | CLONE_VFORK)` from the
+//! namespace's init (see `pidns` and `sys::clone` for why, and what keeps it sound):
+//! [`start_command`] is the whole of what runs there, a plain `fn` over [`CommandStart`], on a
+//! stack of [`COMMAND_STACK`] bytes whose bound the tests below measure.
 
 use super::pidns;
 use crate::profile::Limits;
-use crate::sys;
+use crate::sys::{self, Step};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -157,24 +162,6 @@ pub struct ChildSpec<'a> {
     pub confine: Option<Confine>,
 }
 
-const STEPS: &[&str] = &[
-    "the parent-death signal",
-    "a new session",
-    "the controlling terminal",
-    "resource limits",
-    "closing inherited descriptors",
-    "the signal mask",
-    "a PID namespace",
-    "the user namespace's id maps",
-    "the PID namespace's init",
-    "the network namespace's loopback interface",
-    "the read-only mounts of the files later runs read",
-    "vm.memfd_noexec in the PID namespace",
-];
-/// Report steps past [`STEPS`]: the command's own exec failed (errno), or its set-up failed
-/// with the raw OS code of an `io::Error` (a sandbox step's error is encoded in it).
-const STEP_EXEC: u32 = 0x100;
-const STEP_RAW: u32 = 0x101;
 /// The stack the command runs on between its `clone(CLONE_VM)` and its exec (see
 /// `pidns`): the sandbox's syscalls need a few KiB, and glibc's `execvpe` a pointer per
 /// argument when it runs a `#!`-less file under /bin/sh (sized as glibc's `posix_spawn`).
@@ -195,6 +182,7 @@ pub struct Spawned {
 /// process of the chain is created there and runs as soon as its parent blocks on it. Each
 /// process that stays (the command, a PID namespace init) gets the caller's mask back, and so
 /// does agentrun once the command has started.
+#[allow(unsafe_code)] // `sys::set_pre_exec` and `pidns::Plan::enter`: see their `# Safety`.
 pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
     let shown = spec.argv[0].to_string_lossy().into_owned();
     let mut cmd = Command::new(&spec.program);
@@ -208,14 +196,15 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Io(e.into()))?;
     let report_fd = report_w.as_raw_fd();
     let parent = nix::unistd::getpid().as_raw();
-    let mut rlimits: Vec<(libc::__rlimit_resource_t, u64)> = vec![(libc::RLIMIT_CORE, 0)];
+    use sys::Resource;
+    let mut rlimits: Vec<(Resource, u64)> = vec![(Resource::RLIMIT_CORE, 0)];
     let l = spec.limits;
     for (res, v) in [
-        (libc::RLIMIT_NOFILE, l.nofile),
-        (libc::RLIMIT_NPROC, l.nproc),
-        (libc::RLIMIT_AS, l.memory),
-        (libc::RLIMIT_CPU, l.cpu),
-        (libc::RLIMIT_FSIZE, l.fsize),
+        (Resource::RLIMIT_NOFILE, l.nofile),
+        (Resource::RLIMIT_NPROC, l.nproc),
+        (Resource::RLIMIT_AS, l.memory),
+        (Resource::RLIMIT_CPU, l.cpu),
+        (Resource::RLIMIT_FSIZE, l.fsize),
     ] {
         if let Some(v) = v {
             rlimits.push((res, v));
@@ -265,15 +254,9 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
         None => None,
     };
     let no_isolation = crate::sandbox::Isolation::default();
-    sys::set_pre_exec(&mut cmd, move || {
-        let report = |step: u32, errno: i32| {
-            let mut msg = [0u8; 8];
-            msg[..4].copy_from_slice(&step.to_ne_bytes());
-            msg[4..].copy_from_slice(&errno.to_ne_bytes());
-            sys::write_best_effort(report_fd, &msg);
-        };
-        let fail = |step: usize, errno: i32| {
-            report(step as u32, errno);
+    let pre_exec = move || {
+        let fail = |step: Step, errno: i32| {
+            sys::report_step(report_fd, step, errno);
             Err(io::Error::from_raw_os_error(errno))
         };
         let dies_with_parent = if in_new_ns {
@@ -285,70 +268,56 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
             sys::die_with_parent(parent)
         };
         if let Err(e) = dies_with_parent {
-            return fail(0, e);
+            return fail(Step::ParentDeath, e);
         }
         if let Err(e) = sys::new_session() {
-            return fail(1, e);
+            return fail(Step::Session, e);
         }
         if ctty.is_some() {
             // stdin is the pty slave by now.
             if let Err(e) = sys::set_controlling_tty(0) {
-                return fail(2, e);
+                return fail(Step::ControllingTty, e);
             }
         }
         for &(res, v) in &rlimits {
             if let Err(e) = sys::set_rlimit(res, v) {
-                return fail(3, e);
+                return fail(Step::Rlimits, e);
             }
         }
         if let Err(e) = sys::cloexec_from(3) {
-            return fail(4, e);
+            return fail(Step::CloseFds, e);
         }
         for &fd in &inherit {
             if let Err(e) = sys::inherit_fd(fd) {
-                return fail(4, e);
+                return fail(Step::CloseFds, e);
             }
         }
-        // What makes the command of this process (or of the one `pidns` starts): its CPU
-        // mask, an empty signal mask (agentrun blocks the signals it forwards, the init all
-        // of them), then the sandbox.
-        let become_command = || -> io::Result<()> {
-            if pin.is_some()
-                && let Some(set) = &restore
-            {
-                // Best effort: a command left on one CPU only runs slower.
-                let _ = sys::set_affinity(set);
-            }
-            if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
-                return fail(5, e as i32);
-            }
-            if let Some(confine) = &confine {
-                // Encoded in the raw error code (see `ChildSetupError::decode`).
-                confine.apply_in_child()?;
-            }
-            Ok(())
-        };
+        let affinity = restore.as_ref().filter(|_| pin.is_some());
         if let (Some(plan), Some(exec), Some(stack)) = (&pidns, &exec, stack.as_mut()) {
-            let mut command = || -> i32 {
-                // Its parent's handlers must not run on the memory it shares.
-                sys::reset_signal_handlers();
-                if let Err(e) = become_command() {
-                    report(STEP_RAW, e.raw_os_error().unwrap_or(libc::EIO));
-                    return 125;
-                }
-                report(STEP_EXEC, exec.exec());
-                127
+            let start = CommandStart {
+                exec,
+                report_fd,
+                affinity,
+                confine: confine.as_deref(),
             };
             // Returns only on a failure before the command was started (see `pidns`).
             let iso = match &confine {
                 Some(c) => c.isolation(),
                 None => &no_isolation,
             };
-            let (step, e) = plan.enter(iso, restore.as_ref(), stack, &mut command);
-            return fail(6 + step, e);
+            // SAFETY: this is std's forked child (single-threaded); `start_command` makes
+            // only syscalls on data built before the fork, on `stack`, sized by
+            // COMMAND_STACK (measured in the tests below).
+            let (step, e) =
+                unsafe { plan.enter(iso, restore.as_ref(), stack, start_command, &start) };
+            return fail(step, e);
         }
-        become_command()
-    });
+        become_command(affinity, confine.as_deref()).or_else(|(step, e)| fail(step, e))
+    };
+    // SAFETY: `pre_exec` above makes only async-signal-safe syscalls on data built before
+    // the fork (through `sys`, `pidns` and `sandbox::Prepared::apply_in_child`), and its
+    // errors are raw OS codes.
+    unsafe { sys::set_pre_exec(&mut cmd, pre_exec) };
 
     let pinned = pin.is_some_and(|p| sys::set_affinity(&p).is_ok());
     let ns = if in_new_ns {
@@ -357,7 +326,7 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
             Err(e) => {
                 unpin(pinned, restore.as_ref());
                 return Err(SpawnError::Setup {
-                    step: STEPS[6],
+                    step: Step::PidNamespace.message(),
                     err: e,
                 });
             }
@@ -382,15 +351,11 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
             err: e,
         });
     }
-    let mut report = [0u8; 8];
+    let mut report = [0u8; sys::step::REPORT_LEN];
     let mut f = std::fs::File::from(report_r);
     let got = f.read(&mut report).unwrap_or(0);
-    let reported = (got == 8).then(|| {
-        let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-        (step, errno)
-    });
-    let err = match (result, reported) {
+    let reported = (got == report.len()).then(|| Step::decode(report));
+    let report = match (result, reported) {
         (Ok(child), None) => return Ok(Spawned { child, status }),
         // The command, started inside the PID namespace, failed before or at its exec; its
         // init has ended the same way: reap it.
@@ -401,24 +366,27 @@ pub fn spawn(spec: ChildSpec) -> Result<Spawned, SpawnError> {
         (Err(err), None) => return Err(spawn_error(err, &shown)),
         (Err(_), Some(r)) => r,
     };
-    match err {
-        (STEP_EXEC, errno) => Err(spawn_error(io::Error::from_raw_os_error(errno), &shown)),
-        (STEP_RAW, code) => Err(spawn_error(io::Error::from_raw_os_error(code), &shown)),
-        (step, errno) => Err(SpawnError::Setup {
-            step: STEPS.get(step as usize).copied().unwrap_or("setup"),
+    Err(reported_error(report, &shown))
+}
+
+/// What the child reported on the report pipe, as the run's error.
+fn reported_error(report: Result<(Step, i32), sys::UnknownStep>, shown: &str) -> SpawnError {
+    match report {
+        Ok((Step::Exec, errno)) => spawn_error(io::Error::from_raw_os_error(errno), shown),
+        Ok((step, errno)) => SpawnError::Setup {
+            step: step.message(),
             err: io::Error::from_raw_os_error(errno),
-        }),
+        },
+        // Fail closed: a report that names no step is still a failed set-up.
+        Err(sys::UnknownStep(_)) => SpawnError::Setup {
+            step: "setup",
+            err: io::Error::from_raw_os_error(libc::EIO),
+        },
     }
 }
 
 /// What an exec or set-up error of the child means for the operator.
 fn spawn_error(err: io::Error, shown: &str) -> SpawnError {
-    if let Some(e) = crate::sandbox::ChildSetupError::decode(&err) {
-        return SpawnError::Setup {
-            step: e.step,
-            err: io::Error::from_raw_os_error(e.errno),
-        };
-    }
     let shown = shown.to_owned();
     match err.raw_os_error() {
         Some(libc::ENOENT) => SpawnError::CannotExecute(
@@ -435,9 +403,211 @@ fn spawn_error(err: io::Error, shown: &str) -> SpawnError {
     }
 }
 
+/// Everything the command's process needs between its `clone(CLONE_VM)` and its exec: built
+/// before the first fork, borrowed (nothing here is owned, so nothing is dropped there).
+struct CommandStart<'a> {
+    exec: &'a sys::ExecArgs,
+    report_fd: RawFd,
+    /// The caller's CPU mask, when the start was pinned to one CPU.
+    affinity: Option<&'a sys::CpuSet>,
+    confine: Option<&'a crate::sandbox::Prepared>,
+}
+
+/// The command's process, started by `pidns` with `clone(CLONE_VM | CLONE_VFORK)`: become the
+/// command and exec it, or report the failed step and return the exit code. Syscalls only.
+fn start_command(c: &CommandStart) -> i32 {
+    // Its parent's handlers must not run on the memory it shares.
+    sys::reset_signal_handlers();
+    if let Err((step, e)) = become_command(c.affinity, c.confine) {
+        sys::report_step(c.report_fd, step, e);
+        return 125;
+    }
+    sys::report_step(c.report_fd, Step::Exec, c.exec.exec());
+    127
+}
+
+/// What makes the command of this process (std's child, or the one `pidns` starts): its CPU
+/// mask, an empty signal mask (agentrun blocks the signals it forwards, the init all of
+/// them), then the sandbox. Syscalls only.
+fn become_command(
+    affinity: Option<&sys::CpuSet>,
+    confine: Option<&crate::sandbox::Prepared>,
+) -> Result<(), (Step, i32)> {
+    if let Some(set) = affinity {
+        // Best effort: a command left on one CPU only runs slower.
+        let _ = sys::set_affinity(set);
+    }
+    if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
+        return Err((Step::SignalMask, e as i32));
+    }
+    if let Some(confine) = confine {
+        confine.apply_in_child().map_err(|e| (e.step, e.errno))?;
+    }
+    Ok(())
+}
+
 /// Give the spawning thread its CPU mask back.
 fn unpin(pinned: bool, restore: Option<&sys::CpuSet>) {
     if pinned && let Some(set) = restore {
         let _ = sys::set_affinity(set);
+    }
+}
+
+#[cfg(test)]
+#[allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)] // `sys::vfork_run`, as `pidns`.
+mod tests {
+    use super::*;
+    use crate::sys::testing::{ALLOCATIONS, in_forked_child};
+    use std::sync::atomic::Ordering;
+
+    /// The command's start on its `CLONE_VM` stack, through the deepest path it has: glibc's
+    /// `execvpe` of a file without `#!`, which runs it under /bin/sh with the argument list
+    /// copied on the stack. Its high-water mark stays below half of [`COMMAND_STACK`] (plus
+    /// the pointer per argument `spawn` adds), and it allocates nothing.
+    #[test]
+    fn command_start_fits_its_stack_and_allocates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("no-shebang");
+        std::fs::write(&script, "exit 7\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        // The sandbox as the kernel allows (best effort): its syscalls run on the stack too.
+        let policy = crate::sandbox::Policy::resolve(None, dir.path(), None, None).unwrap();
+        let needs = crate::sandbox::ChildNeeds {
+            program: script.clone(),
+            extra_read: vec![],
+            tty: None,
+        };
+        let confine = crate::sandbox::prepare(
+            &policy,
+            &needs,
+            crate::sandbox::Mode::BestEffort,
+            &[],
+            dir.path(),
+        )
+        .unwrap();
+        let affinity = sys::affinity();
+        for n_args in [0, 2000] {
+            let args: Vec<OsString> = std::iter::once(script.clone().into_os_string())
+                .chain((0..n_args).map(|i| OsString::from(format!("arg{i}"))))
+                .collect();
+            let env = [(OsStr::new("PATH"), OsStr::new("/usr/bin:/bin"))];
+            let exec = sys::ExecArgs::new(
+                script.as_os_str(),
+                args.iter().map(OsString::as_os_str),
+                env.iter().copied(),
+            )
+            .unwrap();
+            let per_arg = (args.len() + 3) * 8;
+            let mut stack = sys::CloneStack::new(COMMAND_STACK + per_arg).unwrap();
+            stack.paint();
+            let (report_r, report_w) = sys::pipe_cloexec().unwrap();
+            let start = CommandStart {
+                exec: &exec,
+                report_fd: report_w,
+                affinity: affinity.as_ref(),
+                confine: Some(&confine),
+            };
+            let mut run = || {
+                if sys::block_all_signals().is_err() {
+                    return [u64::MAX; 3];
+                }
+                let before = ALLOCATIONS.load(Ordering::SeqCst);
+                // SAFETY: this forked copy is single-threaded with every signal blocked;
+                // `start_command` is the real child path (syscalls only).
+                let Ok(pid) = (unsafe { sys::vfork_run(&mut stack, start_command, &start) }) else {
+                    return [u64::MAX; 3];
+                };
+                let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
+                let status = sys::wait_for(pid).map_or(-1, |(_, s)| s);
+                [status as u64, stack.high_water() as u64, allocated as u64]
+            };
+            // SAFETY: `run` makes only syscalls, on data built above.
+            let [status, high_water, allocations] = unsafe { in_forked_child(&mut run) };
+            sys::close(report_w);
+            let mut report = [0u8; 5];
+            let reported = sys::read_some(report_r, &mut report);
+            sys::close(report_r);
+            assert_eq!(reported, 0, "the command's start reported {report:?}");
+            let status = status as i32;
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7,
+                "the script did not run under /bin/sh: status {status:#x}"
+            );
+            assert_eq!(allocations, 0, "the command's start allocated");
+            eprintln!(
+                "command start: {high_water} bytes of stack used, {} given",
+                stack.usable()
+            );
+            assert!(
+                high_water as usize <= COMMAND_STACK / 2 + per_arg,
+                "{high_water} bytes used: COMMAND_STACK ({COMMAND_STACK}) has less than half to spare"
+            );
+        }
+    }
+
+    /// An overflow of the `CLONE_VM` stack faults on its guard page (SIGSEGV of the new
+    /// process) instead of writing into the memory it shares with its parent.
+    #[test]
+    fn an_overflow_hits_the_guard_page() {
+        fn recurse(depth: &u32) -> i32 {
+            sys::reset_signal_handlers();
+            fn down(n: u32) -> u32 {
+                let frame = std::hint::black_box([n as u8; 512]);
+                if n == 0 {
+                    return u32::from(frame[0]);
+                }
+                std::hint::black_box(down(n - 1)) + u32::from(frame[1])
+            }
+            down(*depth) as i32
+        }
+        let mut stack = sys::CloneStack::new(16 * 1024).unwrap();
+        let depth = 10_000u32;
+        let mut run = || {
+            // SAFETY: single-threaded forked copy; `recurse` makes no allocation (its frames
+            // are on the stack it is meant to overflow) and resets the signal handlers first.
+            let Ok(pid) = (unsafe { sys::vfork_run(&mut stack, recurse, &depth) }) else {
+                return [u64::MAX; 3];
+            };
+            [sys::wait_for(pid).map_or(-1, |(_, s)| s) as u64, 0, 0]
+        };
+        // SAFETY: `run` makes only syscalls, on data built above.
+        let [status, _, _] = unsafe { in_forked_child(&mut run) };
+        let status = status as i32;
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+            "status {status:#x}"
+        );
+    }
+
+    #[test]
+    fn a_reported_step_is_the_runs_error() {
+        let e = reported_error(Ok((Step::Seccomp, libc::EINVAL)), "sh");
+        assert_eq!(e.exit_code(), 125);
+        assert_eq!(
+            e.to_string(),
+            "setting up the child failed at install the seccomp filter: Invalid argument (os error 22)"
+        );
+        let e = reported_error(Ok((Step::ParentDeath, libc::ESRCH)), "sh");
+        assert!(
+            e.to_string()
+                .starts_with("setting up the child failed at the parent-death signal: "),
+            "{e}"
+        );
+        // The command's own exec: an exec error, not a set-up step.
+        let e = reported_error(Ok((Step::Exec, libc::ENOEXEC)), "sh");
+        assert_eq!(e.exit_code(), 126);
+        assert_eq!(
+            e.to_string(),
+            "sh: cannot execute: not an executable format"
+        );
+    }
+
+    #[test]
+    fn an_unknown_step_fails_closed() {
+        let report = [0xee, 1, 0, 0, 0];
+        let e = reported_error(Step::decode(report), "sh");
+        assert!(matches!(e, SpawnError::Setup { step: "setup", .. }), "{e}");
+        assert_eq!(e.exit_code(), 125);
     }
 }

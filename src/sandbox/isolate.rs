@@ -31,12 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{Policy, SandboxError};
-use crate::sys;
-
-/// What [`Isolation::apply_in_child`] does, in order; a failure names its step.
-pub const STEP_NET: usize = 0;
-pub const STEP_MOUNTS: usize = 1;
-pub const STEP_MEMFD: usize = 2;
+use crate::sys::{self, Step};
 
 /// Built in the parent; applied in the child after `unshare`.
 #[derive(Debug, Clone, Default)]
@@ -97,18 +92,18 @@ impl Isolation {
 
     /// In the forked child, after `unshare(unshare_flags())`: bring `lo` up and make the
     /// mounts. Syscalls only. Returns `(step, errno)` on failure.
-    pub fn apply_in_child(&self) -> Result<(), (usize, i32)> {
+    pub fn apply_in_child(&self) -> Result<(), (Step, i32)> {
         if self.net {
-            sys::loopback_up().map_err(|e| (STEP_NET, e))?;
+            sys::loopback_up().map_err(|e| (Step::Loopback, e))?;
         }
         if self.needs_mount_ns() {
-            sys::mounts_slave_recursive().map_err(|e| (STEP_MOUNTS, e))?;
+            sys::mounts_slave_recursive().map_err(|e| (Step::ReadOnlyMounts, e))?;
             for a in &self.anchors {
-                sys::bind_onto_itself(a).map_err(|e| (STEP_MOUNTS, e))?;
+                sys::bind_onto_itself(a).map_err(|e| (Step::ReadOnlyMounts, e))?;
             }
             for p in &self.read_only {
-                sys::bind_onto_itself(p).map_err(|e| (STEP_MOUNTS, e))?;
-                sys::make_read_only(p).map_err(|e| (STEP_MOUNTS, e))?;
+                sys::bind_onto_itself(p).map_err(|e| (Step::ReadOnlyMounts, e))?;
+                sys::make_read_only(p).map_err(|e| (Step::ReadOnlyMounts, e))?;
             }
             for (p, dir) in &self.masks {
                 let r = if *dir {
@@ -116,10 +111,10 @@ impl Isolation {
                 } else {
                     sys::bind_dev_null_over(p)
                 };
-                r.map_err(|e| (STEP_MOUNTS, e))?;
+                r.map_err(|e| (Step::ReadOnlyMounts, e))?;
             }
             if let Some(cwd) = &self.cwd {
-                sys::chdir(cwd).map_err(|e| (STEP_MOUNTS, e))?;
+                sys::chdir(cwd).map_err(|e| (Step::ReadOnlyMounts, e))?;
             }
         }
         Ok(())
@@ -127,11 +122,11 @@ impl Isolation {
 
     /// In the process that is the PID namespace's init (root only): no executable memfds.
     /// A kernel without the setting (before 6.3) is not an error.
-    pub fn apply_in_init(&self) -> Result<(), (usize, i32)> {
+    pub fn apply_in_init(&self) -> Result<(), (Step, i32)> {
         if self.memfd_noexec {
             match sys::write_file(c"/proc/sys/vm/memfd_noexec", b"2") {
                 Ok(()) | Err(libc::ENOENT) => {}
-                Err(e) => return Err((STEP_MEMFD, e)),
+                Err(e) => return Err((Step::MemfdNoexec, e)),
             }
         }
         Ok(())

@@ -14,7 +14,6 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -101,7 +100,7 @@ fn run_confined(
     // setresgid, setresuid, then apply_in_child, which is allocation- and lock-free), and its
     // error path builds an io::Error from a raw code, which does not allocate.
     unsafe {
-        cmd.pre_exec(move || {
+        sys::set_pre_exec(&mut cmd, move || {
             if let Some(id) = as_user {
                 let gid = nix::unistd::Gid::from_raw(id);
                 let uid = nix::unistd::Uid::from_raw(id);
@@ -109,7 +108,9 @@ fn run_confined(
                 nix::unistd::setresgid(gid, gid, gid)?;
                 nix::unistd::setresuid(uid, uid, uid)?;
             }
-            prepared.apply_in_child().map_err(std::io::Error::from)
+            prepared
+                .apply_in_child()
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno))
         });
     }
     cmd.output().expect("spawn the confined child")
@@ -626,14 +627,30 @@ fn child_setup_failure_is_reported_not_run() {
     let prepared = Arc::new(prepared);
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", &format!("touch {}", marker.display())]);
-    // SAFETY: the closure only calls apply_in_child (raw syscalls, no allocation).
+    // The step travels as the launcher reports it: (step, errno) on a close-on-exec pipe.
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let w = std::os::fd::AsRawFd::as_raw_fd(&report_w);
+    // SAFETY: the closure only calls apply_in_child and writes the report (raw syscalls, no
+    // allocation); its error is built from a raw code.
     unsafe {
-        cmd.pre_exec(move || prepared.apply_in_child().map_err(std::io::Error::from));
+        sys::set_pre_exec(&mut cmd, move || {
+            prepared.apply_in_child().map_err(|e| {
+                sys::report_step(w, e.step, e.errno);
+                std::io::Error::from_raw_os_error(e.errno)
+            })
+        });
     }
     let err = cmd.spawn().expect_err("spawn must fail");
-    let decoded = ChildSetupError::decode(&err).expect("a ChildSetupError");
-    assert_eq!(decoded.step, "install the seccomp filter");
-    assert_eq!(decoded.errno, libc::EINVAL);
+    drop(cmd);
+    drop(report_w);
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+    let mut report = [0u8; sys::step::REPORT_LEN];
+    std::fs::File::from(report_r)
+        .read_exact(&mut report)
+        .unwrap();
+    let (step, errno) = Step::decode(report).expect("a known step");
+    assert_eq!(step.message(), "install the seccomp filter");
+    assert_eq!(errno, libc::EINVAL);
     assert!(!marker.exists());
 }
 
@@ -667,11 +684,11 @@ fn foreign_syscall_abi_is_killed() {
     // SAFETY: after the sandbox is applied the closure issues one raw `int 0x80` (getpid in the
     // i386 table) which the filter must answer by killing the process; it touches no memory.
     unsafe {
-        cmd.pre_exec(move || {
-            prepared.apply_in_child().map_err(std::io::Error::from)?;
-            let mut eax: u32 = 20;
-            std::arch::asm!("int 0x80", inout("eax") eax, options(nostack));
-            let _ = eax;
+        sys::set_pre_exec(&mut cmd, move || {
+            prepared
+                .apply_in_child()
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno))?;
+            sys::int80_getpid();
             Ok(())
         });
     }

@@ -25,7 +25,7 @@ pub const PINNED_ABI: u32 = 6;
 
 /// What the running kernel offers: `Ok(abi)` or why there is no Landlock.
 pub(crate) fn kernel_abi() -> Result<u32, &'static str> {
-    match super::sys::landlock_abi_version() {
+    match crate::sys::landlock_abi_version() {
         Ok(v) => Ok(u32::try_from(v).unwrap_or(0)),
         Err(libc::EOPNOTSUPP) => Err(
             "Landlock is built in but disabled at boot (add `landlock` to the lsm= kernel parameter)",

@@ -18,7 +18,7 @@ mod isolate;
 mod landlock;
 mod policy;
 mod seccomp;
-mod sys;
+use crate::sys::{self, Step};
 
 #[cfg(test)]
 mod kernel_tests;
@@ -163,23 +163,9 @@ pub struct Prepared {
 /// A failure in the child between fork and exec: which step, and the errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChildSetupError {
-    pub step: &'static str,
+    pub step: Step,
     pub errno: i32,
 }
-
-/// The steps of [`Prepared::apply_in_child`], in order; the index travels through std's
-/// exec-error pipe (see [`ChildSetupError::decode`]).
-const STEPS: [&str; 7] = [
-    "drop the capability bounding set",
-    "lock securebits",
-    "clear ambient capabilities",
-    "clear capabilities",
-    "set no_new_privs",
-    "enforce the Landlock ruleset",
-    "install the seccomp filter",
-];
-/// Tag of an encoded [`ChildSetupError`] in an `io::Error` raw OS code.
-const CHILD_ERR_TAG: i32 = 0x5a << 24;
 
 impl std::fmt::Display for ChildSetupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,33 +181,8 @@ impl std::fmt::Display for ChildSetupError {
 impl std::error::Error for ChildSetupError {}
 
 impl ChildSetupError {
-    fn at(step: usize, errno: i32) -> ChildSetupError {
-        ChildSetupError {
-            step: STEPS[step],
-            errno,
-        }
-    }
-
-    /// Recovers the error from what `Command::spawn` returned when the `pre_exec` closure
-    /// returned `Err(ChildSetupError.into())`; `None` for any other spawn error.
-    pub fn decode(e: &std::io::Error) -> Option<ChildSetupError> {
-        let code = e.raw_os_error()?;
-        if code & !0x00ff_ffff != CHILD_ERR_TAG {
-            return None;
-        }
-        let step = usize::try_from((code >> 16) & 0xff).ok()?;
-        Some(ChildSetupError {
-            step: STEPS.get(step)?,
-            errno: code & 0xffff,
-        })
-    }
-}
-
-impl From<ChildSetupError> for std::io::Error {
-    /// Encodes step and errno in the raw OS code: allocation-free, safe after fork.
-    fn from(e: ChildSetupError) -> std::io::Error {
-        let step = STEPS.iter().position(|s| *s == e.step).unwrap_or(0xff) as i32;
-        std::io::Error::from_raw_os_error(CHILD_ERR_TAG | (step << 16) | (e.errno & 0xffff))
+    fn at(step: Step, errno: i32) -> ChildSetupError {
+        ChildSetupError { step, errno }
     }
 }
 
@@ -407,28 +368,28 @@ impl Prepared {
     /// no locks. Order: capabilities (bounding set while CAP_SETPCAP is still there, securebits,
     /// ambient, then effective/permitted/inheritable), `no_new_privs`, Landlock, seccomp last.
     ///
-    /// On error the launcher must not exec: return it from `pre_exec` (as `io::Error`) and exit
-    /// 125.
+    /// On error the launcher must not exec: it reports the [`Step`] and errno on its report
+    /// pipe (`sys::report_step`) and fails the spawn, which exits 125.
     pub fn apply_in_child(&self) -> Result<(), ChildSetupError> {
         let at = ChildSetupError::at;
         // Without CAP_SETPCAP (an unprivileged user) the bounding set cannot shrink; nothing in
         // it can be gained back either, as no_new_privs below blocks setuid and file caps.
-        let privileged = sys::has_cap_setpcap().map_err(|e| at(0, e))?;
+        let privileged = sys::has_cap_setpcap().map_err(|e| at(Step::BoundingSet, e))?;
         if privileged {
-            sys::drop_bounding_set(self.last_cap).map_err(|e| at(0, e))?;
-            sys::lock_securebits().map_err(|e| at(1, e))?;
+            sys::drop_bounding_set(self.last_cap).map_err(|e| at(Step::BoundingSet, e))?;
+            sys::lock_securebits().map_err(|e| at(Step::Securebits, e))?;
         }
         match sys::clear_ambient() {
             Ok(()) | Err(libc::EINVAL) => {} // EINVAL: a kernel without ambient capabilities
-            Err(e) => return Err(at(2, e)),
+            Err(e) => return Err(at(Step::Ambient, e)),
         }
-        sys::clear_capabilities().map_err(|e| at(3, e))?;
-        sys::set_no_new_privs().map_err(|e| at(4, e))?;
+        sys::clear_capabilities().map_err(|e| at(Step::Capabilities, e))?;
+        sys::set_no_new_privs().map_err(|e| at(Step::NoNewPrivs, e))?;
         if let Some(fd) = &self.ruleset {
-            sys::landlock_restrict_self(fd.as_fd()).map_err(|e| at(5, e))?;
+            sys::landlock_restrict_self(fd.as_fd()).map_err(|e| at(Step::Landlock, e))?;
         }
         if let Some(prog) = &self.filter {
-            sys::seccomp_install(prog).map_err(|e| at(6, e))?;
+            sys::seccomp_install(prog).map_err(|e| at(Step::Seccomp, e))?;
         }
         Ok(())
     }
@@ -512,7 +473,7 @@ pub fn pid_namespace() -> PidNamespace {
     let probed = if sys::has_effective_cap(sys::CAP_SYS_ADMIN) == Ok(true) {
         Ok(libc::CLONE_NEWPID)
     } else {
-        crate::sys::probe_pid_namespace()
+        sys::probe_pid_namespace()
     };
     match probed {
         Ok(flags) if flags & libc::CLONE_NEWUSER != 0 => PidNamespace {
@@ -602,19 +563,6 @@ mod tests {
             extra_read: vec![],
             tty: None,
         }
-    }
-
-    #[test]
-    fn child_error_round_trips_through_io_error() {
-        for (i, step) in STEPS.iter().enumerate() {
-            let e = ChildSetupError::at(i, libc::EPERM);
-            let io: std::io::Error = e.into();
-            assert_eq!(ChildSetupError::decode(&io), Some(e), "{step}");
-        }
-        assert_eq!(
-            ChildSetupError::decode(&std::io::Error::from_raw_os_error(libc::ENOENT)),
-            None
-        );
     }
 
     #[test]

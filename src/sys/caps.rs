@@ -1,17 +1,12 @@
-//! The raw syscalls the sandbox needs, each wrapped as a safe function.
+//! The raw syscalls the sandbox needs (capabilities, securebits, `no_new_privs`, Landlock,
+//! seccomp), each wrapped as a safe function; nix has none of them but `no_new_privs`.
 //!
-//! This is the only place in `sandbox/` with `unsafe`. The child-side functions run between
-//! `fork` and `exec` (inside `Command::pre_exec`), so they allocate nothing, take no locks and
-//! report failure as a bare errno.
+//! The child-side functions run between `fork` and `exec` (inside `Command::pre_exec`), so
+//! they allocate nothing, take no locks and report failure as a bare errno.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// errno of the last failed libc call, without allocating.
-fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EINVAL)
-}
+use super::errno;
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
 const CAP_VERSION_3: u32 = 0x2008_0522;
@@ -36,7 +31,6 @@ struct CapData {
 
 /// The kernel's Landlock ABI version: `Ok(n)` with n >= 1, or `Err(errno)`
 /// (`ENOSYS`: not built in; `EOPNOTSUPP`: disabled at boot).
-#[allow(unsafe_code)]
 pub(crate) fn landlock_abi_version() -> Result<i32, i32> {
     // SAFETY: with a null attribute pointer, size 0 and the VERSION flag, the kernel reads no
     // user memory and only returns the ABI number; no fd is created.
@@ -56,7 +50,6 @@ pub(crate) fn landlock_abi_version() -> Result<i32, i32> {
 }
 
 /// Whether this kernel supports seccomp filters (`PR_GET_SECCOMP` answers instead of `EINVAL`).
-#[allow(unsafe_code)]
 pub(crate) fn seccomp_available() -> bool {
     // SAFETY: PR_GET_SECCOMP takes no pointer arguments and only reads the caller's mode.
     let r = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
@@ -73,7 +66,6 @@ pub(crate) fn last_cap() -> u32 {
 }
 
 /// Whether the kernel knows capability `cap` (`PR_CAPBSET_READ` answers 0 or 1 for it).
-#[allow(unsafe_code)]
 fn capbset_known(cap: u32) -> bool {
     // SAFETY: PR_CAPBSET_READ takes an integer and reads no user memory.
     let r = unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0) };
@@ -105,7 +97,6 @@ pub(crate) fn has_cap_setpcap() -> Result<bool, i32> {
 pub(crate) const CAP_SYS_ADMIN: u32 = 21;
 
 /// Whether the calling thread has capability `cap` (< 32) in its effective set.
-#[allow(unsafe_code)]
 pub(crate) fn has_effective_cap(cap: u32) -> Result<bool, i32> {
     let mut header = CapHeader {
         version: CAP_VERSION_3,
@@ -128,7 +119,6 @@ pub(crate) fn has_effective_cap(cap: u32) -> Result<bool, i32> {
 }
 
 /// Drops capabilities `0..=last` from the bounding set (needs `CAP_SETPCAP`).
-#[allow(unsafe_code)]
 pub(crate) fn drop_bounding_set(last: u32) -> Result<(), i32> {
     for cap in 0..=last {
         // SAFETY: PR_CAPBSET_DROP takes an integer and reads no user memory.
@@ -146,7 +136,6 @@ pub(crate) fn drop_bounding_set(last: u32) -> Result<(), i32> {
 
 /// Locks the securebits so that uid 0 means nothing special across `execve` (needs
 /// `CAP_SETPCAP`): no root fix-ups, no ambient raise, no keep-caps, all locked.
-#[allow(unsafe_code)]
 pub(crate) fn lock_securebits() -> Result<(), i32> {
     let bits = libc::SECBIT_NOROOT
         | libc::SECBIT_NOROOT_LOCKED
@@ -161,7 +150,6 @@ pub(crate) fn lock_securebits() -> Result<(), i32> {
 }
 
 /// Clears the ambient capability set.
-#[allow(unsafe_code)]
 pub(crate) fn clear_ambient() -> Result<(), i32> {
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integers only and reads no user memory.
     let r = unsafe {
@@ -177,7 +165,6 @@ pub(crate) fn clear_ambient() -> Result<(), i32> {
 }
 
 /// Empties the effective, permitted and inheritable sets of the calling thread.
-#[allow(unsafe_code)]
 pub(crate) fn clear_capabilities() -> Result<(), i32> {
     let mut header = CapHeader {
         version: CAP_VERSION_3,
@@ -197,15 +184,11 @@ pub(crate) fn clear_capabilities() -> Result<(), i32> {
 }
 
 /// Sets `no_new_privs`: execve can never grant privileges again (setuid bits, file caps).
-#[allow(unsafe_code)]
 pub(crate) fn set_no_new_privs() -> Result<(), i32> {
-    // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only and reads no user memory.
-    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if r < 0 { Err(errno()) } else { Ok(()) }
+    nix::sys::prctl::set_no_new_privs().map_err(super::raw)
 }
 
 /// Enforces a prepared Landlock ruleset on the calling thread (and what it executes).
-#[allow(unsafe_code)]
 pub(crate) fn landlock_restrict_self(ruleset: BorrowedFd<'_>) -> Result<(), i32> {
     // SAFETY: the fd is a live Landlock ruleset fd borrowed from its owner; flags 0; the
     // kernel reads no user memory.
@@ -220,7 +203,6 @@ pub(crate) fn landlock_restrict_self(ruleset: BorrowedFd<'_>) -> Result<(), i32>
 }
 
 /// Installs a compiled seccomp BPF program on the calling thread. Needs `no_new_privs`.
-#[allow(unsafe_code)]
 pub(crate) fn seccomp_install(program: &[libc::sock_filter]) -> Result<(), i32> {
     let Ok(len) = u16::try_from(program.len()) else {
         return Err(libc::E2BIG);
