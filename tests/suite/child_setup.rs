@@ -1,11 +1,8 @@
 //! End-to-end checks of the child's set-up reporting (issue 10, item 3): a failed step and a
 //! failed exec reach the operator with the same text and exit code, with and without the
 //! sandbox (the confined command starts inside a PID namespace and reports its own steps).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
-
-use harness::*;
+use crate::harness::*;
 use std::os::unix::fs::PermissionsExt;
 
 /// A resource limit the kernel refuses (above `fs.nr_open`, refused even to root) is the
