@@ -122,7 +122,7 @@ impl Limits {
 }
 
 mod duration {
-    pub fn serialize<S: serde::Serializer>(
+    pub(super) fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -131,7 +131,7 @@ mod duration {
 }
 
 mod opt_duration {
-    pub fn serialize<S: serde::Serializer>(
+    pub(super) fn serialize<S: serde::Serializer>(
         d: &Option<std::time::Duration>,
         s: S,
     ) -> Result<S::Ok, S::Error> {

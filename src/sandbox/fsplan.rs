@@ -111,7 +111,7 @@ const LIBRARY_DIRS: &[&str] = &[
 ];
 
 /// Builds the file-system plan.
-pub fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError> {
+pub(super) fn plan(policy: &Policy, needs: &ChildNeeds) -> Result<FsPlan, SandboxError> {
     let mut r = Resolver::default();
     let denied = denied_paths(&policy.protected, &mut r);
     let mut plan = FsPlan::default();

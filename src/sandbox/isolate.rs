@@ -143,7 +143,7 @@ pub fn wants_own_network(policy: &Policy) -> bool {
 /// configuration, secret or audit (profile, search directories, sources, the log); each `.git` directly inside a write root is added unless the policy names it
 /// (or a path inside it) in `write`. Only paths inside a write root need a mount: the others
 /// are not writable under Landlock anyway.
-pub fn plan(
+pub(super) fn plan(
     policy: &Policy,
     keep: &[PathBuf],
     cwd: &Path,

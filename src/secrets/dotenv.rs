@@ -19,14 +19,14 @@
 //! Errors name the line and the reason, never the line's text (it may hold a secret).
 
 /// One `KEY=value` assignment.
-pub struct Entry {
+pub(super) struct Entry {
     pub key: String,
     pub value: String,
 }
 
 /// A parsed file: its assignments in order, and whether it holds anything besides them
 /// (a comment with text in it, an inline comment).
-pub struct Parsed {
+pub(super) struct Parsed {
     pub entries: Vec<Entry>,
     pub has_comments: bool,
 }
@@ -34,7 +34,7 @@ pub struct Parsed {
 impl Parsed {
     /// True when the file holds exactly one assignment for each of `keys` and nothing else
     /// (blank lines aside): then reading it gives nothing the child does not get anyway.
-    pub fn holds_exactly(&self, keys: &[&str]) -> bool {
+    pub(super) fn holds_exactly(&self, keys: &[&str]) -> bool {
         if self.has_comments || self.entries.len() != keys.len() {
             return false;
         }
@@ -48,7 +48,7 @@ impl Parsed {
 
 /// Where and why a file is not a dotenv file. Never holds the file's text.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ParseError {
+pub(super) struct ParseError {
     pub line: usize,
     pub why: &'static str,
 }
@@ -59,7 +59,7 @@ impl std::fmt::Display for ParseError {
     }
 }
 
-pub fn parse(text: &str) -> Result<Parsed, ParseError> {
+pub(super) fn parse(text: &str) -> Result<Parsed, ParseError> {
     let mut p = Parser {
         s: text.as_bytes(),
         i: 0,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// may hold.
 /// A credential is a few hundred bytes; a certificate chain or a service-account key a few
 /// KiB. Anything larger is not a secret the redactor can follow at a reasonable cost.
-pub const MAX_SOURCE_BYTES: u64 = 64 * 1024;
+pub(super) const MAX_SOURCE_BYTES: u64 = 64 * 1024;
 
 /// Directories whose files are symbolic links by design: Kubernetes projects a service
 /// account's token as `token -> ..data/token`, swapped atomically. A link there is followed,

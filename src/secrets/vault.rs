@@ -387,7 +387,7 @@ fn classify(err: ClientError) -> Failure {
 
 /// rustify's error type, as vaultrs wraps it (named here once).
 mod vaultrs_rest {
-    pub use rustify::errors::ClientError::ServerResponseError;
+    pub(super) use rustify::errors::ClientError::ServerResponseError;
 }
 
 /// A logged-in client. Holds the token inside `vaultrs`; never formatted.

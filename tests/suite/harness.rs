@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_agentrun")
 }
 
@@ -21,14 +21,14 @@ pub fn bin() -> &'static str {
 /// the default policy refuses to run when one of its write roots (the working directory,
 /// `/tmp`) contains a home. `<dir>/home` is a symlink to it, so tests write its files as
 /// `home/...`; `$HOME` names the real directory.
-pub struct Scratch {
+pub(crate) struct Scratch {
     pub dir: tempfile::TempDir,
     pub env: BTreeMap<String, String>,
     pub home_dir: tempfile::TempDir,
 }
 
 impl Scratch {
-    pub fn new() -> Scratch {
+    pub(crate) fn new() -> Scratch {
         let dir = tempfile::Builder::new()
             .prefix("agentrun-test-")
             .tempdir()
@@ -52,12 +52,12 @@ impl Scratch {
         Scratch { dir, env, home_dir }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Write a file with mode 0600.
-    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path().join(name);
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d).unwrap();
@@ -69,7 +69,7 @@ impl Scratch {
 
     /// Write `profiles/<name>.toml`. The audit log goes to `audit.jsonl` (the operator's
     /// `AGENTRUN_AUDIT_LOG`, which overrides the profile's `[audit] log`).
-    pub fn profile(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn profile(&self, name: &str, text: &str) -> PathBuf {
         let mut t = text.to_string();
         if !t.contains("[audit]") {
             t.push_str("\n[audit]\nlog = \"audit.jsonl\"\n");
@@ -79,7 +79,7 @@ impl Scratch {
 
     /// A run of the real binary in this scratch directory, as root, with its environment
     /// and stdin from `/dev/null`: see [`Run`].
-    pub fn agentrun(&self) -> Run<'_> {
+    pub(crate) fn agentrun(&self) -> Run<'_> {
         Run {
             scratch: self,
             profile: None,
@@ -91,15 +91,15 @@ impl Scratch {
         }
     }
 
-    pub fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         self.agentrun().args(args).command()
     }
 
-    pub fn run(&self, args: &[&str]) -> Out {
+    pub(crate) fn run(&self, args: &[&str]) -> Out {
         self.agentrun().args(args).run()
     }
 
-    pub fn spawn(&self, args: &[&str]) -> Child {
+    pub(crate) fn spawn(&self, args: &[&str]) -> Child {
         self.agentrun().args(args).spawn()
     }
 
@@ -107,7 +107,7 @@ impl Scratch {
     /// nobody and is readable (dirs 0755, files 0644, or 0755 when the owner may execute
     /// them; never group/other-writable), so any denial is the sandbox's, not the file
     /// mode's. Symlinks are only chowned. Nothing to do for root.
-    pub fn hand_to(&self, who: As) {
+    pub(crate) fn hand_to(&self, who: As) {
         if who == As::Root {
             return;
         }
@@ -125,23 +125,23 @@ impl Scratch {
         }
     }
 
-    pub fn audit(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn audit(&self) -> Vec<serde_json::Value> {
         read_events(&self.path().join("audit.jsonl"))
     }
 }
 
 /// The uid tests switch to for an unprivileged run.
-pub const NOBODY: u32 = 65534;
+pub(crate) const NOBODY: u32 = 65534;
 
 /// Who runs agentrun.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum As {
+pub(crate) enum As {
     Root,
     Nobody,
 }
 
 /// Whether this test process runs as root (our own /proc entry is owned by our euid).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
@@ -161,7 +161,7 @@ pub fn is_root() -> bool {
 /// stdin from `/dev/null`. [`Run::command`] gives the `Command` for anything else (a pty,
 /// pipes held open, a custom stdin).
 #[must_use]
-pub struct Run<'a> {
+pub(crate) struct Run<'a> {
     scratch: &'a Scratch,
     /// `-p` and the path of a profile written for this run.
     profile: Option<PathBuf>,
@@ -178,52 +178,52 @@ impl Run<'_> {
     /// Write `text` as a profile of its own (`profiles/runN.toml`, as [`Scratch::profile`]
     /// writes it) and pass its path with `-p`, after the subcommand if the arguments start
     /// with one.
-    pub fn profile(mut self, text: &str) -> Self {
+    pub(crate) fn profile(mut self, text: &str) -> Self {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.profile = Some(self.scratch.profile(&format!("run{n}"), text));
         self
     }
 
-    pub fn arg(mut self, a: impl Into<OsString>) -> Self {
+    pub(crate) fn arg(mut self, a: impl Into<OsString>) -> Self {
         self.args.push(a.into());
         self
     }
 
-    pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Self {
+    pub(crate) fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Self {
         self.args.extend(args.into_iter().map(Into::into));
         self
     }
 
-    pub fn env(mut self, k: &str, v: impl Into<OsString>) -> Self {
+    pub(crate) fn env(mut self, k: &str, v: impl Into<OsString>) -> Self {
         self.env.push((k.to_string(), Some(v.into())));
         self
     }
 
-    pub fn env_remove(mut self, k: &str) -> Self {
+    pub(crate) fn env_remove(mut self, k: &str) -> Self {
         self.env.push((k.to_string(), None));
         self
     }
 
     /// Run in `dir` instead of the scratch directory.
-    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self
     }
 
     /// Feed `data` to agentrun's stdin (a pipe, closed after the data) instead of `/dev/null`.
-    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(data.into());
         self
     }
 
     /// Run as `nobody` (uid and gid 65534, no supplementary groups) through `setpriv`.
-    pub fn as_nobody(self) -> Self {
+    pub(crate) fn as_nobody(self) -> Self {
         self.as_uid(NOBODY)
     }
 
     /// Run as `who`.
-    pub fn user(self, who: As) -> Self {
+    pub(crate) fn user(self, who: As) -> Self {
         match who {
             As::Root => self,
             As::Nobody => self.as_nobody(),
@@ -231,13 +231,13 @@ impl Run<'_> {
     }
 
     /// Run as `uid` (gid 65534, no supplementary groups) through `setpriv`.
-    pub fn as_uid(mut self, uid: u32) -> Self {
+    pub(crate) fn as_uid(mut self, uid: u32) -> Self {
         self.uid = Some(uid);
         self
     }
 
     /// The `Command`, ready to spawn.
-    pub fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut c = match self.uid {
             None => Command::new(bin()),
             Some(uid) => {
@@ -274,7 +274,7 @@ impl Run<'_> {
     }
 
     /// Run to the end and collect the output.
-    pub fn run(&self) -> Out {
+    pub(crate) fn run(&self) -> Out {
         let mut c = self.command();
         let output = match &self.stdin {
             None => c.output().unwrap(),
@@ -302,7 +302,7 @@ impl Run<'_> {
     }
 
     /// Start it with stdout and stderr piped.
-    pub fn spawn(&self) -> Child {
+    pub(crate) fn spawn(&self) -> Child {
         self.command()
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -329,7 +329,7 @@ impl Run<'_> {
 }
 
 /// What a finished run printed, as text, and how it ended.
-pub struct Out {
+pub(crate) struct Out {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -339,7 +339,7 @@ pub struct Out {
 
 impl Out {
     /// The events of the run's audit log (the whole file: earlier runs' events too).
-    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn audit_events(&self) -> Vec<serde_json::Value> {
         let path = self
             .audit_log
             .as_deref()
@@ -360,7 +360,7 @@ impl From<Output> for Out {
 }
 
 /// The JSON lines of an audit log (none when it does not exist).
-pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn read_events(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -379,7 +379,7 @@ impl std::fmt::Debug for Out {
 }
 
 /// `p` and everything under it (symlinks not followed), parents first.
-pub fn walk(p: &Path) -> Vec<PathBuf> {
+pub(crate) fn walk(p: &Path) -> Vec<PathBuf> {
     let mut out = vec![p.to_path_buf()];
     if p.is_dir() && !p.is_symlink() {
         for e in std::fs::read_dir(p).unwrap().flatten() {
@@ -390,7 +390,11 @@ pub fn walk(p: &Path) -> Vec<PathBuf> {
 }
 
 /// Read from `r` until `pred` holds on what was read, or `limit` passes.
-pub fn read_until(r: &mut impl Read, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+pub(crate) fn read_until(
+    r: &mut impl Read,
+    limit: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> String {
     let start = Instant::now();
     let mut acc = Vec::new();
     let mut buf = [0u8; 4096];
@@ -412,7 +416,7 @@ pub fn read_until(r: &mut impl Read, limit: Duration, pred: impl Fn(&str) -> boo
 }
 
 /// Wait until `pred` holds, polling, up to `limit`.
-pub fn eventually(limit: Duration, pred: impl Fn() -> bool) -> bool {
+pub(crate) fn eventually(limit: Duration, pred: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if pred() {
@@ -423,7 +427,7 @@ pub fn eventually(limit: Duration, pred: impl Fn() -> bool) -> bool {
     pred()
 }
 
-pub fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     // A zombie is dead for our purposes.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !s
@@ -434,7 +438,7 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-pub fn send(pid: u32, sig: &str) {
+pub(crate) fn send(pid: u32, sig: &str) {
     let st = Command::new("kill")
         .args(["-s", sig, &pid.to_string()])
         .status()
@@ -446,7 +450,7 @@ pub fn send(pid: u32, sig: &str) {
 ///
 /// The child runs in its own PID namespace, so the pids it prints (`$$`, `$!`) are not
 /// ours; tests find its processes from the outside instead.
-pub fn descendants(root: i32) -> Vec<i32> {
+pub(crate) fn descendants(root: i32) -> Vec<i32> {
     let mut parent_of = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -479,7 +483,7 @@ pub fn descendants(root: i32) -> Vec<i32> {
 }
 
 /// Live processes whose command line contains `marker`.
-pub fn pids_with(marker: &str) -> Vec<i32> {
+pub(crate) fn pids_with(marker: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -496,7 +500,7 @@ pub fn pids_with(marker: &str) -> Vec<i32> {
 }
 
 /// A string unique to this test process and call, to find processes by.
-pub fn marker(tag: &str) -> String {
+pub(crate) fn marker(tag: &str) -> String {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("agentrun-marker-{tag}-{}-{n}", std::process::id())

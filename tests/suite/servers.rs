@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A program from `.venv/bin`. Missing servers fail the test loudly: never a silent skip.
-pub fn venv_bin(name: &str) -> PathBuf {
+pub(crate) fn venv_bin(name: &str) -> PathBuf {
     let p = repo().join(".venv/bin").join(name);
     assert!(
         p.exists(),
@@ -30,7 +30,7 @@ pub fn venv_bin(name: &str) -> PathBuf {
     p
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -38,7 +38,7 @@ pub fn free_port() -> u16 {
 }
 
 /// One raw HTTP/1.0 GET; returns the status code.
-pub fn http_status(port: u16, path: &str) -> Option<u16> {
+pub(crate) fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
@@ -85,10 +85,10 @@ fn wait_until(
 }
 
 /// A child process killed and reaped on drop.
-pub struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Proc {
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -101,7 +101,7 @@ impl Drop for Proc {
 }
 
 /// `bao server -dev` on a free port with a known root token.
-pub struct Bao {
+pub(crate) struct Bao {
     pub proc: Proc,
     pub port: u16,
     pub addr: String,
@@ -112,12 +112,12 @@ pub struct Bao {
 }
 
 impl Bao {
-    pub fn start() -> Bao {
+    pub(crate) fn start() -> Bao {
         Self::start_with(false)
     }
 
     /// `-dev-tls`: HTTPS with a certificate from a CA the dev server writes to its HOME.
-    pub fn start_tls() -> Bao {
+    pub(crate) fn start_tls() -> Bao {
         Self::start_with(true)
     }
 
@@ -189,11 +189,11 @@ impl Bao {
     }
 
     /// Run the `bao` CLI against this server as root; panics on failure; returns stdout.
-    pub fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         self.cli_with(args, &self.token)
     }
 
-    pub fn cli_with(&self, args: &[&str], token: &str) -> String {
+    pub(crate) fn cli_with(&self, args: &[&str], token: &str) -> String {
         let (ok, stdout, stderr) = self.run_cli(args, token);
         assert!(ok, "bao {args:?} failed: {stderr}");
         stdout
@@ -225,7 +225,7 @@ impl Bao {
     }
 
     /// Write a policy from HCL text.
-    pub fn policy(&self, name: &str, hcl: &str) {
+    pub(crate) fn policy(&self, name: &str, hcl: &str) {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("p.hcl");
         std::fs::write(&file, hcl).expect("write policy");
@@ -234,7 +234,7 @@ impl Bao {
 }
 
 /// moto's server (AWS APIs) on a free port.
-pub struct Moto {
+pub(crate) struct Moto {
     _logs: tempfile::TempDir,
     pub proc: Proc,
     pub endpoint: String,
@@ -242,7 +242,7 @@ pub struct Moto {
 
 impl Moto {
     /// `extra_env`: e.g. `INITIAL_NO_AUTH_ACTION_COUNT` to make moto enforce IAM.
-    pub fn start(extra_env: &[(&str, &str)]) -> Moto {
+    pub(crate) fn start(extra_env: &[(&str, &str)]) -> Moto {
         let python = venv_bin("python");
         let port = free_port();
         let logs = tempfile::tempdir().expect("tempdir");
@@ -279,7 +279,7 @@ impl Moto {
 
     /// Run a boto3 script against this server; `ep` and `client(service, **keys)` are defined.
     /// Returns stdout.
-    pub fn py(&self, script: &str) -> String {
+    pub(crate) fn py(&self, script: &str) -> String {
         let prelude = format!(
             "import boto3, json\nep = {:?}\n\
              def client(svc, key='testing', secret='testing'):\n    \
@@ -304,7 +304,7 @@ impl Moto {
 }
 
 /// agentrun's environment snapshot for a test: only `vars`, `home` as `$HOME`.
-pub fn ctx(dir: &Path, vars: &[(&str, &str)]) -> Context {
+pub(crate) fn ctx(dir: &Path, vars: &[(&str, &str)]) -> Context {
     Context {
         env: vars
             .iter()
@@ -316,7 +316,7 @@ pub fn ctx(dir: &Path, vars: &[(&str, &str)]) -> Context {
 }
 
 /// Parse a profile the way agentrun does, relative to `dir`.
-pub fn profile(dir: &Path, text: &str) -> Profile {
+pub(crate) fn profile(dir: &Path, text: &str) -> Profile {
     match Profile::parse(
         &dir.join("test.toml"),
         text,
@@ -374,20 +374,23 @@ impl Drop for Acceptor {
 
 /// A tiny HTTP endpoint for `probe = "http"`: 200 when the Authorization header is
 /// `Bearer <accepted>`, else 401. Counts requests.
-pub struct ProbeServer {
+pub(crate) struct ProbeServer {
     acceptor: Acceptor,
     pub hits: Arc<AtomicUsize>,
     pub url: String,
 }
 
 impl ProbeServer {
-    pub fn start(accepted: &str) -> ProbeServer {
+    pub(crate) fn start(accepted: &str) -> ProbeServer {
         Self::start_with(accepted, || {})
     }
 
     /// Like [`ProbeServer::start`], and runs `on_reject` before answering a rejected
     /// request (e.g. to rotate the credential at its source, as an operator would).
-    pub fn start_with(accepted: &str, on_reject: impl Fn() + Send + Sync + 'static) -> ProbeServer {
+    pub(crate) fn start_with(
+        accepted: &str,
+        on_reject: impl Fn() + Send + Sync + 'static,
+    ) -> ProbeServer {
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let expected = format!("authorization: bearer {}", accepted.to_ascii_lowercase());
@@ -424,14 +427,14 @@ impl ProbeServer {
 }
 
 /// A server that accepts connections and never answers (holds them open until dropped).
-pub struct Silent {
+pub(crate) struct Silent {
     acceptor: Acceptor,
     held: Arc<Mutex<Vec<TcpStream>>>,
     pub addr: String,
 }
 
 impl Silent {
-    pub fn start() -> Silent {
+    pub(crate) fn start() -> Silent {
         let held = Arc::new(Mutex::new(Vec::new()));
         let keep = held.clone();
         let acceptor = Acceptor::start(move |s| {

@@ -50,7 +50,7 @@ use syscalls::Arch;
 use tables::{Check, Explain, Verdict};
 
 /// The names the filter denies for this policy (for `explain`).
-pub fn denied_names(policy: &Policy) -> Vec<&'static str> {
+pub(super) fn denied_names(policy: &Policy) -> Vec<&'static str> {
     let mut v = Vec::new();
     for rule in tables::rules(policy) {
         match rule.explain {
