@@ -125,8 +125,11 @@ fn results(out: &Output) -> HashMap<String, String> {
         .collect()
 }
 
-/// The escape attempts, one `name=result` line each (`ok` or the errno name).
-const ESCAPES: &str = r#"
+/// The escape attempts, one `name=result` line each (`ok` or the errno name), after the
+/// suite's one `attempt` helper.
+const ESCAPES: &str = concat!(
+    include_str!("../../tests/fixtures/attempt.py"),
+    r#"
 import ctypes, errno, os, socket, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
 E = os.environ
@@ -141,13 +144,6 @@ def sc(name, *args):
         os._exit(0)  # only if the filter failed: never run the rest twice
     return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
 
-def attempt(name, fn):
-    try:
-        r = fn()
-        res = "ok" if r is None else r
-    except OSError as e:
-        res = errno.errorcode.get(e.errno, str(e.errno))
-    print(f"{name}={res}", flush=True)
 
 def read(p):
     with open(p, "rb") as f:
@@ -223,7 +219,8 @@ with open("/proc/self/status") as f:
         if k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"):
             print(f"{k}={v.strip()}", flush=True)
 print("done=1", flush=True)
-"#;
+"#
+);
 
 fn nr_env() -> Vec<(&'static str, String)> {
     [

@@ -121,7 +121,10 @@ fn results(text: &str) -> HashMap<String, String> {
 /// The escape attempts, one `name=result` line each (`ok` or the errno name). The launcher's
 /// pid comes from a file the test writes once agentrun runs (the child's own pids are its
 /// PID namespace's).
-const ESCAPES: &str = include_str!("../fixtures/escape.py");
+const ESCAPES: &str = concat!(
+    include_str!("../fixtures/attempt.py"),
+    include_str!("../fixtures/escape.py")
+);
 
 fn escapes(who: As, tag: &str) {
     if !can_run_as(tag, who) || !kernel_ready(tag) {
@@ -711,7 +714,10 @@ fn signals_and_exit_codes_through_the_pid_namespace() {
 
 /// What a child without network ports tries: every way out to a listener on the host's
 /// loopback, and a listener of its own.
-const NO_NETWORK: &str = include_str!("../fixtures/no_network.py");
+const NO_NETWORK: &str = concat!(
+    include_str!("../fixtures/attempt.py"),
+    include_str!("../fixtures/no_network.py")
+);
 
 fn no_ports_no_network(who: As, tag: &str) {
     if !can_run_as(tag, who) || !kernel_ready(tag) {
@@ -786,7 +792,10 @@ fn no_ports_means_no_network_as_nobody() {
 /// `file:` source (or swap it for a link to a key), move a directory holding a source away
 /// and recreate it, forge or cut the audit log, and plant a `core.fsmonitor` command in
 /// `.git/config`. Its own files in the working directory stay its to change.
-const PERSIST: &str = include_str!("../fixtures/persist.py");
+const PERSIST: &str = concat!(
+    include_str!("../fixtures/attempt.py"),
+    include_str!("../fixtures/persist.py")
+);
 
 fn later_runs_cannot_be_set_up(who: As, tag: &str) {
     if !can_run_as(tag, who) || !kernel_ready(tag) {
@@ -925,7 +934,10 @@ fn later_runs_cannot_be_set_up_as_nobody() {
 }
 
 /// Makes a memfd executable three ways; one `name=result` line each.
-const MEMFD_EXEC: &str = include_str!("../fixtures/memfd_exec.py");
+const MEMFD_EXEC: &str = concat!(
+    include_str!("../fixtures/attempt.py"),
+    include_str!("../fixtures/memfd_exec.py")
+);
 
 /// A memfd is a file with no path under any exec rule: as root the child's PID namespace has
 /// `vm.memfd_noexec = 2`, so one cannot be made executable (unprivileged runs cannot set it:
@@ -2039,7 +2051,10 @@ fn default_write_roots_never_cover_a_home_nobody() {
     );
 }
 
-const STARTUP_ATTACK: &str = include_str!("../fixtures/startup_attack.py");
+const STARTUP_ATTACK: &str = concat!(
+    include_str!("../fixtures/attempt.py"),
+    include_str!("../fixtures/startup_attack.py")
+);
 
 /// Review F9, explicit write roots: a profile that makes a home writable (`write = ["~"]`,
 /// or an ancestor of it) still cannot change the operator's start-up files there; the rest
