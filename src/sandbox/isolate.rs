@@ -25,6 +25,7 @@
 //! namespace's mounts are made slaves of the old ones first.
 
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,9 @@ use serde::Serialize;
 
 use super::{Policy, SandboxError};
 use crate::sys::{self, Step};
+
+/// Connections the broker's listener queues before agentrun accepts them.
+const BROKER_BACKLOG: i32 = 1024;
 
 /// Built in the parent; applied in the child after `unshare`.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +55,9 @@ pub struct Isolation {
     /// Set `vm.memfd_noexec = 2` in the child's PID namespace (root only; see the threat
     /// model): a memfd cannot be made executable.
     pub memfd_noexec: bool,
+    /// The broker's listener: made on `127.0.0.1:port` inside the new network namespace and
+    /// sent over the unix socket `fd` to agentrun, which serves it from outside.
+    pub broker_listener: Option<(u16, RawFd)>,
 }
 
 /// What the audit log and `explain` show of the isolation.
@@ -95,6 +102,13 @@ impl Isolation {
     pub fn apply_in_child(&self) -> Result<(), (Step, i32)> {
         if self.net {
             sys::loopback_up().map_err(|e| (Step::Loopback, e))?;
+            if let Some((port, to)) = self.broker_listener {
+                let l = sys::listen_loopback(port, BROKER_BACKLOG)
+                    .map_err(|e| (Step::BrokerListener, e))?;
+                let sent = sys::send_fd(to, l);
+                sys::close(l);
+                sent.map_err(|e| (Step::BrokerListener, e))?;
+            }
         }
         if self.needs_mount_ns() {
             sys::mounts_slave_recursive().map_err(|e| (Step::ReadOnlyMounts, e))?;
@@ -133,10 +147,12 @@ impl Isolation {
     }
 }
 
-/// Whether `policy` gets a network namespace of its own: no TCP port to connect to or bind,
-/// and no UDP. (Pathname unix sockets are files, not network: they work either way.)
+/// Whether `policy` gets a network namespace of its own: a broker (then it is the only way
+/// out), or no TCP port to connect to or bind and no UDP. (Pathname unix sockets are files,
+/// not network: they work either way.)
 pub fn wants_own_network(policy: &Policy) -> bool {
-    policy.connect.is_empty() && policy.bind.is_empty() && !policy.udp
+    policy.broker_port.is_some()
+        || (policy.connect.is_empty() && policy.bind.is_empty() && !policy.udp)
 }
 
 /// Plans the isolation: `keep` lists the files and directories a later run reads as
@@ -253,6 +269,7 @@ pub(super) fn plan(
             c(cwd)
         },
         memfd_noexec: root,
+        broker_listener: None,
     };
     let report = IsolationReport {
         own_network: iso.net,

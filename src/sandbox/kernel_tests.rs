@@ -881,3 +881,72 @@ for name, req in (("tiocsti", 0x5412), ("tioclinux", 0x541c)):
         String::from_utf8_lossy(&buf[..n])
     );
 }
+
+/// The broker's listener is made inside the child's own network namespace and handed to the
+/// parent, which serves it from outside: the child reaches it on its loopback, and reaches
+/// nothing of the host's loopback.
+#[test]
+fn broker_listener_is_served_from_outside_the_child_namespace() {
+    if !kernel_ready("broker_listener_is_served_from_outside_the_child_namespace") {
+        return;
+    }
+    if !is_root() {
+        // The unprivileged path (a user namespace first) is the launcher's, tested end to end.
+        eprintln!("skip: a bare network namespace needs root here");
+        return;
+    }
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    let port = 18_000 + (std::process::id() % 20_000) as u16;
+    let mut iso = Isolation::default();
+    iso.net = true;
+    iso.broker_listener = Some((port, theirs.as_raw_fd()));
+    let code = format!(
+        "import socket\n\
+         s = socket.create_connection(('127.0.0.1', {port}), timeout=5)\n\
+         s.sendall(b'hi'); s.close()\n\
+         try:\n    socket.create_connection(('127.0.0.1', {host_port}), timeout=2); print('host=ok')\n\
+         except OSError as e:\n    print('host=' + str(e.errno))\n"
+    );
+    let mut cmd = Command::new(PYTHON);
+    cmd.args(["-c", &code]).stdout(Stdio::piped());
+    // SAFETY: the closure makes only syscalls (unshare, then the isolation's own) on data
+    // built before the fork.
+    unsafe {
+        sys::set_pre_exec(&mut cmd, move || {
+            sys::unshare(libc::CLONE_NEWNET).map_err(std::io::Error::from_raw_os_error)?;
+            iso.apply_in_child()
+                .map_err(|(_, e)| std::io::Error::from_raw_os_error(e))
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(theirs);
+    let listener = sys::recv_fd(
+        std::os::fd::AsFd::as_fd(&ours),
+        std::time::Duration::from_secs(5),
+    )
+    .expect("the child sends its listener");
+    let listener = TcpListener::from(listener);
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    assert_eq!(
+        got, b"hi",
+        "the child's connection reached the listener we hold"
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("host={}", libc::ECONNREFUSED)),
+        "the host's loopback must be out of reach: {stdout}"
+    );
+}

@@ -159,7 +159,7 @@ pub(crate) fn build(
                 detail: format!("{}: {e}", g.path.display()),
             })?;
     }
-    for &port in &policy.connect {
+    for &port in policy.connect.iter().chain(&policy.broker_port) {
         created = created
             .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
             .map_err(|e| err("add a TCP connect rule", e))?;

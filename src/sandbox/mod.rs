@@ -82,6 +82,11 @@ pub enum SandboxError {
     Landlock { step: &'static str, detail: String },
     #[error("sandbox: seccomp filter: {0}")]
     Seccomp(String),
+    #[error(
+        "sandbox: the broker needs the child in a network namespace of its own, and this run \
+         has none (it is made only when the sandbox is on: drop --unconfined)"
+    )]
+    NoBrokerNamespace,
 }
 
 /// How strictly to confine, from the operator's flags (never from the profile).
@@ -408,6 +413,21 @@ impl Prepared {
     /// The network and mount namespaces that come with the PID namespace (see `isolate`).
     pub fn isolation(&self) -> &Isolation {
         &self.isolation
+    }
+
+    /// Have the child make the broker's listener on `127.0.0.1:port` inside its network
+    /// namespace and send it over the unix socket `to` (see [`Isolation::broker_listener`]).
+    /// Refused when the child gets no network namespace of its own.
+    pub fn hand_broker_listener(
+        &mut self,
+        port: u16,
+        to: std::os::fd::RawFd,
+    ) -> Result<(), SandboxError> {
+        if !self.isolation.net {
+            return Err(SandboxError::NoBrokerNamespace);
+        }
+        self.isolation.broker_listener = Some((port, to));
+        Ok(())
     }
 }
 

@@ -174,6 +174,9 @@ pub struct Policy {
     pub protected: Vec<PathBuf>,
     /// Which keys took their default value (`read`, `write`, `exec`), for `explain`.
     pub defaulted: Vec<&'static str>,
+    /// The broker's port on the child's own loopback: the child's only way out. With it the
+    /// child always gets a network namespace of its own, and Landlock lets it connect there.
+    pub broker_port: Option<u16>,
 }
 
 impl Policy {
@@ -295,6 +298,7 @@ impl Policy {
             allow_syscalls,
             protected,
             defaulted,
+            broker_port: None,
         };
         if let Some(h) = home {
             policy.protect_startup_files(&[h], &|p| p.to_path_buf());

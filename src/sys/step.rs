@@ -48,6 +48,7 @@ steps! {
     PidInit => "the PID namespace's init",
     // The child's own namespaces (`sandbox::isolate`).
     Loopback => "the network namespace's loopback interface",
+    BrokerListener => "the broker's listening socket",
     ReadOnlyMounts => "the read-only mounts of the files later runs read",
     MemfdNoexec => "vm.memfd_noexec in the PID namespace",
     // The confinement (`sandbox::Prepared::apply_in_child`), last before the exec.
@@ -148,6 +149,7 @@ mod tests {
             (Step::UserMaps, "the user namespace's id maps"),
             (Step::PidInit, "the PID namespace's init"),
             (Step::Loopback, "the network namespace's loopback interface"),
+            (Step::BrokerListener, "the broker's listening socket"),
             (
                 Step::ReadOnlyMounts,
                 "the read-only mounts of the files later runs read",
