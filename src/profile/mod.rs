@@ -9,6 +9,7 @@
 //! ([`Profile::redact_error`] places the message).
 
 pub mod backends;
+pub mod broker;
 pub mod duration;
 pub mod limits;
 pub mod redact;
@@ -18,6 +19,7 @@ pub mod source;
 pub mod verify;
 
 pub use backends::{AwsSection, VaultSection};
+pub use broker::{BrokerSection, Rate, SecretBroker};
 pub use duration::{DurationKind, parse_duration};
 pub use limits::Limits;
 pub use redact::RedactSection;
@@ -111,6 +113,7 @@ struct RawProfile {
     limits: Option<Spanned<LimitsSection>>,
     vault: Option<VaultSection>,
     aws: Option<AwsSection>,
+    broker: Option<Spanned<broker::RawBrokerSection>>,
 }
 
 /// `[env]`.
@@ -132,6 +135,7 @@ struct LongSecret {
     #[serde(default = "yes")]
     required: bool,
     verify: Option<VerifySection>,
+    broker: Option<toml::Value>,
 }
 
 fn yes() -> bool {
@@ -178,6 +182,9 @@ pub struct SecretSpec {
     pub inject: Inject,
     pub required: bool,
     pub verify: Verify,
+    /// `broker = ...`: the child gets a placeholder, the broker puts the value in requests
+    /// to these hosts.
+    pub broker: Option<SecretBroker>,
 }
 
 /// Where the audit log goes.
@@ -212,6 +219,8 @@ pub struct Profile {
     pub limits: Limits,
     pub vault: Option<VaultSection>,
     pub aws: Option<AwsSection>,
+    /// The broker's table: present when the profile has `[broker]` or brokers a secret.
+    pub broker: Option<BrokerSection>,
 }
 
 /// The environment a profile resolves against.
@@ -407,6 +416,7 @@ impl Profile {
                     inject: Inject::Env,
                     required: true,
                     verify: None,
+                    broker: None,
                 },
                 v @ toml::Value::Table(_) => LongSecret::deserialize(v)
                     .map_err(|e| at(vspan.clone(), format!("secrets.{name}: {}", e.message())))?,
@@ -424,6 +434,11 @@ impl Profile {
                 .map_err(|m| at(vspan.clone(), format!("secrets.{name}.from: {m}")))?;
             let verify = Verify::from_section(&long.verify.unwrap_or_default())
                 .map_err(|m| at(vspan.clone(), format!("secrets.{name}.verify: {m}")))?;
+            let broker = long
+                .broker
+                .map(SecretBroker::parse)
+                .transpose()
+                .map_err(|m| at(vspan.clone(), format!("secrets.{name}.broker: {m}")))?;
             secrets.push(SecretSpec {
                 name,
                 source,
@@ -431,6 +446,7 @@ impl Profile {
                 inject: long.inject,
                 required: long.required,
                 verify,
+                broker,
             });
         }
 
@@ -474,6 +490,43 @@ impl Profile {
             None => Limits::default(),
         };
 
+        // [broker]
+        let broker_span = raw.broker.as_ref().map(|b| b.span());
+        let brokered = secrets.iter().any(|s| s.broker.is_some());
+        let broker = match raw.broker {
+            Some(b) => {
+                let span = b.span();
+                Some(
+                    b.into_inner()
+                        .parse(|p| resolve_path(p, r.cwd, r.home))
+                        .map_err(|m| at(span, m))?,
+                )
+            }
+            None if brokered => Some(BrokerSection::default()),
+            None => None,
+        };
+        if broker.is_some() {
+            let span = || broker_span.clone().unwrap_or(0..0);
+            if let Some(sb) = &raw.sandbox
+                && (!sb.connect.is_empty() || sb.udp)
+            {
+                return Err(at(
+                    span(),
+                    "sandbox.connect and sandbox.udp must stay empty with a broker: the broker is the child's only network; reach other hosts through [broker].allow".into(),
+                ));
+            }
+            for name in env.set.keys().chain(secrets.iter().map(|s| &s.name)) {
+                if broker::RESERVED_VARS.contains(&name.as_str()) {
+                    return Err(at(
+                        span(),
+                        format!(
+                            "`{name}` is set by the broker (proxy, trust store): remove it from env.set or [secrets]"
+                        ),
+                    ));
+                }
+            }
+        }
+
         Ok(Profile {
             path: path.to_path_buf(),
             sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
@@ -490,6 +543,7 @@ impl Profile {
             limits,
             vault: raw.vault,
             aws: raw.aws,
+            broker,
         })
     }
 }
@@ -756,5 +810,46 @@ mod tests {
                 .to_string()
                 .contains("env.set")
         );
+    }
+
+    #[test]
+    fn broker_keys() {
+        let p = parse("version = 1\n[secrets.K]\nfrom = \"env:K\"\nbroker = \"api.openai.com\"\n")
+            .unwrap();
+        assert_eq!(
+            p.secrets[0].broker.as_ref().unwrap().hosts,
+            ["api.openai.com"]
+        );
+        assert_eq!(
+            p.broker,
+            Some(BrokerSection::default()),
+            "a brokered secret turns it on"
+        );
+        let p = parse("version = 1\n[broker]\nallow = [\"en.wikipedia.org\"]\n").unwrap();
+        assert_eq!(p.broker.unwrap().allow, ["en.wikipedia.org"]);
+        assert!(parse("version = 1\n").unwrap().broker.is_none());
+        let refused = [
+            (
+                "version = 1\n[sandbox]\nconnect = [443]\n[broker]\nallow = [\"a\"]\n",
+                "sandbox.connect and sandbox.udp must stay empty",
+            ),
+            (
+                "version = 1\n[sandbox]\nudp = true\n[secrets.K]\nfrom = \"env:K\"\nbroker = \"a\"\n",
+                "the broker is the child's only network",
+            ),
+            (
+                "version = 1\n[env]\nset = { HTTPS_PROXY = \"http://x\" }\n[broker]\n",
+                "`HTTPS_PROXY` is set by the broker",
+            ),
+            (
+                "version = 1\n[secrets.K]\nfrom = \"env:K\"\nbroker = { hosts = [\"a\"], header = \"X: y\" }\n",
+                "secrets.K.broker: header = \"X: y\" has no `{value}`",
+            ),
+            ("version = 1\n[broker]\nttl = \"later\"\n", "broker.ttl"),
+        ];
+        for (text, want) in refused {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("/p/x.toml:"), "{text}: {e}");
+        }
     }
 }

@@ -639,6 +639,7 @@ mod tests {
                     inject: crate::profile::Inject::Env,
                     required: true,
                     verify: crate::profile::Verify::from_section(&Default::default()).unwrap(),
+                    broker: None,
                 }
             })
             .collect();
