@@ -2027,7 +2027,7 @@ fn a_brokered_secret_is_refused_until_the_broker_serves_it() {
     let o = s
         .agentrun()
         .env("API_KEY", "sk-brokered-0123456789abcdef")
-        .args(&["-p", "b", "--", "sh", "-c", "echo ran; env"])
+        .args(["-p", "b", "--", "sh", "-c", "echo ran; env"])
         .run();
     assert_eq!(o.code, 125, "{o:?}");
     assert!(
