@@ -209,7 +209,9 @@ def build_cost(binaries, runs):
     rng = random.Random(13)
     work = tempfile.mkdtemp(prefix="agentrun-build-bench-")
     home = tempfile.mkdtemp(prefix="agentrun-bench-home-", dir="/var/tmp")
-    env = {"PATH": "/usr/bin:/bin", "HOME": home}
+    # Since issue 9 a profile may keep its audit log only under the state directory: the
+    # operator's variable puts it beside the work (older builds ignore it).
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "AGENTRUN_AUDIT_LOG": os.path.join(work, "audit-operator.jsonl")}
     alphabet = ALNUM + "+/"
     line = os.path.join(work, "line")
     with open(line, "w") as f:
@@ -300,7 +302,7 @@ def main():
     # $HOME outside every write root, as on a real machine: a home under /tmp would make
     # the sandbox grant /tmp entry by entry around its credential stores.
     home = tempfile.mkdtemp(prefix="agentrun-bench-home-", dir="/var/tmp")
-    env = {"PATH": "/usr/bin:/bin", "HOME": home}
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "AGENTRUN_AUDIT_LOG": os.path.join(work, "audit-operator.jsonl")}
     env.update({f"BENCH_{k}": secrets[k] for k in names[7:]})
 
     # The redacting run must really redact: check once, outside the timing.
