@@ -232,8 +232,15 @@ impl<'r> RedactStream<'r> {
                 let (lo, _) = rendered.raw_span(rscan.live, rlen, raw_limit);
                 boundary = boundary.min(to_view(line_start(lo)));
             }
-            // An open match is followed in the main view only.
-            scratch.overflows.truncate(overflows);
+            // A match that outgrew its bound in the rendered view is kept open too: from the
+            // start of its line in the main view, where the rule's own run ends at once, so
+            // the stream covers to the end of that line (fail closed), however many writes it
+            // takes.
+            for i in overflows..scratch.overflows.len() {
+                let (rule, c) = scratch.overflows[i];
+                let (lo, _) = rendered.raw_span(c, c + 1, raw_limit);
+                scratch.overflows[i] = (rule, to_view(line_start(lo)));
+            }
         }
 
         // A match that begins before the boundary and ends after it is held whole, from where
@@ -305,24 +312,43 @@ impl<'r> RedactStream<'r> {
             }
         }
 
-        // Emit.
+        // What goes out: the raw ranges to replace, in order.
+        let mut ranges: Vec<(usize, usize, u32)> = merged
+            .iter()
+            .filter(|m| m.start < boundary)
+            .map(|m| (to_raw(m.start), to_raw_end(m.end).min(raw_boundary), m.name))
+            .collect();
         let drops: &[(usize, usize)] = if stripped.is_some() { &view.drops } else { &[] };
-        let mut pos = from;
-        for m in merged.iter().filter(|m| m.start < boundary) {
-            let rs = to_raw(m.start);
-            let re = to_raw_end(m.end).min(raw_boundary);
-            emit_raw(buf, pos, rs, drops, out);
-            out.extend_from_slice(&r.replacements[m.name as usize]);
-            if stripped.is_some() {
-                screen::keep_sgr(&buf[rs..re], out);
-            }
+        let emit = Emit {
+            buf,
+            from,
+            to: raw_boundary,
+            drops,
+            replacements: &r.replacements,
+            keep_sgr: stripped.is_some(),
+        };
+        // A window that moves the cursor left is drawn once more as the terminal will receive
+        // it, replacements in: a replacement is not as wide as what it replaces, so the
+        // moves after it land elsewhere than in the raw view, and pieces may meet there.
+        if render {
+            let screen_hits = &mut *extra;
+            settle(
+                &emit,
+                &mut ranges,
+                rendered,
+                r,
+                caches,
+                scratch,
+                screen_hits,
+            );
+        }
+        for &(_, _, name) in &ranges {
             *self
                 .counts
-                .entry(r.names[m.name as usize].clone())
+                .entry(r.names[name as usize].clone())
                 .or_insert(0) += 1;
-            pos = re;
         }
-        emit_raw(buf, pos, raw_boundary, drops, out);
+        emit.write(&ranges, out, None);
 
         // Carry-over state.
         std::mem::swap(&mut self.carry, &mut self.carry_next);
@@ -354,17 +380,135 @@ impl<'r> RedactStream<'r> {
     }
 }
 
-/// Copy `buf[a..b]` to `out`, leaving out the dropped ranges inside it.
-fn emit_raw(buf: &[u8], a: usize, b: usize, drops: &[(usize, usize)], out: &mut Vec<u8>) {
-    let mut pos = a;
-    for &(s, e) in drops {
-        if e <= pos || s >= b {
-            continue;
+/// Rounds of [`settle`] before it replaces the whole window (fail closed).
+const SETTLE_ROUNDS: usize = 4;
+
+/// What one window emits: `buf[from..to]`, the raw ranges given to [`Emit::write`] replaced,
+/// the dropped sequences left out.
+struct Emit<'a> {
+    buf: &'a [u8],
+    from: usize,
+    to: usize,
+    drops: &'a [(usize, usize)],
+    replacements: &'a [Vec<u8>],
+    /// Re-emit the colour codes inside a replaced range, so the terminal ends in its state.
+    keep_sgr: bool,
+}
+
+impl Emit<'_> {
+    /// Write the window to `out`; with `map`, also each written byte's raw range (a copied
+    /// byte its own, a replacement's bytes the range it replaces).
+    fn write(
+        &self,
+        ranges: &[(usize, usize, u32)],
+        out: &mut Vec<u8>,
+        mut map: Option<&mut Vec<(usize, usize)>>,
+    ) {
+        let mut pos = self.from;
+        for &(rs, re, name) in ranges {
+            self.copy(pos, rs, out, map.as_deref_mut());
+            let at = out.len();
+            out.extend_from_slice(&self.replacements[name as usize]);
+            if self.keep_sgr {
+                screen::keep_sgr(&self.buf[rs..re], out);
+            }
+            if let Some(m) = map.as_deref_mut() {
+                m.extend(std::iter::repeat_n((rs, re), out.len() - at));
+            }
+            pos = re;
         }
-        out.extend_from_slice(&buf[pos..s.max(pos)]);
-        pos = e.min(b);
+        self.copy(pos, self.to, out, map);
     }
-    if pos < b {
-        out.extend_from_slice(&buf[pos..b]);
+
+    /// Copy `buf[a..b]` to `out`, leaving out the dropped ranges inside it.
+    fn copy(
+        &self,
+        a: usize,
+        b: usize,
+        out: &mut Vec<u8>,
+        mut map: Option<&mut Vec<(usize, usize)>>,
+    ) {
+        let mut pos = a;
+        let mut piece = |s: usize, e: usize, out: &mut Vec<u8>| {
+            out.extend_from_slice(&self.buf[s..e]);
+            if let Some(m) = map.as_deref_mut() {
+                m.extend((s..e).map(|i| (i, i + 1)));
+            }
+        };
+        for &(s, e) in self.drops {
+            if e <= pos || s >= b {
+                continue;
+            }
+            piece(pos, s.max(pos), out);
+            pos = e.min(b);
+        }
+        if pos < b {
+            piece(pos, b, out);
+        }
     }
+}
+
+/// Draw what the window emits as the terminal receives it and search that too, until it shows
+/// nothing more to replace: each round adds the raw ranges of what it finds (a match's
+/// smallest raw range holding all its cells) to `ranges`. After [`SETTLE_ROUNDS`] rounds that
+/// still find something, the whole window is replaced.
+fn settle(
+    emit: &Emit<'_>,
+    ranges: &mut Vec<(usize, usize, u32)>,
+    screen_view: &mut Rendered,
+    r: &Redactor,
+    caches: &mut [Option<RuleCache>],
+    scratch: &mut Scratch,
+    found: &mut Vec<Hit>,
+) {
+    let mut sent = Vec::new();
+    let mut map = Vec::new();
+    for _ in 0..SETTLE_ROUNDS {
+        sent.clear();
+        map.clear();
+        emit.write(ranges, &mut sent, Some(&mut map));
+        if sent.is_empty() {
+            return;
+        }
+        screen_view.build(&sent, 0, true);
+        found.clear();
+        let overflows = scratch.overflows.len();
+        r.matcher
+            .scan(caches, scratch, &screen_view.bytes, 0, true, found);
+        scratch.overflows.truncate(overflows);
+        let covered = |lo: usize, hi: usize, ranges: &[(usize, usize, u32)]| {
+            ranges.iter().any(|&(s, e, _)| s <= lo && hi <= e)
+        };
+        let mut grew = false;
+        for h in found.iter() {
+            let (mut lo, mut hi) = (usize::MAX, 0);
+            for i in h.start..h.end {
+                let (at, _) = screen_view.raw_span(i, i + 1, sent.len());
+                if let Some(&(a, b)) = map.get(at) {
+                    lo = lo.min(a);
+                    hi = hi.max(b);
+                }
+            }
+            if lo >= hi || covered(lo, hi, ranges) {
+                continue;
+            }
+            ranges.push((lo, hi.min(emit.to), h.name));
+            grew = true;
+        }
+        if !grew {
+            return;
+        }
+        // Union, in order.
+        ranges.sort_unstable();
+        let mut merged: Vec<(usize, usize, u32)> = Vec::with_capacity(ranges.len());
+        for &(s, e, n) in ranges.iter() {
+            match merged.last_mut() {
+                Some(m) if s < m.1 => m.1 = m.1.max(e),
+                _ => merged.push((s, e, n)),
+            }
+        }
+        *ranges = merged;
+    }
+    let name = ranges.first().map_or(0, |r| r.2);
+    *ranges = vec![(emit.from, emit.to, name)];
 }

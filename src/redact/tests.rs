@@ -976,6 +976,13 @@ proptest! {
         ).prop_map(|v| v.concat()),
         cuts in proptest::collection::vec(0usize..400, 0..6),
     ) {
+        // Output that moves the cursor left is drawn as a terminal would, and what one write
+        // draws over an earlier one cannot be taken back once it went out: there streaming
+        // sees less than the whole (a documented limit, with tests of its own above).
+        let mut v = screen::View::default();
+        let moves_left = (v.build(&input, 0, true).is_some() && v.overwrites)
+            || screen::bare_cr(&input, 0);
+        prop_assume!(!moves_left);
         let r = defaults(&[("PW", "Secret-Value-1234")]);
         let whole = r.redact_bytes(&input);
         let chunks = split_at(&input, cuts);
@@ -1571,4 +1578,70 @@ fn cursor_moves_render_a_value_whole() {
             );
         }
     }
+}
+
+/// What a terminal shows of `out`, one line per row (the rendered view's line model).
+fn on_screen(out: &[u8]) -> Vec<u8> {
+    let mut v = screen::Rendered::default();
+    v.build(out, 0, true);
+    v.bytes.clone()
+}
+
+/// Review of issue 10, F1: a replacement is not as wide as the value, so moves after it land
+/// elsewhere on the screen than in the raw bytes; what the terminal receives is drawn and
+/// searched too, so the pieces never meet on screen.
+#[test]
+fn moves_after_a_replacement_do_not_reassemble_a_value() {
+    let v = "correct-horse-battery-staple-42";
+    let r = defaults(&[("DB_PASSWORD", v)]);
+    let s = v;
+    let cases = [
+        format!(
+            "\x1b[101G{s}\x1b[123D{}\x1b[8C{}\x1b[1G{}\x1b[17G{}\n",
+            &s[8..16],
+            &s[24..],
+            &s[..8],
+            &s[16..24]
+        ),
+        format!(
+            "{}{s}{}{}\t{}\r{}\r\t\t{}\n",
+            " ".repeat(40),
+            "\x08".repeat(54),
+            &s[8..16],
+            &s[24..],
+            &s[..8],
+            &s[16..24]
+        ),
+    ];
+    for case in &cases {
+        let whole = r.redact_bytes(case.as_bytes());
+        let streamed = push_all(&r, &[case.as_bytes()]);
+        for out in [&whole, &streamed] {
+            assert!(
+                !contains(&on_screen(out), v.as_bytes()),
+                "{case:?} -> {:?} shows {:?}",
+                String::from_utf8_lossy(out),
+                String::from_utf8_lossy(&on_screen(out))
+            );
+        }
+    }
+}
+
+/// Review of issue 10, F5: a rule's match that outgrows its bound in the rendered view only
+/// (its anchor drawn out of order) stays covered until its line ends, in later writes too.
+#[test]
+fn an_overflow_seen_only_on_screen_stays_open() {
+    let r = defaults(&[]);
+    let token: String = (0..20_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let head = format!("\x1b[6Grization: Bearer \rAutho\x1b[23G{token}");
+    let tail = b"TAILofTheBearerToken9f8e7d6c5b4a\n";
+    let out = push_all(&r, &[head.as_bytes(), tail]);
+    assert!(
+        !contains(&out, b"TAILofThe"),
+        "{:?}",
+        String::from_utf8_lossy(&out[out.len().saturating_sub(200)..])
+    );
+    assert!(!contains(&out, &token.as_bytes()[..64]));
 }
