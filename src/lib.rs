@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod broker;
 pub mod cli;
 pub mod commands;
 pub mod context;

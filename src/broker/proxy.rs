@@ -1,0 +1,839 @@
+//! The proxy: accept, CONNECT (intercept or tunnel or deny), absolute-form plain http,
+//! the address check, the upstream dial and the forwarding of each request.
+//!
+//! HTTP is hyper's (server and client, HTTP/1.1), TLS is tokio-rustls'. Nothing here parses
+//! HTTP or encodes a certificate by hand.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1 as server_http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
+
+use super::ca::{Ca, parse_pem_certs, system_roots};
+use super::events::{DeniedEvent, DenyReason, Event, EventSink, RequestEvent, TunnelEvent};
+use super::rules::{self, HostPattern};
+use super::subst::{self, Counted, RestoreBody, Restorer};
+use super::{Config, Control, Counters, Error, Limits, Secret};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
+
+/// The header that marks the broker's own answers.
+const MARK: &str = "x-agentrun-broker";
+
+pub(crate) struct State {
+    secrets: Vec<Secret>,
+    allow: Vec<HostPattern>,
+    ca: Arc<Ca>,
+    tls: TlsConnector,
+    events: Arc<dyn EventSink>,
+    control: Arc<Control>,
+    limits: Limits,
+    counters: Arc<Counters>,
+    restorer: Option<Arc<Restorer>>,
+}
+
+/// Where a request goes: the CONNECT target, or the absolute-form URI's authority.
+#[derive(Clone, Debug)]
+struct Target {
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Https,
+    Http,
+}
+
+impl State {
+    pub(crate) fn new(
+        config: Config,
+        ca: Arc<Ca>,
+        events: Arc<dyn EventSink>,
+        control: Arc<Control>,
+        counters: Arc<Counters>,
+    ) -> Result<State, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in system_roots() {
+            // A system root rustls cannot parse is skipped, as every rustls client does.
+            let _ = roots.add(cert);
+        }
+        for pem in &config.extra_roots {
+            for cert in parse_pem_certs(pem)? {
+                roots.add(cert).map_err(Error::tls)?;
+            }
+        }
+        let mut client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let restorer = Restorer::new(&config.secrets).map(Arc::new);
+        Ok(State {
+            secrets: config.secrets,
+            allow: config.allow,
+            ca,
+            tls: TlsConnector::from(Arc::new(client)),
+            events,
+            control,
+            limits: config.limits,
+            counters,
+            restorer,
+        })
+    }
+
+    fn intercepts(&self, t: &Target) -> bool {
+        self.secrets
+            .iter()
+            .any(|s| s.hosts.iter().any(|h| h.matches(&t.host, t.port)))
+    }
+
+    fn allowed(&self, t: &Target) -> bool {
+        self.allow.iter().any(|h| h.matches(&t.host, t.port))
+    }
+
+    fn names_exactly(&self, t: &Target) -> bool {
+        self.secrets
+            .iter()
+            .flat_map(|s| s.hosts.iter())
+            .chain(self.allow.iter())
+            .any(|h| h.names_exactly(&t.host, t.port))
+    }
+
+    /// A value may go over plain http only to a loopback host:port a secret names exactly.
+    fn plain_named(&self, s: &Secret, t: &Target) -> bool {
+        s.hosts
+            .iter()
+            .any(|h| h.is_loopback() && h.names_exactly(&t.host, t.port))
+    }
+
+    fn deny(&self, t: &Target, method: &Method, path: &str, reason: DenyReason) {
+        Counters::bump(&self.counters.denied);
+        if reason == DenyReason::Rate {
+            Counters::bump(&self.counters.rate_limited);
+        }
+        self.events.emit(Event::Denied(DeniedEvent {
+            host: t.host.clone(),
+            port: t.port,
+            method: method.as_str().to_string(),
+            path: self.scrub_path(path),
+            reason,
+        }));
+    }
+
+    /// A path for an event: every placeholder (and value) replaced by `{NAME}`.
+    fn scrub_path(&self, path: &str) -> String {
+        use secrecy::ExposeSecret;
+        let mut p = path.to_string();
+        for s in &self.secrets {
+            p = p.replace(&s.placeholder, &format!("{{{}}}", s.name));
+            let v = s.value.expose_secret();
+            if !v.is_empty() {
+                p = p.replace(v, &format!("{{{}}}", s.name));
+            }
+        }
+        p
+    }
+
+    /// Resolve `t` and check every address; the address returned is the one to dial.
+    async fn resolve(&self, t: &Target) -> Result<SocketAddr, Refusal> {
+        let named = self.names_exactly(t);
+        let addrs: Vec<SocketAddr> = match t.host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, t.port)],
+            Err(_) => match tokio::time::timeout(
+                self.limits.connect_timeout,
+                tokio::net::lookup_host((t.host.as_str(), t.port)),
+            )
+            .await
+            {
+                Ok(Ok(a)) => a.collect(),
+                _ => return Err(Refusal::Upstream("cannot resolve the host")),
+            },
+        };
+        if addrs.is_empty() {
+            return Err(Refusal::Upstream("the host has no address"));
+        }
+        if addrs.iter().any(|a| !rules::address_allowed(a.ip(), named)) {
+            return Err(Refusal::Address);
+        }
+        Ok(addrs[0])
+    }
+}
+
+enum Refusal {
+    Address,
+    Upstream(&'static str),
+}
+
+/// Text answer from the broker itself.
+fn answer(status: StatusCode, mark: &'static str, text: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("agentrun broker: {text}\n")));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(MARK, HeaderValue::from_static(mark));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn full(text: String) -> Body {
+    Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed()
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
+}
+
+fn refused(st: &State, t: &Target, method: &Method, path: &str, r: Refusal) -> Response<Body> {
+    match r {
+        Refusal::Address => {
+            st.deny(t, method, path, DenyReason::Address);
+            answer(
+                StatusCode::FORBIDDEN,
+                "denied",
+                &format!(
+                    "{} resolves to an address the broker does not dial",
+                    t.authority()
+                ),
+            )
+        }
+        Refusal::Upstream(why) => answer(
+            StatusCode::BAD_GATEWAY,
+            "upstream-error",
+            &format!("{}: {why}", t.authority()),
+        ),
+    }
+}
+
+pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, st: Arc<State>) {
+    let slots = Arc::new(Semaphore::new(st.limits.max_connections));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                // Out of fds or a reset before accept: wait a little, keep serving.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream); // over the connection cap: closed at once
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let st = st.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc_state = st.clone();
+            let svc = service_fn(move |req| {
+                let st = svc_state.clone();
+                async move { Ok::<_, Infallible>(proxy_request(st, req).await) }
+            });
+            let conn = server_builder(&st.limits)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            let _ = conn.await;
+        });
+    }
+}
+
+fn server_builder(limits: &Limits) -> server_http1::Builder {
+    let mut b = server_http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    b
+}
+
+async fn proxy_request(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        return connect(st, req).await;
+    }
+    let uri = req.uri();
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) => {
+            let t = Target {
+                host: rules::normalize_host(a.host()),
+                port: a.port_u16().unwrap_or(80),
+            };
+            plain(st, t, req).await
+        }
+        _ => answer(
+            StatusCode::BAD_REQUEST,
+            "denied",
+            "this is a proxy: send CONNECT host:port, or an absolute http:// URL",
+        ),
+    }
+}
+
+async fn connect(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let Some(auth) = req.uri().authority().cloned() else {
+        return answer(StatusCode::BAD_REQUEST, "denied", "CONNECT needs host:port");
+    };
+    let t = Target {
+        host: rules::normalize_host(auth.host()),
+        port: auth.port_u16().unwrap_or(443),
+    };
+    if st.intercepts(&t) {
+        let addr = match st.resolve(&t).await {
+            Ok(a) => a,
+            Err(r) => return refused(&st, &t, &Method::CONNECT, "", r),
+        };
+        tokio::spawn(async move {
+            if let Ok(up) = hyper::upgrade::on(req).await {
+                intercept(st, t, addr, up).await;
+            }
+        });
+        return Response::new(empty());
+    }
+    if st.allowed(&t) {
+        let addr = match st.resolve(&t).await {
+            Ok(a) => a,
+            Err(r) => return refused(&st, &t, &Method::CONNECT, "", r),
+        };
+        let upstream =
+            match tokio::time::timeout(st.limits.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    return answer(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream-error",
+                        &format!("cannot connect to {}", t.authority()),
+                    );
+                }
+            };
+        let _ = upstream.set_nodelay(true);
+        tokio::spawn(async move {
+            if let Ok(up) = hyper::upgrade::on(req).await {
+                tunnel(st, t, TokioIo::new(up), upstream).await;
+            }
+        });
+        return Response::new(empty());
+    }
+    st.deny(&t, &Method::CONNECT, "", DenyReason::Host);
+    answer(
+        StatusCode::FORBIDDEN,
+        "denied",
+        &format!("{} is not a host this run may reach", t.authority()),
+    )
+}
+
+/// Byte for byte, unread, until either side closes or both are idle for `idle_timeout`.
+async fn tunnel(
+    st: Arc<State>,
+    t: Target,
+    mut child: TokioIo<hyper::upgrade::Upgraded>,
+    mut upstream: TcpStream,
+) {
+    let started = Instant::now();
+    Counters::bump(&st.counters.tunnels);
+    let (up, down) = idle_copy(&mut child, &mut upstream, st.limits.idle_timeout).await;
+    st.events.emit(Event::Tunnel(TunnelEvent {
+        host: t.host,
+        port: t.port,
+        bytes_up: up,
+        bytes_down: down,
+        ms: started.elapsed().as_millis() as u64,
+    }));
+}
+
+/// `copy_bidirectional`, ended when no byte moves either way for `idle`.
+async fn idle_copy<A, B>(a: &mut A, b: &mut B, idle: Duration) -> (u64, u64)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let last = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let touch = |l: &AtomicU64| l.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let up_bytes = AtomicU64::new(0);
+    let down_bytes = AtomicU64::new(0);
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match ar.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    touch(&last);
+                    if bw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    up_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        let _ = bw.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match br.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    touch(&last);
+                    if aw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    down_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        let _ = aw.shutdown().await;
+    };
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(idle / 4 + Duration::from_millis(1)).await;
+            let since = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+            if since >= idle.as_millis() as u64 {
+                break;
+            }
+        }
+    };
+    let both = futures_util::future::join(up, down);
+    futures_util::pin_mut!(both);
+    futures_util::pin_mut!(watchdog);
+    futures_util::future::select(both, watchdog).await;
+    (
+        up_bytes.load(Ordering::Relaxed),
+        down_bytes.load(Ordering::Relaxed),
+    )
+}
+
+/// Terminate TLS with a leaf for the target (the SNI must name it), then serve HTTP/1.1 on it
+/// and forward each request upstream with values put in.
+async fn intercept(st: Arc<State>, t: Target, addr: SocketAddr, up: hyper::upgrade::Upgraded) {
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(up));
+    let Ok(Ok(start)) = tokio::time::timeout(st.limits.header_read_timeout, acceptor).await else {
+        return;
+    };
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(rules::normalize_host);
+    let is_ip = t.host.parse::<IpAddr>().is_ok();
+    let sni_ok = match &sni {
+        Some(s) => *s == t.host,
+        None => is_ip,
+    };
+    if !sni_ok {
+        st.deny(&t, &Method::CONNECT, "", DenyReason::HostHeader);
+        return;
+    }
+    let Ok(config) = st.ca.server_config(&t.host) else {
+        return;
+    };
+    let Ok(Ok(tls)) =
+        tokio::time::timeout(st.limits.header_read_timeout, start.into_stream(config)).await
+    else {
+        return;
+    };
+    let upstream = Arc::new(tokio::sync::Mutex::new(None));
+    let svc_state = st.clone();
+    let svc = service_fn(move |req| {
+        let st = svc_state.clone();
+        let t = t.clone();
+        let upstream = upstream.clone();
+        async move {
+            Ok::<_, Infallible>(forward(st, t, Some(addr), upstream, Scheme::Https, req).await)
+        }
+    });
+    let _ = server_builder(&st.limits)
+        .serve_connection(TokioIo::new(tls), svc)
+        .await;
+}
+
+/// Absolute-form plain http.
+async fn plain(st: Arc<State>, t: Target, req: Request<Incoming>) -> Response<Body> {
+    let named = st.secrets.iter().any(|s| st.plain_named(s, &t));
+    if !named && !st.allowed(&t) {
+        st.deny(&t, req.method(), req.uri().path(), DenyReason::Host);
+        return answer(
+            StatusCode::FORBIDDEN,
+            "denied",
+            &format!(
+                "{} is not a host this run may reach over http",
+                t.authority()
+            ),
+        );
+    }
+    let upstream = Arc::new(tokio::sync::Mutex::new(None));
+    forward(st, t, None, upstream, Scheme::Http, req).await
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Does the `Host` header name the target? (Absent is fine: it is set from the target.)
+fn host_header_ok(v: &HeaderValue, t: &Target, scheme: Scheme) -> bool {
+    let Ok(text) = v.to_str() else {
+        return false;
+    };
+    let Ok(auth) = text.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let default = if scheme == Scheme::Https { 443 } else { 80 };
+    rules::normalize_host(auth.host()) == t.host && auth.port_u16().unwrap_or(default) == t.port
+}
+
+/// Headers that belong to one hop, never forwarded.
+const HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop(headers: &mut http::HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for h in HOP.iter().map(|s| s.to_string()).chain(listed) {
+        headers.remove(h.as_str());
+    }
+}
+
+/// Emits `broker.request` when the response body ends (or is dropped).
+struct Finish {
+    st: Arc<State>,
+    event: Option<RequestEvent>,
+    started: Instant,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.event.take() {
+            e.bytes_up = self.up.load(Ordering::Relaxed);
+            e.bytes_down = self.down.load(Ordering::Relaxed);
+            e.ms = self.started.elapsed().as_millis() as u64;
+            self.st.events.emit(Event::Request(e));
+        }
+    }
+}
+
+/// A body that keeps a value alive until it is dropped.
+struct WithGuard<B, G> {
+    inner: B,
+    _guard: G,
+}
+
+impl<B: hyper::body::Body + Unpin, G: Unpin> hyper::body::Body for WithGuard<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn forward(
+    st: Arc<State>,
+    t: Target,
+    checked: Option<SocketAddr>,
+    upstream: Arc<tokio::sync::Mutex<Option<Sender>>>,
+    scheme: Scheme,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+
+    if let Some(h) = parts.headers.get(header::HOST)
+        && !host_header_ok(h, &t, scheme)
+    {
+        st.deny(&t, &method, &path, DenyReason::HostHeader);
+        return answer(
+            StatusCode::MISDIRECTED_REQUEST,
+            "denied",
+            &format!("the Host header does not name {}", t.authority()),
+        );
+    }
+    let named = |s: &Secret| match scheme {
+        Scheme::Https => s.hosts.iter().any(|h| h.matches(&t.host, t.port)),
+        Scheme::Http => st.plain_named(s, &t),
+    };
+    // Allow-lists of every secret naming this host apply to every request to it.
+    for s in st
+        .secrets
+        .iter()
+        .filter(|s| s.hosts.iter().any(|h| h.matches(&t.host, t.port)))
+    {
+        if let Some(m) = &s.methods
+            && !m.iter().any(|m| m.eq_ignore_ascii_case(method.as_str()))
+        {
+            st.deny(&t, &method, &path, DenyReason::Method);
+            return answer(
+                StatusCode::FORBIDDEN,
+                "denied",
+                &format!("{method} is not allowed to {} ({})", t.authority(), s.name),
+            );
+        }
+        if let Some(p) = &s.paths
+            && !p.iter().any(|g| g.matches(&path))
+        {
+            st.deny(&t, &method, &path, DenyReason::Path);
+            return answer(
+                StatusCode::FORBIDDEN,
+                "denied",
+                &format!("this path is not allowed on {} ({})", t.authority(), s.name),
+            );
+        }
+    }
+    let applied = match subst::apply(&st.secrets, &named, &mut parts) {
+        Ok(a) => a,
+        Err(e) => return answer(StatusCode::BAD_GATEWAY, "upstream-error", &e.0),
+    };
+    let _body_seam = subst::body_substitution_wanted(&st.secrets, &named);
+    for n in &applied.names {
+        if st.control.is_revoked(n) {
+            st.deny(&t, &method, &path, DenyReason::Revoked);
+            return answer(
+                StatusCode::FORBIDDEN,
+                "revoked",
+                &format!("{n} is revoked for this run"),
+            );
+        }
+    }
+    for n in &applied.names {
+        if let Err(ra) = st.control.admit(n) {
+            st.deny(&t, &method, &path, DenyReason::Rate);
+            let mut r = answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                &format!("{n} is over its rate"),
+            );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ra.0.as_secs().max(1)),
+            );
+            return r;
+        }
+    }
+    let restore = if applied.names.is_empty() && scheme == Scheme::Http {
+        None
+    } else {
+        st.restorer.clone()
+    };
+
+    strip_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        let host = if (scheme == Scheme::Https && t.port == 443)
+            || (scheme == Scheme::Http && t.port == 80)
+        {
+            if t.host.contains(':') {
+                format!("[{}]", t.host)
+            } else {
+                t.host.clone()
+            }
+        } else {
+            t.authority()
+        };
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    if restore.is_some() {
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    let up_bytes = Arc::new(AtomicU64::new(0));
+    let down_bytes = Arc::new(AtomicU64::new(0));
+    let body = Counted::new(body, up_bytes.clone())
+        .map_err(|e| Box::new(e) as BoxError)
+        .boxed();
+    let out = Request::from_parts(parts, body);
+
+    let mut event = RequestEvent {
+        names: applied.names.clone(),
+        method: method.as_str().to_string(),
+        host: t.host.clone(),
+        port: t.port,
+        path: st.scrub_path(&path),
+        status: 0,
+        bytes_up: 0,
+        bytes_down: 0,
+        ms: 0,
+        mismatch: applied.mismatch,
+    };
+    Counters::bump(&st.counters.requests);
+
+    let resp = {
+        let mut slot = upstream.lock().await;
+        let ready = match slot.as_mut() {
+            Some(s) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !ready {
+            let addr = match checked {
+                Some(a) => a,
+                None => match st.resolve(&t).await {
+                    Ok(a) => a,
+                    Err(r) => return refused(&st, &t, &method, &path, r),
+                },
+            };
+            match dial(&st, &t, addr, scheme).await {
+                Ok(s) => *slot = Some(s),
+                Err(why) => {
+                    event.status = 502;
+                    emit_now(&st, event, started);
+                    return answer(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream-error",
+                        &format!("{}: {why}", t.authority()),
+                    );
+                }
+            }
+        }
+        let Some(sender) = slot.as_mut() else {
+            return answer(StatusCode::BAD_GATEWAY, "upstream-error", "no upstream");
+        };
+        sender.send_request(out).await
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => {
+            event.status = 502;
+            emit_now(&st, event, started);
+            let why = if e.is_timeout() {
+                "timed out"
+            } else {
+                "the upstream closed or failed"
+            };
+            return answer(
+                StatusCode::BAD_GATEWAY,
+                "upstream-error",
+                &format!("{}: {why}", t.authority()),
+            );
+        }
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    event.status = rparts.status.as_u16();
+    if rparts.status == StatusCode::UNAUTHORIZED {
+        for n in &applied.names {
+            st.control.unauthorized(n);
+        }
+    }
+    strip_hop(&mut rparts.headers);
+    if let Some(r) = &restore {
+        r.headers(&mut rparts.headers);
+        if r.changes_length() {
+            rparts.headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+    let finish = Finish {
+        st: st.clone(),
+        event: Some(event),
+        started,
+        up: up_bytes,
+        down: down_bytes.clone(),
+    };
+    let body = WithGuard {
+        inner: RestoreBody::new(rbody, restore, down_bytes),
+        _guard: finish,
+    }
+    .map_err(|e| Box::new(e) as BoxError)
+    .boxed();
+    Response::from_parts(rparts, body)
+}
+
+fn emit_now(st: &State, mut e: RequestEvent, started: Instant) {
+    e.ms = started.elapsed().as_millis() as u64;
+    st.events.emit(Event::Request(e));
+}
+
+/// Dial the checked address (no second resolution), TLS-verify against the roots, and
+/// start an HTTP/1.1 client connection.
+async fn dial(st: &State, t: &Target, addr: SocketAddr, scheme: Scheme) -> Result<Sender, String> {
+    let tcp = match tokio::time::timeout(st.limits.connect_timeout, TcpStream::connect(addr)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("cannot connect: {e}")),
+        Err(_) => return Err("connect timed out".into()),
+    };
+    let _ = tcp.set_nodelay(true);
+    match scheme {
+        Scheme::Http => handshake(TokioIo::new(tcp)).await,
+        Scheme::Https => {
+            let name = match t.host.parse::<IpAddr>() {
+                Ok(ip) => ServerName::IpAddress(ip.into()),
+                Err(_) => ServerName::try_from(t.host.clone())
+                    .map_err(|_| "not a valid TLS name".to_string())?,
+            };
+            let tls =
+                match tokio::time::timeout(st.limits.connect_timeout, st.tls.connect(name, tcp))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(format!("TLS: {e}")),
+                    Err(_) => return Err("TLS handshake timed out".into()),
+                };
+            handshake(TokioIo::new(tls)).await
+        }
+    }
+}
+
+async fn handshake<I>(io: I) -> Result<Sender, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}

@@ -1,0 +1,540 @@
+//! Substitution: placeholders -> values in a request (headers, Basic auth, path, query, and
+//! the `header` template), values -> placeholders in a response (headers, and the body while
+//! it streams, split-safe across chunks).
+//!
+//! Each place gets the escaping it needs: percent-encoding in the path and query, base64
+//! inside Basic auth. Body substitution (JSON and form bodies, `in = [.., "body"]`) is
+//! issue 12; [`body_substitution_wanted`] is where it plugs in.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use http_body::{Body, Frame};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use secrecy::ExposeSecret;
+
+use super::Secret;
+
+/// Characters escaped when a value goes into a path segment.
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|')
+    .add(b'[')
+    .add(b']');
+
+/// Characters escaped when a value goes into a query.
+const QUERY: &AsciiSet = &PATH.add(b'&').add(b'=').add(b'+').add(b';');
+
+/// What a request's substitution did.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// Secrets whose value went in.
+    pub names: Vec<String>,
+    /// Secrets whose placeholder stays, because the target is not theirs.
+    pub mismatch: Vec<String>,
+}
+
+/// Why a request could not be substituted.
+#[derive(Debug)]
+pub(crate) struct Unsendable(pub String);
+
+fn push(v: &mut Vec<String>, name: &str) {
+    if !v.iter().any(|n| n == name) {
+        v.push(name.to_string());
+    }
+}
+
+/// Replace placeholders in `parts`. `named(s)`: may `s`'s value go to this target?
+pub(crate) fn apply(
+    secrets: &[Secret],
+    named: &dyn Fn(&Secret) -> bool,
+    parts: &mut http::request::Parts,
+) -> Result<Applied, Unsendable> {
+    let mut out = Applied::default();
+    let mut path = parts.uri.path().to_string();
+    let mut query = parts.uri.query().map(str::to_string);
+    for s in secrets {
+        let ok = named(s);
+        let value = s.value.expose_secret();
+        let ph = s.placeholder.as_str();
+        let mut found = false;
+        // Headers (Host is checked elsewhere and never carries a value).
+        let names: Vec<HeaderName> = parts.headers.keys().cloned().collect();
+        for hname in names {
+            if hname == http::header::HOST {
+                continue;
+            }
+            let vals: Vec<HeaderValue> = parts.headers.get_all(&hname).iter().cloned().collect();
+            let mut changed = false;
+            let mut new_vals = Vec::with_capacity(vals.len());
+            for v in vals {
+                let (nv, hit) = header_value(&v, ph, value, ok && s.parts.header)?;
+                found |= hit;
+                changed |= nv.is_some();
+                new_vals.push(nv.unwrap_or(v));
+            }
+            if changed {
+                parts.headers.remove(&hname);
+                for v in new_vals {
+                    parts.headers.append(hname.clone(), v);
+                }
+            }
+        }
+        if path.contains(ph) {
+            found = true;
+            if ok && s.parts.path {
+                path = path.replace(ph, &utf8_percent_encode(value, PATH).to_string());
+            }
+        }
+        if let Some(q) = &mut query
+            && q.contains(ph)
+        {
+            found = true;
+            if ok && s.parts.query {
+                *q = q.replace(ph, &utf8_percent_encode(value, QUERY).to_string());
+            }
+        }
+        if found {
+            if ok {
+                push(&mut out.names, &s.name);
+            } else {
+                push(&mut out.mismatch, &s.name);
+            }
+        }
+        if ok && let Some(t) = &s.header {
+            let v = HeaderValue::from_str(&format!("{}{}{}", t.before, value, t.after))
+                .map_err(|_| Unsendable(format!("{}: the value cannot go in a header", s.name)))?;
+            parts.headers.insert(t.name.clone(), v);
+            push(&mut out.names, &s.name);
+        }
+    }
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    parts.uri = http::Uri::builder()
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Unsendable("the request target is not valid after substitution".into()))?;
+    Ok(out)
+}
+
+/// One header value: (replacement if changed, placeholder seen).
+fn header_value(
+    v: &HeaderValue,
+    ph: &str,
+    value: &str,
+    put_in: bool,
+) -> Result<(Option<HeaderValue>, bool), Unsendable> {
+    let bytes = v.as_bytes();
+    let err = || Unsendable("the value cannot go in a header".into());
+    if memchr::memmem::find(bytes, ph.as_bytes()).is_some() {
+        if !put_in {
+            return Ok((None, true));
+        }
+        let text = String::from_utf8_lossy(bytes).replace(ph, value);
+        return Ok((Some(HeaderValue::from_str(&text).map_err(|_| err())?), true));
+    }
+    // Basic auth: the placeholder is inside base64("user:password").
+    if bytes.len() > 6 && bytes[..6].eq_ignore_ascii_case(b"basic ") {
+        let enc = String::from_utf8_lossy(&bytes[6..]).trim().to_string();
+        if let Ok(decoded) = B64.decode(enc.as_bytes())
+            && memchr::memmem::find(&decoded, ph.as_bytes()).is_some()
+        {
+            if !put_in {
+                return Ok((None, true));
+            }
+            let text = String::from_utf8_lossy(&decoded).replace(ph, value);
+            let out = format!("Basic {}", B64.encode(text.as_bytes()));
+            return Ok((Some(HeaderValue::from_str(&out).map_err(|_| err())?), true));
+        }
+    }
+    Ok((None, false))
+}
+
+/// Issue 12's seam: does any secret going to this target want its placeholder replaced in
+/// the body? (Not done yet: the body streams through unchanged.)
+pub(crate) fn body_substitution_wanted(
+    secrets: &[Secret],
+    named: &dyn Fn(&Secret) -> bool,
+) -> bool {
+    secrets.iter().any(|s| s.parts.body && named(s))
+}
+
+/// Values -> placeholders in responses.
+pub(crate) struct Restorer {
+    ac: AhoCorasick,
+    placeholders: Vec<Vec<u8>>,
+    /// The longest value, minus one: what a chunk's end must hold back.
+    hold: usize,
+    /// Some placeholder is longer than its value: Content-Length changes.
+    changes_length: bool,
+}
+
+impl Restorer {
+    pub fn new(secrets: &[Secret]) -> Option<Restorer> {
+        let values: Vec<&[u8]> = secrets
+            .iter()
+            .map(|s| s.value.expose_secret().as_bytes())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        let placeholders = secrets
+            .iter()
+            .filter(|s| !s.value.expose_secret().is_empty())
+            .map(|s| s.placeholder.as_bytes().to_vec())
+            .collect();
+        let hold = values.iter().map(|v| v.len()).max().unwrap_or(1) - 1;
+        let changes_length = secrets
+            .iter()
+            .any(|s| s.value.expose_secret().len() != s.placeholder.len());
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(values)
+            .ok()?;
+        Some(Restorer {
+            ac,
+            placeholders,
+            hold,
+            changes_length,
+        })
+    }
+
+    pub fn changes_length(&self) -> bool {
+        self.changes_length
+    }
+
+    /// Replace every value in `bytes`.
+    pub fn replace_all(&self, bytes: &[u8]) -> Vec<u8> {
+        self.ac.replace_all_bytes(bytes, &self.placeholders)
+    }
+
+    /// Response headers.
+    pub fn headers(&self, headers: &mut http::HeaderMap) {
+        for v in headers.values_mut() {
+            if self.ac.is_match(v.as_bytes()) {
+                let out = self.replace_all(v.as_bytes());
+                if let Ok(nv) = HeaderValue::from_bytes(&out) {
+                    *v = nv;
+                }
+            }
+        }
+    }
+
+    /// Streaming: `held` + `chunk` in, the part that is safe to send out; the last `hold`
+    /// bytes (where a value could start and continue in the next chunk) stay in `held`.
+    pub fn push(&self, held: &mut Vec<u8>, chunk: &[u8]) -> Vec<u8> {
+        held.extend_from_slice(chunk);
+        let buf = std::mem::take(held);
+        let safe = buf.len().saturating_sub(self.hold);
+        let mut out = Vec::with_capacity(buf.len());
+        let mut pos = 0;
+        for m in self.ac.find_iter(&buf) {
+            if m.start() >= safe {
+                break;
+            }
+            out.extend_from_slice(&buf[pos..m.start()]);
+            out.extend_from_slice(&self.placeholders[m.pattern().as_usize()]);
+            pos = m.end();
+        }
+        let cut = pos.max(safe);
+        out.extend_from_slice(&buf[pos..cut]);
+        held.extend_from_slice(&buf[cut..]);
+        out
+    }
+}
+
+/// A response body with values put back as placeholders, counting the bytes it reads.
+pub(crate) struct RestoreBody<B> {
+    inner: B,
+    restorer: Option<Arc<Restorer>>,
+    held: Vec<u8>,
+    trailers: Option<Frame<Bytes>>,
+    done: bool,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<B> RestoreBody<B> {
+    pub fn new(inner: B, restorer: Option<Arc<Restorer>>, bytes: Arc<AtomicU64>) -> Self {
+        RestoreBody {
+            inner,
+            restorer,
+            held: Vec::new(),
+            trailers: None,
+            done: false,
+            bytes,
+        }
+    }
+}
+
+impl<B> Body for RestoreBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(t) = this.trailers.take() {
+                this.done = true;
+                return Poll::Ready(Some(Ok(t)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        this.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        let Some(r) = &this.restorer else {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        };
+                        let out = r.push(&mut this.held, &data);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                        }
+                    }
+                    Err(trailers) => {
+                        this.trailers = Some(trailers);
+                        if let Some(out) = this.flush() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                },
+                Poll::Ready(None) => {
+                    this.done = true;
+                    if let Some(out) = this.flush() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.restorer {
+            Some(r) if r.changes_length() => http_body::SizeHint::default(),
+            _ => self.inner.size_hint(),
+        }
+    }
+}
+
+impl<B> RestoreBody<B> {
+    fn flush(&mut self) -> Option<Bytes> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let held = std::mem::take(&mut self.held);
+        let out = match &self.restorer {
+            Some(r) => r.replace_all(&held),
+            None => held,
+        };
+        Some(Bytes::from(out))
+    }
+}
+
+/// A request body that counts the bytes it passes on.
+pub(crate) struct Counted<B> {
+    inner: B,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, bytes: Arc<AtomicU64>) -> Self {
+        Counted { inner, bytes }
+    }
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let p = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &p
+            && let Some(d) = f.data_ref()
+        {
+            self.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+        p
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{HeaderTemplate, HostPattern, Parts};
+    use secrecy::SecretString;
+
+    fn secret(name: &str, value: &str, ph: &str, host: &str) -> Secret {
+        Secret {
+            name: name.into(),
+            value: SecretString::from(value.to_string()),
+            placeholder: ph.into(),
+            hosts: vec![HostPattern::parse(host).expect("host")],
+            header: None,
+            parts: Parts::default(),
+            methods: None,
+            paths: None,
+        }
+    }
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    const PH: &str = "PHxxxxxxxxxxxxxxxxxxxxxx";
+    const VAL: &str = "real/value with&odd=chars";
+
+    #[test]
+    fn request_places() {
+        let secrets = vec![secret("K", VAL, PH, "api.example.com")];
+        let named = |s: &Secret| s.hosts[0].matches("api.example.com", 443);
+        let userpass = B64.encode(format!("x-access-token:{PH}"));
+        let mut p = req(
+            &format!("/v1/{PH}/x?key={PH}&a=1"),
+            &[
+                ("authorization", &format!("Bearer {PH}")),
+                ("x-api-key", PH),
+                ("proxy-thing", &format!("Basic {userpass}")),
+            ],
+        );
+        let a = apply(&secrets, &named, &mut p).expect("applies");
+        assert_eq!(a.names, vec!["K"]);
+        assert!(a.mismatch.is_empty());
+        assert_eq!(p.headers["authorization"], format!("Bearer {VAL}").as_str());
+        assert_eq!(p.headers["x-api-key"], VAL);
+        let basic = p.headers["proxy-thing"].to_str().expect("ascii");
+        let dec = B64.decode(&basic[6..]).expect("b64");
+        assert_eq!(dec, format!("x-access-token:{VAL}").as_bytes());
+        assert_eq!(
+            p.uri.to_string(),
+            "/v1/real%2Fvalue%20with&odd=chars/x?key=real%2Fvalue%20with%26odd%3Dchars&a=1"
+        );
+    }
+
+    #[test]
+    fn other_host_keeps_the_placeholder_and_reports_mismatch() {
+        let secrets = vec![secret("K", VAL, PH, "api.example.com")];
+        let named = |_: &Secret| false;
+        let mut p = req(
+            &format!("/?k={PH}"),
+            &[("authorization", &format!("Bearer {PH}"))],
+        );
+        let a = apply(&secrets, &named, &mut p).expect("applies");
+        assert!(a.names.is_empty());
+        assert_eq!(a.mismatch, vec!["K"]);
+        assert_eq!(p.headers["authorization"], format!("Bearer {PH}").as_str());
+        assert_eq!(p.uri.to_string(), format!("/?k={PH}"));
+    }
+
+    #[test]
+    fn header_template_replaces_what_the_child_sent() {
+        let mut s = secret("K", "tok123", PH, "api.example.com");
+        s.header = Some(HeaderTemplate::parse("Authorization: Bearer {value}").expect("t"));
+        let secrets = vec![s];
+        let mut p = req("/", &[("authorization", "Bearer whatever")]);
+        let a = apply(&secrets, &|_| true, &mut p).expect("applies");
+        assert_eq!(a.names, vec!["K"]);
+        assert_eq!(p.headers["authorization"], "Bearer tok123");
+    }
+
+    #[test]
+    fn parts_limit_where_it_goes() {
+        let mut s = secret("K", "tok123", PH, "api.example.com");
+        s.parts = Parts {
+            header: true,
+            path: false,
+            query: false,
+            body: false,
+        };
+        let secrets = vec![s];
+        let mut p = req(&format!("/{PH}?q={PH}"), &[]);
+        apply(&secrets, &|_| true, &mut p).expect("applies");
+        assert_eq!(p.uri.to_string(), format!("/{PH}?q={PH}"));
+    }
+
+    #[test]
+    fn restore_is_split_safe_at_every_offset() {
+        let value = "sk-realvalue-0123456789abcdef";
+        let ph = "sk-PLACEHOLDERxxxxxxxxxxxxxxx";
+        let secrets = vec![
+            secret("A", value, ph, "a.example.com"),
+            secret("B", "short", "BBBBBBBBBBBBBBBBBBBBBBBB", "a.example.com"),
+        ];
+        let r = Restorer::new(&secrets).expect("restorer");
+        assert!(r.changes_length());
+        let text = format!("x{value}yy{value}{value}z short. shor{value}");
+        let want = String::from_utf8(r.replace_all(text.as_bytes())).expect("utf8");
+        assert!(!want.contains(value) && want.contains(ph));
+        for split in 0..=text.len() {
+            for split2 in split..=text.len() {
+                let mut held = Vec::new();
+                let mut out = r.push(&mut held, &text.as_bytes()[..split]);
+                out.extend(r.push(&mut held, &text.as_bytes()[split..split2]));
+                out.extend(r.push(&mut held, &text.as_bytes()[split2..]));
+                out.extend(r.replace_all(&held));
+                assert_eq!(
+                    String::from_utf8(out).expect("utf8"),
+                    want,
+                    "{split} {split2}"
+                );
+            }
+        }
+        // Bounded: never holds more than the longest value minus one.
+        let mut held = Vec::new();
+        r.push(&mut held, &[b'q'; 10_000]);
+        assert_eq!(held.len(), value.len() - 1);
+    }
+}
