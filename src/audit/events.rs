@@ -137,6 +137,54 @@ pub struct Exit<'a> {
     /// Redactions per secret name or rule id, both streams together.
     pub redactions: &'a BTreeMap<String, u64>,
     pub bytes: Bytes,
+    /// The broker's counts, in a run with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<&'a BrokerCounts>,
+}
+
+/// The broker's totals for the exit event.
+#[derive(Debug, Serialize)]
+pub struct BrokerCounts {
+    pub requests: u64,
+    pub denied: u64,
+    pub rate_limited: u64,
+    pub tunnels: u64,
+    pub revoked: Vec<String>,
+    /// Events left out of the log because there were too many (see `broker.request`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub events_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `broker.request`: one request the broker forwarded (names, method, host, port, path
+/// without the query, status, bytes, milliseconds; never a value or a placeholder).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct BrokerRequest<'a>(pub &'a crate::broker::events::RequestEvent);
+
+impl Event for BrokerRequest<'_> {
+    const NAME: &'static str = "broker.request";
+}
+
+/// `broker.tunnel`: one connection to an `allow` host, tunnelled unread.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct BrokerTunnel<'a>(pub &'a crate::broker::events::TunnelEvent);
+
+impl Event for BrokerTunnel<'_> {
+    const NAME: &'static str = "broker.tunnel";
+}
+
+/// `broker.denied`: a request the broker refused, with the reason.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct BrokerDenied<'a>(pub &'a crate::broker::events::DeniedEvent);
+
+impl Event for BrokerDenied<'_> {
+    const NAME: &'static str = "broker.denied";
 }
 
 /// Bytes the child wrote, before redaction.

@@ -9,6 +9,7 @@
 //!
 //! Every failure is a [`Fail`]: an exit code and a message for the operator, never a value.
 
+pub mod broker;
 pub mod check;
 pub mod explain;
 pub mod fetch;

@@ -45,14 +45,6 @@ pub fn load_profile(arg: &ProfileArg, ctx: &Context) -> Result<Profile, Fail> {
         },
     )?;
     check_redact(&profile)?;
-    if profile.broker.is_some() {
-        // Fail closed: the keys parse, but the broker that would serve them is not wired into
-        // a run yet; a brokered secret must never be handed to the child as its value.
-        return Err(Fail::setup(format!(
-            "{}: the credential broker (`broker = ...`, `[broker]`) is not available in this build yet: remove those keys to run without it",
-            profile.path.display()
-        )));
-    }
     Ok(profile)
 }
 

@@ -6,6 +6,7 @@
 //! report. From the audit log's opening on, a phase that stops the run logs `refused`
 //! with the message the operator sees.
 
+use super::broker::{self, BrokerPlan};
 use super::fetch::{self, Got, Secrets};
 use super::plan;
 use super::{Fail, Level, Say};
@@ -34,6 +35,8 @@ pub struct Plan {
     pub sinks: Sinks,
     /// The child gets a pseudo-terminal.
     pub tty: bool,
+    /// The credential broker, when the profile has one.
+    pub broker: Option<BrokerPlan>,
 }
 
 impl Plan {
@@ -48,8 +51,10 @@ impl Plan {
         }
         let profile = plan::load_profile(&args.profile, &ctx)?;
         plan::validate_backends(&profile, &ctx)?;
+        let broker = broker::plan(&profile, args.unconfined)?;
         let inputs = secrets::credential_inputs(&profile, &ctx);
-        let policy = plan::sandbox_policy(&profile, &ctx, &inputs)?;
+        let mut policy = plan::sandbox_policy(&profile, &ctx, &inputs)?;
+        policy.broker_port = broker.as_ref().map(|b| b.port);
         if !args.unconfined {
             plan::explain_kept_inputs(&policy, &inputs, say);
         }
@@ -84,6 +89,7 @@ impl Plan {
             timeout,
             sinks,
             tty,
+            broker,
         })
     }
 }
@@ -95,16 +101,26 @@ pub fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         .map_err(|e| Fail::setup(format!("cannot set up signal handling: {e}")))?;
     let plan = Plan::resolve(args, say)?;
     let mut audit = open_audit(&plan)?;
-    let secrets = fetch_and_verify(&plan, &mut audit).map_err(|f| refused(&mut audit, f))?;
+    let mut secrets = fetch_and_verify(&plan, &mut audit).map_err(|f| refused(&mut audit, f))?;
     let redactor = prepare_redactor(&plan, &secrets, say).map_err(|f| refused(&mut audit, f))?;
-    let (mut launch, program) =
-        build_launch(&plan, &secrets.got, say).map_err(|f| refused(&mut audit, f))?;
-    attach_tty(&plan, &mut launch)?;
-    confine(&plan, &mut launch, &program, &mut audit, say)?;
-    let start = Instant::now();
-    let ran = supervise(&plan, launch, program, redactor, signals, &mut audit, say)
+    let brokered = prepare_broker(&plan, &mut secrets.got).map_err(|f| refused(&mut audit, f))?;
+    let (mut launch, program) = build_launch(&plan, &secrets.got, brokered.as_ref(), say)
         .map_err(|f| refused(&mut audit, f))?;
-    report(&plan, &ran, start, &mut audit, say)
+    attach_tty(&plan, &mut launch)?;
+    confine(
+        &plan,
+        &mut launch,
+        &program,
+        brokered.as_ref(),
+        &mut audit,
+        say,
+    )?;
+    let start = Instant::now();
+    let (ran, serving) = supervise(
+        &plan, launch, program, redactor, brokered, signals, &mut audit, say,
+    )
+    .map_err(|f| refused(&mut audit, f))?;
+    report(&plan, &ran, serving, start, &mut audit, say)
 }
 
 /// Log that the run stopped, with the operator's message, and pass the failure on.
@@ -181,14 +197,31 @@ fn prepare_redactor(plan: &Plan, secrets: &Secrets, say: &Say) -> Result<Option<
     )))
 }
 
-/// The child's argv, environment (the profile's base plus the accepted secrets), working
-/// directory and limits, and the program its command resolves to.
+/// With a broker: each brokered value swapped for its placeholder (the value goes to the
+/// broker alone), the run's CA, trust bundle and proxy variables made.
+fn prepare_broker(plan: &Plan, got: &mut [Got]) -> Result<Option<broker::Prepared>, Fail> {
+    plan.broker
+        .as_ref()
+        .map(|b| broker::prepare(b, got))
+        .transpose()
+}
+
+/// The child's argv, environment (the profile's base plus the accepted secrets, and the
+/// broker's variables, which win), working directory and limits, and the program its
+/// command resolves to.
 fn build_launch<'a>(
     plan: &'a Plan,
     got: &'a [Got],
+    brokered: Option<&broker::Prepared>,
     say: &Say,
 ) -> Result<(Launch<'a>, PathBuf), Fail> {
-    let base = launch::env::base(&plan.profile, &plan.ctx.env, &plan.inputs.env_names);
+    let mut base = launch::env::base(&plan.profile, &plan.ctx.env, &plan.inputs.env_names);
+    for (k, v) in brokered.iter().flat_map(|b| b.env.iter()) {
+        match v {
+            Some(v) => base.vars.insert(k.into(), v.into()),
+            None => base.vars.remove(std::ffi::OsStr::new(k)),
+        };
+    }
     for d in &base.dropped {
         say.at(
             Level::Debug,
@@ -233,6 +266,7 @@ fn confine(
     plan: &Plan,
     launch: &mut Launch,
     program: &std::path::Path,
+    brokered: Option<&broker::Prepared>,
     audit: &mut Audit,
     say: &Say,
 ) -> Result<(), Fail> {
@@ -241,7 +275,11 @@ fn confine(
     } = plan;
     let needs = ChildNeeds {
         program: program.to_path_buf(),
-        extra_read: Vec::new(),
+        // The broker's trust bundle, read-only.
+        extra_read: brokered
+            .map(|b| b.bundle.path.clone())
+            .into_iter()
+            .collect(),
         tty: launch.tty.as_ref().and_then(|t| t.slave_path()),
     };
     let mut keep = plan::startup_inputs(&plan.profile, ctx, &plan.sinks.log);
@@ -252,10 +290,16 @@ fn confine(
             return Err(refused(audit, Fail::setup(e)));
         }
     }
-    let prepared = match sandbox::prepare(policy, &needs, *mode, &keep, &ctx.cwd) {
+    let mut prepared = match sandbox::prepare(policy, &needs, *mode, &keep, &ctx.cwd) {
         Ok(p) => p,
         Err(e) => return Err(refused(audit, Fail::setup(e.to_string()))),
     };
+    if let (Some(b), Some(port)) = (brokered, policy.broker_port) {
+        use std::os::fd::AsRawFd;
+        if let Err(e) = prepared.hand_broker_listener(port, b.theirs.as_raw_fd()) {
+            return Err(refused(audit, Fail::setup(e.to_string())));
+        }
+    }
     let report = prepared.report();
     if *mode != Mode::Enforce {
         for n in &report.notes {
@@ -281,15 +325,19 @@ fn confine(
 /// Spawn the child and supervise it to its end, its output through the redactor. The
 /// redactor's build starts once the child is on its way; `spawn` is logged without
 /// waiting for the log's lock.
+#[allow(clippy::too_many_arguments)]
 fn supervise(
     plan: &Plan,
     launch: Launch,
     program: PathBuf,
     build: Option<Build>,
+    brokered: Option<broker::Prepared>,
     signals: launch::supervise::Signals,
     audit: &mut Audit,
     say: &Say,
-) -> Result<Ran, Fail> {
+) -> Result<(Ran, Option<broker::Serving>), Fail> {
+    let mut brokered = brokered;
+    let mut serving = None;
     let redactor = build.as_ref().map(Build::pending);
     let mut build = build;
     let make_filter = || -> Box<dyn StreamFilter + '_> {
@@ -305,6 +353,14 @@ fn supervise(
         &signals,
         &make_filter,
         &mut |pid| {
+            // The child's network namespace has sent the broker's listener by now (it did
+            // before the command's exec): serve it.
+            if let Some(b) = brokered.take() {
+                match broker::serve(b) {
+                    Ok(s) => serving = Some(s),
+                    Err(f) => say.at(Level::Error, &f.msg),
+                }
+            }
             // The child is on its way: build the redactor now, beside it, not before it.
             if let Some(b) = build.take() {
                 // From here on agentrun's own messages wait for it too (before, they hold
@@ -326,17 +382,36 @@ fn supervise(
     if let Some(e) = audit_err {
         say.at(Level::Error, &e.to_string());
     }
-    Ok(ran)
+    Ok((ran, serving))
 }
 
 /// How the child ended, as agentrun's exit status, and the `exit` event.
 fn report(
     plan: &Plan,
     ran: &Ran,
+    serving: Option<broker::Serving>,
     start: Instant,
     audit: &mut Audit,
     say: &Say,
 ) -> Result<u8, Fail> {
+    let broker_counts = serving.map(|s| {
+        let (evs, dropped, c) = s.stop();
+        for e in &evs {
+            match e {
+                crate::broker::Event::Request(r) => audit.record(&events::BrokerRequest(r)),
+                crate::broker::Event::Tunnel(t) => audit.record(&events::BrokerTunnel(t)),
+                crate::broker::Event::Denied(d) => audit.record(&events::BrokerDenied(d)),
+            }
+        }
+        events::BrokerCounts {
+            requests: c.requests,
+            denied: c.denied,
+            rate_limited: c.rate_limited,
+            tunnels: c.tunnels,
+            revoked: c.revoked,
+            events_dropped: dropped,
+        }
+    });
     let o = &ran.outcome;
     let code = if o.timed_out {
         124
@@ -374,6 +449,7 @@ fn report(
             stdout: ran.stdout.bytes_in,
             stderr: ran.stderr.bytes_in,
         },
+        broker: broker_counts.as_ref(),
     })?;
     Ok(code)
 }

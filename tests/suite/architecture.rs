@@ -14,17 +14,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("scrub", &[]),
     ("cli", &[]),
     ("sys", &[]),
+    ("broker", &[]),
     ("secrets", &["profile", "context", "sandbox", "scrub"]),
     ("verify", &["profile", "secrets"]),
     ("sandbox", &["profile", "sys"]),
     ("redact", &["profile"]),
     ("launch", &["profile", "redact", "sandbox", "sys"]),
-    ("audit", &["profile", "sandbox", "verify", "scrub"]),
+    (
+        "audit",
+        &["profile", "sandbox", "verify", "scrub", "broker"],
+    ),
     (
         "commands",
         &[
-            "audit", "cli", "context", "launch", "profile", "redact", "sandbox", "scrub",
-            "secrets", "verify",
+            "audit", "broker", "cli", "context", "launch", "profile", "redact", "sandbox", "scrub",
+            "secrets", "sys", "verify",
         ],
     ),
 ];

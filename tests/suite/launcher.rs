@@ -2014,25 +2014,3 @@ fn star_pass_keeps_backend_and_cloud_variables() {
     assert!(o.stdout.contains("VAULT_NAMESPACE=ns-Tb6Yc1Rv"), "{o:?}");
     assert!(!o.stdout.contains("pw-Hq7Lm2"), "{o:?}");
 }
-
-/// A brokered secret is never handed to the child as its value: until the broker serves a
-/// run, such a profile is refused (125) before anything is fetched or started.
-#[test]
-fn a_brokered_secret_is_refused_until_the_broker_serves_it() {
-    let s = Scratch::new();
-    s.profile(
-        "b",
-        "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"api.openai.com\"\n",
-    );
-    let o = s
-        .agentrun()
-        .env("API_KEY", "sk-brokered-0123456789abcdef")
-        .args(["-p", "b", "--", "sh", "-c", "echo ran; env"])
-        .run();
-    assert_eq!(o.code, 125, "{o:?}");
-    assert!(
-        !o.stdout.contains("ran") && !o.stdout.contains("sk-brokered"),
-        "{o:?}"
-    );
-    assert!(o.stderr.contains("the credential broker"), "{o:?}");
-}
