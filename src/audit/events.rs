@@ -338,10 +338,28 @@ mod tests {
                 stdout: 3,
                 stderr: 0,
             },
+            broker: None,
         };
         assert_eq!(
             text(&e),
             r#"{"bytes":{"stderr":0,"stdout":3},"code":null,"duration_ms":12.25,"exit_status":143,"forwarded_signals":["SIGTERM"],"killed_descendants":1,"pid":9,"redactions":{"K":2},"signal":15,"timed_out":false}"#
+        );
+        let counts = BrokerCounts {
+            requests: 2,
+            denied: 1,
+            rate_limited: 0,
+            tunnels: 0,
+            revoked: vec![],
+            events_dropped: 0,
+        };
+        let e = Exit {
+            broker: Some(&counts),
+            ..e
+        };
+        assert!(
+            text(&e).contains(r#""broker":{"denied":1,"rate_limited":0,"requests":2,"revoked":[],"tunnels":0}"#),
+            "{}",
+            text(&e)
         );
     }
 
