@@ -357,7 +357,9 @@ mod tests {
             ..e
         };
         assert!(
-            text(&e).contains(r#""broker":{"denied":1,"rate_limited":0,"requests":2,"revoked":[],"tunnels":0}"#),
+            text(&e).contains(
+                r#""broker":{"denied":1,"rate_limited":0,"requests":2,"revoked":[],"tunnels":0}"#
+            ),
             "{}",
             text(&e)
         );

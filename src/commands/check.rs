@@ -18,8 +18,10 @@ pub fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     let ctx = plan::context()?;
     let profile = plan::load_profile(&args.profile, &ctx)?;
     plan::validate_backends(&profile, &ctx)?;
+    let broker = super::broker::plan(&profile, false)?;
     let inputs = secrets::credential_inputs(&profile, &ctx);
-    let policy = plan::sandbox_policy(&profile, &ctx, &inputs)?;
+    let mut policy = plan::sandbox_policy(&profile, &ctx, &inputs)?;
+    policy.broker_port = broker.as_ref().map(|b| b.port);
     let Secrets {
         got,
         report,
@@ -42,6 +44,18 @@ pub fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
         }
         Err(e) => errors.push(e),
     }
+    // The broker: a CA this machine can make (nothing is kept), and the child's network
+    // namespace (the sandbox check below refuses without one).
+    let broker_line = broker.as_ref().map(|_| {
+        crate::broker::install_crypto_provider();
+        match crate::broker::Ca::new() {
+            Ok(_) => "the run's CA can be made (ECDSA P-256)".to_string(),
+            Err(e) => {
+                errors.push(e.to_string());
+                format!("cannot make the run's CA: {e}")
+            }
+        }
+    });
     let kernel = sandbox::kernel_report(&policy);
     if !kernel.enforce_ok {
         errors.push(format!(
@@ -66,7 +80,7 @@ pub fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     }
     let ok = errors.is_empty();
     if args.json {
-        let mut doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "errors": errors});
+        let mut doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "broker": broker_line, "errors": errors});
         crate::scrub::strip_userinfo_json(&mut doc);
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
@@ -112,6 +126,16 @@ pub fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
             },
             kernel.pid_namespace.how
         );
+        if let Some(b) = &broker_line {
+            println!(
+                "broker   {b}; the child's own network namespace: {}",
+                if kernel.pid_namespace.available {
+                    "available"
+                } else {
+                    "unavailable (a run would refuse)"
+                }
+            );
+        }
         for e in &errors {
             say.at(Level::Error, e);
         }

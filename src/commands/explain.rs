@@ -36,6 +36,7 @@ pub fn explain(args: &CheckArgs) -> Result<u8, Fail> {
             json!({
                 "name": s.name, "from": s.source_text, "source": s.source, "as": s.inject, "required": s.required,
                 "verify": s.verify.section,
+                "broker": s.broker,
             })
         })
         .collect();
@@ -57,6 +58,16 @@ pub fn explain(args: &CheckArgs) -> Result<u8, Fail> {
         "limits": profile.limits,
         "vault": vault_shown(profile.vault.as_ref()),
         "aws": profile.aws,
+        "broker": profile.broker.as_ref().map(|b| json!({
+            "allow": b.allow,
+            "ca_cert": b.ca_cert,
+            "rate": b.rate,
+            "ttl_s": b.ttl.map(|d| d.as_secs()),
+            "refresh_s": b.refresh.map(|d| d.as_secs()),
+            "child_gets": "a placeholder in each brokered variable; HTTPS_PROXY, HTTP_PROXY, ALL_PROXY (and lower case) to the broker on the child's own loopback; NO_PROXY for loopback unless a loopback host is named; SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, PIP_CERT, GIT_SSL_CAINFO, NODE_EXTRA_CA_CERTS to the run's trust bundle; NODE_USE_ENV_PROXY=1; AGENTRUN_BROKER",
+            "network": "a network namespace of the child's own with loopback only; the broker's port is its only way out",
+            "not_brokered": "AWS access keys cannot be brokered (SigV4 signs with the secret)",
+        })),
     });
     // No `user:pass@` of an address or endpoint.
     let mut doc = doc;
