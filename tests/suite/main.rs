@@ -11,6 +11,7 @@
 //! Run one area with `cargo test --test suite sandbox::`.
 
 mod architecture;
+mod broker;
 mod child_setup;
 mod harness;
 mod servers;
