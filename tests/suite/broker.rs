@@ -3,7 +3,7 @@
 //! what it receives; inside the sandbox, real clients (curl, Python's urllib) use it with no
 //! flags, as root and as nobody. The child must hold only the placeholder, the upstream must
 //! get the value, and nothing else on the network may be reachable.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::harness::*;
 use std::io::BufRead;
