@@ -9,18 +9,39 @@
 //!   the main view, because a terminal shows it too (a window title); the *rendered* view
 //!   below drops it;
 //! - characters that print nothing: C0 controls other than tab, line feed, carriage return,
-//!   form feed and vertical tab (NUL, BEL, backspace, ...), DEL, C1 controls, and the
-//!   invisible format characters of Unicode (soft hyphen, zero-width space, joiners, word
-//!   joiner, bidi controls, BOM, variation selectors, tag characters).
+//!   form feed and vertical tab (NUL, BEL, backspace, ...), DEL, and every character a
+//!   terminal gives no width (`unicode-width` says 0: all combining marks, Hangul medial vowels
+//!   and final consonants, zero-width space and joiners, bidi controls, BOM, variation
+//!   selectors, tag characters; see [`zero_width`]). On a screen a mark only decorates the
+//!   cell before it, so a value with marks between its characters reads whole.
 //!
 //! A backspace or a cursor-left (`CSI n D`) followed by more text overwrites what was there,
 //! so the screen shows something the bytes do not hold in a row. The main view keeps every
 //! printed byte (a log file shows them all); when a window has such moves, or a string
 //! sequence, a second *rendered* view applies the overwrites and drops string payloads, and
-//! both are searched.
+//! both are searched. It counts columns as a terminal does: a wide character (East Asian
+//! wide and fullwidth, emoji) takes two.
 //!
-//! Some sequences make a terminal answer into its input, or reach the operator's clipboard:
-//! they are [`Kind::Drop`]ped from the output (see [`classify_esc`]).
+//! Escape sequences are an allow-list ([`classify_esc`]); what is not on it is
+//! [`Kind::Drop`]ped from the output, so that nothing the line model does not follow can move
+//! the cursor inside a line or print:
+//!
+//! - modelled: SGR (`CSI ... m`), `CSI n D/C/G/a/\``, `CSI n P`, `CSI s`/`CSI u`,
+//!   `ESC 7`/`ESC 8`;
+//! - passed through, not modelled: row moves (`CSI H/f/A/B/E/F/d`, `ESC D/E/M`: a known
+//!   limit, but full-screen programs need them), erases (`CSI J/K`), modes (`CSI ? ... h/l`,
+//!   and `CSI ... h/l` but insert mode), scrolling (`CSI r/S/T/L/M`), window operations but
+//!   the reports (`CSI t`), status reports and device attributes (`CSI n`, `CSI c`, `CSI > c`),
+//!   keyboard settings (`CSI > ... m`, `CSI >/</= ... u`), cursor style (`CSI SP q`), keypad
+//!   modes (`ESC =`, `ESC >`), full reset (`ESC c`), character set designations (`ESC ( B`,
+//!   ...), and string sequences (OSC, DCS, ...) as below;
+//! - dropped: REP (`CSI b`), tab stops (`ESC H`, `CSI g`), CHT/CBT (`CSI I`/`CSI Z`), HPB
+//!   (`CSI j`), VPB/VPR (`CSI k`/`CSI e`), ICH (`CSI @`), ECH (`CSI X`), insert mode (`CSI 4 h`),
+//!   SL/SR (`CSI SP @`/`CSI SP A`), DECIC/DECDC (`CSI ' }`/`CSI ' ~`), margins (`CSI n;m s`),
+//!   DECBI/DECFI (`ESC 6`/`ESC 9`), single and locking shifts, `ESC #`, `ESC %`, C1 controls
+//!   encoded in UTF-8 (but the string and CSI introducers, read as their 7-bit forms), any
+//!   other final byte or private form; and, as before, what makes a terminal answer into its
+//!   input or reaches the operator's clipboard (window reports, OSC 50/52, DECRQSS, XTGETTCAP).
 //!
 //! Nothing here knows a secret; the functions are pure and tested on their own.
 
@@ -619,8 +640,11 @@ impl Cell {
 }
 
 /// The window as a terminal draws it, one line at a time: a row of cells and a cursor that
-/// backspace, `CSI n D/C/G/P`, `\r`, tab and save/restore move, text overwriting the cells it
-/// lands on. Built only for a window that moves the cursor left (see [`View::overwrites`]
+/// backspace, `CSI n D/C/G/a/\`/P`, `\r`, tab (stops every 8 columns: the sequences that
+/// change them are dropped) and save/restore move, text overwriting the cells it lands on. A
+/// character takes as many cells as it is wide (a wide one a second, empty, continuation
+/// cell; overwriting either half blanks the other); one of width 0 takes none (see
+/// [`Rendered::put_char`]). Built only for a window that moves the cursor left (see [`View::overwrites`]
 /// and [`bare_cr`]). Cells keep their raw offsets, which need not grow along the view: a
 /// match maps back to the smallest raw range holding all of its cells.
 ///
