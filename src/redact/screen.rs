@@ -117,12 +117,17 @@ static SPECIAL: [bool; 256] = {
         b += 1;
     }
     t[0x7f] = true;
-    // Every UTF-8 lead byte: the character may print nothing (its width is 0), or be a C1
-    // control. (Printable ASCII stays off the table, so ASCII text is one load a byte.)
-    let mut b = 0xc2;
-    while b <= 0xf4 {
-        t[b] = true;
-        b += 1;
+    // UTF-8 lead bytes of characters that may print nothing: C1 controls and characters of
+    // width 0 (test `zero_width_by_width_not_by_table` checks every code point). Latin,
+    // Cyrillic, CJK ideographs and Hangul syllables are not among them, so they stay fast.
+    let leads = [
+        0xc2, 0xcc, 0xcd, 0xd2, 0xd6, 0xd7, 0xd8, 0xd9, 0xdb, 0xdc, 0xdd, 0xde, 0xdf, 0xe0, 0xe1,
+        0xe2, 0xe3, 0xea, 0xed, 0xef, 0xf0, 0xf3,
+    ];
+    let mut k = 0;
+    while k < leads.len() {
+        t[leads[k]] = true;
+        k += 1;
     }
     t
 };
@@ -187,10 +192,7 @@ fn invisible(s: &[u8]) -> Kind {
             Kind::Text
         };
     }
-    let Some(c) = std::str::from_utf8(&s[..want])
-        .ok()
-        .and_then(|t| t.chars().next())
-    else {
+    let Some(c) = decode(&s[..want]) else {
         return Kind::Text;
     };
     match u32::from(c) {
@@ -204,6 +206,29 @@ fn invisible(s: &[u8]) -> Kind {
     }
 }
 
+/// The character `s` encodes in UTF-8 (`s` is its lead byte and exactly as many continuation
+/// bytes as that says), if it is one.
+fn decode(s: &[u8]) -> Option<char> {
+    let (&lead, rest) = s.split_first()?;
+    let mut c = u32::from(lead) & (0x7f >> s.len());
+    for &b in rest {
+        if b & 0xc0 != 0x80 {
+            return None;
+        }
+        c = (c << 6) | u32::from(b & 0x3f);
+    }
+    let min = match s.len() {
+        1 => 0,
+        2 => 0x80,
+        3 => 0x800,
+        _ => 0x1_0000,
+    };
+    if c < min || s.len() > 4 {
+        return None;
+    }
+    char::from_u32(c)
+}
+
 /// A character a terminal gives no cell of its own: every combining mark (Mn, Me), Hangul
 /// medial vowels and final consonants, format characters (zero-width space and joiners, bidi
 /// controls, BOM, ...), variation selectors and tag characters. `unicode-width` decides (the
@@ -211,6 +236,10 @@ fn invisible(s: &[u8]) -> Kind {
 /// nothing that it gives width 1 (soft hyphen, Khmer inherent vowels, Mongolian selectors,
 /// ...).
 pub(crate) fn zero_width(c: char) -> bool {
+    // Latin first: nothing below U+0300 but the soft hyphen is a mark.
+    if u32::from(c) < 0x300 {
+        return u32::from(c) == 0xad;
+    }
     unicode_width::UnicodeWidthChar::width(c) == Some(0)
         || matches!(
             u32::from(c),
@@ -238,10 +267,7 @@ fn char_width(buf: &[u8], i: usize, len: usize) -> usize {
     if buf[i] < 0x80 {
         return 1;
     }
-    match std::str::from_utf8(&buf[i..i + len])
-        .ok()
-        .and_then(|t| t.chars().next())
-    {
+    match decode(&buf[i..i + len]) {
         Some(c) if zero_width(c) => 0,
         Some(c) => unicode_width::UnicodeWidthChar::width(c)
             .unwrap_or(1)

@@ -1881,6 +1881,22 @@ fn zero_width_by_width_not_by_table() {
         let mut v = screen::View::default();
         assert!(v.build(text.as_bytes(), 0, true).is_none(), "{c:?}");
     }
+    // Every code point of width 0, and every C1 control, is looked at (its lead byte is
+    // special).
+    for c in (0x80u32..=0x10_ffff).filter_map(char::from_u32) {
+        if screen::zero_width(c) || (0x80..=0x9f).contains(&u32::from(c)) {
+            let mut b = [0; 4];
+            let s = c.encode_utf8(&mut b).as_bytes();
+            assert_eq!(screen::first_special(s), Some(0), "{c:?}");
+            if !screen::zero_width(c) {
+                continue;
+            }
+            let mut v = screen::View::default();
+            let text = format!("a{c}b");
+            assert!(v.build(text.as_bytes(), 0, true).is_some(), "{c:?}");
+            assert_eq!(v.bytes, b"ab", "{c:?}");
+        }
+    }
     // A character cut by the window's end is held, then taken whole.
     let mut v = screen::View::default();
     assert_eq!(
