@@ -9,18 +9,39 @@
 //!   the main view, because a terminal shows it too (a window title); the *rendered* view
 //!   below drops it;
 //! - characters that print nothing: C0 controls other than tab, line feed, carriage return,
-//!   form feed and vertical tab (NUL, BEL, backspace, ...), DEL, C1 controls, and the
-//!   invisible format characters of Unicode (soft hyphen, zero-width space, joiners, word
-//!   joiner, bidi controls, BOM, variation selectors, tag characters).
+//!   form feed and vertical tab (NUL, BEL, backspace, ...), DEL, and every character a
+//!   terminal gives no width (`unicode-width` says 0: all combining marks, Hangul medial vowels
+//!   and final consonants, zero-width space and joiners, bidi controls, BOM, variation
+//!   selectors, tag characters; see [`zero_width`]). On a screen a mark only decorates the
+//!   cell before it, so a value with marks between its characters reads whole.
 //!
 //! A backspace or a cursor-left (`CSI n D`) followed by more text overwrites what was there,
 //! so the screen shows something the bytes do not hold in a row. The main view keeps every
 //! printed byte (a log file shows them all); when a window has such moves, or a string
 //! sequence, a second *rendered* view applies the overwrites and drops string payloads, and
-//! both are searched.
+//! both are searched. It counts columns as a terminal does: a wide character (East Asian
+//! wide and fullwidth, emoji) takes two.
 //!
-//! Some sequences make a terminal answer into its input, or reach the operator's clipboard:
-//! they are [`Kind::Drop`]ped from the output (see [`classify_esc`]).
+//! Escape sequences are an allow-list ([`classify_esc`]); what is not on it is
+//! [`Kind::Drop`]ped from the output, so that nothing the line model does not follow can move
+//! the cursor inside a line or print:
+//!
+//! - modelled: SGR (`CSI ... m`), `CSI n D/C/G/a/\``, `CSI n P`, `CSI s`/`CSI u`,
+//!   `ESC 7`/`ESC 8`;
+//! - passed through, not modelled: row moves (`CSI H/f/A/B/E/F/d`, `ESC D/E/M`: a known
+//!   limit, but full-screen programs need them), erases (`CSI J/K`), modes (`CSI ? ... h/l`,
+//!   and `CSI ... h/l` but insert mode), scrolling (`CSI r/S/T/L/M`), window operations but
+//!   the reports (`CSI t`), status reports and device attributes (`CSI n`, `CSI c`, `CSI > c`),
+//!   keyboard settings (`CSI > ... m`, `CSI >/</= ... u`), cursor style (`CSI SP q`), keypad
+//!   modes (`ESC =`, `ESC >`), full reset (`ESC c`), character set designations (`ESC ( B`,
+//!   ...), and string sequences (OSC, DCS, ...) as below;
+//! - dropped: REP (`CSI b`), tab stops (`ESC H`, `CSI g`), CHT/CBT (`CSI I`/`CSI Z`), HPB
+//!   (`CSI j`), VPB/VPR (`CSI k`/`CSI e`), ICH (`CSI @`), ECH (`CSI X`), insert mode (`CSI 4 h`),
+//!   SL/SR (`CSI SP @`/`CSI SP A`), DECIC/DECDC (`CSI ' }`/`CSI ' ~`), margins (`CSI n;m s`),
+//!   DECBI/DECFI (`ESC 6`/`ESC 9`), single and locking shifts, `ESC #`, `ESC %`, C1 controls
+//!   encoded in UTF-8 (but the string and CSI introducers, read as their 7-bit forms), any
+//!   other final byte or private form; and, as before, what makes a terminal answer into its
+//!   input or reaches the operator's clipboard (window reports, OSC 50/52, DECRQSS, XTGETTCAP).
 //!
 //! Nothing here knows a secret; the functions are pure and tested on their own.
 
@@ -96,15 +117,18 @@ static SPECIAL: [bool; 256] = {
         b += 1;
     }
     t[0x7f] = true;
-    // UTF-8 lead bytes of the invisible characters below.
-    t[0xc2] = true;
-    t[0xcc] = true;
-    t[0xcd] = true;
-    t[0xd8] = true;
-    t[0xe1] = true;
-    t[0xe2] = true;
-    t[0xef] = true;
-    t[0xf3] = true;
+    // UTF-8 lead bytes of characters that may print nothing: C1 controls and characters of
+    // width 0 (test `zero_width_by_width_not_by_table` checks every code point). Latin,
+    // Cyrillic, CJK ideographs and Hangul syllables are not among them, so they stay fast.
+    let leads = [
+        0xc2, 0xcc, 0xcd, 0xd2, 0xd6, 0xd7, 0xd8, 0xd9, 0xdb, 0xdc, 0xdd, 0xde, 0xdf, 0xe0, 0xe1,
+        0xe2, 0xe3, 0xea, 0xed, 0xef, 0xf0, 0xf3,
+    ];
+    let mut k = 0;
+    while k < leads.len() {
+        t[leads[k]] = true;
+        k += 1;
+    }
     t
 };
 
@@ -152,51 +176,111 @@ pub(crate) fn classify(s: &[u8]) -> Kind {
     }
 }
 
-/// Invisible characters encoded in UTF-8 (`s[0]` is a lead byte).
+/// A character encoded in UTF-8 (`s[0]` is a lead byte): C1 controls and characters a
+/// terminal gives no width print nothing.
 fn invisible(s: &[u8]) -> Kind {
-    // (lead bytes, inclusive range of the last byte)
-    const SEQS: &[(&[u8], u8, u8)] = &[
-        (&[0xc2], 0x80, 0x9f),             // C1 controls
-        (&[0xc2], 0xad, 0xad),             // soft hyphen
-        (&[0xcc], 0x80, 0xbf),             // combining diacritical marks U+0300..U+033F
-        (&[0xcd], 0x80, 0xaf),             // U+0340..U+036F (with the grapheme joiner)
-        (&[0xe1, 0xaa], 0xb0, 0xbf),       // combining diacritical marks extended
-        (&[0xe1, 0xab], 0x80, 0xbf),       // (U+1AB0..U+1AFF)
-        (&[0xe1, 0xb7], 0x80, 0xbf),       // combining diacritical marks supplement
-        (&[0xe2, 0x83], 0x90, 0xbf),       // combining marks for symbols
-        (&[0xef, 0xb8], 0xa0, 0xaf),       // combining half marks
-        (&[0xd8], 0x9c, 0x9c),             // Arabic letter mark
-        (&[0xe1, 0x9e], 0xb4, 0xb5),       // Khmer inherent vowels
-        (&[0xe1, 0xa0], 0x8b, 0x8f),       // Mongolian free variation selectors, vowel separator
-        (&[0xe2, 0x80], 0x8b, 0x8f),       // zero-width space, ZWNJ, ZWJ, LRM, RLM
-        (&[0xe2, 0x80], 0xaa, 0xae),       // bidi embeddings and overrides
-        (&[0xe2, 0x81], 0xa0, 0xa4),       // word joiner, invisible operators
-        (&[0xe2, 0x81], 0xa6, 0xaf),       // bidi isolates, deprecated format characters
-        (&[0xef, 0xb8], 0x80, 0x8f),       // variation selectors
-        (&[0xef, 0xbb], 0xbf, 0xbf),       // byte order mark / zero-width no-break space
-        (&[0xf3, 0xa0, 0x80], 0x80, 0xbf), // tag characters U+E0000..U+E003F
-        (&[0xf3, 0xa0, 0x81], 0x80, 0xbf), // tag characters U+E0040..U+E007F
-    ];
-    let mut partial = false;
-    for &(lead, lo, hi) in SEQS {
-        let n = lead.len() + 1;
-        if s.len() >= n {
-            if &s[..lead.len()] == lead && (lo..=hi).contains(&s[lead.len()]) {
-                return Kind::Strip(n);
-            }
-        } else if lead.starts_with(s) {
-            partial = true;
-        }
+    let want = match s[0] {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return Kind::Text,
+    };
+    if s.len() < want {
+        return if s[1..].iter().all(|&b| b & 0xc0 == 0x80) {
+            Kind::Partial
+        } else {
+            Kind::Text
+        };
     }
-    if partial { Kind::Partial } else { Kind::Text }
+    let Some(c) = decode(&s[..want]) else {
+        return Kind::Text;
+    };
+    match u32::from(c) {
+        // ST on its own prints nothing.
+        0x9c => Kind::Strip(2),
+        // The other C1 controls (index, next line, reverse index, tab set, single shifts, ...)
+        // move the cursor or change what prints, and no program needs their 8-bit forms.
+        0x80..=0x9f => Kind::Drop(2),
+        _ if zero_width(c) => Kind::Strip(want),
+        _ => Kind::Text,
+    }
+}
+
+/// The character `s` encodes in UTF-8 (`s` is its lead byte and exactly as many continuation
+/// bytes as that says), if it is one.
+fn decode(s: &[u8]) -> Option<char> {
+    let (&lead, rest) = s.split_first()?;
+    let mut c = u32::from(lead) & (0x7f >> s.len());
+    for &b in rest {
+        if b & 0xc0 != 0x80 {
+            return None;
+        }
+        c = (c << 6) | u32::from(b & 0x3f);
+    }
+    let min = match s.len() {
+        1 => 0,
+        2 => 0x80,
+        3 => 0x800,
+        _ => 0x1_0000,
+    };
+    if c < min || s.len() > 4 {
+        return None;
+    }
+    char::from_u32(c)
+}
+
+/// A character a terminal gives no cell of its own: every combining mark (Mn, Me), Hangul
+/// medial vowels and final consonants, format characters (zero-width space and joiners, bidi
+/// controls, BOM, ...), variation selectors and tag characters. `unicode-width` decides (the
+/// widths terminals and ratatui use); the table adds the few a terminal may still draw as
+/// nothing that it gives width 1 (soft hyphen, Khmer inherent vowels, Mongolian selectors,
+/// ...).
+pub(crate) fn zero_width(c: char) -> bool {
+    // Latin first: nothing below U+0300 but the soft hyphen is a mark.
+    if u32::from(c) < 0x300 {
+        return u32::from(c) == 0xad;
+    }
+    unicode_width::UnicodeWidthChar::width(c) == Some(0)
+        || matches!(
+            u32::from(c),
+            0xad | 0x61c
+                | 0x300..=0x36f
+                | 0x17b4..=0x17b5
+                | 0x180b..=0x180f
+                | 0x1ab0..=0x1aff
+                | 0x1dc0..=0x1dff
+                | 0x200b..=0x200f
+                | 0x202a..=0x202e
+                | 0x2060..=0x2064
+                | 0x2066..=0x206f
+                | 0x20d0..=0x20ff
+                | 0xfe00..=0xfe0f
+                | 0xfe20..=0xfe2f
+                | 0xfeff
+                | 0xe0000..=0xe007f
+        )
+}
+
+/// Terminal width of the character at `buf[i]` (`len` bytes): 0, 1 or 2. Bytes that are not
+/// a whole character print one replacement character.
+fn char_width(buf: &[u8], i: usize, len: usize) -> usize {
+    if buf[i] < 0x80 {
+        return 1;
+    }
+    match decode(&buf[i..i + len]) {
+        Some(c) if zero_width(c) => 0,
+        Some(c) => unicode_width::UnicodeWidthChar::width(c)
+            .unwrap_or(1)
+            .min(2),
+        None => 1,
+    }
 }
 
 /// Classify an escape sequence (`s[0]` is ESC).
 ///
-/// Dropped from the output, because the terminal answers them into its input (where the
-/// child may read it) or they reach the operator's clipboard or fonts: OSC 52 (clipboard,
-/// set and query), OSC 50 (font), window reports `CSI 11/13/14/15/16/18/19/20/21 t` (title,
-/// label, size, position), DECRQSS (`DCS $ q`) and XTGETTCAP (`DCS + q`).
+/// An allow-list (see the module header): what the line model follows, and what a program
+/// needs that cannot put text elsewhere in a line than the model thinks, is kept; everything
+/// else is [`Kind::Drop`]ped.
 pub(crate) fn classify_esc(s: &[u8]) -> Kind {
     let Some(&b1) = s.get(1) else {
         return Kind::Partial;
@@ -205,11 +289,16 @@ pub(crate) fn classify_esc(s: &[u8]) -> Kind {
         b'[' => csi(s),
         b']' | b'P' | b'X' | b'^' | b'_' => string(s, b1),
         0x20..=0x2f => {
-            // nF: intermediates, then a final byte.
+            // nF: intermediates, then a final byte. Only character set designations
+            // (`ESC ( B`, ...) are kept: `ESC # 8` fills the screen, `ESC # 6` doubles widths,
+            // `ESC %` and `ESC SP` change how later bytes are read.
             for (i, &b) in s.iter().enumerate().skip(2).take(MAX_CSI) {
                 match b {
                     0x20..=0x2f => {}
-                    0x30..=0x7e => return Kind::Strip(i + 1),
+                    0x30..=0x7e if matches!(b1, b'('..=b'+' | b'-'..=b'/') => {
+                        return Kind::Strip(i + 1);
+                    }
+                    0x30..=0x7e => return Kind::Drop(i + 1),
                     _ => return Kind::Text,
                 }
             }
@@ -227,51 +316,60 @@ pub(crate) fn classify_esc(s: &[u8]) -> Kind {
             len: 2,
             mv: Move::Restore,
         },
-        0x30..=0x7e => Kind::Strip(2),
+        // Keypad modes, a lone ST, full reset; index, next line and reverse index (row moves,
+        // a known limit, as `CSI A/B/E/F`).
+        b'=' | b'>' | b'\\' | b'c' | b'D' | b'E' | b'M' => Kind::Strip(2),
+        // Tab set (`ESC H`), back and forward index (`ESC 6`, `ESC 9`), single and locking
+        // shifts, DECID (answers), and whatever else.
+        0x30..=0x7e => Kind::Drop(2),
         _ => Kind::Text,
     }
 }
 
+/// A control sequence (`CSI`, `ESC [` or U+009B, both two bytes): parameter bytes, then
+/// intermediates, then a final byte.
 fn csi(s: &[u8]) -> Kind {
-    let mut sgr = true;
+    // `plain`: no private prefix and no intermediate; `prefix`: the private prefix (`?`, `>`,
+    // `<`, `=`) when it comes first; `inter`: the last intermediate.
+    let (mut plain, mut prefix, mut inter, mut odd) = (true, None, None, false);
     for (i, &b) in s.iter().enumerate().skip(2).take(MAX_CSI) {
         match b {
-            b'0'..=b'9' | b';' | b':' => {}
-            0x3c..=0x3f | 0x20..=0x2f => sgr = false,
+            b'0'..=b'9' | b';' | b':' => odd |= inter.is_some(),
+            0x3c..=0x3f => {
+                plain = false;
+                if i == 2 {
+                    prefix = Some(b);
+                } else {
+                    odd = true;
+                }
+            }
+            0x20..=0x2f => {
+                plain = false;
+                inter = Some(b);
+            }
             0x40..=0x7e => {
+                let len = i + 1;
                 let params = &s[2..i];
-                return match b {
-                    b'm' if sgr => Kind::Sgr(i + 1),
-                    b'D' if sgr => Kind::Back {
-                        len: i + 1,
-                        back: first_param(params).unwrap_or(1).clamp(1, MAX_BACK),
-                    },
-                    b'C' | b'a' | b'G' | b'`' | b'P' if sgr => {
-                        let n = first_param(params).unwrap_or(1).clamp(1, MAX_COL);
-                        let mv = match b {
-                            b'C' | b'a' => Move::Right(n),
-                            b'P' => Move::Delete(n),
-                            _ => Move::Column(n),
-                        };
-                        Kind::Move { len: i + 1, mv }
+                if odd {
+                    return Kind::Drop(len);
+                }
+                if plain {
+                    return plain_csi(b, params, len);
+                }
+                return match (prefix, inter, b) {
+                    // Private modes (`?25l`, `?1049h`, ...), their save and restore, the
+                    // selective erases, the private status report.
+                    (Some(b'?'), None, b'h' | b'l' | b's' | b'r' | b'J' | b'K' | b'n') => {
+                        Kind::Strip(len)
                     }
-                    b's' if params.is_empty() => Kind::Move {
-                        len: i + 1,
-                        mv: Move::Save,
-                    },
-                    b'u' if params.is_empty() => Kind::Move {
-                        len: i + 1,
-                        mv: Move::Restore,
-                    },
-                    b't' if sgr
-                        && matches!(
-                            first_param(params),
-                            Some(11 | 13 | 14 | 15 | 16 | 18 | 19 | 20 | 21)
-                        ) =>
-                    {
-                        Kind::Drop(i + 1)
-                    }
-                    _ => Kind::Strip(i + 1),
+                    // Device attributes (secondary, tertiary), key modifier and keyboard
+                    // protocol settings.
+                    (Some(b'>'), None, b'c' | b'm' | b'u')
+                    | (Some(b'='), None, b'c' | b'u')
+                    | (Some(b'<'), None, b'u') => Kind::Strip(len),
+                    // Cursor style (DECSCUSR).
+                    (None, Some(b' '), b'q') => Kind::Strip(len),
+                    _ => Kind::Drop(len),
                 };
             }
             _ => return Kind::Text,
@@ -281,6 +379,61 @@ fn csi(s: &[u8]) -> Kind {
         Kind::Partial
     } else {
         Kind::Text
+    }
+}
+
+/// A control sequence with only numeric parameters and final byte `f` (`len` bytes).
+fn plain_csi(f: u8, params: &[u8], len: usize) -> Kind {
+    let n = || first_param(params).unwrap_or(1).clamp(1, MAX_COL);
+    match f {
+        b'm' => Kind::Sgr(len),
+        b'D' => Kind::Back {
+            len,
+            back: first_param(params).unwrap_or(1).clamp(1, MAX_BACK),
+        },
+        b'C' | b'a' => Kind::Move {
+            len,
+            mv: Move::Right(n()),
+        },
+        b'G' | b'`' => Kind::Move {
+            len,
+            mv: Move::Column(n()),
+        },
+        b'P' => Kind::Move {
+            len,
+            mv: Move::Delete(n()),
+        },
+        b's' if params.is_empty() => Kind::Move {
+            len,
+            mv: Move::Save,
+        },
+        b'u' if params.is_empty() => Kind::Move {
+            len,
+            mv: Move::Restore,
+        },
+        // Window reports (title, label, size, position) answer into the input.
+        b't' if matches!(
+            first_param(params),
+            Some(11 | 13 | 14 | 15 | 16 | 18 | 19 | 20 | 21)
+        ) =>
+        {
+            Kind::Drop(len)
+        }
+        // Insert mode (IRM, mode 4) shifts the line right under new text.
+        b'h' if params
+            .split(|&b| b == b';')
+            .any(|p| p.iter().skip_while(|&&d| d == b'0').eq(b"4")) =>
+        {
+            Kind::Drop(len)
+        }
+        // Row moves (a known limit), erases, scrolling, modes, other window operations,
+        // status reports and device attributes (whose answers say nothing).
+        b'H' | b'f' | b'A' | b'B' | b'E' | b'F' | b'd' | b'J' | b'K' | b'r' | b'S' | b'T'
+        | b'L' | b'M' | b'h' | b'l' | b't' | b'n' | b'c' => Kind::Strip(len),
+        // Repeat (`b`), tab stops (`g`, `I`, `Z`), moves back and up (`j`, `k`), insert and
+        // erase characters (`@`, `X`), `s`/`u` with parameters (left and right margins), and
+        // everything else: left out.
+        _ => Kind::Drop(len),
     }
 }
 
@@ -485,17 +638,39 @@ pub(crate) fn bare_cr(buf: &[u8], from: usize) -> bool {
     memchr::memchr_iter(b'\r', &buf[from..]).any(|p| buf.get(from + p + 1) != Some(&b'\n'))
 }
 
-/// One character cell of the line being drawn: its bytes and the raw offset of the first.
+/// One character cell of the line being drawn: its bytes and the raw offset of the first. A
+/// wide character takes two: its own (`wide`), then a continuation with no bytes (`len` 0).
 #[derive(Clone, Copy)]
 struct Cell {
     bytes: [u8; 4],
     len: u8,
+    wide: bool,
     raw: usize,
 }
 
+impl Cell {
+    /// A space, where a terminal blanks a cell (padding, half of an overwritten wide
+    /// character).
+    fn blank(raw: usize) -> Cell {
+        Cell {
+            bytes: [b' ', 0, 0, 0],
+            len: 1,
+            wide: false,
+            raw,
+        }
+    }
+
+    fn is_continuation(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// The window as a terminal draws it, one line at a time: a row of cells and a cursor that
-/// backspace, `CSI n D/C/G/P`, `\r`, tab and save/restore move, text overwriting the cells it
-/// lands on. Built only for a window that moves the cursor left (see [`View::overwrites`]
+/// backspace, `CSI n D/C/G/a/\`/P`, `\r`, tab (stops every 8 columns: the sequences that
+/// change them are dropped) and save/restore move, text overwriting the cells it lands on. A
+/// character takes as many cells as it is wide (a wide one a second, empty, continuation
+/// cell; overwriting either half blanks the other); one of width 0 takes none (see
+/// [`Rendered::put_char`]). Built only for a window that moves the cursor left (see [`View::overwrites`]
 /// and [`bare_cr`]). Cells keep their raw offsets, which need not grow along the view: a
 /// match maps back to the smallest raw range holding all of its cells.
 ///
@@ -583,11 +758,15 @@ impl Rendered {
                 let at = self.cursor.min(self.line.len());
                 let end = (at + n).min(self.line.len());
                 self.line.drain(at..end);
+                self.mend(at);
             }
         }
     }
 
-    /// Write the character at `buf[i]` where the cursor is; returns its length in bytes.
+    /// Write the character at `buf[i]` where the cursor is, over as many cells as it is wide;
+    /// returns its length in bytes. A character of width 0 never comes here: [`classify`]
+    /// leaves it out of both views (on a screen it only marks the cell before it), so a value
+    /// with marks between its characters is whole here too.
     fn put_char(&mut self, buf: &[u8], i: usize) -> usize {
         let want = match buf[i] {
             0xc0..=0xdf => 2,
@@ -599,25 +778,51 @@ impl Rendered {
         while len < want && buf.get(i + len).is_some_and(|&c| c & 0xc0 == 0x80) {
             len += 1;
         }
+        let width = char_width(buf, i, len);
+        if width == 0 {
+            return len;
+        }
         let mut cell = Cell {
             bytes: [0; 4],
             len: len as u8,
+            wide: width == 2,
             raw: i,
         };
         cell.bytes[..len].copy_from_slice(&buf[i..i + len]);
-        if self.cursor < self.line.len() {
-            self.line[self.cursor] = cell;
-        } else {
-            let pad = Cell {
-                bytes: [b' ', 0, 0, 0],
-                len: 1,
+        let at = self.cursor;
+        let end = at + width;
+        if self.line.len() < end {
+            self.line.resize(end, Cell::blank(i));
+        }
+        // Writing over half of a wide character blanks its other half, as terminals do.
+        if self.line[at].is_continuation() && at > 0 {
+            self.line[at - 1] = Cell::blank(self.line[at - 1].raw);
+        }
+        if self.line.get(end).is_some_and(Cell::is_continuation) {
+            self.line[end] = Cell::blank(self.line[end].raw);
+        }
+        self.line[at] = cell;
+        if width == 2 {
+            self.line[at + 1] = Cell {
+                bytes: [0; 4],
+                len: 0,
+                wide: false,
                 raw: i,
             };
-            self.line.resize(self.cursor, pad);
-            self.line.push(cell);
         }
-        self.cursor += 1;
+        self.cursor = end;
         len
+    }
+
+    /// After cells were deleted at `at`: a wide character cut in half is blanked.
+    fn mend(&mut self, at: usize) {
+        if self.line.get(at).is_some_and(Cell::is_continuation) {
+            self.line[at] = Cell::blank(self.line[at].raw);
+        }
+        if at > 0 && self.line[at - 1].wide && !self.line.get(at).is_some_and(Cell::is_continuation)
+        {
+            self.line[at - 1] = Cell::blank(self.line[at - 1].raw);
+        }
     }
 
     fn end_line(&mut self) {

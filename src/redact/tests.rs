@@ -686,9 +686,20 @@ fn binary_passes_byte_for_byte() {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
         data.push((x >> 16) as u8);
     }
-    assert_eq!(r.redact_bytes(&data), data);
+    // Byte for byte but for the sequences the allow-list leaves out (random bytes hold many
+    // `ESC x` and C1 controls).
+    let mut v = screen::View::default();
+    v.build(&data, 0, true);
+    let mut expected = Vec::new();
+    let mut at = 0;
+    for &(s, e) in &v.drops {
+        expected.extend_from_slice(&data[at..s]);
+        at = e;
+    }
+    expected.extend_from_slice(&data[at..]);
+    assert_eq!(r.redact_bytes(&data), expected);
     let chunks: Vec<&[u8]> = data.chunks(777).collect();
-    assert_eq!(push_all(&r, &chunks), data);
+    assert_eq!(push_all(&r, &chunks), expected);
 }
 
 #[test]
@@ -1644,4 +1655,442 @@ fn an_overflow_seen_only_on_screen_stays_open() {
         String::from_utf8_lossy(&out[out.len().saturating_sub(200)..])
     );
     assert!(!contains(&out, &token.as_bytes()[..64]));
+}
+
+/// A terminal line model for the tests, written apart from `screen.rs` (as tmux draws a
+/// 200-column pane): character widths, tab stops that `ESC H`/`CSI g` set and clear, REP,
+/// CHT/CBT, HPB, insert and erase characters, insert mode, back and forward index. The lines
+/// it shows, continuation halves and zero-width marks left out.
+fn term(out: &[u8]) -> Vec<String> {
+    use unicode_width::UnicodeWidthChar;
+    const COLS: usize = 200;
+    let text = String::from_utf8_lossy(out);
+    let mut lines = Vec::new();
+    let mut row: Vec<char> = Vec::new();
+    let (mut cur, mut saved, mut irm, mut last) = (0usize, 0usize, false, ' ');
+    let mut stops: std::collections::BTreeSet<usize> = (1..COLS / 8).map(|k| k * 8).collect();
+    let mut it = text.chars().peekable();
+    let put = |row: &mut Vec<char>, cur: &mut usize, c: char, irm: bool| {
+        let w = c.width().unwrap_or(0);
+        if w == 0 {
+            return;
+        }
+        if irm {
+            for _ in 0..w {
+                row.insert((*cur).min(row.len()), ' ');
+            }
+        }
+        while row.len() < *cur + w {
+            row.push(' ');
+        }
+        if row[*cur] == '\0' && *cur > 0 {
+            row[*cur - 1] = ' ';
+        }
+        if row.get(*cur + w) == Some(&'\0') {
+            row[*cur + w] = ' ';
+        }
+        row[*cur] = c;
+        if w == 2 {
+            row[*cur + 1] = '\0';
+        }
+        *cur = (*cur + w).min(COLS - 1);
+    };
+    while let Some(c) = it.next() {
+        match c {
+            '\n' => {
+                let s: String = row.iter().filter(|&&c| c != '\0').collect();
+                lines.push(s.trim_end().to_owned());
+                row.clear();
+                cur = 0;
+            }
+            '\r' => cur = 0,
+            '\x08' => cur = cur.saturating_sub(1),
+            '\t' => cur = stops.range(cur + 1..).next().copied().unwrap_or(COLS - 1),
+            '\x1b' => match it.next() {
+                Some('7') => saved = cur,
+                Some('8') => cur = saved,
+                Some('H') => {
+                    stops.insert(cur);
+                }
+                Some('6') => cur = cur.saturating_sub(1),
+                Some('9') => cur = (cur + 1).min(COLS - 1),
+                Some(']') => {
+                    while let Some(d) = it.next() {
+                        if d == '\x07' || (d == '\x1b' && it.next() == Some('\\')) {
+                            break;
+                        }
+                    }
+                }
+                Some('[') => {
+                    let mut p = String::new();
+                    let f = loop {
+                        match it.next() {
+                            Some(d) if ('\x20'..='\x3f').contains(&d) => p.push(d),
+                            other => break other,
+                        }
+                    };
+                    let private = p.starts_with(['?', '>', '<', '=']) || p.contains(' ');
+                    let n: usize = p.split(';').next().unwrap_or("").parse().unwrap_or(0);
+                    let n1 = n.max(1);
+                    match (private, f) {
+                        (false, Some('C' | 'a')) => cur = (cur + n1).min(COLS - 1),
+                        (false, Some('D' | 'j')) => cur = cur.saturating_sub(n1),
+                        (false, Some('G' | '`')) => cur = (n1 - 1).min(COLS - 1),
+                        (false, Some('P')) => {
+                            let e = (cur + n1).min(row.len());
+                            row.drain(cur.min(e)..e);
+                        }
+                        (false, Some('@')) => {
+                            for _ in 0..n1 {
+                                row.insert(cur.min(row.len()), ' ');
+                            }
+                        }
+                        (false, Some('X')) => {
+                            for k in cur..(cur + n1).min(row.len()) {
+                                row[k] = ' ';
+                            }
+                        }
+                        (false, Some('b')) => {
+                            for _ in 0..n1 {
+                                put(&mut row, &mut cur, last, irm);
+                            }
+                        }
+                        (false, Some('I')) => {
+                            for _ in 0..n1 {
+                                cur = stops.range(cur + 1..).next().copied().unwrap_or(COLS - 1);
+                            }
+                        }
+                        (false, Some('Z')) => {
+                            for _ in 0..n1 {
+                                cur = stops.range(..cur).next_back().copied().unwrap_or(0);
+                            }
+                        }
+                        (false, Some('g')) if n == 3 => stops.clear(),
+                        (false, Some('g')) => {
+                            stops.remove(&cur);
+                        }
+                        (false, Some('h' | 'l')) if p.split(';').any(|x| x == "4") => {
+                            irm = f == Some('h');
+                        }
+                        (false, Some('s')) => saved = cur,
+                        (false, Some('u')) => cur = saved,
+                        (false, Some('K')) => row.truncate(cur),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            },
+            c if c.is_control() => {}
+            c => {
+                put(&mut row, &mut cur, c, irm);
+                if c.width().unwrap_or(0) > 0 {
+                    last = c;
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// The reviewer's cases after issue 10 (F2, F3, F4): a value drawn with wide characters
+/// (counted as one cell), with sequences that move the cursor or print but were stripped as
+/// printing nothing (tab stops, REP, CHT/CBT, HPB, ICH, ECH, IRM, DECBI/DECFI), or with
+/// zero-width marks outside the old table. None of them shows the value on the terminal.
+fn screen_attack_cases(s: &str) -> Vec<(&'static str, String)> {
+    let (a, b, c, d) = (&s[..8], &s[8..16], &s[16..24], &s[24..]);
+    let w = "\u{6f22}".repeat(4);
+    let e = "\x1b";
+    let marks = |m: &str| s.chars().map(|ch| format!("{ch}{m}")).collect::<String>() + "\n";
+    let hts = format!(
+        "{e}[3g{}\r{}\t{}\t{}\t{}\r\t{}\t{}\t{}\n",
+        format!("{}{e}H", " ".repeat(5)).repeat(6),
+        &s[..5],
+        &s[10..15],
+        &s[20..25],
+        &s[30..],
+        &s[5..10],
+        &s[15..20],
+        &s[25..30]
+    );
+    let mut perm: Vec<usize> = (0..s.len()).collect();
+    perm.reverse();
+    perm.swap(3, 17);
+    let rep_perm: String = perm
+        .iter()
+        .map(|&k| format!("{e}[150G{}{e}[{}G{e}[b", &s[k..=k], k + 1))
+        .collect::<String>()
+        + &format!("{e}[150G \n");
+    vec![
+        ("wide", format!("{w}{b}{w}{d}\r{a}{e}[8C{c}\n")),
+        ("wide2", format!("{w}{b}\r{a}{e}[17G{c}{e}[25G{d}\n")),
+        (
+            "emoji",
+            format!("\u{1f600}\u{1f600}\u{1f600}\u{1f600}{b}\r{a}{e}[17G{c}{d}\n"),
+        ),
+        ("hts", hts),
+        (
+            "rep_gap",
+            format!(
+                "{e}[10G{}{e}[b{e}[21G{}{e}[b{e}[1G{}{e}[C{}{e}[C{}\n",
+                &s[10..11],
+                &s[21..22],
+                &s[..10],
+                &s[11..21],
+                &s[22..]
+            ),
+        ),
+        ("rep_perm", rep_perm),
+        ("cht", format!("{e}[1I{b}{e}[1I{d}\r{a}{e}[I{c}\n")),
+        ("cbt", format!("\t{b}\t{d}{e}[4Z{a}\t{c}\n")),
+        ("cbt_only", format!("\t\t\t{d}{e}[4Z{a}{b}{c}\n")),
+        ("hpb", format!("{a}        {c}{e}[16j{b}{e}[8a{d}\n")),
+        ("ich", format!("{c}{d}\r{e}[8@{b}\r{e}[8@{a}\n")),
+        ("irm", format!("{d}\r{e}[4h{a}{b}{c}{e}[4l\n")),
+        ("irm2", format!("{d}\r{e}[2;4h{a}{b}{c}{e}[4l\n")),
+        ("decbi", format!("{a}X{e}6{b}{c}{d}\n")),
+        ("decfi", format!("{a}{e}9{}\r{a}{}\n", &s[9..], &s[8..9])),
+        ("comb_cyr", marks("\u{483}")),
+        ("comb_hebrew", marks("\u{591}")),
+        ("hangul_jung", marks("\u{1160}")),
+        ("hangul_jong", marks("\u{11a8}")),
+        ("comb_thai", marks("\u{e31}")),
+        ("comb_arabic", marks("\u{64b}")),
+        ("comb_cjk", marks("\u{302a}")),
+        ("comb_kana", marks("\u{3099}")),
+        ("comb_brahmi", marks("\u{11001}")),
+        (
+            "comb_moved",
+            format!(
+                "{}\r{}\n",
+                marks("\u{483}").trim_end()[16..].to_owned(),
+                marks("\u{591}").trim_end()
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn wide_characters_stripped_moves_and_marks_do_not_render_a_value() {
+    let v = "correct-horse-battery-staple-42";
+    let r = defaults(&[("PW", v)]);
+    let mut shown = Vec::new();
+    for (name, case) in screen_attack_cases(v) {
+        // The attack works on the terminal model (or the case tests nothing).
+        if name != "comb_moved" && !term(case.as_bytes()).iter().any(|l| l.contains(v)) {
+            shown.push(format!("{name} draws nothing: {:?}", term(case.as_bytes())));
+        }
+        let whole = r.redact_bytes(case.as_bytes());
+        let streamed = push_all(&r, &[case.as_bytes()]);
+        assert_eq!(whole, streamed, "{name}");
+        let lines = term(&whole);
+        if lines.iter().any(|l| l.contains(v)) || contains(&whole, v.as_bytes()) {
+            shown.push(format!("{name}: {lines:?}"));
+        }
+    }
+    assert!(shown.is_empty(), "shown whole: {shown:#?}");
+}
+
+/// The main view leaves out every character a terminal gives no width (by `unicode-width`,
+/// not a table); the old table's entries stay left out; wide and ordinary characters stay.
+#[test]
+fn zero_width_by_width_not_by_table() {
+    for c in [
+        '\u{483}',
+        '\u{591}',
+        '\u{e31}',
+        '\u{64b}',
+        '\u{1160}',
+        '\u{11ff}',
+        '\u{302a}',
+        '\u{302d}',
+        '\u{3099}',
+        '\u{309a}',
+        '\u{20dd}',
+        '\u{1d167}',
+        '\u{11001}',
+        // The old table.
+        '\u{ad}',
+        '\u{300}',
+        '\u{36f}',
+        '\u{61c}',
+        '\u{17b4}',
+        '\u{180b}',
+        '\u{180f}',
+        '\u{1ab0}',
+        '\u{1dc0}',
+        '\u{200b}',
+        '\u{200f}',
+        '\u{202a}',
+        '\u{202e}',
+        '\u{2060}',
+        '\u{2064}',
+        '\u{2066}',
+        '\u{206f}',
+        '\u{20d0}',
+        '\u{fe00}',
+        '\u{fe0f}',
+        '\u{fe20}',
+        '\u{feff}',
+        '\u{e0001}',
+        '\u{e007f}',
+    ] {
+        let text = format!("a{c}b");
+        assert!(screen::zero_width(c), "{c:?}");
+        let mut v = screen::View::default();
+        assert!(v.build(text.as_bytes(), 0, true).is_some(), "{c:?}");
+        assert_eq!(v.bytes, b"ab", "{c:?}");
+    }
+    for c in [
+        'a',
+        'é',
+        '\u{6f22}',
+        '\u{1f600}',
+        '\u{ff21}',
+        'ж',
+        '\u{5d0}',
+    ] {
+        let text = format!("a{c}b");
+        assert!(!screen::zero_width(c), "{c:?}");
+        let mut v = screen::View::default();
+        assert!(v.build(text.as_bytes(), 0, true).is_none(), "{c:?}");
+    }
+    // Every code point of width 0, and every C1 control, is looked at (its lead byte is
+    // special).
+    for c in (0x80u32..=0x10_ffff).filter_map(char::from_u32) {
+        if screen::zero_width(c) || (0x80..=0x9f).contains(&u32::from(c)) {
+            let mut b = [0; 4];
+            let s = c.encode_utf8(&mut b).as_bytes();
+            assert_eq!(screen::first_special(s), Some(0), "{c:?}");
+            if !screen::zero_width(c) {
+                continue;
+            }
+            let mut v = screen::View::default();
+            let text = format!("a{c}b");
+            assert!(v.build(text.as_bytes(), 0, true).is_some(), "{c:?}");
+            assert_eq!(v.bytes, b"ab", "{c:?}");
+        }
+    }
+    // A character cut by the window's end is held, then taken whole.
+    let mut v = screen::View::default();
+    assert_eq!(
+        v.build("ab\u{483}".as_bytes()[..3].as_ref(), 0, false),
+        Some(2)
+    );
+}
+
+/// The allow-list: what the line model follows and what programs need stays; everything else
+/// that can move the cursor inside a line or print is left out of the output.
+#[test]
+fn sequences_outside_the_allow_list_are_dropped() {
+    let r = values_only(&[("PW", "correct-horse-battery")]);
+    let keep = [
+        "\x1b[1;31m",
+        "\x1b[3D",
+        "\x1b[2C",
+        "\x1b[5G",
+        "\x1b[4a",
+        "\x1b[7`",
+        "\x1b[2P",
+        "\x1b[s",
+        "\x1b[u",
+        "\x1b7",
+        "\x1b8",
+        "\x1b[H",
+        "\x1b[3;4H",
+        "\x1b[2;2f",
+        "\x1b[A",
+        "\x1b[2B",
+        "\x1b[E",
+        "\x1b[F",
+        "\x1b[5d",
+        "\x1b[2J",
+        "\x1b[K",
+        "\x1b[?25l",
+        "\x1b[?1049h",
+        "\x1b[?2004l",
+        "\x1b[4l",
+        "\x1b[20h",
+        "\x1b[1;24r",
+        "\x1b[2S",
+        "\x1b[T",
+        "\x1b[L",
+        "\x1b[3M",
+        "\x1b[6n",
+        "\x1b[c",
+        "\x1b[>c",
+        "\x1b[>4;1m",
+        "\x1b[>1u",
+        "\x1b[<u",
+        "\x1b[2 q",
+        "\x1b[22;0t",
+        "\x1b(B",
+        "\x1b)0",
+        "\x1b=",
+        "\x1b>",
+        "\x1bD",
+        "\x1bE",
+        "\x1bM",
+        "\x1bc",
+        "\x1b]0;title\x07",
+        "\x1b]8;;http://x\x1b\\",
+    ];
+    for seq in keep {
+        let text = format!("a{seq}b\n");
+        assert_eq!(redact(&r, &text), text, "{seq:?}");
+    }
+    let drop = [
+        "\x1b[b",
+        "\x1b[3b",
+        "\x1bH",
+        "\x1b[g",
+        "\x1b[0g",
+        "\x1b[3g",
+        "\x1b[I",
+        "\x1b[2I",
+        "\x1b[Z",
+        "\x1b[j",
+        "\x1b[3j",
+        "\x1b[k",
+        "\x1b[e",
+        "\x1b[@",
+        "\x1b[4@",
+        "\x1b[X",
+        "\x1b[4h",
+        "\x1b[2;4h",
+        "\x1b[04h",
+        "\x1b['}",
+        "\x1b[2'~",
+        "\x1b[ @",
+        "\x1b[3 A",
+        "\x1b6",
+        "\x1b9",
+        "\x1bN",
+        "\x1bO",
+        "\x1bn",
+        "\x1bZ",
+        "\x1b#8",
+        "\x1b#6",
+        "\x1b%@",
+        "\x1b G",
+        "\x1b[1;10s",
+        "\x1b[2u",
+        "\x1b[!p",
+        "\x1b[?2026$p",
+        "\x1b[?1S",
+        "\x1b[>q",
+        "\x1b[?4m",
+        "\x1b[1?h",
+        "\x1b[W",
+        "\x1b[y",
+        "\u{84}",
+        "\u{85}",
+        "\u{88}",
+        "\u{8d}",
+        "\u{8e}",
+        "\x1b[21t",
+    ];
+    for seq in drop {
+        let text = format!("a{seq}b\n");
+        assert_eq!(redact(&r, &text), "ab\n", "{seq:?}");
+    }
 }

@@ -676,3 +676,202 @@ fn repeated_rule_anchors_are_redacted_in_linear_time() {
     );
     assert!(contains(&o.stdout, b"key="), "the last line is missing");
 }
+
+/// A terminal line model for the tests, written apart from `screen.rs` (as tmux draws a
+/// 200-column pane): character widths, tab stops that `ESC H`/`CSI g` set and clear, REP,
+/// CHT/CBT, HPB, insert and erase characters, insert mode, back and forward index. The lines
+/// it shows, continuation halves and zero-width marks left out.
+fn term(out: &[u8]) -> Vec<String> {
+    use unicode_width::UnicodeWidthChar;
+    const COLS: usize = 200;
+    let text = String::from_utf8_lossy(out);
+    let mut lines = Vec::new();
+    let mut row: Vec<char> = Vec::new();
+    let (mut cur, mut saved, mut irm, mut last) = (0usize, 0usize, false, ' ');
+    let mut stops: std::collections::BTreeSet<usize> = (1..COLS / 8).map(|k| k * 8).collect();
+    let mut it = text.chars().peekable();
+    let put = |row: &mut Vec<char>, cur: &mut usize, c: char, irm: bool| {
+        let w = c.width().unwrap_or(0);
+        if w == 0 {
+            return;
+        }
+        if irm {
+            for _ in 0..w {
+                row.insert((*cur).min(row.len()), ' ');
+            }
+        }
+        while row.len() < *cur + w {
+            row.push(' ');
+        }
+        if row[*cur] == '\0' && *cur > 0 {
+            row[*cur - 1] = ' ';
+        }
+        if row.get(*cur + w) == Some(&'\0') {
+            row[*cur + w] = ' ';
+        }
+        row[*cur] = c;
+        if w == 2 {
+            row[*cur + 1] = '\0';
+        }
+        *cur = (*cur + w).min(COLS - 1);
+    };
+    while let Some(c) = it.next() {
+        match c {
+            '\n' => {
+                let s: String = row.iter().filter(|&&c| c != '\0').collect();
+                lines.push(s.trim_end().to_owned());
+                row.clear();
+                cur = 0;
+            }
+            '\r' => cur = 0,
+            '\x08' => cur = cur.saturating_sub(1),
+            '\t' => cur = stops.range(cur + 1..).next().copied().unwrap_or(COLS - 1),
+            '\x1b' => match it.next() {
+                Some('7') => saved = cur,
+                Some('8') => cur = saved,
+                Some('H') => {
+                    stops.insert(cur);
+                }
+                Some('6') => cur = cur.saturating_sub(1),
+                Some('9') => cur = (cur + 1).min(COLS - 1),
+                Some(']') => {
+                    while let Some(d) = it.next() {
+                        if d == '\x07' || (d == '\x1b' && it.next() == Some('\\')) {
+                            break;
+                        }
+                    }
+                }
+                Some('[') => {
+                    let mut p = String::new();
+                    let f = loop {
+                        match it.next() {
+                            Some(d) if ('\x20'..='\x3f').contains(&d) => p.push(d),
+                            other => break other,
+                        }
+                    };
+                    let private = p.starts_with(['?', '>', '<', '=']) || p.contains(' ');
+                    let n: usize = p.split(';').next().unwrap_or("").parse().unwrap_or(0);
+                    let n1 = n.max(1);
+                    match (private, f) {
+                        (false, Some('C' | 'a')) => cur = (cur + n1).min(COLS - 1),
+                        (false, Some('D' | 'j')) => cur = cur.saturating_sub(n1),
+                        (false, Some('G' | '`')) => cur = (n1 - 1).min(COLS - 1),
+                        (false, Some('P')) => {
+                            let e = (cur + n1).min(row.len());
+                            row.drain(cur.min(e)..e);
+                        }
+                        (false, Some('@')) => {
+                            for _ in 0..n1 {
+                                row.insert(cur.min(row.len()), ' ');
+                            }
+                        }
+                        (false, Some('X')) => {
+                            for k in cur..(cur + n1).min(row.len()) {
+                                row[k] = ' ';
+                            }
+                        }
+                        (false, Some('b')) => {
+                            for _ in 0..n1 {
+                                put(&mut row, &mut cur, last, irm);
+                            }
+                        }
+                        (false, Some('I')) => {
+                            for _ in 0..n1 {
+                                cur = stops.range(cur + 1..).next().copied().unwrap_or(COLS - 1);
+                            }
+                        }
+                        (false, Some('Z')) => {
+                            for _ in 0..n1 {
+                                cur = stops.range(..cur).next_back().copied().unwrap_or(0);
+                            }
+                        }
+                        (false, Some('g')) if n == 3 => stops.clear(),
+                        (false, Some('g')) => {
+                            stops.remove(&cur);
+                        }
+                        (false, Some('h' | 'l')) if p.split(';').any(|x| x == "4") => {
+                            irm = f == Some('h');
+                        }
+                        (false, Some('s')) => saved = cur,
+                        (false, Some('u')) => cur = saved,
+                        (false, Some('K')) => row.truncate(cur),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            },
+            c if c.is_control() => {}
+            c => {
+                put(&mut row, &mut cur, c, irm);
+                if c.width().unwrap_or(0) > 0 {
+                    last = c;
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// Red team (review 10, F2-F4): a value drawn with wide characters, with sequences that move
+/// the cursor or print but were stripped as printing nothing (tab stops, REP, CHT/CBT, HPB,
+/// DECBI), or with zero-width marks between its characters, in one write: the terminal does
+/// not show it whole (checked with `term`, which draws what tmux does).
+#[test]
+fn wide_characters_unmodelled_moves_and_marks_do_not_render_a_value() {
+    let s = PASSWORD;
+    let (a, b, c, d) = (&s[..8], &s[8..16], &s[16..24], &s[24..]);
+    let w = "\u{6f22}".repeat(4);
+    let e = "\x1b";
+    let marks = |m: &str| s.chars().map(|ch| format!("{ch}{m}")).collect::<String>() + "\n";
+    let hts = format!(
+        "{e}[3g{}\r{}\t{}\t{}\t{}\r\t{}\t{}\t{}\n",
+        format!("{}{e}H", " ".repeat(5)).repeat(6),
+        &s[..5],
+        &s[10..15],
+        &s[20..25],
+        &s[30..],
+        &s[5..10],
+        &s[15..20],
+        &s[25..30]
+    );
+    let cases = [
+        format!("{w}{b}{w}{d}\r{a}{e}[8C{c}\n"),
+        format!("\u{1f600}\u{1f600}\u{1f600}\u{1f600}{b}\r{a}{e}[17G{c}{d}\n"),
+        hts,
+        format!(
+            "{e}[10G{}{e}[b{e}[21G{}{e}[b{e}[1G{}{e}[C{}{e}[C{}\n",
+            &s[10..11],
+            &s[21..22],
+            &s[..10],
+            &s[11..21],
+            &s[22..]
+        ),
+        format!("{e}[1I{b}{e}[1I{d}\r{a}{e}[I{c}\n"),
+        format!("\t{b}\t{d}{e}[4Z{a}\t{c}\n"),
+        format!("{a}        {c}{e}[16j{b}{e}[8a{d}\n"),
+        format!("{a}X{e}6{b}{c}{d}\n"),
+        marks("\u{483}"),
+        marks("\u{591}"),
+        marks("\u{1160}"),
+        marks("\u{e31}"),
+        marks("\u{64b}"),
+        marks("\u{3099}"),
+    ];
+    let mut leaks = Vec::new();
+    for who in BOTH {
+        for case in &cases {
+            assert!(
+                term(case.as_bytes()).iter().any(|l| l.contains(s)),
+                "the case draws nothing: {case:?}"
+            );
+            let sc = scratch("");
+            let hex: String = case.bytes().map(|b| format!("{b:02x}")).collect();
+            let code = format!("import os\nos.write(1, bytes.fromhex('{hex}'))\n");
+            let o = child(&sc, who, &code, &[]);
+            if term(&o.stdout).iter().any(|l| l.contains(s)) || contains(&o.stdout, s.as_bytes()) {
+                leaks.push(format!("{who:?}: {case:?}"));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "rendered whole: {leaks:#?}");
+}
