@@ -1023,7 +1023,8 @@ fn broker_child() {
     let ca = Arc::new(broker::Ca::new().unwrap());
     broker::write_bundle(&ca, &bundle).unwrap();
     let value = SecretString::from(OPENAI_VALUE.to_string());
-    let ph = broker::placeholder(&value, &mut rand::rng());
+    let ph = std::env::var("BROKER_CHILD_PLACEHOLDER")
+        .unwrap_or_else(|_| broker::placeholder(&value, &mut rand::rng()));
     let config = Config {
         secrets: vec![Secret {
             name: "OPENAI_API_KEY".into(),
