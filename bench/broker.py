@@ -120,7 +120,10 @@ def mitm_venv():
     dump = os.path.join(venv, "bin", "mitmdump")
     if os.path.exists(dump):
         return dump, None
-    pys = [p for p in [shutil.which("python3.13"), shutil.which("python3.12")] + sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3"))) if p]
+    cands = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3"))) + [
+        shutil.which("python3.13"), shutil.which("python3.12"), shutil.which("python3")]
+    pys = [p for p in cands if p and subprocess.run(
+        [p, "-c", "import sys; assert sys.version_info >= (3, 12)"], capture_output=True).returncode == 0]
     if not pys:
         return None, "no Python >= 3.12 (mitmproxy 12 needs it)"
     try:
