@@ -115,9 +115,11 @@ impl std::fmt::Debug for Secret {
 pub struct Limits {
     /// Open client connections at once; more are closed at accept.
     pub max_connections: usize,
-    /// Time for a request's head (and a TLS handshake) to arrive: slowloris.
+    /// Time for a request's head (and a TLS handshake) to arrive: slowloris. hyper starts
+    /// this timer whenever it waits for a head, so it also closes a keep-alive connection
+    /// that sends no next request for this long (clients reconnect, as with any server).
     pub header_read_timeout: Duration,
-    /// A tunnel or an intercepted connection with no byte either way for this long is closed.
+    /// A tunnel with no byte either way for this long is closed.
     pub idle_timeout: Duration,
     /// Dialing an upstream.
     pub connect_timeout: Duration,
@@ -170,7 +172,7 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub fn bump(c: &AtomicU64) {
+    pub(crate) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 }

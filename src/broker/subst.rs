@@ -183,6 +183,7 @@ pub(crate) fn body_substitution_wanted(
 /// Values -> placeholders in responses.
 pub(crate) struct Restorer {
     ac: AhoCorasick,
+    values: Vec<Vec<u8>>,
     placeholders: Vec<Vec<u8>>,
     /// The longest value, minus one: what a chunk's end must hold back.
     hold: usize,
@@ -191,7 +192,7 @@ pub(crate) struct Restorer {
 }
 
 impl Restorer {
-    pub fn new(secrets: &[Secret]) -> Option<Restorer> {
+    pub(super) fn new(secrets: &[Secret]) -> Option<Restorer> {
         let values: Vec<&[u8]> = secrets
             .iter()
             .map(|s| s.value.expose_secret().as_bytes())
@@ -211,27 +212,28 @@ impl Restorer {
             .any(|s| s.value.expose_secret().len() != s.placeholder.len());
         let ac = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
-            .build(values)
+            .build(&values)
             .ok()?;
         Some(Restorer {
             ac,
+            values: values.iter().map(|v| v.to_vec()).collect(),
             placeholders,
             hold,
             changes_length,
         })
     }
 
-    pub fn changes_length(&self) -> bool {
+    pub(super) fn changes_length(&self) -> bool {
         self.changes_length
     }
 
     /// Replace every value in `bytes`.
-    pub fn replace_all(&self, bytes: &[u8]) -> Vec<u8> {
+    pub(super) fn replace_all(&self, bytes: &[u8]) -> Vec<u8> {
         self.ac.replace_all_bytes(bytes, &self.placeholders)
     }
 
     /// Response headers.
-    pub fn headers(&self, headers: &mut http::HeaderMap) {
+    pub(super) fn headers(&self, headers: &mut http::HeaderMap) {
         for v in headers.values_mut() {
             if self.ac.is_match(v.as_bytes()) {
                 let out = self.replace_all(v.as_bytes());
@@ -242,12 +244,14 @@ impl Restorer {
         }
     }
 
-    /// Streaming: `held` + `chunk` in, the part that is safe to send out; the last `hold`
-    /// bytes (where a value could start and continue in the next chunk) stay in `held`.
-    pub fn push(&self, held: &mut Vec<u8>, chunk: &[u8]) -> Vec<u8> {
+    /// Streaming: `held` + `chunk` in, the part that is safe to send out. What stays in
+    /// `held` is the longest tail that could still become a value with the next chunk (a
+    /// proper prefix of some value): at most the longest value minus one byte, and nothing
+    /// when the tail cannot start a value, so that an SSE event is never held back.
+    pub(super) fn push(&self, held: &mut Vec<u8>, chunk: &[u8]) -> Vec<u8> {
         held.extend_from_slice(chunk);
         let buf = std::mem::take(held);
-        let safe = buf.len().saturating_sub(self.hold);
+        let safe = buf.len() - self.tail_len(&buf);
         let mut out = Vec::with_capacity(buf.len());
         let mut pos = 0;
         for m in self.ac.find_iter(&buf) {
@@ -263,6 +267,20 @@ impl Restorer {
         held.extend_from_slice(&buf[cut..]);
         out
     }
+
+    /// The longest suffix of `buf` that is a proper prefix of some value.
+    fn tail_len(&self, buf: &[u8]) -> usize {
+        let max = self.hold.min(buf.len());
+        (1..=max)
+            .rev()
+            .find(|&k| {
+                let tail = &buf[buf.len() - k..];
+                self.values
+                    .iter()
+                    .any(|v| v.len() > k && v.starts_with(tail))
+            })
+            .unwrap_or(0)
+    }
 }
 
 /// A response body with values put back as placeholders, counting the bytes it reads.
@@ -276,7 +294,7 @@ pub(crate) struct RestoreBody<B> {
 }
 
 impl<B> RestoreBody<B> {
-    pub fn new(inner: B, restorer: Option<Arc<Restorer>>, bytes: Arc<AtomicU64>) -> Self {
+    pub(super) fn new(inner: B, restorer: Option<Arc<Restorer>>, bytes: Arc<AtomicU64>) -> Self {
         RestoreBody {
             inner,
             restorer,
@@ -373,7 +391,7 @@ pub(crate) struct Counted<B> {
 }
 
 impl<B> Counted<B> {
-    pub fn new(inner: B, bytes: Arc<AtomicU64>) -> Self {
+    pub(super) fn new(inner: B, bytes: Arc<AtomicU64>) -> Self {
         Counted { inner, bytes }
     }
 }
@@ -532,9 +550,15 @@ mod tests {
                 );
             }
         }
-        // Bounded: never holds more than the longest value minus one.
+        // Bounded: never holds more than the longest value minus one, and nothing when the
+        // tail cannot start a value.
         let mut held = Vec::new();
-        r.push(&mut held, &[b'q'; 10_000]);
+        let mut tail = vec![b'q'; 10_000];
+        tail.extend_from_slice(&value.as_bytes()[..value.len() - 1]);
+        r.push(&mut held, &tail);
         assert_eq!(held.len(), value.len() - 1);
+        let out = r.push(&mut held, b"!data: 1\n\n");
+        assert!(held.is_empty());
+        assert!(out.ends_with(b"!data: 1\n\n"));
     }
 }

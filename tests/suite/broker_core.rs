@@ -1,0 +1,1176 @@
+//! The broker's core end to end, through its library API, with real clients and real TLS.
+//!
+//! The broker runs on the host's 127.0.0.1 (the lead moves it into the child's namespace
+//! later). The upstream is `tests/fixtures/broker/upstream.py`: Python's `http.server` behind
+//! `ssl`, with its own test CA (made here with rcgen and passed to the broker as an extra
+//! root); it records every request it receives as a JSON line. Clients: curl, Python
+//! `requests`, `httpx` and `urllib` (from `.venv`, made by `.ci/install-test-servers`), and
+//! raw sockets for what no client would send. Node here is v20, which ignores proxy
+//! variables: its test is skipped with that reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentrun::broker::{
+    self, Config, Control, HeaderTemplate, HostPattern, Limits, Parts, Secret,
+    events::{Collect, Event},
+};
+use secrecy::SecretString;
+
+const OPENAI_VALUE: &str = "sk-proj-R3alValueOfTheKeyR3alValueOfTheKey0123";
+const SHORT_VALUE: &str = "hunter2hunter2";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    let p = root().join(".venv/bin/python");
+    let ok = p.exists()
+        && Command::new(&p)
+            .args(["-c", "import requests, httpx"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the broker tests need requests and httpx in .venv: run .ci/install-test-servers"
+    );
+    p
+}
+
+/// A test CA and a leaf for 127.0.0.1 and localhost, as PEM files in `dir`.
+fn upstream_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name
+        .push(DnType::CommonName, "agentrun test upstream CA");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(p, ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut lp =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    lp.use_authority_key_identifier_extension = true;
+    let leaf = lp.signed_by(&key, &ca).unwrap();
+    let (ca_path, cert_path, key_path) = (
+        dir.join("up-ca.pem"),
+        dir.join("up-cert.pem"),
+        dir.join("up-key.pem"),
+    );
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (ca_path, cert_path, key_path)
+}
+
+struct Upstream {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    ca: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = upstream_certs(dir.path());
+        let log = dir.path().join("requests.jsonl");
+        std::fs::write(&log, "").unwrap();
+        let mut child = Command::new(python())
+            .arg(root().join("tests/fixtures/broker/upstream.py"))
+            .args([&cert, &key, &log])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("upstream port");
+        Upstream {
+            child,
+            port,
+            log,
+            ca,
+            dir,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn header<'a>(req: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    req["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .and_then(|h| h[1].as_str())
+}
+
+struct SecretSpec {
+    name: &'static str,
+    value: &'static str,
+    hosts: Vec<String>,
+    header: Option<&'static str>,
+}
+
+fn spec(name: &'static str, value: &'static str, hosts: &[String]) -> SecretSpec {
+    SecretSpec {
+        name,
+        value,
+        hosts: hosts.to_vec(),
+        header: None,
+    }
+}
+
+struct Run {
+    handle: Option<broker::Handle>,
+    events: Collect,
+    control: Arc<Control>,
+    placeholders: Vec<(String, String, String)>, // name, value, placeholder
+    bundle: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn start(
+        secrets: Vec<SecretSpec>,
+        allow: &[&str],
+        up: Option<&Upstream>,
+        limits: Limits,
+    ) -> Run {
+        let ca = Arc::new(broker::Ca::new().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        broker::write_bundle(&ca, &bundle).unwrap();
+        let mut placeholders = Vec::new();
+        let secrets = secrets
+            .into_iter()
+            .map(|s| {
+                let value = SecretString::from(s.value.to_string());
+                let ph = broker::placeholder(&value, &mut rand::rng());
+                placeholders.push((s.name.to_string(), s.value.to_string(), ph.clone()));
+                Secret {
+                    name: s.name.into(),
+                    value,
+                    placeholder: ph,
+                    hosts: s
+                        .hosts
+                        .iter()
+                        .map(|h| HostPattern::parse(h).unwrap())
+                        .collect(),
+                    header: s.header.map(|h| HeaderTemplate::parse(h).unwrap()),
+                    parts: Parts::default(),
+                    methods: None,
+                    paths: None,
+                }
+            })
+            .collect();
+        let config = Config {
+            secrets,
+            allow: allow
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
+            extra_roots: up
+                .map(|u| vec![std::fs::read(&u.ca).unwrap()])
+                .unwrap_or_default(),
+            limits,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let events = Collect::default();
+        let control = Arc::new(Control::new());
+        let handle = broker::serve(config, ca, listener, events.clone(), control.clone()).unwrap();
+        Run {
+            handle: Some(handle),
+            events,
+            control,
+            placeholders,
+            bundle,
+            _dir: dir,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.handle.as_ref().unwrap().local_addr().port()
+    }
+
+    fn proxy(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
+
+    fn ph(&self, name: &str) -> &str {
+        &self.placeholders.iter().find(|p| p.0 == name).unwrap().2
+    }
+
+    /// A client command with the environment the child will have.
+    fn client(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        for v in [
+            "HTTPS_PROXY",
+            "HTTP_PROXY",
+            "ALL_PROXY",
+            "https_proxy",
+            "http_proxy",
+            "all_proxy",
+        ] {
+            c.env(v, self.proxy());
+        }
+        for v in ["NO_PROXY", "no_proxy", "CURL_HOME"] {
+            c.env_remove(v);
+        }
+        for v in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"] {
+            c.env(v, &self.bundle);
+        }
+        c
+    }
+
+    /// Serialise every event so far and check that no value and no placeholder is in them.
+    fn checked_events(&self) -> Vec<serde_json::Value> {
+        let events: Vec<Event> = self.events.0.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for e in &events {
+            let text = serde_json::to_string(e).unwrap();
+            for (name, value, ph) in &self.placeholders {
+                assert!(
+                    !text.contains(value.as_str()),
+                    "{name}'s value in an event: {text}"
+                );
+                assert!(
+                    !text.contains(ph.as_str()),
+                    "{name}'s placeholder in an event: {text}"
+                );
+            }
+            out.push(serde_json::from_str(&text).unwrap());
+        }
+        out
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.stop();
+        }
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// One raw exchange with the proxy: send `request`, read the answer's head (and what
+/// follows, up to a short timeout).
+fn raw(port: u16, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = s.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+        }
+    }
+    String::from_utf8_lossy(&buf).to_ascii_lowercase()
+}
+
+const PY_CLIENTS: &str = r#"
+import sys, json, base64
+which, url, ph = sys.argv[1:4]
+headers = {"Authorization": "Bearer " + ph, "x-api-key": ph}
+if which == "requests":
+    import requests
+    r = requests.get(url, headers=headers, timeout=20)
+    r2 = requests.get(url, auth=("x-access-token", ph), timeout=20)
+    print(r.status_code, r2.status_code)
+elif which == "httpx":
+    import httpx
+    with httpx.Client(timeout=20) as c:
+        r = c.get(url, headers=headers)
+        r2 = c.get(url, auth=("x-access-token", ph))
+    print(r.status_code, r2.status_code)
+elif which == "urllib":
+    import urllib.request
+    r = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=20)
+    b = base64.b64encode(("x-access-token:" + ph).encode()).decode()
+    r2 = urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": "Basic " + b}), timeout=20)
+    print(r.status, r2.status)
+"#;
+
+#[test]
+fn values_reach_the_upstream_in_every_place_with_every_client() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    assert!(ph.starts_with("sk-proj-") && ph.len() == OPENAI_VALUE.len());
+    let url = |client: &str| {
+        format!(
+            "https://127.0.0.1:{}/v1/{client}/{ph}/items?key={ph}&other=1",
+            up.port
+        )
+    };
+
+    // curl: Bearer + x-api-key, then Basic auth the way git sends it.
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &format!("Authorization: Bearer {ph}"),
+        "-H",
+        &format!("x-api-key: {ph}"),
+        &url("curl"),
+    ]));
+    assert_eq!(out, "200");
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-u",
+        &format!("x-access-token:{ph}"),
+        &url("curl"),
+    ]));
+    assert_eq!(out, "200");
+    for which in ["requests", "httpx", "urllib"] {
+        let out = run_ok(
+            run.client(python())
+                .args(["-c", PY_CLIENTS, which, &url(which), &ph]),
+        );
+        assert_eq!(out.trim(), "200 200", "{which}");
+    }
+
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 8, "{reqs:#?}");
+    let basic = format!(
+        "Basic {}",
+        base64_encode(format!("x-access-token:{OPENAI_VALUE}").as_bytes())
+    );
+    for which in ["curl", "requests", "httpx", "urllib"] {
+        let mine: Vec<_> = reqs
+            .iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("/v1/{which}/"))
+            })
+            .collect();
+        assert_eq!(mine.len(), 2, "{which}");
+        for r in &mine {
+            let path = r["path"].as_str().unwrap();
+            assert_eq!(
+                path,
+                format!("/v1/{which}/{OPENAI_VALUE}/items?key={OPENAI_VALUE}&other=1"),
+                "{which}"
+            );
+            assert!(
+                !r.to_string().contains(&ph),
+                "{which}: placeholder upstream: {r}"
+            );
+            assert_eq!(header(r, "accept-encoding"), Some("identity"));
+        }
+        assert_eq!(
+            header(mine[0], "authorization"),
+            Some(format!("Bearer {OPENAI_VALUE}").as_str()),
+            "{which}"
+        );
+        assert_eq!(header(mine[0], "x-api-key"), Some(OPENAI_VALUE), "{which}");
+        assert_eq!(
+            header(mine[1], "authorization"),
+            Some(basic.as_str()),
+            "{which} basic"
+        );
+    }
+
+    let events = run.checked_events();
+    let requests: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "broker.request")
+        .collect();
+    assert_eq!(requests.len(), 8, "{events:#?}");
+    for e in requests {
+        assert_eq!(e["names"], serde_json::json!(["OPENAI_API_KEY"]));
+        assert_eq!(e["status"], 200);
+        assert_eq!(e["port"], up.port);
+        assert!(
+            e["path"].as_str().unwrap().contains("{OPENAI_API_KEY}"),
+            "{e}"
+        );
+        assert!(e.get("mismatch").is_none());
+    }
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[test]
+fn header_template_injects_the_value_and_responses_get_the_placeholder_back() {
+    let up = Upstream::start();
+    let mut injected = spec("TOKEN", SHORT_VALUE, &[up.host()]);
+    injected.header = Some("x-api-key: {value}");
+    let run = Run::start(
+        vec![injected, spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    let short_ph = run.ph("TOKEN").to_string();
+    assert_eq!(short_ph.len(), 24);
+    // The client sends no x-api-key; the broker sets it. The upstream echoes both values;
+    // the client sees placeholders only (the short one changes the length: the broker
+    // drops Content-Length and streams).
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "-D",
+        "-",
+        "-H",
+        &format!("Authorization: Bearer {ph}"),
+        &format!("https://127.0.0.1:{}/echo", up.port),
+    ]));
+    assert!(
+        !out.contains(OPENAI_VALUE) && !out.contains(SHORT_VALUE),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("\"authorization\": \"Bearer {ph}\"")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("\"x-api-key\": \"{short_ph}\"")),
+        "{out}"
+    );
+    assert!(
+        out.to_ascii_lowercase()
+            .contains(&format!("x-echo: bearer {}", ph.to_ascii_lowercase())),
+        "{out}"
+    );
+    let reqs = up.requests();
+    assert_eq!(header(&reqs[0], "x-api-key"), Some(SHORT_VALUE));
+    let events = run.checked_events();
+    let e = events
+        .iter()
+        .find(|e| e["event"] == "broker.request")
+        .unwrap();
+    let mut names: Vec<_> = e["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["OPENAI_API_KEY", "TOKEN"]);
+}
+
+#[test]
+fn a_placeholder_to_a_host_it_does_not_name_goes_as_it_is() {
+    let up = Upstream::start();
+    // The secret names another host; the upstream is reachable only as an allowed, tunnelled
+    // host... which the broker cannot read. Use plain tunnelling for the check that the
+    // request arrives, and a second secret that names the upstream for the mismatch.
+    let run = Run::start(
+        vec![
+            spec("OTHER", OPENAI_VALUE, &["api.example.com".to_string()]),
+            spec("MINE", SHORT_VALUE, &[up.host()]),
+        ],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let other_ph = run.ph("OTHER").to_string();
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &format!("Authorization: Bearer {other_ph}"),
+        &format!("https://127.0.0.1:{}/x", up.port),
+    ]));
+    assert_eq!(out, "200");
+    let reqs = up.requests();
+    assert_eq!(
+        header(&reqs[0], "authorization"),
+        Some(format!("Bearer {other_ph}").as_str())
+    );
+    let events = run.checked_events();
+    let e = events
+        .iter()
+        .find(|e| e["event"] == "broker.request")
+        .unwrap();
+    assert_eq!(e["mismatch"], serde_json::json!(["OTHER"]));
+    assert_eq!(e["names"], serde_json::json!([]));
+}
+
+#[test]
+fn refusals_are_403_with_the_broker_header() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[
+            "169.254.169.254:80",
+            "169.254.169.254",
+            "[fd00:ec2::254]:443",
+        ],
+        Some(&up),
+        Limits::default(),
+    );
+    let p = run.port();
+    // A host nobody named, over CONNECT and over plain http.
+    let r = raw(
+        p,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    assert!(r.starts_with("http/1.1 403"), "{r}");
+    assert!(r.contains("x-agentrun-broker: denied"), "{r}");
+    let r = raw(
+        p,
+        b"GET http://example.com/x?y=1 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    );
+    assert!(
+        r.starts_with("http/1.1 403") && r.contains("x-agentrun-broker: denied"),
+        "{r}"
+    );
+    // A private address nobody named.
+    let r = raw(
+        p,
+        b"CONNECT 10.1.2.3:443 HTTP/1.1\r\nHost: 10.1.2.3:443\r\n\r\n",
+    );
+    assert!(r.starts_with("http/1.1 403"), "{r}");
+    // Metadata addresses: refused even when named exactly.
+    for req in [
+        &b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: 169.254.169.254:80\r\n\r\n"[..],
+        b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+        b"CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\n\r\n",
+        b"CONNECT [fd00:ec2::254]:443 HTTP/1.1\r\nHost: [fd00:ec2::254]:443\r\n\r\n",
+    ] {
+        let r = raw(p, req);
+        assert!(
+            r.starts_with("http/1.1 403") && r.contains("x-agentrun-broker: denied"),
+            "{r}"
+        );
+        assert!(r.contains("address"), "{r}");
+    }
+    // curl sees the refusal as a failed CONNECT.
+    let out = run
+        .client("curl")
+        .args(["-sS", "https://example.com/"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{out:?}"
+    );
+
+    let events = run.checked_events();
+    let reasons: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "broker.denied")
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_string(),
+                e["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons.contains(&("example.com".into(), "host".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("10.1.2.3".into(), "host".into())),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| r.1 == "address").count(),
+        4,
+        "{reasons:?}"
+    );
+    let plain = events
+        .iter()
+        .find(|e| e["method"] == "GET" && e["host"] == "example.com")
+        .unwrap();
+    assert_eq!(plain["path"], "/x");
+}
+
+#[test]
+fn host_header_and_sni_must_name_the_connect_target() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "-D",
+        "-",
+        "-H",
+        "Host: api.evil.example",
+        "-H",
+        &format!("Authorization: Bearer {ph}"),
+        &format!("https://127.0.0.1:{}/x", up.port),
+    ]));
+    let lower = out.to_ascii_lowercase();
+    assert!(lower.contains("\r\nhttp/1.1 421"), "{out}");
+    assert!(lower.contains("x-agentrun-broker: denied"), "{out}");
+    // A TLS client that names another server in its SNI gets no certificate.
+    let code = format!(
+        r#"
+import socket, ssl, sys
+s = socket.create_connection(("127.0.0.1", {p}))
+s.sendall(b"CONNECT 127.0.0.1:{u} HTTP/1.1\r\nHost: 127.0.0.1:{u}\r\n\r\n")
+assert s.recv(1000).startswith(b"HTTP/1.1 200")
+ctx = ssl.create_default_context(cafile="{b}")
+try:
+    ctx.wrap_socket(s, server_hostname="api.evil.example")
+    print("handshake")
+except (ssl.SSLError, OSError) as e:
+    print("refused")
+"#,
+        p = run.port(),
+        u = up.port,
+        b = run.bundle.display()
+    );
+    let out = run_ok(Command::new(python()).args(["-c", &code]));
+    assert_eq!(out.trim(), "refused");
+    assert!(up.requests().is_empty(), "nothing may reach the upstream");
+    let events = run.checked_events();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["reason"] == "host-header")
+            .count(),
+        2,
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn allowed_hosts_are_tunnelled_unread() {
+    let up = Upstream::start();
+    let run = Run::start(vec![], &[&up.host()], None, Limits::default());
+    // The broker does not terminate TLS here: the client verifies the upstream's own CA.
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "--cacert",
+        up.ca.to_str().unwrap(),
+        &format!("https://127.0.0.1:{}/tunnelled", up.port),
+    ]));
+    assert_eq!(out, "ok");
+    let mut tunnels = Vec::new();
+    for _ in 0..50 {
+        tunnels = run
+            .checked_events()
+            .into_iter()
+            .filter(|e| e["event"] == "broker.tunnel")
+            .collect();
+        if !tunnels.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tunnels.len(), 1);
+    assert!(tunnels[0]["bytes_down"].as_u64().unwrap() > 0);
+    assert_eq!(run.handle.as_ref().unwrap().counts().tunnels, 1);
+}
+
+#[test]
+fn a_revoked_secret_gets_403_revoked() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    run.control.revoke("OPENAI_API_KEY");
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "-D",
+        "-",
+        "-H",
+        &format!("Authorization: Bearer {ph}"),
+        &format!("https://127.0.0.1:{}/x", up.port),
+    ]));
+    let lower = out.to_ascii_lowercase();
+    assert!(
+        lower.contains("http/1.1 403") && lower.contains("x-agentrun-broker: revoked"),
+        "{out}"
+    );
+    assert!(up.requests().is_empty());
+    let counts = run.handle.as_ref().unwrap().counts();
+    assert_eq!(counts.revoked, ["OPENAI_API_KEY"]);
+    assert_eq!(counts.denied, 1);
+}
+
+#[test]
+fn keep_alive_100_requests_on_one_connection() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let code = format!(
+        r#"
+import http.client, ssl
+ctx = ssl.create_default_context(cafile="{b}")
+c = http.client.HTTPSConnection("127.0.0.1", {p}, context=ctx)
+c.set_tunnel("127.0.0.1", {u})
+for i in range(100):
+    c.request("GET", "/ka/%d" % i, headers={{"Authorization": "Bearer {ph}"}})
+    r = c.getresponse()
+    assert r.status == 200 and r.read() == b"ok", r.status
+print(c.sock.getsockname()[1])
+"#,
+        b = run.bundle.display(),
+        p = run.port(),
+        u = up.port,
+        ph = run.ph("OPENAI_API_KEY"),
+    );
+    run_ok(Command::new(python()).args(["-c", &code]));
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 100);
+    let ports: std::collections::HashSet<_> =
+        reqs.iter().map(|r| r["client_port"].as_u64()).collect();
+    assert_eq!(ports.len(), 1, "the broker kept one upstream connection");
+    assert!(
+        reqs.iter()
+            .all(|r| header(r, "authorization") == Some(&format!("Bearer {OPENAI_VALUE}")))
+    );
+}
+
+/// Median latency (ms) of server-sent events, direct and through the broker.
+#[test]
+fn sse_events_arrive_within_5ms_of_direct() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let code = format!(
+        r#"
+import http.client, ssl, time, statistics
+def lat(proxied):
+    if proxied:
+        ctx = ssl.create_default_context(cafile="{b}")
+        c = http.client.HTTPSConnection("127.0.0.1", {p}, context=ctx)
+        c.set_tunnel("127.0.0.1", {u})
+    else:
+        ctx = ssl.create_default_context(cafile="{ca}")
+        c = http.client.HTTPSConnection("127.0.0.1", {u}, context=ctx)
+    c.request("GET", "/sse?n=20")
+    r = c.getresponse()
+    out = []
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        if line.startswith(b"data: "):
+            out.append((time.time() - float(line[6:])) * 1000)
+    assert len(out) == 20, out
+    return statistics.median(out)
+d = lat(False); b = lat(True)
+print("%.3f %.3f" % (d, b))
+"#,
+        b = run.bundle.display(),
+        ca = up.ca.display(),
+        p = run.port(),
+        u = up.port,
+    );
+    let out = run_ok(Command::new(python()).args(["-c", &code]));
+    let v: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    eprintln!(
+        "SSE median latency: direct {:.3} ms, through the broker {:.3} ms",
+        v[0], v[1]
+    );
+    assert!(v[1] - v[0] < 5.0, "direct {} ms, broker {} ms", v[0], v[1]);
+}
+
+#[test]
+fn malformed_requests_get_400_and_the_broker_keeps_serving() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let p = run.port();
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET https://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        b"CONNECT / HTTP/1.1\r\n\r\n",
+        b"GET http://a/ HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"GET http://a/ HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    ] {
+        let r = raw(p, bad);
+        assert!(
+            r.is_empty() || r.starts_with("http/1.1 400"),
+            "{:?} -> {r}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let big = format!(
+        "GET http://a/ HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let r = raw(p, big.as_bytes());
+    assert!(r.is_empty() || r.starts_with("http/1.1 4"), "{r}");
+    // Malformed inside an intercepted TLS connection.
+    let code = format!(
+        r#"
+import socket, ssl
+s = socket.create_connection(("127.0.0.1", {p}))
+s.sendall(b"CONNECT 127.0.0.1:{u} HTTP/1.1\r\nHost: 127.0.0.1:{u}\r\n\r\n")
+assert s.recv(1000).startswith(b"HTTP/1.1 200")
+t = ssl.create_default_context(cafile="{b}").wrap_socket(s, server_hostname="127.0.0.1")
+t.sendall(b"GET / HTTP/1.1\r\nthis is not a header\r\n\r\n")
+print(t.recv(1000).split(b"\r\n")[0].decode())
+"#,
+        p = p,
+        u = up.port,
+        b = run.bundle.display()
+    );
+    let out = run_ok(Command::new(python()).args(["-c", &code]));
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // Still serving.
+    let out = run_ok(
+        run.client("curl")
+            .args(["-sS", &format!("https://127.0.0.1:{}/after", up.port)]),
+    );
+    assert_eq!(out, "ok");
+}
+
+#[test]
+fn slowloris_and_a_1000_connection_flood_are_survived() {
+    let up = Upstream::start();
+    let limits = Limits {
+        max_connections: 64,
+        header_read_timeout: Duration::from_millis(800),
+        ..Limits::default()
+    };
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        limits,
+    );
+    let p = run.port();
+    // Slowloris: a header byte every 100 ms, never finished.
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        s.write_all(b"GET http://a/ HTTP/1.1\r\nX-Slow: ").unwrap();
+        slow.push(s);
+    }
+    // Flood: 1,000 connections that send nothing.
+    let mut flood = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", p)) {
+            flood.push(s);
+        }
+    }
+    let started = Instant::now();
+    let mut closed = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        for s in &mut slow {
+            let _ = s.write_all(b"a");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 512];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(_) => continue, // a 408 before the close
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(_) => {
+                    closed += 1;
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        closed,
+        slow.len(),
+        "the header timeout closes slowloris connections"
+    );
+    drop(flood);
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "--max-time",
+        "10",
+        &format!("https://127.0.0.1:{}/after-flood", up.port),
+    ]));
+    assert_eq!(out, "ok");
+}
+
+#[test]
+fn node_fetch_is_skipped_on_node_20() {
+    let v = Command::new("node").arg("--version").output();
+    match v {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            let major: u32 = text
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if major < 22 {
+                eprintln!(
+                    "SKIP node fetch: node {text} ignores HTTPS_PROXY (NODE_USE_ENV_PROXY needs Node 22.21/24)"
+                );
+                return;
+            }
+            eprintln!("node {text}: the node fetch test belongs to the run-level tests (lead)");
+        }
+        _ => eprintln!("SKIP node fetch: node is not installed"),
+    }
+}
+
+// ---- a broker in a child process: RSS of big transfers ----
+
+/// Not a test: the body of the child process `big_transfers_stream_in_bounded_memory`
+/// starts. Serves a broker for the upstream named in the environment until stdin closes.
+#[test]
+#[ignore = "helper: run by big_transfers_stream_in_bounded_memory in a child process"]
+fn broker_child() {
+    let Ok(port) = std::env::var("BROKER_CHILD_UPSTREAM_PORT") else {
+        return;
+    };
+    let ca_pem = std::fs::read(std::env::var("BROKER_CHILD_UPSTREAM_CA").unwrap()).unwrap();
+    let bundle = PathBuf::from(std::env::var("BROKER_CHILD_BUNDLE").unwrap());
+    let ca = Arc::new(broker::Ca::new().unwrap());
+    broker::write_bundle(&ca, &bundle).unwrap();
+    let value = SecretString::from(OPENAI_VALUE.to_string());
+    let ph = std::env::var("BROKER_CHILD_PLACEHOLDER")
+        .unwrap_or_else(|_| broker::placeholder(&value, &mut rand::rng()));
+    let config = Config {
+        secrets: vec![Secret {
+            name: "OPENAI_API_KEY".into(),
+            value,
+            placeholder: ph,
+            hosts: vec![HostPattern::parse(&format!("127.0.0.1:{port}")).unwrap()],
+            header: None,
+            parts: Parts::default(),
+            methods: None,
+            paths: None,
+        }],
+        allow: vec![],
+        extra_roots: vec![ca_pem],
+        limits: Limits::default(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let h = broker::serve(
+        config,
+        ca,
+        listener,
+        broker::events::NoEvents,
+        Arc::new(Control::new()),
+    )
+    .unwrap();
+    let port_file = std::env::var("BROKER_CHILD_PORT_FILE").unwrap();
+    std::fs::write(format!("{port_file}.tmp"), port.to_string()).unwrap();
+    std::fs::rename(format!("{port_file}.tmp"), port_file).unwrap();
+    let mut s = String::new();
+    let _ = std::io::stdin().read_to_string(&mut s);
+    h.stop();
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn big_transfers_stream_in_bounded_memory() {
+    let up = Upstream::start();
+    let bundle = up.dir.path().join("child-bundle.pem");
+    let port_file = up.dir.path().join("child-port");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "broker_core::broker_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("BROKER_CHILD_UPSTREAM_PORT", up.port.to_string())
+        .env("BROKER_CHILD_UPSTREAM_CA", &up.ca)
+        .env("BROKER_CHILD_BUNDLE", &bundle)
+        .env("BROKER_CHILD_PORT_FILE", &port_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let port: u16 = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            break p.parse().unwrap();
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the broker child ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let base_kib = vm_hwm_kib(child.id());
+    let proxy = format!("http://127.0.0.1:{port}");
+    let mib = |var: &str, default: u64| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    // 200 MiB down.
+    let n = mib("BROKER_TEST_DOWN_MIB", 200) << 20;
+    let started = Instant::now();
+    let out = run_ok(Command::new("curl").args([
+        "-sS",
+        "-x",
+        &proxy,
+        "--cacert",
+        bundle.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        &format!("https://127.0.0.1:{}/big?n={n}", up.port),
+    ]));
+    assert_eq!(out, n.to_string());
+    eprintln!(
+        "{} MiB down through the broker in {:?}",
+        n >> 20,
+        started.elapsed()
+    );
+    // 1 GiB up, chunked from a pipe.
+    let up_mib = mib("BROKER_TEST_UP_MIB", 1024);
+    let started = Instant::now();
+    let mut curl = Command::new("curl")
+        .args([
+            "-sS",
+            "-x",
+            &proxy,
+            "--cacert",
+            bundle.to_str().unwrap(),
+            "-X",
+            "POST",
+            "-T",
+            "-",
+            &format!("https://127.0.0.1:{}/upload", up.port),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = curl.stdin.take().unwrap();
+        let block = vec![b'u'; 1 << 20];
+        for _ in 0..up_mib {
+            stdin.write_all(&block).unwrap();
+        }
+    }
+    let out = curl.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        (up_mib << 20).to_string()
+    );
+    eprintln!(
+        "{up_mib} MiB up through the broker in {:?}",
+        started.elapsed()
+    );
+    let hwm = vm_hwm_kib(child.id());
+    eprintln!("broker child peak RSS: {base_kib} KiB at start, {hwm} KiB after");
+    drop(child.stdin.take());
+    let _ = child.wait();
+    assert!(
+        hwm < base_kib + 64 * 1024,
+        "peak RSS grew from {base_kib} to {hwm} KiB"
+    );
+}
