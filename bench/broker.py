@@ -8,9 +8,9 @@ and through mitmproxy 12.x with a header-injection addon.
 - throughput: an M MiB download with curl.
 
 Upstream: tests/fixtures/broker/upstream.py (Python http.server + ssl) with a test CA made
-here with openssl. Broker: the `broker_child` helper of tests/new_broker.rs, started through
+here with openssl. Broker: the `broker_child` helper of tests/suite/broker_core.rs, started through
 the library API exactly as the tests do (so the figures are those of the profile that binary
-was built with: debug unless you run `cargo test --release --test new_broker --no-run` first
+was built with: debug unless you run `cargo test --release --test suite --no-run` first
 and pass --release). mitmproxy: installed from bench/requirements-mitmproxy.txt (pinned,
 hashed) into target/bench-venv-mitm with Python >= 3.12; skipped with the reason when that fails.
 Needs .venv (.ci/install-test-servers) for the upstream.
@@ -61,15 +61,15 @@ def free_port():
 
 
 def test_binary(release):
-    args = ["cargo", "test", "--locked", "--test", "new_broker", "--no-run", "--message-format=json"]
+    args = ["cargo", "test", "--locked", "--test", "suite", "--no-run", "--message-format=json"]
     if release:
         args.insert(2, "--release")
     out = subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         m = json.loads(line)
-        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "new_broker" and m.get("executable"):
+        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "suite" and m.get("executable"):
             return m["executable"]
-    raise RuntimeError("no new_broker test binary")
+    raise RuntimeError("no suite test binary")
 
 
 def latency(n, proxy, ca, up_port, auth):
@@ -162,7 +162,7 @@ def main():
         bundle, port_file = os.path.join(d, "bundle.pem"), os.path.join(d, "port")
         env = dict(os.environ, BROKER_CHILD_UPSTREAM_PORT=str(up_port), BROKER_CHILD_UPSTREAM_CA=up_ca,
                    BROKER_CHILD_BUNDLE=bundle, BROKER_CHILD_PORT_FILE=port_file, BROKER_CHILD_PLACEHOLDER=auth)
-        br = subprocess.Popen([exe, "--ignored", "--exact", "broker_child", "--test-threads", "1"],
+        br = subprocess.Popen([exe, "--ignored", "--exact", "broker_core::broker_child", "--test-threads", "1"],
                               env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         procs.append(br)
         while not os.path.exists(port_file):
