@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/agentrun"))
     ap.add_argument("--compare", metavar="PATH", help="another agentrun build to add rows for (e.g. before a change)")
+    ap.add_argument("--broker", action="store_true", help="add a row with one secret brokered (builds with the broker)")
     args = ap.parse_args()
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} missing: run `cargo build --release --locked` first")
@@ -89,6 +90,16 @@ def main():
     if args.compare:
         cmds.append(("compare: --unconfined (4 local secrets)", [args.compare, "--unconfined", "--profile", profile, "--", "/bin/true"]))
         cmds.append(("compare: confined (4 local secrets)", [args.compare, "--profile", profile, "--", "/bin/true"]))
+    if args.broker:
+        # The same profile with one secret brokered: the run's CA, its trust bundle, the
+        # listener made in the child's namespace and the proxy's runtime (nothing is asked of it).
+        brokered = os.path.join(work, "brokered.toml")
+        with open(profile) as f:
+            text = f.read()
+        with open(brokered, "w") as f:
+            f.write(text.replace('C = "env:BENCH_SECRET"\n', "") + '[secrets.C]\nfrom = "env:BENCH_SECRET"\nbroker = "api.example.com"\n')
+        os.chmod(brokered, 0o600)
+        cmds.append(("agentrun confined, 1 of 4 secrets brokered", [args.binary, "--profile", brokered, "--", "/bin/true"]))
     extra = os.environ.get("BENCH_EXTRA_FLAGS")
     if extra:
         cmds.append((f"agentrun {extra}", [args.binary, *extra.split(), "--profile", profile, "--", "/bin/true"]))

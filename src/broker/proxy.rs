@@ -40,7 +40,11 @@ pub(crate) struct State {
     secrets: Vec<Secret>,
     allow: Vec<HostPattern>,
     ca: Arc<Ca>,
-    tls: TlsConnector,
+    /// The upstream TLS client, made on the first intercepted request: loading the system's
+    /// roots costs milliseconds that a run whose agent never calls a brokered host (or
+    /// calls it late) should not pay at its start.
+    tls: std::sync::OnceLock<TlsConnector>,
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     events: Arc<dyn EventSink>,
     control: Arc<Control>,
     limits: Limits,
@@ -79,31 +83,43 @@ impl State {
         control: Arc<Control>,
         counters: Arc<Counters>,
     ) -> Result<State, Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in system_roots() {
-            // A system root rustls cannot parse is skipped, as every rustls client does.
-            let _ = roots.add(cert);
-        }
+        // Parsed now, so that a bad one is an error at the start, not at the first request.
+        let mut extra_roots = Vec::new();
         for pem in &config.extra_roots {
-            for cert in parse_pem_certs(pem)? {
-                roots.add(cert).map_err(Error::tls)?;
-            }
+            extra_roots.extend(parse_pem_certs(pem)?);
         }
-        let mut client = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
         let restorer = Restorer::new(&config.secrets).map(Arc::new);
         Ok(State {
             secrets: config.secrets,
             allow: config.allow,
             ca,
-            tls: TlsConnector::from(Arc::new(client)),
+            tls: std::sync::OnceLock::new(),
+            extra_roots,
             events,
             control,
             limits: config.limits,
             counters,
             restorer,
+        })
+    }
+
+    /// The upstream TLS client: the system's roots plus the extra ones, verified strictly.
+    fn tls(&self) -> &TlsConnector {
+        self.tls.get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in system_roots() {
+                // A system root rustls cannot parse is skipped, as every rustls client does.
+                let _ = roots.add(cert);
+            }
+            for cert in &self.extra_roots {
+                // Each was parsed at the start; one rustls refuses is left out, as above.
+                let _ = roots.add(cert.clone());
+            }
+            let mut client = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            client.alpn_protocols = vec![b"http/1.1".to_vec()];
+            TlsConnector::from(Arc::new(client))
         })
     }
 
@@ -812,7 +828,7 @@ async fn dial(st: &State, t: &Target, addr: SocketAddr, scheme: Scheme) -> Resul
                     .map_err(|_| "not a valid TLS name".to_string())?,
             };
             let tls =
-                match tokio::time::timeout(st.limits.connect_timeout, st.tls.connect(name, tcp))
+                match tokio::time::timeout(st.limits.connect_timeout, st.tls().connect(name, tcp))
                     .await
                 {
                     Ok(Ok(s)) => s,
