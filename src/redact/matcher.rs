@@ -531,7 +531,7 @@ impl Rule {
             // Once this run's state equals a recorded one at a position, it does at every
             // later one the record covers: looking every few bytes finds the join a little
             // later, at a fraction of the comparisons.
-            if (i - c) % JOIN_STRIDE == 0
+            if (i - c).is_multiple_of(JOIN_STRIDE)
                 && let Some(run) = cache.trail.join_at(i, cache.dfa.clear_count(), sid)
             {
                 joined = Some((i, run.live, run.last));
