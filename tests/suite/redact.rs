@@ -712,5 +712,8 @@ fn periodic_profile_rule_on_a_long_line_ends_in_time() {
         contains(&o.stdout, b"[REDACTED:patterns[0]]"),
         "not redacted"
     );
-    assert!(o.stdout.ends_with(b"\ndone\n"), "the last line is missing");
+    // Out of budget, the rule's later candidates in the window cover their lines: `done`
+    // may be replaced too, but both lines are there.
+    let lines = o.stdout.iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(lines, 2, "{:?}", String::from_utf8_lossy(&o.stdout));
 }
