@@ -57,7 +57,7 @@ const JOIN_STRIDE: usize = 4;
 /// window are taken as matches to the end of their line (over-redaction under attack, never a
 /// leak, and linear time whatever the rule). Ordinary output, with trails joined, stays far
 /// below it.
-const BUDGET_PER_BYTE: usize = 32;
+const BUDGET_PER_BYTE: usize = 64;
 const BUDGET_FLOOR: usize = 64 * 1024;
 
 /// The DFA steps a rule may take in one scan of a window of `len` bytes.
