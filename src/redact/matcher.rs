@@ -44,6 +44,28 @@ use super::prefilter::{self, GramFilter, Triggers};
 /// Lazy DFA cache per rule and stream.
 const DFA_CACHE_BYTES: usize = 256 * 1024;
 
+/// How many of a rule's runs in a window a later candidate may join (see [`Trail`]): enough
+/// for the phases of a periodic rule (base64 quads, hex pairs), whose consecutive candidates
+/// are at different phases and join only the run a period back.
+const JOIN_RUNS: usize = 8;
+
+/// A candidate's run looks for a recorded run to join every this many bytes.
+const JOIN_STRIDE: usize = 4;
+
+/// The work a rule may do in one scan, in DFA steps (a PikeVM byte counts as one): this many
+/// per window byte, plus [`BUDGET_FLOOR`]. Past it, the rule's remaining candidates in the
+/// window are taken as matches to the end of their line (over-redaction under attack, never a
+/// leak, and linear time whatever the rule). Ordinary output, with trails joined, stays far
+/// below it.
+const BUDGET_PER_BYTE: usize = 64;
+const BUDGET_FLOOR: usize = 64 * 1024;
+
+/// The DFA steps a rule may take in one scan of a window of `len` bytes.
+fn scan_budget(len: usize) -> usize {
+    len.saturating_mul(BUDGET_PER_BYTE)
+        .saturating_add(BUDGET_FLOOR)
+}
+
 /// A set of literal byte strings searched with overlapping semantics, plus for every automaton
 /// state the length of the longest suffix read so far that could still grow into a match.
 ///
@@ -216,20 +238,35 @@ pub(crate) struct RuleCache {
     vm: VmCache,
     caps: Captures,
     trail: Trail,
-    /// The states of the run in progress (becomes the trail).
+    /// The states of the run in progress (becomes one of the trail's runs).
     run: Vec<regex_automata::hybrid::LazyStateID>,
+    /// Work done in the current scan (see [`scan_budget`]).
+    steps: usize,
 }
 
-/// What the rule's last full run in the current window saw, so that its later candidates
-/// cost only the bytes until their run joins it (linear time on repeated anchors, such as
-/// `Authorization: ` ten thousand times on one line).
+/// What the rule's last few full runs in the current window saw, so that its later candidates
+/// cost only the bytes until their run joins one of them (linear time on repeated anchors,
+/// such as `Authorization: ` ten thousand times on one line, and on periodic rules, whose
+/// consecutive candidates are at different phases: each joins the run a period back).
 ///
 /// The lazy DFA is deterministic: two runs in the same state after the same byte behave
-/// alike from there on, so a later candidate whose run reaches the recorded state at the
+/// alike from there on, so a later candidate whose run reaches a recorded state at the
 /// same position ends where the recorded run ended. State ids are compared only while the
 /// cache has not been cleared since the recording (a clear reuses ids).
 #[derive(Default)]
 struct Trail {
+    /// Up to [`JOIN_RUNS`] recorded runs, replaced oldest first.
+    runs: Vec<Run>,
+    /// The slot the next recorded run goes to.
+    next: usize,
+    /// The range the rule's last hit in this window replaced: a later candidate whose whole
+    /// match lies inside it adds nothing, so its captures are not computed.
+    covered: Option<(usize, usize)>,
+}
+
+/// One recorded run of a [`Trail`].
+#[derive(Default)]
+struct Run {
     /// Recorded in the current window, with no cache clear during the recording.
     valid: bool,
     /// Window position of the first recorded state.
@@ -238,13 +275,9 @@ struct Trail {
     states: Vec<regex_automata::hybrid::LazyStateID>,
     /// The cache's clear count while recording.
     clears: usize,
-    /// How the recorded run ended: still live at the window end, or dead with its last match
-    /// end.
+    /// How the run ended: still live at the window end, or dead with its last match end.
     live: bool,
     last: Option<usize>,
-    /// The range the rule's last hit in this window replaced: a later candidate whose whole
-    /// match lies inside it adds nothing, so its captures are not computed.
-    covered: Option<(usize, usize)>,
 }
 
 #[cfg(test)]
@@ -256,21 +289,58 @@ thread_local! {
 
 impl Trail {
     fn reset(&mut self) {
-        self.valid = false;
-        self.states.clear();
+        for run in &mut self.runs {
+            run.valid = false;
+            run.states.clear();
+        }
+        self.next = 0;
         self.covered = None;
     }
 
-    /// The recorded state after `hay[i]`, if the trail covers `i` and is still comparable.
-    fn state_at(&self, i: usize, clears: usize) -> Option<regex_automata::hybrid::LazyStateID> {
+    /// Forget every recorded run (the DFA gave up: nothing recorded can be trusted).
+    fn invalidate(&mut self) {
+        for run in &mut self.runs {
+            run.valid = false;
+        }
+    }
+
+    /// The recorded run whose state after `hay[i]` is `sid`, if any is still comparable.
+    fn join_at(
+        &self,
+        i: usize,
+        clears: usize,
+        sid: regex_automata::hybrid::LazyStateID,
+    ) -> Option<&Run> {
         #[cfg(test)]
         if TRAILS.get() == 2 {
             return None;
         }
-        if !self.valid || clears != self.clears || i < self.start {
-            return None;
+        self.runs.iter().find(|r| {
+            r.valid && r.clears == clears && i >= r.start && r.states.get(i - r.start) == Some(&sid)
+        })
+    }
+
+    /// Record a run (its states are swapped in from `states`), replacing the oldest.
+    fn record(
+        &mut self,
+        states: &mut Vec<regex_automata::hybrid::LazyStateID>,
+        start: usize,
+        clears: usize,
+        valid: bool,
+        live: bool,
+        last: Option<usize>,
+    ) {
+        if self.next == self.runs.len() {
+            self.runs.push(Run::default());
         }
-        self.states.get(i - self.start).copied()
+        let run = &mut self.runs[self.next];
+        self.next = (self.next + 1) % JOIN_RUNS;
+        std::mem::swap(&mut run.states, states);
+        run.start = start;
+        run.clears = clears;
+        run.valid = valid;
+        run.live = live;
+        run.last = last;
     }
 }
 
@@ -279,6 +349,9 @@ pub(crate) enum Eval {
     Live,
     /// Final: the range to replace, if any.
     Done(Option<(usize, usize)>),
+    /// The rule spent its work budget for this scan: not evaluated (the caller covers the
+    /// candidate's line).
+    Exhausted,
 }
 
 /// Compile `pattern` to a Thompson NFA, with Unicode off when the pattern allows it.
@@ -330,6 +403,7 @@ impl Compiled {
             caps: self.vm.create_captures(),
             trail: Trail::default(),
             run: Vec::new(),
+            steps: 0,
         }
     }
 }
@@ -401,6 +475,7 @@ impl Rule {
         hay: &[u8],
         c: usize,
         eof: bool,
+        budget: usize,
     ) -> Eval {
         let Ok(compiled) = self.compiled() else {
             // Held until the end of output or the rule's length limit, then replaced.
@@ -411,7 +486,7 @@ impl Rule {
             };
         };
         let cache = cache.get_or_insert_with(|| compiled.cache());
-        self.eval_with(compiled, cache, hay, c, eof)
+        self.eval_with(compiled, cache, hay, c, eof, budget)
     }
 
     fn eval_with(
@@ -421,20 +496,28 @@ impl Rule {
         hay: &[u8],
         c: usize,
         eof: bool,
+        budget: usize,
     ) -> Eval {
+        if cache.steps >= budget {
+            return Eval::Exhausted;
+        }
         let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
         let Ok(mut sid) = rule.dfa.start_state_forward(&mut cache.dfa, &input) else {
-            return self.slow_after(rule, cache, hay, c, eof);
+            return self.slow_after(rule, cache, hay, c, eof, budget);
         };
         let clears = cache.dfa.clear_count();
         let mut last = None;
-        // Either this run joins the recorded one at `joined`, or it becomes the new record.
+        // Either this run joins a recorded one at `joined`, or it becomes a new record.
         let mut joined = None;
         cache.run.clear();
         for (i, &b) in hay.iter().enumerate().skip(c) {
+            cache.steps += 1;
+            if cache.steps > budget {
+                return Eval::Exhausted;
+            }
             sid = match rule.dfa.next_state(&mut cache.dfa, sid, b) {
                 Ok(s) => s,
-                Err(_) => return self.slow_after(rule, cache, hay, c, eof),
+                Err(_) => return self.slow_after(rule, cache, hay, c, eof, budget),
             };
             if sid.is_tagged() {
                 if sid.is_match() {
@@ -442,47 +525,48 @@ impl Rule {
                 } else if sid.is_dead() {
                     break;
                 } else if sid.is_quit() {
-                    return self.slow_after(rule, cache, hay, c, eof);
+                    return self.slow_after(rule, cache, hay, c, eof, budget);
                 }
             }
-            if cache.trail.state_at(i, cache.dfa.clear_count()) == Some(sid) {
-                joined = Some(i);
+            // Once this run's state equals a recorded one at a position, it does at every
+            // later one the record covers: looking every few bytes finds the join a little
+            // later, at a fraction of the comparisons.
+            if (i - c).is_multiple_of(JOIN_STRIDE)
+                && let Some(run) = cache.trail.join_at(i, cache.dfa.clear_count(), sid)
+            {
+                joined = Some((i, run.live, run.last));
                 break;
             }
             cache.run.push(sid);
         }
-        if let Some(p) = joined {
+        if let Some((p, live, run_last)) = joined {
             // From `p` on, this run is the recorded one: its last match end, if at or past
             // `p`, is this run's too. The record stays as it was.
-            let t = &cache.trail;
-            if let Some(l) = t.last.filter(|&l| l >= p) {
+            if let Some(l) = run_last.filter(|&l| l >= p) {
                 last = Some(l);
             }
-            if t.live {
+            if live {
                 return Eval::Live;
             }
-            return Eval::Done(self.finish_once(rule, cache, hay, c, last));
+            return Eval::Done(self.finish_once(rule, cache, hay, c, last, budget));
         }
         let live = !sid.is_dead() && !eof;
         if !sid.is_dead() && eof {
             match rule.dfa.next_eoi_state(&mut cache.dfa, sid) {
                 Ok(s) if s.is_match() => last = Some(hay.len()),
                 Ok(_) => {}
-                Err(_) => return self.slow_after(rule, cache, hay, c, eof),
+                Err(_) => return self.slow_after(rule, cache, hay, c, eof, budget),
             }
         }
-        // This run is the new record (comparable only if the cache was not cleared meanwhile).
-        let t = &mut cache.trail;
-        std::mem::swap(&mut t.states, &mut cache.run);
-        t.start = c;
-        t.clears = clears;
-        t.valid = cache.dfa.clear_count() == clears;
-        t.live = live;
-        t.last = last;
+        // This run is a new record (comparable only if the cache was not cleared meanwhile).
+        let valid = cache.dfa.clear_count() == clears;
+        cache
+            .trail
+            .record(&mut cache.run, c, clears, valid, live, last);
         if live {
             return Eval::Live;
         }
-        Eval::Done(self.finish_once(rule, cache, hay, c, last))
+        Eval::Done(self.finish_once(rule, cache, hay, c, last, budget))
     }
 
     /// The DFA gave up: no trail for this window's later candidates, and the slow path.
@@ -493,9 +577,10 @@ impl Rule {
         hay: &[u8],
         c: usize,
         eof: bool,
+        budget: usize,
     ) -> Eval {
-        cache.trail.valid = false;
-        self.eval_slow(rule, cache, hay, c, eof)
+        cache.trail.invalidate();
+        self.eval_slow(rule, cache, hay, c, eof, budget)
     }
 
     /// [`Rule::finish`], skipped when the whole match `[c, end)` lies inside what this rule
@@ -507,6 +592,7 @@ impl Rule {
         hay: &[u8],
         c: usize,
         end: Option<usize>,
+        budget: usize,
     ) -> Option<(usize, usize)> {
         let e = end?;
         #[cfg(test)]
@@ -520,7 +606,7 @@ impl Rule {
         {
             return None;
         }
-        let hit = self.finish(rule, cache, hay, c, end);
+        let hit = self.finish(rule, cache, hay, c, end, budget);
         if let Some((s, e)) = hit {
             cache.trail.covered = Some(match cache.trail.covered {
                 Some((s0, e0)) if s0 <= e && s <= e0 => (s0.min(s), e0.max(e)),
@@ -538,12 +624,18 @@ impl Rule {
         hay: &[u8],
         c: usize,
         eof: bool,
+        budget: usize,
     ) -> Eval {
+        // The PikeVM may read to the window's end: charged up front.
+        cache.steps = cache.steps.saturating_add(hay.len() - c);
+        if cache.steps > budget {
+            return Eval::Exhausted;
+        }
         let input = Input::new(hay).range(c..).anchored(Anchored::Yes);
         rule.vm.search(&mut cache.vm, &input, &mut cache.caps);
         match cache.caps.get_match() {
             Some(m) if eof || m.end() < hay.len() => {
-                Eval::Done(self.finish(rule, cache, hay, c, Some(m.end())))
+                Eval::Done(self.finish(rule, cache, hay, c, Some(m.end()), budget))
             }
             Some(_) => Eval::Live,
             None if eof => Eval::Done(None),
@@ -558,8 +650,15 @@ impl Rule {
         hay: &[u8],
         c: usize,
         end: Option<usize>,
+        budget: usize,
     ) -> Option<(usize, usize)> {
         let e = end?;
+        // Captures and the check read the match again: charged. Past the budget, the whole
+        // match is replaced unchecked (over-redaction, never a leak).
+        cache.steps = cache.steps.saturating_add(e - c);
+        if cache.steps > budget {
+            return (c < e).then_some((c, e));
+        }
         let (s, e) = if rule.secret_groups.is_empty() {
             (c, e)
         } else {
@@ -1060,20 +1159,58 @@ impl Matcher {
         // the window's end, so its later anchors in this window need no run of their own: each
         // would re-run the rule to the window's end (quadratic time on repeated anchors).
         let mut held_from: Vec<u32> = Vec::new();
-        // A trail is this window's only: positions and states mean nothing in the next.
+        // A trail is this window's only: positions and states mean nothing in the next. The
+        // work budget is per scan.
         for cache in caches.iter_mut().flatten() {
             cache.trail.reset();
+            cache.steps = 0;
         }
+        let budget = scan_budget(len);
+        // Rules out of budget: `(rule, end)`, their candidates before `end` already covered.
+        let mut lined: Vec<(u32, usize)> = Vec::new();
+        // The last line break looked up: `(from, found)`, found at or after `from`.
+        let mut nl: Option<(usize, Option<usize>)> = None;
         for &(c, r) in cands.iter() {
             if held_from.contains(&r) {
                 continue;
             }
+            if lined.iter().any(|&(lr, end)| lr == r && c < end) {
+                continue;
+            }
             let rule = &self.rules[r as usize];
-            let res = rule.eval(&mut caches[r as usize], hay, c, eof);
+            let res = rule.eval(&mut caches[r as usize], hay, c, eof, budget);
             if matches!(res, Eval::Live) {
                 held_from.push(r);
             }
             match res {
+                Eval::Exhausted => {
+                    // Taken as a match to the end of its line; with no line break in the
+                    // window, an overflow: the stream keeps covering.
+                    let brk = match nl {
+                        Some((f, found)) if f <= c && found.is_none_or(|p| p >= c) => found,
+                        _ => memchr::memchr(b'\n', &hay[c..]).map(|p| c + p),
+                    };
+                    nl = Some((c, brk));
+                    let end = brk.unwrap_or(len);
+                    if end > c {
+                        hits.push(Hit {
+                            origin: c,
+                            start: c,
+                            end,
+                            name: rule.name,
+                            known: false,
+                            sticky: false,
+                        });
+                    }
+                    match lined.iter_mut().find(|l| l.0 == r) {
+                        Some(l) => l.1 = end.max(c + 1),
+                        None => lined.push((r, end.max(c + 1))),
+                    }
+                    if brk.is_none() && !eof {
+                        overflows.push((r, c));
+                        held_from.push(r);
+                    }
+                }
                 Eval::Live if len - c > rule.max_len => {
                     hits.push(Hit {
                         origin: c,

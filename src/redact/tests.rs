@@ -2094,3 +2094,107 @@ fn sequences_outside_the_allow_list_are_dropped() {
         assert_eq!(redact(&r, &text), "ab\n", "{seq:?}");
     }
 }
+
+// ---------------------------------------------------------------- work per window (F6)
+
+/// A profile rule with a period (base64 quads, no literal prefix: every position is a
+/// candidate). Consecutive candidates are at different phases of the DFA's counter.
+const PERIODIC: &str = r"(?:[A-Za-z0-9+/]{4}){10,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?";
+
+/// Review 10, F6: one 64 KiB line of `A` under a periodic rule took a minute (every
+/// candidate ran to the end of the line). Now bounded per window, and the line is redacted.
+#[test]
+fn periodic_rule_on_a_long_line_is_linear_and_redacts_it() {
+    let r = build(&section(&[], &[PERIODIC]), &[]);
+    let mut input = vec![b'A'; 64 * 1024];
+    input.extend_from_slice(b"\nok\n");
+    let t = std::time::Instant::now();
+    let whole = r.redact_bytes(&input);
+    let chunks: Vec<&[u8]> = input.chunks(4096).collect();
+    let streamed = push_all(&r, &chunks);
+    let took = t.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(900),
+        "took {took:?}"
+    );
+    for out in [&whole, &streamed] {
+        assert!(
+            !contains(out, b"AAAA"),
+            "{:?}",
+            String::from_utf8_lossy(out)
+        );
+        // Every candidate joins the run a period back: within budget, `ok` stays.
+        assert!(out.ends_with(b"[REDACTED:patterns[0]]\nok\n"));
+    }
+    assert_eq!(whole, b"[REDACTED:patterns[0]]\nok\n");
+}
+
+/// Joins catch a periodic rule: every candidate's run joins a recorded one (here the run
+/// four bytes back) instead of running to the line's end, so the work stays within budget
+/// and nothing past the line is covered. With only the last run recorded, none joins, the
+/// budget runs out and the next line is covered too.
+#[test]
+fn periodic_rule_candidates_join_the_run_a_period_back() {
+    let r = build(&section(&[], &[PERIODIC]), &[]);
+    for unit in [&b"A"[..], b"0123456789abcdef", b"AAAAAAAAAAAAAAAAAAAAAAA/"] {
+        let mut input = unit.repeat(16 * 1024 / unit.len());
+        input.extend_from_slice(b"\nok\n");
+        assert_eq!(r.redact_bytes(&input), b"[REDACTED:patterns[0]]\nok\n");
+    }
+}
+
+/// The same with the line's end not in the first windows (pushed in small writes with no
+/// line break until the end): the stream keeps covering, nothing of the line gets out.
+#[test]
+fn periodic_rule_on_a_line_across_windows_keeps_covering() {
+    let r = build(&section(&[], &[PERIODIC]), &[]);
+    let mut input = Vec::new();
+    for i in 0..64 * 1024 {
+        input.push(if i % 997 == 0 { b'=' } else { b'A' });
+    }
+    input.extend_from_slice(b"\nok\n");
+    let t = std::time::Instant::now();
+    let whole = r.redact_bytes(&input);
+    let chunks: Vec<&[u8]> = input.chunks(1000).collect();
+    let streamed = push_all(&r, &chunks);
+    let took = t.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(900),
+        "took {took:?}"
+    );
+    for out in [&whole, &streamed] {
+        assert!(
+            !contains(out, b"AAAA"),
+            "{:?}",
+            String::from_utf8_lossy(out)
+        );
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
+    }
+}
+
+/// A rule no join can catch (period 9, above the runs a trail keeps; every position a
+/// candidate): the work budget bounds the scan, and the line is covered, never leaked.
+#[test]
+fn rule_beyond_joins_is_bounded_by_the_budget() {
+    let r = build(&section(&[], &[r"(?:[A-Za-z]{9})+!"]), &[]);
+    let mut input = vec![b'A'; 9 * 7281];
+    input.extend_from_slice(b"!\nok\n");
+    let t = std::time::Instant::now();
+    let whole = r.redact_bytes(&input);
+    let chunks: Vec<&[u8]> = input.chunks(4096).collect();
+    let streamed = push_all(&r, &chunks);
+    let took = t.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(900),
+        "took {took:?}"
+    );
+    for out in [&whole, &streamed] {
+        assert!(
+            !contains(out, b"AAAA"),
+            "{:?}",
+            String::from_utf8_lossy(out)
+        );
+        assert!(out.starts_with(b"[REDACTED:patterns[0]]"));
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
+    }
+}

@@ -875,3 +875,44 @@ fn wide_characters_unmodelled_moves_and_marks_do_not_render_a_value() {
     }
     assert!(leaks.is_empty(), "rendered whole: {leaks:#?}");
 }
+
+/// Review 10, F6: a profile rule with a period (base64 quads, no literal prefix) on one 64 KiB
+/// line of `A` cost quadratic time in the redactor, and the run outlived `--timeout 3s` by a
+/// minute. Now the redactor's work per window is bounded: the run ends in seconds and the line
+/// is redacted.
+#[test]
+fn periodic_profile_rule_on_a_long_line_ends_in_time() {
+    let s = scratch(
+        "[redact]\npatterns = ['(?:[A-Za-z0-9+/]{4}){10,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?']\n",
+    );
+    s.file(
+        "child.py",
+        "import os\nos.write(1, b'A' * 65536 + b'\\n')\nos.write(1, b'done\\n')\n",
+    );
+    let t = std::time::Instant::now();
+    let o = run_as(
+        &s,
+        As::Root,
+        &[
+            "--timeout",
+            "3s",
+            "-p",
+            "leak",
+            "--",
+            "/usr/bin/python3",
+            "child.py",
+        ],
+    );
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!contains(&o.stdout, b"AAAA"), "the line leaked");
+    assert!(
+        contains(&o.stdout, b"[REDACTED:patterns[0]]"),
+        "not redacted"
+    );
+    // Out of budget, the rule's later candidates in the window cover their lines: `done`
+    // may be replaced too, but both lines are there.
+    let lines = o.stdout.iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(lines, 2, "{:?}", String::from_utf8_lossy(&o.stdout));
+}
