@@ -269,21 +269,50 @@ pub fn prepare(plan: &BrokerPlan, got: &mut [Got]) -> Result<Prepared, Fail> {
     })
 }
 
-/// Broker events kept for the audit log: at most this many (a child that floods the broker
-/// cannot make agentrun's memory grow); the rest are counted.
+/// Broker events kept for the audit log: at most this many, of at most [`MAX_EVENT_BYTES`]
+/// in all (a child that floods the broker cannot make agentrun's memory or the log grow
+/// without bound); the rest are counted.
 const MAX_EVENTS: usize = 100_000;
+const MAX_EVENT_BYTES: usize = 16 << 20;
+/// A child-chosen string of an event (path, host, method) longer than this is cut.
+const MAX_FIELD: usize = 512;
 
-/// The broker's events, kept in order for the audit log at the end of the run.
+/// The broker's events, kept in order for the audit log at the end of the run: the events,
+/// their size, and how many were left out.
 #[derive(Clone, Default)]
-struct Events(Arc<std::sync::Mutex<(Vec<broker::Event>, u64)>>);
+struct Events(Arc<std::sync::Mutex<(Vec<broker::Event>, usize, u64)>>);
+
+/// Cut `s` to [`MAX_FIELD`] bytes (at a character boundary), saying how long it was.
+fn clip(s: &mut String) -> usize {
+    if s.len() > MAX_FIELD {
+        let mut at = MAX_FIELD;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        let len = s.len();
+        s.truncate(at);
+        s.push_str(&format!("...({len} bytes)"));
+    }
+    s.len()
+}
 
 impl broker::EventSink for Events {
-    fn emit(&self, event: broker::Event) {
+    fn emit(&self, mut event: broker::Event) {
+        let size = match &mut event {
+            broker::Event::Request(r) => {
+                clip(&mut r.path) + clip(&mut r.host) + clip(&mut r.method) + 128
+            }
+            broker::Event::Tunnel(t) => clip(&mut t.host) + 96,
+            broker::Event::Denied(d) => {
+                clip(&mut d.path) + clip(&mut d.host) + clip(&mut d.method) + 96
+            }
+        };
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0.len() < MAX_EVENTS {
+        if g.0.len() < MAX_EVENTS && g.1 + size <= MAX_EVENT_BYTES {
             g.0.push(event);
+            g.1 += size;
         } else {
-            g.1 += 1;
+            g.2 += 1;
         }
     }
 }
@@ -336,7 +365,47 @@ impl Serving {
     pub fn stop(self) -> (Vec<broker::Event>, u64, broker::Counts) {
         let counts = self.handle.stop();
         let mut g = self.events.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (evs, dropped) = std::mem::take(&mut *g);
+        let (evs, _, dropped) = std::mem::take(&mut *g);
         (evs, dropped, counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::EventSink;
+
+    fn denied(path: String) -> broker::Event {
+        broker::Event::Denied(broker::events::DeniedEvent {
+            host: "evil.example".into(),
+            port: 80,
+            method: "GET".into(),
+            path,
+            reason: broker::DenyReason::Host,
+        })
+    }
+
+    /// A child that floods the broker with huge paths cannot grow the log or agentrun's
+    /// memory: fields are cut, and past the budget events are only counted.
+    #[test]
+    fn events_are_bounded_in_size() {
+        let e = Events::default();
+        for _ in 0..100_000 {
+            e.emit(denied("/".to_string() + &"A".repeat(60_000)));
+        }
+        let g = e.0.lock().unwrap();
+        assert!(g.1 <= MAX_EVENT_BYTES, "{}", g.1);
+        assert!(
+            g.0.len() < 100_000 && g.2 > 0,
+            "{} kept, {} dropped",
+            g.0.len(),
+            g.2
+        );
+        match &g.0[0] {
+            broker::Event::Denied(d) => {
+                assert!(d.path.len() < MAX_FIELD + 32 && d.path.ends_with("(60001 bytes)"));
+            }
+            _ => panic!("kind"),
+        }
     }
 }

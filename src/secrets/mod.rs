@@ -551,6 +551,11 @@ pub fn startup_inputs(
             out.push(resolve_path(ca, &ctx.cwd, ctx.home.as_deref()));
         }
     }
+    // The broker's extra upstream roots: a swapped CA would let a server in the middle take
+    // every brokered value of a later run.
+    if let Some(ca) = profile.broker.as_ref().and_then(|b| b.ca_cert.clone()) {
+        out.push(ca);
+    }
     let uses_vault = profile.vault.is_some()
         || profile
             .secrets

@@ -102,6 +102,7 @@ try:
 except OSError as e:
     print("direct=" + str(e.errno))' > direct
 env | grep -i -E "^(https_proxy|ssl_cert_file|no_proxy)=" | sort > proxy_env
+( echo planted > up-ca.pem ) 2> ca_write; mv up-ca.pem moved.pem 2>> ca_write; true
 "#
     )
 }
@@ -189,6 +190,13 @@ fn brokered_run(who: As) {
     assert!(kinds.contains(&"broker.denied"), "{kinds:?}");
     let exit = events.iter().find(|e| e["event"] == "exit").unwrap();
     assert_eq!(exit["broker"]["requests"], 2, "{exit}");
+    // The upstream roots a later run trusts cannot be swapped by this run's child.
+    assert_eq!(
+        std::fs::read_to_string(s.path().join("up-ca.pem")).unwrap(),
+        up.ca,
+        "{who:?}: [broker].ca_cert changed: {}",
+        read("ca_write")
+    );
     // The trust bundle is gone with the run.
     let env = read("proxy_env");
     let bundle = env
