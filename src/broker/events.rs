@@ -5,6 +5,43 @@
 
 use serde::Serialize;
 
+/// The longest path, host and method an event carries (bytes); longer ones are cut.
+pub(crate) const MAX_PATH: usize = 512;
+pub(crate) const MAX_HOST: usize = 256;
+pub(crate) const MAX_METHOD: usize = 32;
+
+/// `text` with each of `pairs`' strings, in any ASCII case, replaced by `{name}`.
+pub(crate) fn scrub<'a>(text: &str, pairs: impl Iterator<Item = (&'a str, &'a String)>) -> String {
+    let (pats, names): (Vec<&str>, Vec<String>) =
+        pairs.map(|(p, n)| (p, format!("{{{n}}}"))).unzip();
+    if pats.is_empty() {
+        return text.to_string();
+    }
+    match aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+        .build(&pats)
+    {
+        Ok(ac) => ac.replace_all(text, &names),
+        // Cannot happen for these sizes; refuse to report the text rather than leak it.
+        Err(_) => "{?}".to_string(),
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), marked with `...` when cut.
+pub(crate) fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str("...");
+    text
+}
+
 /// Why a request was refused (`broker.denied`'s `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
