@@ -153,3 +153,28 @@ impl EventSink for Collect {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_is_case_insensitive_and_clip_bounds_the_length() {
+        let name = "API_KEY".to_string();
+        let ph = "sk-proj-PlaceHolder0123456789";
+        let pairs = || [(ph, &name), ("s3cret", &name)].into_iter();
+        assert_eq!(
+            scrub(&format!("{}.evil.example.com", ph.to_lowercase()), pairs()),
+            "{API_KEY}.evil.example.com"
+        );
+        assert_eq!(
+            scrub(&format!("/a/{ph}/S3CRET"), pairs()),
+            "/a/{API_KEY}/{API_KEY}"
+        );
+        assert_eq!(scrub("/plain", pairs()), "/plain");
+        let long = "/é".repeat(10_000);
+        let c = clip(long, MAX_PATH);
+        assert!(c.len() <= MAX_PATH && c.ends_with("..."), "{}", c.len());
+        assert_eq!(clip("/short".into(), MAX_PATH), "/short");
+    }
+}

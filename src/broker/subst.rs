@@ -738,4 +738,189 @@ mod tests {
         assert!(held.is_empty());
         assert!(out.ends_with(b"!data: 1\n\n"));
     }
+    /// A value with every character the encodings treat specially.
+    const ODD: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfi+CYEX=AMPLE&KEY x";
+    const ODD_PH: &str = "PHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHP";
+
+    fn odd_restorer() -> Restorer {
+        Restorer::new(&[secret("K", ODD, ODD_PH, "a.example.com")]).expect("restorer")
+    }
+
+    /// Every way `text` could still carry ODD: as it is, or decoded once from base64 (both
+    /// alphabets, any alignment) or from percent-encoding.
+    fn carries_value(text: &[u8]) -> bool {
+        use base64::alphabet::{STANDARD, URL_SAFE};
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        let cfg = GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+        let engines = [
+            GeneralPurpose::new(&STANDARD, cfg),
+            GeneralPurpose::new(&URL_SAFE, cfg),
+        ];
+        let has = |b: &[u8]| memchr::memmem::find(b, ODD.as_bytes()).is_some();
+        if has(text) {
+            return true;
+        }
+        let t = String::from_utf8_lossy(text);
+        if has(percent_encoding::percent_decode_str(&t.replace('+', " "))
+            .collect::<Vec<u8>>()
+            .as_slice())
+        {
+            return true;
+        }
+        if has(t.replace("\\/", "/").as_bytes()) {
+            return true;
+        }
+        // base64: every run of base64 characters, at each start offset mod 4.
+        for run in t.split(|c: char| !(c.is_ascii_alphanumeric() || "+/-_".contains(c))) {
+            for off in 0..4.min(run.len()) {
+                for cut in 0..3.min(run.len() - off) {
+                    let r = &run[off..run.len() - cut];
+                    for e in &engines {
+                        if let Ok(d) = e.decode(r)
+                            && has(&d)
+                        {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn base64_of_the_value_is_restored_at_every_alignment() {
+        use base64::engine::general_purpose::URL_SAFE;
+        let r = odd_restorer();
+        for pre in ["", "x:", "xy:", "x-access-token:", "ab"] {
+            for post in ["", "!", "!!", "\n"] {
+                let plain = format!("{pre}{ODD}{post}");
+                for enc in [B64.encode(&plain), URL_SAFE.encode(&plain)] {
+                    assert!(carries_value(enc.as_bytes()), "the check must see it");
+                    let body = format!("{{\"authorization\": \"Basic {enc}\"}}");
+                    let out = r.replace_all(body.as_bytes());
+                    assert!(
+                        !carries_value(&out),
+                        "{pre:?} {post:?}: {}",
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn percent_and_json_encodings_of_the_value_are_restored() {
+        let r = odd_restorer();
+        for enc in [
+            utf8_percent_encode(ODD, PATH).to_string(),
+            utf8_percent_encode(ODD, QUERY).to_string(),
+            pct(ODD, COMPONENT, false, false),
+            pct(ODD, QUERY, true, true),
+            pct(ODD, COMPONENT, true, true),
+            serde_json::to_string(ODD).expect("json"),
+            serde_json::to_string(ODD)
+                .expect("json")
+                .replace('/', "\\/"),
+        ] {
+            let body = format!("{{\"path\": \"/echo?k={enc}&z=1\"}}");
+            let out = r.replace_all(body.as_bytes());
+            assert!(
+                !carries_value(&out),
+                "{enc}: {}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(
+                String::from_utf8_lossy(&out).contains(ODD_PH),
+                "{enc}: {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        // Streaming, split anywhere, gives the same.
+        let text = format!(
+            "a{}b{}c",
+            pct(ODD, QUERY, false, false),
+            B64.encode(format!("u:{ODD}"))
+        );
+        let want = r.replace_all(text.as_bytes());
+        for split in 0..=text.len() {
+            let mut held = Vec::new();
+            let mut out = r.push(&mut held, &text.as_bytes()[..split]);
+            out.extend(r.push(&mut held, &text.as_bytes()[split..]));
+            out.extend(r.replace_all(&held));
+            assert_eq!(out, want, "{split}");
+        }
+    }
+
+    #[test]
+    fn a_requests_basic_credential_comes_back_exactly_as_the_child_sent_it() {
+        let secrets = vec![secret("K", ODD, ODD_PH, "a.example.com")];
+        let child = format!("Basic {}", B64.encode(format!("x:{ODD_PH}")));
+        let mut p = req(
+            &format!("/p/{ODD_PH}?k={ODD_PH}"),
+            &[("authorization", &child)],
+        );
+        let a = apply(&secrets, &|_| true, &mut p).expect("applies");
+        assert_eq!(a.written.len(), 3, "Basic, path and query");
+        let sent = p.headers["authorization"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert_ne!(sent, child);
+        let r = Restorer::new(&secrets)
+            .expect("restorer")
+            .with_extra(&a.written)
+            .expect("restorer");
+        let echo = format!("{{\"authorization\": \"{sent}\", \"path\": \"{}\"}}", p.uri);
+        let out = String::from_utf8(r.replace_all(echo.as_bytes())).expect("utf8");
+        assert_eq!(
+            out,
+            format!("{{\"authorization\": \"{child}\", \"path\": \"/p/{ODD_PH}?k={ODD_PH}\"}}")
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("x-echo", HeaderValue::from_str(&sent).expect("hv"));
+        r.headers(&mut h);
+        assert_eq!(h["x-echo"], child.as_str());
+    }
+
+    #[test]
+    fn header_names_holding_a_value_are_dropped_and_trailers_restored() {
+        use futures_util::FutureExt;
+        use http_body_util::BodyExt;
+        let value = "sk-proj-realVALUE0123456789abcdef";
+        let ph = "sk-proj-PLACEHOLDER0123456789abcd";
+        let r = Arc::new(Restorer::new(&[secret("K", value, ph, "a.example.com")]).expect("r"));
+        let mut h = http::HeaderMap::new();
+        let lower = format!("x-{}", value.to_ascii_lowercase());
+        h.insert(
+            HeaderName::from_bytes(lower.as_bytes()).expect("name"),
+            HeaderValue::from_static("1"),
+        );
+        h.append(
+            "x-two",
+            HeaderValue::from_str(&format!("a {value}")).expect("hv"),
+        );
+        h.append("x-two", HeaderValue::from_static("plain"));
+        r.headers(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        let two: Vec<_> = h.get_all("x-two").iter().collect();
+        assert_eq!(two, [format!("a {ph}").as_str(), "plain"]);
+
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            "x-echo",
+            HeaderValue::from_str(&format!("Bearer {value}")).expect("hv"),
+        );
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ok"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let inner = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let body = RestoreBody::new(inner, Some(r), Arc::new(AtomicU64::new(0)));
+        let got = body.collect().now_or_never().expect("ready").expect("ok");
+        let t = got.trailers().expect("trailers").clone();
+        assert_eq!(t["x-echo"], format!("Bearer {ph}").as_str());
+    }
 }
