@@ -1,7 +1,8 @@
 //! What the broker reports, as typed `Serialize` structs: one per request, tunnel and
 //! denial. They carry names, hosts, paths without the query, counts and times, and NEVER a
-//! value or a placeholder (the path is the one the child sent, before substitution, with
-//! every placeholder in it replaced by `{NAME}`).
+//! value or a placeholder (the path, host and method are the ones the child sent, before
+//! substitution, with every placeholder and value in them, in any case, replaced by
+//! `{NAME}`, and cut to `MAX_PATH`, `MAX_HOST` and `MAX_METHOD` bytes).
 
 use serde::Serialize;
 
