@@ -1,9 +1,47 @@
 //! What the broker reports, as typed `Serialize` structs: one per request, tunnel and
 //! denial. They carry names, hosts, paths without the query, counts and times, and NEVER a
-//! value or a placeholder (the path is the one the child sent, before substitution, with
-//! every placeholder in it replaced by `{NAME}`).
+//! value or a placeholder (the path, host and method are the ones the child sent, before
+//! substitution, with every placeholder and value in them, in any case, replaced by
+//! `{NAME}`, and cut to `MAX_PATH`, `MAX_HOST` and `MAX_METHOD` bytes).
 
 use serde::Serialize;
+
+/// The longest path, host and method an event carries (bytes); longer ones are cut.
+pub(crate) const MAX_PATH: usize = 512;
+pub(crate) const MAX_HOST: usize = 256;
+pub(crate) const MAX_METHOD: usize = 32;
+
+/// `text` with each of `pairs`' strings, in any ASCII case, replaced by `{name}`.
+pub(crate) fn scrub<'a>(text: &str, pairs: impl Iterator<Item = (&'a str, &'a String)>) -> String {
+    let (pats, names): (Vec<&str>, Vec<String>) =
+        pairs.map(|(p, n)| (p, format!("{{{n}}}"))).unzip();
+    if pats.is_empty() {
+        return text.to_string();
+    }
+    match aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+        .build(&pats)
+    {
+        Ok(ac) => ac.replace_all(text, &names),
+        // Cannot happen for these sizes; refuse to report the text rather than leak it.
+        Err(_) => "{?}".to_string(),
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), marked with `...` when cut.
+pub(crate) fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str("...");
+    text
+}
 
 /// Why a request was refused (`broker.denied`'s `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,5 +152,30 @@ impl Collect {
 impl EventSink for Collect {
     fn emit(&self, event: Event) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_is_case_insensitive_and_clip_bounds_the_length() {
+        let name = "API_KEY".to_string();
+        let ph = "sk-proj-PlaceHolder0123456789";
+        let pairs = || [(ph, &name), ("s3cret", &name)].into_iter();
+        assert_eq!(
+            scrub(&format!("{}.evil.example.com", ph.to_lowercase()), pairs()),
+            "{API_KEY}.evil.example.com"
+        );
+        assert_eq!(
+            scrub(&format!("/a/{ph}/S3CRET"), pairs()),
+            "/a/{API_KEY}/{API_KEY}"
+        );
+        assert_eq!(scrub("/plain", pairs()), "/plain");
+        let long = "/é".repeat(10_000);
+        let c = clip(long, MAX_PATH);
+        assert!(c.len() <= MAX_PATH && c.ends_with("..."), "{}", c.len());
+        assert_eq!(clip("/short".into(), MAX_PATH), "/short");
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 
 use super::ca::{Ca, parse_pem_certs, system_roots};
-use super::events::{DeniedEvent, DenyReason, Event, EventSink, RequestEvent, TunnelEvent};
+use super::events::{self, DeniedEvent, DenyReason, Event, EventSink, RequestEvent, TunnelEvent};
 use super::rules::{self, HostPattern};
 use super::subst::{self, Counted, RestoreBody, Restorer};
 use super::{Config, Control, Counters, Error, Limits, Secret};
@@ -154,26 +154,26 @@ impl State {
             Counters::bump(&self.counters.rate_limited);
         }
         self.events.emit(Event::Denied(DeniedEvent {
-            host: t.host.clone(),
+            host: self.scrub(&t.host, events::MAX_HOST),
             port: t.port,
-            method: method.as_str().to_string(),
-            path: self.scrub_path(path),
+            method: self.scrub(method.as_str(), events::MAX_METHOD),
+            path: self.scrub(path, events::MAX_PATH),
             reason,
         }));
     }
 
-    /// A path for an event: every placeholder (and value) replaced by `{NAME}`.
-    fn scrub_path(&self, path: &str) -> String {
+    /// Text for an event (a path, host or method): every placeholder and value, in any
+    /// case, replaced by `{NAME}`, then cut to `max` bytes.
+    fn scrub(&self, text: &str, max: usize) -> String {
         use secrecy::ExposeSecret;
-        let mut p = path.to_string();
-        for s in &self.secrets {
-            p = p.replace(&s.placeholder, &format!("{{{}}}", s.name));
+        let pairs = self.secrets.iter().flat_map(|s| {
             let v = s.value.expose_secret();
-            if !v.is_empty() {
-                p = p.replace(v, &format!("{{{}}}", s.name));
-            }
-        }
-        p
+            [s.placeholder.as_str(), v]
+                .into_iter()
+                .filter(|x| !x.is_empty())
+                .map(move |x| (x, &s.name))
+        });
+        events::clip(events::scrub(text, pairs), max)
     }
 
     /// Resolve `t` and check every address; the address returned is the one to dial.
@@ -510,10 +510,14 @@ async fn plain(st: Arc<State>, t: Target, req: Request<Incoming>) -> Response<Bo
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
 
 /// Does the `Host` header name the target? (Absent is fine: it is set from the target.)
+/// Only `host` or `host:port`: userinfo (`evil@host`) is refused.
 fn host_header_ok(v: &HeaderValue, t: &Target, scheme: Scheme) -> bool {
     let Ok(text) = v.to_str() else {
         return false;
     };
+    if text.contains('@') {
+        return false;
+    }
     let Ok(auth) = text.parse::<http::uri::Authority>() else {
         return false;
     };
@@ -604,9 +608,18 @@ async fn forward(
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
 
-    if let Some(h) = parts.headers.get(header::HOST)
-        && !host_header_ok(h, &t, scheme)
-    {
+    // One Host, naming the target; an absolute-form target inside an intercepted
+    // connection must name it too.
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_bad = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => !host_header_ok(h, &t, scheme),
+        (Some(_), Some(_)) => true,
+        (None, _) => false,
+    };
+    let authority_bad = parts.uri.authority().is_some_and(|a| {
+        HeaderValue::from_str(a.as_str()).map_or(true, |v| !host_header_ok(&v, &t, scheme))
+    });
+    if host_bad || authority_bad {
         st.deny(&t, &method, &path, DenyReason::HostHeader);
         return answer(
             StatusCode::MISDIRECTED_REQUEST,
@@ -625,7 +638,7 @@ async fn forward(
         .filter(|s| s.hosts.iter().any(|h| h.matches(&t.host, t.port)))
     {
         if let Some(m) = &s.methods
-            && !m.iter().any(|m| m.eq_ignore_ascii_case(method.as_str()))
+            && !m.iter().any(|m| m == method.as_str())
         {
             st.deny(&t, &method, &path, DenyReason::Method);
             return answer(
@@ -677,8 +690,13 @@ async fn forward(
     }
     let restore = if applied.names.is_empty() && scheme == Scheme::Http {
         None
-    } else {
+    } else if applied.written.is_empty() {
         st.restorer.clone()
+    } else {
+        st.restorer
+            .as_ref()
+            .and_then(|r| r.with_extra(&applied.written))
+            .map(Arc::new)
     };
 
     strip_hop(&mut parts.headers);
@@ -713,10 +731,10 @@ async fn forward(
 
     let mut event = RequestEvent {
         names: applied.names.clone(),
-        method: method.as_str().to_string(),
-        host: t.host.clone(),
+        method: st.scrub(method.as_str(), events::MAX_METHOD),
+        host: st.scrub(&t.host, events::MAX_HOST),
         port: t.port,
-        path: st.scrub_path(&path),
+        path: st.scrub(&path, events::MAX_PATH),
         status: 0,
         bytes_up: 0,
         bytes_down: 0,
@@ -782,6 +800,9 @@ async fn forward(
         }
     }
     strip_hop(&mut rparts.headers);
+    // The upstream's own reason phrase never reaches the child (it could carry a value):
+    // hyper writes the canonical one for the status.
+    rparts.extensions.remove::<hyper::ext::ReasonPhrase>();
     if let Some(r) = &restore {
         r.headers(&mut rparts.headers);
         if r.changes_length() {

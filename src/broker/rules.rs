@@ -247,14 +247,39 @@ impl PathGlob {
         &self.text
     }
 
-    /// Does the glob match `path` (without the query)?
+    /// Does the glob match `path` (without the query)? A path an upstream might resolve
+    /// to another one matches no glob: see [`path_is_plain`].
     pub fn matches(&self, path: &str) -> bool {
+        if !path_is_plain(path) {
+            return false;
+        }
         let Some(rest) = path.strip_prefix('/') else {
             return false;
         };
         let parts: Vec<&str> = rest.split('/').collect();
         match_segs(&self.segments, &parts)
     }
+}
+
+/// Is `path` free of what an upstream may resolve to a different path: a `.` or `..`
+/// segment (with or without `;params`), a percent-encoded `.`, `/`, `\` or `%`, a `\`,
+/// or a control character? A `paths` allow-list applies only to such paths; the others
+/// are refused rather than normalised, so the upstream gets exactly what was checked.
+pub fn path_is_plain(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%25", "%00"]
+        .iter()
+        .any(|e| lower.contains(e))
+    {
+        return false;
+    }
+    if path.bytes().any(|b| b == b'\\' || b.is_ascii_control()) {
+        return false;
+    }
+    !path.split('/').any(|seg| {
+        let seg = seg.split(';').next().unwrap_or(seg);
+        seg == "." || seg == ".."
+    })
 }
 
 fn match_segs(globs: &[Seg], parts: &[&str]) -> bool {
@@ -501,6 +526,26 @@ mod tests {
         assert!(!g("/ab*ba").matches("/aba"));
         assert!(g("/").matches("/"));
         assert!(!g("/v1").matches("v1"));
+        // Dot segments and encoded separators match no glob (review 11, F8).
+        for sneaky in [
+            "/v1/../secret",
+            "/v1/./x",
+            "/v1/%2e%2e/secret",
+            "/v1/%2E%2E/secret",
+            "/v1/..%2fsecret",
+            "/v1/..%2Fsecret",
+            "/v1/x%5c..%5csecret",
+            "/v1/x\\..\\secret",
+            "/v1/%252e%252e/secret",
+            "/v1;/../secret",
+            "/v1/..;/secret",
+            "/v1/x/..",
+        ] {
+            assert!(!g("/v1/**").matches(sneaky), "{sneaky}");
+            assert!(!path_is_plain(sneaky), "{sneaky}");
+        }
+        assert!(path_is_plain("/v1/a.b/..c/c../x.json"));
+        assert!(g("/v1/**").matches("/v1/a..b/file.txt"));
         for bad in ["v1/*", "/v1?x=1", "/v1/a**", "/v1/**x/"] {
             assert!(PathGlob::parse(bad).is_err(), "{bad}");
         }

@@ -51,6 +51,10 @@ pub(crate) struct Applied {
     pub names: Vec<String>,
     /// Secrets whose placeholder stays, because the target is not theirs.
     pub mismatch: Vec<String>,
+    /// Each encoded string this request wrote that differs from the raw value (a whole
+    /// Basic credential, a percent-encoded value), with what the child had in its place:
+    /// the response gets them put back ([`Restorer::with_extra`]).
+    pub written: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Why a request could not be substituted.
@@ -88,6 +92,15 @@ pub(crate) fn apply(
             let mut new_vals = Vec::with_capacity(vals.len());
             for v in vals {
                 let (nv, hit) = header_value(&v, ph, value, ok && s.parts.header)?;
+                if let Some(n) = &nv
+                    && !n
+                        .as_bytes()
+                        .windows(value.len().max(1))
+                        .any(|w| w == value.as_bytes())
+                {
+                    out.written
+                        .push((n.as_bytes().to_vec(), v.as_bytes().to_vec()));
+                }
                 found |= hit;
                 changed |= nv.is_some();
                 new_vals.push(nv.unwrap_or(v));
@@ -102,7 +115,11 @@ pub(crate) fn apply(
         if path.contains(ph) {
             found = true;
             if ok && s.parts.path {
-                path = path.replace(ph, &utf8_percent_encode(value, PATH).to_string());
+                let enc = utf8_percent_encode(value, PATH).to_string();
+                path = path.replace(ph, &enc);
+                if enc != value {
+                    out.written.push((enc.into_bytes(), ph.as_bytes().to_vec()));
+                }
             }
         }
         if let Some(q) = &mut query
@@ -110,7 +127,11 @@ pub(crate) fn apply(
         {
             found = true;
             if ok && s.parts.query {
-                *q = q.replace(ph, &utf8_percent_encode(value, QUERY).to_string());
+                let enc = utf8_percent_encode(value, QUERY).to_string();
+                *q = q.replace(ph, &enc);
+                if enc != value {
+                    out.written.push((enc.into_bytes(), ph.as_bytes().to_vec()));
+                }
             }
         }
         if found {
@@ -181,64 +202,212 @@ pub(crate) fn body_substitution_wanted(
 }
 
 /// Values -> placeholders in responses.
+///
+/// Every form the broker itself may have produced is put back, not just the raw value: the
+/// percent-encodings it writes in a path or query (and the usual variants an upstream may
+/// echo: lower-case hex, `+` for a space, every reserved character escaped), JSON escaping,
+/// and base64 at each of the three alignments (standard and URL-safe alphabets), since a
+/// Basic header is base64 of `user:VALUE`. A request's own exact substitutions (the whole
+/// Basic credential it wrote, say) are added by [`Restorer::with_extra`].
 pub(crate) struct Restorer {
     ac: AhoCorasick,
-    values: Vec<Vec<u8>>,
-    placeholders: Vec<Vec<u8>>,
-    /// The longest value, minus one: what a chunk's end must hold back.
+    /// The same patterns, ASCII case-insensitive: for header names (lower-cased on the way).
+    ac_names: AhoCorasick,
+    /// (what the upstream may send, what the child gets instead), `ac`'s pattern order.
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The longest pattern, minus one: what a chunk's end must hold back.
     hold: usize,
-    /// Some placeholder is longer than its value: Content-Length changes.
+    /// Some replacement differs in length from its pattern: Content-Length changes.
     changes_length: bool,
+}
+
+/// Shortest derived (encoded) form restored: a shorter one would match unrelated text.
+const MIN_FORM: usize = 6;
+
+/// Characters left alone by the strictest percent-encoding (RFC 3986 unreserved).
+const COMPONENT: &AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `value` percent-encoded with `set`, hex in upper or lower case, a space as `%20` or `+`.
+fn pct(value: &str, set: &'static AsciiSet, lower: bool, plus: bool) -> String {
+    let mut out = utf8_percent_encode(value, set).to_string();
+    if plus {
+        out = out.replace("%20", "+");
+    }
+    if lower {
+        // Only the two hex digits after each '%' change case.
+        let b = out.as_bytes();
+        let mut o = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                o.push(b'%');
+                o.push(b[i + 1].to_ascii_lowercase());
+                o.push(b[i + 2].to_ascii_lowercase());
+                i += 3;
+            } else {
+                o.push(b[i]);
+                i += 1;
+            }
+        }
+        out = String::from_utf8(o).unwrap_or(out);
+    }
+    out
+}
+
+/// JSON string escaping, with and without `\/`.
+fn json_forms(value: &str) -> [String; 2] {
+    let plain = serde_json::to_string(value).unwrap_or_default();
+    let plain = plain
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or("")
+        .to_string();
+    let slashed = plain.replace('/', "\\/");
+    [plain, slashed]
+}
+
+/// The base64 characters that depend only on `bytes` when they start at offset `align`
+/// (0, 1 or 2) of a 3-byte group.
+fn b64_core(engine: &base64::engine::GeneralPurpose, bytes: &[u8], align: usize) -> String {
+    let mut buf = vec![0u8; align];
+    buf.extend_from_slice(bytes);
+    let enc = engine.encode(&buf);
+    let enc = enc.trim_end_matches('=');
+    let skip = (align * 8).div_ceil(6);
+    let full = ((align + bytes.len()) * 8) / 6;
+    if full <= skip {
+        return String::new();
+    }
+    enc[skip..full.min(enc.len())].to_string()
+}
+
+/// Every (form of the value, same form of the placeholder) the broker restores.
+fn forms(value: &str, placeholder: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use base64::engine::general_purpose::URL_SAFE;
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = vec![(value.into(), placeholder.into())];
+    let mut add = |v: String, p: String| {
+        if v.len() >= MIN_FORM && v != value && !out.iter().any(|(x, _)| *x == v.as_bytes()) {
+            out.push((v.into_bytes(), p.into_bytes()));
+        }
+    };
+    for set in [PATH, QUERY, COMPONENT] {
+        for lower in [false, true] {
+            for plus in [false, true] {
+                add(
+                    pct(value, set, lower, plus),
+                    pct(placeholder, set, lower, plus),
+                );
+            }
+        }
+    }
+    let [jv, jvs] = json_forms(value);
+    let [jp, jps] = json_forms(placeholder);
+    add(jv, jp);
+    add(jvs, jps);
+    for engine in [&B64, &URL_SAFE] {
+        for align in 0..3 {
+            add(
+                b64_core(engine, value.as_bytes(), align),
+                b64_core(engine, placeholder.as_bytes(), align),
+            );
+        }
+    }
+    out
 }
 
 impl Restorer {
     pub(super) fn new(secrets: &[Secret]) -> Option<Restorer> {
-        let values: Vec<&[u8]> = secrets
-            .iter()
-            .map(|s| s.value.expose_secret().as_bytes())
-            .filter(|v| !v.is_empty())
-            .collect();
-        if values.is_empty() {
-            return None;
-        }
-        let placeholders = secrets
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = secrets
             .iter()
             .filter(|s| !s.value.expose_secret().is_empty())
-            .map(|s| s.placeholder.as_bytes().to_vec())
+            .flat_map(|s| forms(s.value.expose_secret(), &s.placeholder))
             .collect();
-        let hold = values.iter().map(|v| v.len()).max().unwrap_or(1) - 1;
-        let changes_length = secrets
-            .iter()
-            .any(|s| s.value.expose_secret().len() != s.placeholder.len());
+        Restorer::build(pairs)
+    }
+
+    fn build(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Restorer> {
+        if pairs.is_empty() {
+            return None;
+        }
+        let patterns: Vec<&[u8]> = pairs.iter().map(|(v, _)| v.as_slice()).collect();
+        let hold = patterns.iter().map(|v| v.len()).max().unwrap_or(1) - 1;
+        let changes_length = pairs.iter().any(|(v, p)| v.len() != p.len());
         let ac = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
-            .build(&values)
+            .build(&patterns)
+            .ok()?;
+        let ac_names = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&patterns)
             .ok()?;
         Some(Restorer {
             ac,
-            values: values.iter().map(|v| v.to_vec()).collect(),
-            placeholders,
+            ac_names,
+            pairs,
             hold,
             changes_length,
         })
+    }
+
+    /// This restorer plus one request's exact substitutions (what it wrote, what the child
+    /// had there).
+    pub(super) fn with_extra(&self, extra: &[(Vec<u8>, Vec<u8>)]) -> Option<Restorer> {
+        let mut pairs = self.pairs.clone();
+        for (v, p) in extra {
+            if !v.is_empty() && !pairs.iter().any(|(x, _)| x == v) {
+                pairs.push((v.clone(), p.clone()));
+            }
+        }
+        Restorer::build(pairs)
     }
 
     pub(super) fn changes_length(&self) -> bool {
         self.changes_length
     }
 
-    /// Replace every value in `bytes`.
-    pub(super) fn replace_all(&self, bytes: &[u8]) -> Vec<u8> {
-        self.ac.replace_all_bytes(bytes, &self.placeholders)
+    fn replacement(&self, m: &aho_corasick::Match) -> &[u8] {
+        &self.pairs[m.pattern().as_usize()].1
     }
 
-    /// Response headers.
+    /// Replace every value in `bytes`.
+    pub(super) fn replace_all(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut pos = 0;
+        for m in self.ac.find_iter(bytes) {
+            out.extend_from_slice(&bytes[pos..m.start()]);
+            out.extend_from_slice(self.replacement(&m));
+            pos = m.end();
+        }
+        out.extend_from_slice(&bytes[pos..]);
+        out
+    }
+
+    /// Response headers (and trailers): values restored; a header whose NAME holds a value
+    /// (in any case) is dropped, as is a value that cannot be restored.
     pub(super) fn headers(&self, headers: &mut http::HeaderMap) {
-        for v in headers.values_mut() {
-            if self.ac.is_match(v.as_bytes()) {
+        let bad_names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| self.ac_names.is_match(n.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for n in bad_names {
+            headers.remove(&n);
+        }
+        let names: Vec<HeaderName> = headers.keys().cloned().collect();
+        for name in names {
+            let vals: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+            if !vals.iter().any(|v| self.ac.is_match(v.as_bytes())) {
+                continue;
+            }
+            headers.remove(&name);
+            for v in vals {
                 let out = self.replace_all(v.as_bytes());
                 if let Ok(nv) = HeaderValue::from_bytes(&out) {
-                    *v = nv;
+                    headers.append(name.clone(), nv);
                 }
             }
         }
@@ -259,7 +428,7 @@ impl Restorer {
                 break;
             }
             out.extend_from_slice(&buf[pos..m.start()]);
-            out.extend_from_slice(&self.placeholders[m.pattern().as_usize()]);
+            out.extend_from_slice(self.replacement(&m));
             pos = m.end();
         }
         let cut = pos.max(safe);
@@ -268,16 +437,16 @@ impl Restorer {
         out
     }
 
-    /// The longest suffix of `buf` that is a proper prefix of some value.
+    /// The longest suffix of `buf` that is a proper prefix of some pattern.
     fn tail_len(&self, buf: &[u8]) -> usize {
         let max = self.hold.min(buf.len());
         (1..=max)
             .rev()
             .find(|&k| {
                 let tail = &buf[buf.len() - k..];
-                self.values
+                self.pairs
                     .iter()
-                    .any(|v| v.len() > k && v.starts_with(tail))
+                    .any(|(v, _)| v.len() > k && v.starts_with(tail))
             })
             .unwrap_or(0)
     }
@@ -341,6 +510,14 @@ where
                         }
                     }
                     Err(trailers) => {
+                        let trailers = match (trailers.into_trailers(), &this.restorer) {
+                            (Ok(mut t), Some(r)) => {
+                                r.headers(&mut t);
+                                Frame::trailers(t)
+                            }
+                            (Ok(t), None) => Frame::trailers(t),
+                            (Err(other), _) => other,
+                        };
                         this.trailers = Some(trailers);
                         if let Some(out) = this.flush() {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
@@ -560,5 +737,190 @@ mod tests {
         let out = r.push(&mut held, b"!data: 1\n\n");
         assert!(held.is_empty());
         assert!(out.ends_with(b"!data: 1\n\n"));
+    }
+    /// A value with every character the encodings treat specially.
+    const ODD: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfi+CYEX=AMPLE&KEY x";
+    const ODD_PH: &str = "PHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHPHP";
+
+    fn odd_restorer() -> Restorer {
+        Restorer::new(&[secret("K", ODD, ODD_PH, "a.example.com")]).expect("restorer")
+    }
+
+    /// Every way `text` could still carry ODD: as it is, or decoded once from base64 (both
+    /// alphabets, any alignment) or from percent-encoding.
+    fn carries_value(text: &[u8]) -> bool {
+        use base64::alphabet::{STANDARD, URL_SAFE};
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        let cfg = GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+        let engines = [
+            GeneralPurpose::new(&STANDARD, cfg),
+            GeneralPurpose::new(&URL_SAFE, cfg),
+        ];
+        let has = |b: &[u8]| memchr::memmem::find(b, ODD.as_bytes()).is_some();
+        if has(text) {
+            return true;
+        }
+        let t = String::from_utf8_lossy(text);
+        if has(percent_encoding::percent_decode_str(&t.replace('+', " "))
+            .collect::<Vec<u8>>()
+            .as_slice())
+        {
+            return true;
+        }
+        if has(t.replace("\\/", "/").as_bytes()) {
+            return true;
+        }
+        // base64: every run of base64 characters, at each start offset mod 4.
+        for run in t.split(|c: char| !(c.is_ascii_alphanumeric() || "+/-_".contains(c))) {
+            for off in 0..4.min(run.len()) {
+                for cut in 0..3.min(run.len() - off) {
+                    let r = &run[off..run.len() - cut];
+                    for e in &engines {
+                        if let Ok(d) = e.decode(r)
+                            && has(&d)
+                        {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn base64_of_the_value_is_restored_at_every_alignment() {
+        use base64::engine::general_purpose::URL_SAFE;
+        let r = odd_restorer();
+        for pre in ["", "x:", "xy:", "x-access-token:", "ab"] {
+            for post in ["", "!", "!!", "\n"] {
+                let plain = format!("{pre}{ODD}{post}");
+                for enc in [B64.encode(&plain), URL_SAFE.encode(&plain)] {
+                    assert!(carries_value(enc.as_bytes()), "the check must see it");
+                    let body = format!("{{\"authorization\": \"Basic {enc}\"}}");
+                    let out = r.replace_all(body.as_bytes());
+                    assert!(
+                        !carries_value(&out),
+                        "{pre:?} {post:?}: {}",
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn percent_and_json_encodings_of_the_value_are_restored() {
+        let r = odd_restorer();
+        for enc in [
+            utf8_percent_encode(ODD, PATH).to_string(),
+            utf8_percent_encode(ODD, QUERY).to_string(),
+            pct(ODD, COMPONENT, false, false),
+            pct(ODD, QUERY, true, true),
+            pct(ODD, COMPONENT, true, true),
+            serde_json::to_string(ODD).expect("json"),
+            serde_json::to_string(ODD)
+                .expect("json")
+                .replace('/', "\\/"),
+        ] {
+            let body = format!("{{\"path\": \"/echo?k={enc}&z=1\"}}");
+            let out = r.replace_all(body.as_bytes());
+            assert!(
+                !carries_value(&out),
+                "{enc}: {}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(
+                String::from_utf8_lossy(&out).contains(ODD_PH),
+                "{enc}: {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        // Streaming, split anywhere, gives the same.
+        let text = format!(
+            "a{}b{}c",
+            pct(ODD, QUERY, false, false),
+            B64.encode(format!("u:{ODD}"))
+        );
+        let want = r.replace_all(text.as_bytes());
+        for split in 0..=text.len() {
+            let mut held = Vec::new();
+            let mut out = r.push(&mut held, &text.as_bytes()[..split]);
+            out.extend(r.push(&mut held, &text.as_bytes()[split..]));
+            out.extend(r.replace_all(&held));
+            assert_eq!(out, want, "{split}");
+        }
+    }
+
+    #[test]
+    fn a_requests_basic_credential_comes_back_exactly_as_the_child_sent_it() {
+        let secrets = vec![secret("K", ODD, ODD_PH, "a.example.com")];
+        let child = format!("Basic {}", B64.encode(format!("x:{ODD_PH}")));
+        let mut p = req(
+            &format!("/p/{ODD_PH}?k={ODD_PH}"),
+            &[("authorization", &child)],
+        );
+        let a = apply(&secrets, &|_| true, &mut p).expect("applies");
+        assert_eq!(a.written.len(), 3, "Basic, path and query");
+        let sent = p.headers["authorization"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert_ne!(sent, child);
+        let r = Restorer::new(&secrets)
+            .expect("restorer")
+            .with_extra(&a.written)
+            .expect("restorer");
+        let echo = format!("{{\"authorization\": \"{sent}\", \"path\": \"{}\"}}", p.uri);
+        let out = String::from_utf8(r.replace_all(echo.as_bytes())).expect("utf8");
+        assert_eq!(
+            out,
+            format!("{{\"authorization\": \"{child}\", \"path\": \"/p/{ODD_PH}?k={ODD_PH}\"}}")
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("x-echo", HeaderValue::from_str(&sent).expect("hv"));
+        r.headers(&mut h);
+        assert_eq!(h["x-echo"], child.as_str());
+    }
+
+    #[test]
+    fn header_names_holding_a_value_are_dropped_and_trailers_restored() {
+        use futures_util::FutureExt;
+        use http_body_util::BodyExt;
+        let value = "sk-proj-realVALUE0123456789abcdef";
+        let ph = "sk-proj-PLACEHOLDER0123456789abcd";
+        let r = Arc::new(Restorer::new(&[secret("K", value, ph, "a.example.com")]).expect("r"));
+        let mut h = http::HeaderMap::new();
+        let lower = format!("x-{}", value.to_ascii_lowercase());
+        h.insert(
+            HeaderName::from_bytes(lower.as_bytes()).expect("name"),
+            HeaderValue::from_static("1"),
+        );
+        h.append(
+            "x-two",
+            HeaderValue::from_str(&format!("a {value}")).expect("hv"),
+        );
+        h.append("x-two", HeaderValue::from_static("plain"));
+        r.headers(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        let two: Vec<_> = h.get_all("x-two").iter().collect();
+        assert_eq!(two, [format!("a {ph}").as_str(), "plain"]);
+
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            "x-echo",
+            HeaderValue::from_str(&format!("Bearer {value}")).expect("hv"),
+        );
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ok"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let inner = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let body = RestoreBody::new(inner, Some(r), Arc::new(AtomicU64::new(0)));
+        let got = body.collect().now_or_never().expect("ready").expect("ok");
+        let t = got.trailers().expect("trailers").clone();
+        assert_eq!(t["x-echo"], format!("Bearer {ph}").as_str());
     }
 }

@@ -1174,3 +1174,412 @@ fn big_transfers_stream_in_bounded_memory() {
         "peak RSS grew from {base_kib} to {hwm} KiB"
     );
 }
+
+// Review 11 (hostile review of the broker): F1 F2 F4 F8 F9 F11 F12.
+
+/// A value with the characters percent-encoding and base64 treat specially.
+const ODD_VALUE: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY+x=";
+
+/// An upstream that puts the request's Authorization where a polite one would not: in the
+/// reason phrase (`/reason`), in a header name (`/hdrname`). Same arguments as upstream.py.
+const HOSTILE_UPSTREAM: &str = r#"
+import socket, ssl, sys, threading, json
+cert, key, log = sys.argv[1:4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(cert, key)
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(64)
+print(ls.getsockname()[1], flush=True)
+def handle(c):
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        f = t.makefile("rb")
+        while True:
+            line = f.readline()
+            if not line: return
+            path = line.split()[1].decode()
+            hdrs = {}
+            while True:
+                h = f.readline()
+                if h in (b"\r\n", b""): break
+                k, v = h.decode().split(":", 1); hdrs[k.strip().lower()] = v.strip()
+            open(log, "a").write(json.dumps({"path": path, "headers": list(hdrs.items())}) + "\n")
+            a = hdrs.get("authorization", "")
+            if path.startswith("/reason"):
+                t.sendall(("HTTP/1.1 200 %s\r\nContent-Length: 2\r\n\r\nok" % a).encode())
+            elif path.startswith("/hdrname"):
+                t.sendall(("HTTP/1.1 200 OK\r\nX-%s: 1\r\nContent-Length: 2\r\n\r\nok" % a.split()[-1]).encode())
+            else:
+                t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    except Exception:
+        pass
+def loop():
+    while True:
+        c, _ = ls.accept(); threading.Thread(target=handle, args=(c,), daemon=True).start()
+threading.Thread(target=loop, daemon=True).start()
+sys.stdin.read()
+"#;
+
+impl Upstream {
+    /// An upstream from Python `code` taking upstream.py's arguments and printing its port.
+    fn start_script(code: &str) -> Upstream {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = upstream_certs(dir.path());
+        let log = dir.path().join("requests.jsonl");
+        std::fs::write(&log, "").unwrap();
+        let mut child = Command::new(python())
+            .args(["-c", code])
+            .args([&cert, &key, &log])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("upstream port");
+        Upstream {
+            child,
+            port,
+            log,
+            ca,
+            dir,
+        }
+    }
+}
+
+impl Run {
+    /// [`Run::start`] with one secret whose rules `tweak` sets (methods, paths, parts).
+    fn start_tweaked(one: SecretSpec, up: &Upstream, tweak: impl Fn(&mut Secret)) -> Run {
+        let ca = Arc::new(broker::Ca::new().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        broker::write_bundle(&ca, &bundle).unwrap();
+        let value = SecretString::from(one.value.to_string());
+        let ph = broker::placeholder(&value, &mut rand::rng());
+        let placeholders = vec![(one.name.to_string(), one.value.to_string(), ph.clone())];
+        let mut secret = Secret {
+            name: one.name.into(),
+            value,
+            placeholder: ph,
+            hosts: one
+                .hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
+            header: one.header.map(|h| HeaderTemplate::parse(h).unwrap()),
+            parts: Parts::default(),
+            methods: None,
+            paths: None,
+        };
+        tweak(&mut secret);
+        let config = Config {
+            secrets: vec![secret],
+            allow: Vec::new(),
+            extra_roots: vec![std::fs::read(&up.ca).unwrap()],
+            limits: Limits::default(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let events = Collect::default();
+        let control = Arc::new(Control::new());
+        let handle = broker::serve(config, ca, listener, events.clone(), control.clone()).unwrap();
+        Run {
+            handle: Some(handle),
+            events,
+            control,
+            placeholders,
+            bundle,
+            _dir: dir,
+        }
+    }
+
+    /// One request, written as it is, inside an intercepted TLS connection to the upstream.
+    fn tls_raw(&self, up: &Upstream, request: &str) -> String {
+        const CODE: &str = r#"
+import socket, ssl, sys
+port, up, bundle, req = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (up, up))
+assert s.recv(4096).startswith(b"HTTP/1.1 200")
+t = ssl.create_default_context(cafile=bundle).wrap_socket(s, server_hostname="127.0.0.1")
+t.sendall(req.encode())
+out = b""
+try:
+    while True:
+        d = t.recv(65536)
+        if not d: break
+        out += d
+except Exception:
+    pass
+sys.stdout.write(out.decode("latin-1"))
+"#;
+        run_ok(Command::new(python()).args([
+            "-c",
+            CODE,
+            &self.port().to_string(),
+            &up.port.to_string(),
+            &self.bundle.display().to_string(),
+            request,
+        ]))
+    }
+}
+
+/// Does `text` carry `value`: as it is (any case), percent-decoded, or base64-decoded at
+/// any offset?
+fn carries(text: &str, value: &str) -> bool {
+    use base64::Engine;
+    let has = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .to_ascii_lowercase()
+            .contains(&value.to_ascii_lowercase())
+    };
+    if has(text.as_bytes())
+        || has(&percent_encoding::percent_decode_str(&text.replace('+', " ")).collect::<Vec<_>>())
+    {
+        return true;
+    }
+    let b64 = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '/'))
+        .any(|run| {
+            (0..4.min(run.len())).any(|off| {
+                (0..3.min(run.len() - off)).any(|cut| {
+                    b64.decode(&run[off..run.len() - cut])
+                        .is_ok_and(|d| has(&d))
+                })
+            })
+        })
+}
+
+#[test]
+fn encoded_values_come_back_to_the_child_as_placeholders() {
+    use base64::Engine;
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("AWS_SECRET", ODD_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let ph = run.ph("AWS_SECRET").to_string();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x:{ph}"))
+    );
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "-D",
+        "-",
+        "-H",
+        &format!("Authorization: {basic}"),
+        &format!("https://127.0.0.1:{}/echo?k={ph}&v=1", up.port),
+    ]));
+    // The upstream got the value, base64-encoded and percent-encoded by the broker...
+    let reqs = up.requests();
+    let sent = header(&reqs[0], "authorization").unwrap();
+    assert!(carries(sent, ODD_VALUE), "{sent}");
+    assert!(carries(reqs[0]["path"].as_str().unwrap(), ODD_VALUE));
+    // ... and echoed both back: the child sees its own Basic credential and placeholder.
+    assert!(!carries(&out, ODD_VALUE), "{out}");
+    assert!(
+        out.contains(&format!("\"authorization\": \"{basic}\"")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("/echo?k={ph}&v=1")), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains(&format!("x-echo: {}", basic.to_ascii_lowercase())),
+        "{out}"
+    );
+    run.checked_events();
+}
+
+#[test]
+fn the_host_header_is_one_without_userinfo_naming_the_target() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    let h = up.host();
+    for req in [
+        format!(
+            "GET /echo HTTP/1.1\r\nHost: {h}\r\nHost: evil.example.com\r\nAuthorization: Bearer {ph}\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET /echo HTTP/1.1\r\nHost: evil.example.com\r\nHost: {h}\r\nAuthorization: Bearer {ph}\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET /echo HTTP/1.1\r\nHost: evil.example.com@{h}\r\nAuthorization: Bearer {ph}\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET https://evil.example.com/echo HTTP/1.1\r\nHost: {h}\r\nAuthorization: Bearer {ph}\r\nConnection: close\r\n\r\n"
+        ),
+    ] {
+        let out = run.tls_raw(&up, &req);
+        assert!(out.starts_with("HTTP/1.1 421"), "{req:?}: {out}");
+    }
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+    // Still served when the Host is right.
+    let out = run.tls_raw(
+        &up,
+        &format!("GET /x HTTP/1.1\r\nHost: {h}\r\nAuthorization: Bearer {ph}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // Plain http: userinfo in the absolute-form target is refused too.
+    let r = raw(
+        run.port(),
+        format!("GET http://evil.example.com@{h}/x HTTP/1.1\r\nHost: {h}\r\n\r\n").as_bytes(),
+    );
+    assert!(r.starts_with("http/1.1 421"), "{r}");
+    let events = run.checked_events();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["reason"] == "host-header")
+            .count(),
+        5,
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn paths_and_methods_allow_lists_cannot_be_sidestepped() {
+    let up = Upstream::start();
+    let run = Run::start_tweaked(
+        spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()]),
+        &up,
+        |s| {
+            s.methods = Some(vec!["GET".into()]);
+            s.paths = Some(vec![broker::PathGlob::parse("/allowed/**").unwrap()]);
+        },
+    );
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    let code = |p: &str| {
+        run_ok(run.client("curl").args([
+            "-sS",
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {ph}"),
+            &format!("https://127.0.0.1:{}{p}", up.port),
+        ]))
+    };
+    assert_eq!(code("/allowed/x"), "200");
+    for p in [
+        "/secret",
+        "/allowed/../secret",
+        "/allowed/%2e%2e/secret",
+        "/allowed/%2E%2E/secret",
+        "/allowed/..%2fsecret",
+        "/allowed/x/../../echo",
+        "/allowed/./x",
+        "/allowed;/../echo",
+        "/allowed/x%5c..%5c..%5cecho",
+    ] {
+        assert_eq!(code(p), "403", "{p}");
+    }
+    let h = up.host();
+    let out = run.tls_raw(
+        &up,
+        &format!("get /allowed/x HTTP/1.1\r\nHost: {h}\r\nAuthorization: Bearer {ph}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    let paths: Vec<_> = up
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paths, ["/allowed/x"]);
+}
+
+#[test]
+fn the_upstreams_reason_phrase_and_header_names_never_carry_a_value() {
+    let up = Upstream::start_script(HOSTILE_UPSTREAM);
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    for p in ["/reason", "/hdrname"] {
+        let out = run_ok(run.client("curl").args([
+            "-sS",
+            "-D",
+            "-",
+            "-H",
+            &format!("Authorization: Bearer {ph}"),
+            &format!("https://127.0.0.1:{}{p}", up.port),
+        ]));
+        assert!(!carries(&out, OPENAI_VALUE), "{p}: {out}");
+        // The last status line: curl prints the CONNECT answer's first.
+        let status = out.lines().rfind(|l| l.starts_with("HTTP/1.1 ")).unwrap();
+        assert_eq!(status.trim_end(), "HTTP/1.1 200 OK", "{p}: {out}");
+    }
+    assert_eq!(up.requests().len(), 2);
+}
+
+#[test]
+fn events_carry_no_placeholder_in_host_or_method_and_bounded_paths() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    let p = run.port();
+    raw(
+        p,
+        format!("{ph} http://evil.example.com/x HTTP/1.1\r\nHost: evil.example.com\r\n\r\n")
+            .as_bytes(),
+    );
+    let lower = ph.to_ascii_lowercase();
+    raw(
+        p,
+        format!("CONNECT {lower}.evil.example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    );
+    let h = up.host();
+    run.tls_raw(
+        &up,
+        &format!("{ph} /echo HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"),
+    );
+    let long = "a".repeat(20_000);
+    raw(
+        p,
+        format!("GET http://evil.example.com/{long} HTTP/1.1\r\nHost: evil.example.com\r\n\r\n")
+            .as_bytes(),
+    );
+    let events = run.checked_events();
+    assert!(events.len() >= 4, "{events:#?}");
+    for e in &events {
+        let text = e.to_string();
+        assert!(!text.to_ascii_lowercase().contains(&lower), "{text}");
+        assert!(e["path"].as_str().unwrap().len() <= 512, "{}", text.len());
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["host"] == "{OPENAI_API_KEY}.evil.example.com"),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["method"] == "{OPENAI_API_KEY}")
+            .count()
+            >= 2,
+        "{events:#?}"
+    );
+}
