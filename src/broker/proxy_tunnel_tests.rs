@@ -49,7 +49,11 @@ fn event_fields_are_bounded() {
     let long = "a".repeat(60 * 1024);
     let b = bounded(&long);
     assert!(b.len() < EVENT_FIELD_MAX + 32, "{}", b.len());
-    assert!(b.ends_with("...[61440 bytes]"), "{}", &b[EVENT_FIELD_MAX - 4..]);
+    assert!(
+        b.ends_with("...[61440 bytes]"),
+        "{}",
+        &b[EVENT_FIELD_MAX - 4..]
+    );
     // A cut inside a multi-byte char moves back to its start.
     let wide = format!("{}é{}", "a".repeat(EVENT_FIELD_MAX - 1), "b".repeat(10));
     let b = bounded(&wide);

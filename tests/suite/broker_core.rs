@@ -1315,7 +1315,10 @@ fn the_connection_cap_holds_for_tunnels_and_intercepts() {
                 .unwrap();
             ok = out.status.success() && out.stdout == b"ok";
         }
-        assert!(ok, "the broker serves a request after the {target} CONNECTs close");
+        assert!(
+            ok,
+            "the broker serves a request after the {target} CONNECTs close"
+        );
     }
 }
 
@@ -1391,7 +1394,11 @@ except Exception:
     assert_eq!(tunnels[0]["port"], hold_port);
     assert_eq!(tunnels[0]["bytes_up"], 5);
     assert_eq!(tunnels[0]["bytes_down"], 5);
-    assert!(tunnels[0]["ms"].as_u64().unwrap() >= 300, "{:?}", tunnels[0]);
+    assert!(
+        tunnels[0]["ms"].as_u64().unwrap() >= 300,
+        "{:?}",
+        tunnels[0]
+    );
     let streams: Vec<_> = events
         .iter()
         .filter(|e| e["event"] == "broker.request" && e["path"] == "/sse")
