@@ -182,6 +182,7 @@ pub struct Handle {
     runtime: Option<tokio::runtime::Runtime>,
     counters: Arc<Counters>,
     control: Arc<Control>,
+    conns: proxy::Conns,
     addr: std::net::SocketAddr,
 }
 
@@ -203,8 +204,10 @@ impl Handle {
         }
     }
 
-    /// Stop serving: close the listener and every connection (waiting at most 1 s for
-    /// tasks to notice), and return the final counts.
+    /// Stop serving: close the listener and every connection, and return the final counts.
+    /// Every tunnel and intercepted connection still open ends first and emits its event
+    /// (bytes so far, duration) before this returns (waiting at most 1 s for them, then at
+    /// most 1 s more for the runtime, whose drop of a task still emits a tunnel's event).
     pub fn stop(mut self) -> Counts {
         self.shutdown();
         self.counts()
@@ -212,6 +215,8 @@ impl Handle {
 
     fn shutdown(&mut self) {
         if let Some(rt) = self.runtime.take() {
+            self.conns.stop();
+            self.conns.wait_closed(Duration::from_secs(1));
             rt.shutdown_timeout(Duration::from_secs(1));
         }
     }
@@ -246,6 +251,7 @@ pub fn serve(
         .enable_time()
         .build()?;
     let counters = Arc::new(Counters::default());
+    let max_connections = config.limits.max_connections;
     let state = proxy::State::new(
         config,
         ca,
@@ -257,11 +263,13 @@ pub fn serve(
         let _guard = runtime.enter();
         tokio::net::TcpListener::from_std(listener)?
     };
-    runtime.spawn(proxy::accept_loop(listener, Arc::new(state)));
+    let conns = proxy::Conns::new(max_connections);
+    runtime.spawn(proxy::accept_loop(listener, Arc::new(state), conns.clone()));
     Ok(Handle {
         runtime: Some(runtime),
         counters,
         control,
+        conns,
         addr,
     })
 }

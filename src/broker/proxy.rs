@@ -248,10 +248,88 @@ fn refused(st: &State, t: &Target, method: &Method, path: &str, r: Refusal) -> R
     }
 }
 
-pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, st: Arc<State>) {
-    let slots = Arc::new(Semaphore::new(st.limits.max_connections));
+/// The open connections: one permit per client connection, held for its whole life (the
+/// tunnel or intercept a CONNECT turns it into included), and the stop signal they watch.
+#[derive(Clone)]
+pub(crate) struct Conns {
+    slots: Arc<Semaphore>,
+    max: usize,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// One client connection's hold on its slot, shared by whatever serves it.
+pub(crate) struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Slot {
+    /// Resolves when the broker is stopping.
+    fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        stopped(self.stop.clone())
+    }
+}
+
+/// Resolves once the stop signal is set (or its sender is gone).
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `Some(f's output)`, or `None` if `stop` resolves first (then `f` is dropped).
+macro_rules! unless_stopped {
+    ($stop:expr, $f:expr) => {
+        match futures_util::future::select(std::pin::pin!($f), std::pin::pin!($stop)).await {
+            futures_util::future::Either::Left((out, _)) => Some(out),
+            futures_util::future::Either::Right(_) => None,
+        }
+    };
+}
+
+impl Conns {
+    pub(crate) fn new(max: usize) -> Conns {
+        let max = max.min(Semaphore::MAX_PERMITS);
+        Conns {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            stop: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Tell every connection to end (each emits its event as it does).
+    pub(crate) fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Wait (blocking the calling thread, not a runtime's) until every connection has
+    /// ended, or `limit` has passed. True if they all ended.
+    pub(crate) fn wait_closed(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            if self.slots.available_permits() >= self.max {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, st: Arc<State>, conns: Conns) {
+    let stop = conns.stop.subscribe();
+    loop {
+        let Some(accepted) = unless_stopped!(stopped(stop.clone()), listener.accept()) else {
+            return;
+        };
+        let (stream, _) = match accepted {
             Ok(x) => x,
             Err(_) => {
                 // Out of fds or a reset before accept: wait a little, keep serving.
@@ -259,23 +337,29 @@ pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, st: Arc<State
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Ok(permit) = conns.slots.clone().try_acquire_owned() else {
             drop(stream); // over the connection cap: closed at once
             continue;
         };
+        let slot = Arc::new(Slot {
+            _permit: permit,
+            stop: conns.stop.subscribe(),
+        });
         let _ = stream.set_nodelay(true);
         let st = st.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let svc_state = st.clone();
+            let svc_slot = slot.clone();
             let svc = service_fn(move |req| {
                 let st = svc_state.clone();
-                async move { Ok::<_, Infallible>(proxy_request(st, req).await) }
+                let slot = svc_slot.clone();
+                async move { Ok::<_, Infallible>(proxy_request(st, slot, req).await) }
             });
             let conn = server_builder(&st.limits)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
-            let _ = conn.await;
+            // At stop the connection is dropped: a response body in flight emits its event.
+            let _ = unless_stopped!(slot.stopping(), conn);
         });
     }
 }
@@ -289,9 +373,9 @@ fn server_builder(limits: &Limits) -> server_http1::Builder {
     b
 }
 
-async fn proxy_request(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+async fn proxy_request(st: Arc<State>, slot: Arc<Slot>, req: Request<Incoming>) -> Response<Body> {
     if req.method() == Method::CONNECT {
-        return connect(st, req).await;
+        return connect(st, slot, req).await;
     }
     let uri = req.uri();
     match (uri.scheme_str(), uri.authority()) {
@@ -310,7 +394,7 @@ async fn proxy_request(st: Arc<State>, req: Request<Incoming>) -> Response<Body>
     }
 }
 
-async fn connect(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+async fn connect(st: Arc<State>, slot: Arc<Slot>, req: Request<Incoming>) -> Response<Body> {
     let Some(auth) = req.uri().authority().cloned() else {
         return answer(StatusCode::BAD_REQUEST, "denied", "CONNECT needs host:port");
     };
@@ -324,8 +408,12 @@ async fn connect(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             Err(r) => return refused(&st, &t, &Method::CONNECT, "", r),
         };
         tokio::spawn(async move {
-            if let Ok(up) = hyper::upgrade::on(req).await {
-                intercept(st, t, addr, up).await;
+            // The connection's slot goes with it: the cap counts intercepts.
+            let Some(upgraded) = unless_stopped!(slot.stopping(), hyper::upgrade::on(req)) else {
+                return;
+            };
+            if let Ok(up) = upgraded {
+                intercept(st, t, addr, up, slot).await;
             }
         });
         return Response::new(empty());
@@ -348,8 +436,12 @@ async fn connect(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             };
         let _ = upstream.set_nodelay(true);
         tokio::spawn(async move {
-            if let Ok(up) = hyper::upgrade::on(req).await {
-                tunnel(st, t, TokioIo::new(up), upstream).await;
+            // The connection's slot goes with it: the cap counts tunnels.
+            let Some(upgraded) = unless_stopped!(slot.stopping(), hyper::upgrade::on(req)) else {
+                return;
+            };
+            if let Ok(up) = upgraded {
+                tunnel(st, t, TokioIo::new(up), upstream, slot).await;
             }
         });
         return Response::new(empty());
@@ -362,27 +454,90 @@ async fn connect(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     )
 }
 
-/// Byte for byte, unread, until either side closes or both are idle for `idle_timeout`.
+/// Byte for byte, unread, until either side closes, both are idle for `idle_timeout`, or
+/// the broker stops. Its `broker.tunnel` event is emitted however it ends (a guard's drop),
+/// with the bytes moved so far.
 async fn tunnel(
     st: Arc<State>,
     t: Target,
     mut child: TokioIo<hyper::upgrade::Upgraded>,
     mut upstream: TcpStream,
+    slot: Arc<Slot>,
 ) {
-    let started = Instant::now();
     Counters::bump(&st.counters.tunnels);
-    let (up, down) = idle_copy(&mut child, &mut upstream, st.limits.idle_timeout).await;
-    st.events.emit(Event::Tunnel(TunnelEvent {
-        host: t.host,
+    let guard = TunnelGuard {
+        st: st.clone(),
+        host: bounded(&t.host),
         port: t.port,
-        bytes_up: up,
-        bytes_down: down,
-        ms: started.elapsed().as_millis() as u64,
-    }));
+        started: Instant::now(),
+        up: AtomicU64::new(0),
+        down: AtomicU64::new(0),
+    };
+    let copy = idle_copy(
+        &mut child,
+        &mut upstream,
+        st.limits.idle_timeout,
+        (&guard.up, &guard.down),
+    );
+    let _ = unless_stopped!(slot.stopping(), copy);
+    drop(guard);
 }
 
-/// `copy_bidirectional`, ended when no byte moves either way for `idle`.
-async fn idle_copy<A, B>(a: &mut A, b: &mut B, idle: Duration) -> (u64, u64)
+/// Emits a tunnel's `broker.tunnel` when dropped: when the copy ends, and also when the
+/// runtime drops the task.
+struct TunnelGuard {
+    st: Arc<State>,
+    host: String,
+    port: u16,
+    started: Instant,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        // A wildcard `allow` lets the child choose the name: never a value or placeholder.
+        let host = self
+            .st
+            .scrub(&std::mem::take(&mut self.host), super::events::MAX_HOST);
+        self.st.events.emit(Event::Tunnel(TunnelEvent {
+            host,
+            port: self.port,
+            bytes_up: self.up.load(Ordering::Relaxed),
+            bytes_down: self.down.load(Ordering::Relaxed),
+            ms: self.started.elapsed().as_millis() as u64,
+        }));
+    }
+}
+
+/// The longest host an event carries; a longer one is cut (on a char boundary) and marked.
+const EVENT_FIELD_MAX: usize = 1024;
+
+fn bounded(s: &str) -> String {
+    if s.len() <= EVENT_FIELD_MAX {
+        return s.to_string();
+    }
+    let mut end = EVENT_FIELD_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...[{} bytes]", &s[..end], s.len())
+}
+
+/// How long since the last byte, in ms: saturating, as `last` is written by the copying
+/// halves (on other threads) between the watchdog's two reads and may be past `now`.
+fn idle_for(now_ms: u64, last_ms: u64) -> u64 {
+    now_ms.saturating_sub(last_ms)
+}
+
+/// `copy_bidirectional`, ended when no byte moves either way for `idle`; the bytes moved
+/// each way are added to `counts` (a to b, b to a) as they go.
+async fn idle_copy<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+    counts: (&AtomicU64, &AtomicU64),
+) -> (u64, u64)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -393,8 +548,7 @@ where
     let last = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let touch = |l: &AtomicU64| l.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    let up_bytes = AtomicU64::new(0);
-    let down_bytes = AtomicU64::new(0);
+    let (up_bytes, down_bytes) = counts;
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -430,8 +584,8 @@ where
     let watchdog = async {
         loop {
             tokio::time::sleep(idle / 4 + Duration::from_millis(1)).await;
-            let since = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
-            if since >= idle.as_millis() as u64 {
+            let now = start.elapsed().as_millis() as u64;
+            if idle_for(now, last.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
                 break;
             }
         }
@@ -446,9 +600,19 @@ where
     )
 }
 
+#[cfg(test)]
+#[path = "proxy_tunnel_tests.rs"]
+mod tunnel_tests;
+
 /// Terminate TLS with a leaf for the target (the SNI must name it), then serve HTTP/1.1 on it
 /// and forward each request upstream with values put in.
-async fn intercept(st: Arc<State>, t: Target, addr: SocketAddr, up: hyper::upgrade::Upgraded) {
+async fn intercept(
+    st: Arc<State>,
+    t: Target,
+    addr: SocketAddr,
+    up: hyper::upgrade::Upgraded,
+    slot: Arc<Slot>,
+) {
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(up));
     let Ok(Ok(start)) = tokio::time::timeout(st.limits.header_read_timeout, acceptor).await else {
         return;
@@ -484,9 +648,9 @@ async fn intercept(st: Arc<State>, t: Target, addr: SocketAddr, up: hyper::upgra
             Ok::<_, Infallible>(forward(st, t, Some(addr), upstream, Scheme::Https, req).await)
         }
     });
-    let _ = server_builder(&st.limits)
-        .serve_connection(TokioIo::new(tls), svc)
-        .await;
+    let conn = server_builder(&st.limits).serve_connection(TokioIo::new(tls), svc);
+    // At stop the connection is dropped: a response body in flight emits its event.
+    let _ = unless_stopped!(slot.stopping(), conn);
 }
 
 /// Absolute-form plain http.

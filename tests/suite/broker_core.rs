@@ -1583,3 +1583,239 @@ fn events_carry_no_placeholder_in_host_or_method_and_bounded_paths() {
         "{events:#?}"
     );
 }
+
+/// Send a CONNECT on a fresh connection and read the answer's head: `Some(stream)` if it was
+/// a 200, `None` if the broker refused or closed the connection.
+fn connect_raw(port: u16, target: &str) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    head.starts_with(b"HTTP/1.1 200").then_some(s)
+}
+
+/// A plain TCP upstream for tunnels: reads `hello`, answers `world`, then holds the
+/// connection open until the peer closes it.
+fn hold_upstream() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let mut got = [0u8; 5];
+        if s.read_exact(&mut got).is_ok() && &got == b"hello" {
+            let _ = s.write_all(b"world");
+        }
+        let mut rest = [0u8; 64];
+        while let Ok(n) = s.read(&mut rest) {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    (port, h)
+}
+
+/// A TCP upstream that accepts every connection and holds it until the peer closes it (no
+/// TLS, no backlog limit).
+struct AcceptAll {
+    port: u16,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AcceptAll {
+    fn start() -> AcceptAll {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        std::thread::spawn(move || {
+                            let _ = s.set_nonblocking(false);
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                            let mut b = [0u8; 1024];
+                            while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        AcceptAll {
+            port,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for AcceptAll {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Review F6: the cap holds for a connection's whole life, CONNECT tunnels and intercepts
+/// included (the permit was released when hyper handed the upgraded connection off).
+#[test]
+fn the_connection_cap_holds_for_tunnels_and_intercepts() {
+    const CAP: usize = 8;
+    let up = Upstream::start();
+    let tunnelled = AcceptAll::start();
+    let limits = Limits {
+        max_connections: CAP,
+        ..Limits::default()
+    };
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[&tunnelled.host()],
+        Some(&up),
+        limits,
+    );
+    let p = run.port();
+    // Tunnels (an allowed host) and intercepts (a brokered host), each N + 50 held.
+    for target in [tunnelled.host(), up.host()] {
+        let mut held = Vec::new();
+        for _ in 0..CAP + 50 {
+            if let Some(s) = connect_raw(p, &target) {
+                held.push(s);
+            }
+        }
+        assert!(
+            held.len() <= CAP,
+            "{} CONNECTs to {target} open at once with a cap of {CAP}",
+            held.len()
+        );
+        assert!(!held.is_empty(), "no CONNECT to {target} was served");
+        drop(held);
+        // The slots come back when the tunnels close: the broker serves again.
+        let mut ok = false;
+        let started = Instant::now();
+        while !ok && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+            let out = run
+                .client("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    &format!("https://127.0.0.1:{}/after-cap", up.port),
+                ])
+                .output()
+                .unwrap();
+            ok = out.status.success() && out.stdout == b"ok";
+        }
+        assert!(
+            ok,
+            "the broker serves a request after the {target} CONNECTs close"
+        );
+    }
+}
+
+/// Review F7: tunnels still open at stop emit their `broker.tunnel` (bytes so far and
+/// duration) before `stop` returns; so does an intercepted response still streaming.
+#[test]
+fn stop_emits_the_events_of_connections_still_open() {
+    let up = Upstream::start();
+    let (hold_port, hold) = hold_upstream();
+    let hold_host = format!("127.0.0.1:{hold_port}");
+    let mut run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[&hold_host],
+        Some(&up),
+        Limits::default(),
+    );
+    let p = run.port();
+    // A tunnel, 5 bytes each way, left open.
+    let mut tunnel = connect_raw(p, &hold_host).expect("the tunnel opens");
+    tunnel.write_all(b"hello").unwrap();
+    let mut back = [0u8; 5];
+    tunnel.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"world");
+    // An intercepted server-sent-event stream (10 s long), read for a while.
+    let code = format!(
+        r#"
+import http.client, ssl, sys
+ctx = ssl.create_default_context(cafile="{b}")
+c = http.client.HTTPSConnection("127.0.0.1", {p}, context=ctx)
+c.set_tunnel("127.0.0.1", {u})
+c.request("GET", "/sse?n=200")
+r = c.getresponse()
+for _ in range(3):
+    r.readline(); r.readline()
+print("streaming", flush=True)
+try:
+    while r.readline():
+        pass
+except Exception:
+    pass
+"#,
+        b = run.bundle.display(),
+        p = p,
+        u = up.port,
+    );
+    let mut sse = Command::new(python())
+        .args(["-c", &code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sse.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "streaming");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    let counts = run.handle.take().unwrap().stop();
+    let stop_took = started.elapsed();
+    let events = run.checked_events();
+    let _ = sse.kill();
+    let _ = sse.wait();
+    drop(tunnel);
+    let _ = hold.join();
+
+    assert_eq!(counts.tunnels, 1);
+    let tunnels: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "broker.tunnel")
+        .collect();
+    assert_eq!(tunnels.len(), 1, "{events:#?}");
+    assert_eq!(tunnels[0]["port"], hold_port);
+    assert_eq!(tunnels[0]["bytes_up"], 5);
+    assert_eq!(tunnels[0]["bytes_down"], 5);
+    assert!(
+        tunnels[0]["ms"].as_u64().unwrap() >= 300,
+        "{:?}",
+        tunnels[0]
+    );
+    let streams: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "broker.request" && e["path"] == "/sse")
+        .collect();
+    assert_eq!(streams.len(), 1, "{events:#?}");
+    assert!(streams[0]["bytes_down"].as_u64().unwrap() > 0);
+    assert!(
+        stop_took < Duration::from_secs(2),
+        "stop took {stop_took:?} with connections open"
+    );
+}
