@@ -18,23 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The broker's variables in the child's environment that name the trust bundle.
-const BUNDLE_VARS: &[&str] = &[
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "PIP_CERT",
-    "GIT_SSL_CAINFO",
-    "NODE_EXTRA_CA_CERTS",
-];
-const PROXY_VARS: &[&str] = &[
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+use crate::profile::broker::{BUNDLE_VARS, PROXY_VARS};
+
 /// How long agentrun waits for the child's namespace to send the listener.
 const LISTENER_WAIT: Duration = Duration::from_secs(10);
 

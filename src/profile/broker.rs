@@ -19,26 +19,39 @@ pub const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
 ];
 
-/// The variables a broker sets in the child's environment: naming one in `[env].set` or
-/// `[secrets]` next to a broker is a profile error (they would be overridden silently).
-pub const RESERVED_VARS: &[&str] = &[
+/// The proxy variables a broker sets to itself.
+pub const PROXY_VARS: &[&str] = &[
     "HTTPS_PROXY",
     "https_proxy",
     "HTTP_PROXY",
     "http_proxy",
     "ALL_PROXY",
     "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
+];
+/// The variables a broker sets to the run's trust bundle.
+pub const BUNDLE_VARS: &[&str] = &[
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
     "PIP_CERT",
     "GIT_SSL_CAINFO",
     "NODE_EXTRA_CA_CERTS",
+];
+/// The broker's other variables.
+pub const OTHER_VARS: &[&str] = &[
+    "NO_PROXY",
+    "no_proxy",
     "NODE_USE_ENV_PROXY",
     "AGENTRUN_BROKER",
 ];
+
+/// Whether the broker sets `name` in the child's environment: naming one in `[env].set` or
+/// `[secrets]` next to a broker is a profile error (it would be overridden silently).
+pub fn reserved(name: &str) -> bool {
+    [PROXY_VARS, BUNDLE_VARS, OTHER_VARS]
+        .iter()
+        .any(|l| l.contains(&name))
+}
 
 /// `N/s`, `N/min` or `N/h`: a token bucket of `count` tokens refilled over `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

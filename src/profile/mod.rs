@@ -516,7 +516,7 @@ impl Profile {
                 ));
             }
             for name in env.set.keys().chain(secrets.iter().map(|s| &s.name)) {
-                if broker::RESERVED_VARS.contains(&name.as_str()) {
+                if broker::reserved(name) {
                     return Err(at(
                         span(),
                         format!(

@@ -5,40 +5,13 @@
 //! get the value, and nothing else on the network may be reachable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use super::broker_core::upstream_certs;
 use crate::harness::*;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 const VALUE: &str = "sk-proj-brokered0123456789abcdefghijKLMNOP";
-
-/// A test CA and a leaf for 127.0.0.1, as PEM files in `dir`.
-fn upstream_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name
-        .push(DnType::CommonName, "agentrun test upstream CA");
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(p, ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut lp = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    lp.use_authority_key_identifier_extension = true;
-    let leaf = lp.signed_by(&key, &ca).unwrap();
-    let (ca_path, cert_path, key_path) = (
-        dir.join("up-ca.pem"),
-        dir.join("up-cert.pem"),
-        dir.join("up-key.pem"),
-    );
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (ca_path, cert_path, key_path)
-}
 
 struct Upstream {
     child: Child,

@@ -44,7 +44,7 @@ fn python() -> PathBuf {
 }
 
 /// A test CA and a leaf for 127.0.0.1 and localhost, as PEM files in `dir`.
-fn upstream_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn upstream_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
         KeyUsagePurpose,
