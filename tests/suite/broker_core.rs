@@ -82,12 +82,19 @@ struct Upstream {
 
 impl Upstream {
     fn start() -> Upstream {
+        let script = root().join("tests/fixtures/broker/upstream.py");
+        Upstream::start_with(&[script.as_os_str()])
+    }
+
+    /// An upstream started by `.venv`'s Python with `program` (a script, or `-c CODE`), then
+    /// upstream.py's arguments; it prints its port.
+    fn start_with<S: AsRef<std::ffi::OsStr>>(program: &[S]) -> Upstream {
         let dir = tempfile::tempdir().unwrap();
         let (ca, cert, key) = upstream_certs(dir.path());
         let log = dir.path().join("requests.jsonl");
         std::fs::write(&log, "").unwrap();
         let mut child = Command::new(python())
-            .arg(root().join("tests/fixtures/broker/upstream.py"))
+            .args(program)
             .args([&cert, &key, &log])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1221,29 +1228,7 @@ sys.stdin.read()
 impl Upstream {
     /// An upstream from Python `code` taking upstream.py's arguments and printing its port.
     fn start_script(code: &str) -> Upstream {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, cert, key) = upstream_certs(dir.path());
-        let log = dir.path().join("requests.jsonl");
-        std::fs::write(&log, "").unwrap();
-        let mut child = Command::new(python())
-            .args(["-c", code])
-            .args([&cert, &key, &log])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("upstream port");
-        Upstream {
-            child,
-            port,
-            log,
-            ca,
-            dir,
-        }
+        Upstream::start_with(&["-c", code])
     }
 }
 
