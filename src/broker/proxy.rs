@@ -886,6 +886,14 @@ async fn forward(
             HeaderValue::from_static("identity"),
         );
     }
+    // A request that carries a value gets the whole response or none: with `Range` the child
+    // could have an echo of its own request cut where it likes, so that no piece holds the
+    // whole value the restorer looks for.
+    let carries = !applied.names.is_empty();
+    if carries {
+        parts.headers.remove(header::RANGE);
+        parts.headers.remove(header::IF_RANGE);
+    }
     let up_bytes = Arc::new(AtomicU64::new(0));
     let down_bytes = Arc::new(AtomicU64::new(0));
     let body = Counted::new(body, up_bytes.clone())
@@ -958,6 +966,26 @@ async fn forward(
     };
     let (mut rparts, rbody) = resp.into_parts();
     event.status = rparts.status.as_u16();
+    // What the restorer cannot read, it cannot restore: a compressed body (sent although
+    // `identity` was asked for), or a partial one to a request carrying a value.
+    let encoded = rparts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if (restore.is_some() && encoded) || (carries && rparts.status == StatusCode::PARTIAL_CONTENT) {
+        event.status = 502;
+        emit_now(&st, event, started);
+        let why = if encoded {
+            "the upstream sent an encoded body (Content-Encoding) the broker cannot check for values"
+        } else {
+            "the upstream sent a partial response to a request carrying a credential"
+        };
+        return answer(
+            StatusCode::BAD_GATEWAY,
+            "upstream-error",
+            &format!("{}: {why}", t.authority()),
+        );
+    }
     if rparts.status == StatusCode::UNAUTHORIZED {
         for n in &applied.names {
             st.control.unauthorized(n);

@@ -1214,6 +1214,19 @@ def handle(c):
                 t.sendall(("HTTP/1.1 200 %s\r\nContent-Length: 2\r\n\r\nok" % a).encode())
             elif path.startswith("/hdrname"):
                 t.sendall(("HTTP/1.1 200 OK\r\nX-%s: 1\r\nContent-Length: 2\r\n\r\nok" % a.split()[-1]).encode())
+            elif path.startswith("/range"):
+                # An echo that honours Range, as a file server would.
+                body = ("token=" + a.split()[-1]).encode()
+                r = hdrs.get("range", "")
+                if r.startswith("bytes="):
+                    lo, hi = r[6:].split("-"); part = body[int(lo):int(hi) + 1]
+                    t.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\n\r\n" % len(part) + part)
+                else:
+                    t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            elif path.startswith("/gz"):
+                import gzip
+                body = gzip.compress(a.encode())
+                t.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             else:
                 t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     except Exception:
@@ -1803,4 +1816,52 @@ except Exception:
         stop_took < Duration::from_secs(2),
         "stop took {stop_took:?} with connections open"
     );
+}
+
+/// Review 11b, N1 and N2: the child cannot have an echo of its credential cut into pieces
+/// (`Range` is taken off a request that carries a value, and a partial answer refused), nor
+/// read it in a body the restorer cannot read (a `Content-Encoding` is refused with 502).
+#[test]
+fn ranges_and_encoded_bodies_never_carry_a_value_back() {
+    let up = Upstream::start_script(HOSTILE_UPSTREAM);
+    let run = Run::start(
+        vec![spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()])],
+        &[],
+        Some(&up),
+        Limits::default(),
+    );
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    let get = |path: &str, extra: &[&str]| {
+        let mut c = run.client("curl");
+        c.args([
+            "-sS",
+            "-D",
+            "-",
+            "-H",
+            &format!("Authorization: Bearer {ph}"),
+        ]);
+        c.args(extra);
+        c.arg(format!("https://127.0.0.1:{}{path}", up.port));
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    let mut pieces = String::new();
+    for range in ["bytes=0-25", "bytes=26-60"] {
+        let out = get("/range", &["-H", &format!("Range: {range}")]);
+        assert!(!carries(&out, OPENAI_VALUE), "{out}");
+        pieces.push_str(out.rsplit("\r\n\r\n").next().unwrap_or(""));
+    }
+    assert!(
+        !pieces.contains(&OPENAI_VALUE[6..30]),
+        "the pieces hold the value: {pieces}"
+    );
+    for r in up.requests() {
+        let h = r["headers"].to_string().to_ascii_lowercase();
+        assert!(!h.contains("\"range\""), "Range reached the upstream: {h}");
+    }
+    let out = get("/gz", &["--compressed"]);
+    assert!(
+        out.contains("502") && out.contains("upstream-error"),
+        "{out}"
+    );
+    assert!(!carries(&out, OPENAI_VALUE), "{out}");
 }
