@@ -11,23 +11,43 @@ pub(crate) const MAX_PATH: usize = 512;
 pub(crate) const MAX_HOST: usize = 256;
 pub(crate) const MAX_METHOD: usize = 32;
 
-/// `text` with each of `pairs`' strings, in any ASCII case, replaced by `{name}`.
+/// `text` with each of `pairs`' strings, in any ASCII case, replaced by `{name}`; when the
+/// text holds one only once percent-decoded, the decoded text so scrubbed.
 pub(crate) fn scrub<'a>(text: &str, pairs: impl Iterator<Item = (&'a str, &'a String)>) -> String {
     let (pats, names): (Vec<&str>, Vec<String>) =
         pairs.map(|(p, n)| (p, format!("{{{n}}}"))).unzip();
     if pats.is_empty() {
         return text.to_string();
     }
-    match aho_corasick::AhoCorasick::builder()
+    let Ok(ac) = aho_corasick::AhoCorasick::builder()
         .ascii_case_insensitive(true)
         .match_kind(aho_corasick::MatchKind::LeftmostLongest)
         .build(&pats)
-    {
-        Ok(ac) => ac.replace_all(text, &names),
+    else {
         // Cannot happen for these sizes; refuse to report the text rather than leak it.
-        Err(_) => "{?}".to_string(),
+        return "{?}".to_string();
+    };
+    // A child can percent-encode a placeholder (once or more) so that the raw text holds none:
+    // then the decoded text, scrubbed, is what is reported.
+    let mut shown = text.to_string();
+    let mut decoded = text.to_string();
+    for _ in 0..MAX_DECODES {
+        let next = percent_encoding::percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+        if ac.is_match(&decoded) {
+            shown = decoded.clone();
+        }
     }
+    ac.replace_all(&shown, &names)
 }
+
+/// How many layers of percent-encoding [`scrub`] looks through.
+const MAX_DECODES: usize = 4;
 
 /// `text` cut to at most `max` bytes (at a character boundary), marked with `...` when cut.
 pub(crate) fn clip(mut text: String, max: usize) -> String {
@@ -173,6 +193,16 @@ mod tests {
             "/a/{API_KEY}/{API_KEY}"
         );
         assert_eq!(scrub("/plain", pairs()), "/plain");
+        assert_eq!(
+            scrub("/a%20b", pairs()),
+            "/a%20b",
+            "decoded only when it hides one"
+        );
+        // Percent-encoded, once or twice: the decoded text is shown, scrubbed.
+        let once = ph.replace('-', "%2D");
+        let twice = ph.replace('-', "%252d");
+        assert_eq!(scrub(&format!("/x/{once}"), pairs()), "/x/{API_KEY}");
+        assert_eq!(scrub(&format!("/x/{twice}%20y"), pairs()), "/x/{API_KEY} y");
         let long = "/é".repeat(10_000);
         let c = clip(long, MAX_PATH);
         assert!(c.len() <= MAX_PATH && c.ends_with("..."), "{}", c.len());

@@ -716,13 +716,22 @@ fn strip_hop(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Emits `broker.request` when the response body ends (or is dropped).
+/// Emits `broker.request` when it is dropped: when the response body ends, or the request
+/// ends any other way (status 0 when it was cut off before an answer).
 struct Finish {
     st: Arc<State>,
     event: Option<RequestEvent>,
     started: Instant,
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
+}
+
+impl Finish {
+    fn status(&mut self, status: u16) {
+        if let Some(e) = &mut self.event {
+            e.status = status;
+        }
+    }
 }
 
 impl Drop for Finish {
@@ -901,7 +910,7 @@ async fn forward(
         .boxed();
     let out = Request::from_parts(parts, body);
 
-    let mut event = RequestEvent {
+    let event = RequestEvent {
         names: applied.names.clone(),
         method: st.scrub(method.as_str(), events::MAX_METHOD),
         host: st.scrub(&t.host, events::MAX_HOST),
@@ -914,6 +923,15 @@ async fn forward(
         mismatch: applied.mismatch,
     };
     Counters::bump(&st.counters.requests);
+    // From here on the request is logged however it ends: answered, failed, or cut off
+    // (the child hung up or the run ended first: status 0).
+    let mut finish = Finish {
+        st: st.clone(),
+        event: Some(event),
+        started,
+        up: up_bytes,
+        down: down_bytes.clone(),
+    };
 
     let resp = {
         let mut slot = upstream.lock().await;
@@ -926,14 +944,17 @@ async fn forward(
                 Some(a) => a,
                 None => match st.resolve(&t).await {
                     Ok(a) => a,
-                    Err(r) => return refused(&st, &t, &method, &path, r),
+                    Err(r) => {
+                        // Logged as the denial it is, not as a request.
+                        finish.event = None;
+                        return refused(&st, &t, &method, &path, r);
+                    }
                 },
             };
             match dial(&st, &t, addr, scheme).await {
                 Ok(s) => *slot = Some(s),
                 Err(why) => {
-                    event.status = 502;
-                    emit_now(&st, event, started);
+                    finish.status(502);
                     return answer(
                         StatusCode::BAD_GATEWAY,
                         "upstream-error",
@@ -950,8 +971,7 @@ async fn forward(
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
-            event.status = 502;
-            emit_now(&st, event, started);
+            finish.status(502);
             let why = if e.is_timeout() {
                 "timed out"
             } else {
@@ -965,7 +985,7 @@ async fn forward(
         }
     };
     let (mut rparts, rbody) = resp.into_parts();
-    event.status = rparts.status.as_u16();
+    finish.status(rparts.status.as_u16());
     // What the restorer cannot read, it cannot restore: a compressed body (sent although
     // `identity` was asked for), or a partial one to a request carrying a value.
     let encoded = rparts
@@ -973,8 +993,7 @@ async fn forward(
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
     if (restore.is_some() && encoded) || (carries && rparts.status == StatusCode::PARTIAL_CONTENT) {
-        event.status = 502;
-        emit_now(&st, event, started);
+        finish.status(502);
         let why = if encoded {
             "the upstream sent an encoded body (Content-Encoding) the broker cannot check for values"
         } else {
@@ -1001,13 +1020,6 @@ async fn forward(
             rparts.headers.remove(header::CONTENT_LENGTH);
         }
     }
-    let finish = Finish {
-        st: st.clone(),
-        event: Some(event),
-        started,
-        up: up_bytes,
-        down: down_bytes.clone(),
-    };
     let body = WithGuard {
         inner: RestoreBody::new(rbody, restore, down_bytes),
         _guard: finish,
@@ -1015,11 +1027,6 @@ async fn forward(
     .map_err(|e| Box::new(e) as BoxError)
     .boxed();
     Response::from_parts(rparts, body)
-}
-
-fn emit_now(st: &State, mut e: RequestEvent, started: Instant) {
-    e.ms = started.elapsed().as_millis() as u64;
-    st.events.emit(Event::Request(e));
 }
 
 /// Dial the checked address (no second resolution), TLS-verify against the roots, and

@@ -205,8 +205,11 @@ pub(crate) fn body_substitution_wanted(
 ///
 /// Every form the broker itself may have produced is put back, not just the raw value: the
 /// percent-encodings it writes in a path or query (and the usual variants an upstream may
-/// echo: lower-case hex, `+` for a space, every reserved character escaped), JSON escaping,
-/// and base64 at each of the three alignments (standard and URL-safe alphabets), since a
+/// echo: lower-case hex, `+` for a space, every reserved character escaped, encoded twice),
+/// JSON escaping (serde's and Go's), hex of the bytes in either case, and base64 at each of
+/// the three alignments (standard and URL-safe alphabets), since a
+/// Basic header is base64 of `user:VALUE`; and every long enough prefix and suffix of the
+/// value, for an upstream that cuts an echo short. Since a
 /// Basic header is base64 of `user:VALUE`. A request's own exact substitutions (the whole
 /// Basic credential it wrote, say) are added by [`Restorer::with_extra`].
 pub(crate) struct Restorer {
@@ -223,6 +226,9 @@ pub(crate) struct Restorer {
 
 /// Shortest derived (encoded) form restored: a shorter one would match unrelated text.
 const MIN_FORM: usize = 6;
+/// Shortest piece of a value (a prefix or a suffix) restored, counting only what the
+/// placeholder does not share: what a child can learn of a value from an echo cut short.
+const MIN_PIECE: usize = 8;
 
 /// Characters left alone by the strictest percent-encoding (RFC 3986 unreserved).
 const COMPONENT: &AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -304,10 +310,49 @@ fn forms(value: &str, placeholder: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
             }
         }
     }
+    // An upstream that cuts an echo short (a message clipped at N characters) would let a
+    // child slide the value across the cut and read it a piece at a time: every prefix and
+    // suffix of the raw value is put back too, once it holds more than MIN_PIECE
+    // characters the placeholder does not share (its vendor prefix is the same text).
+    if value.len() == placeholder.len() {
+        let shared = value
+            .bytes()
+            .zip(placeholder.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        for cut in 1..value.len() {
+            if !value.is_char_boundary(cut) || !placeholder.is_char_boundary(cut) {
+                continue;
+            }
+            if cut >= shared + MIN_PIECE {
+                add(value[..cut].to_string(), placeholder[..cut].to_string());
+            }
+            if value.len() - cut >= MIN_PIECE {
+                add(value[cut..].to_string(), placeholder[cut..].to_string());
+            }
+        }
+    }
+    // Percent-encoded twice (`%252F`): a value in a URL that is itself a parameter.
+    for set in [PATH, QUERY] {
+        add(
+            pct(&pct(value, set, false, false), set, false, false),
+            pct(&pct(placeholder, set, false, false), set, false, false),
+        );
+    }
     let [jv, jvs] = json_forms(value);
     let [jp, jps] = json_forms(placeholder);
+    // Go's encoding/json also writes <, > and & as \u escapes.
+    let go = |j: &str| {
+        j.replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026")
+    };
+    add(go(&jv), go(&jp));
     add(jv, jp);
     add(jvs, jps);
+    // Hex of the bytes, in either case (a digest-style dump of a header, say).
+    add(hex::encode(value), hex::encode(placeholder));
+    add(hex::encode_upper(value), hex::encode_upper(placeholder));
     for engine in [&B64, &URL_SAFE] {
         for align in 0..3 {
             add(
@@ -808,6 +853,76 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// An upstream that cuts its echo at a fixed length: wherever the child puts the cut, it
+    /// reads at most MIN_PIECE - 1 characters of the value past what the placeholder shares.
+    #[test]
+    fn an_echo_cut_short_gives_at_most_a_few_characters() {
+        let value = "sk-proj-Zq8mT4vR2xW9pL6nB3cK7hJ5gF1dS0aY";
+        let ph = format!("sk-proj-{}", "PH".repeat(16));
+        assert_eq!(ph.len(), value.len());
+        let r = Restorer::new(&[secret("K", value, &ph, "a.example.com")]).expect("restorer");
+        let mut learned = 0;
+        for pad in 0..60 {
+            // The upstream echoes the first 64 characters of what it got.
+            let echo: String = format!("{}{value}", "_".repeat(pad))
+                .chars()
+                .take(64)
+                .collect();
+            let out = String::from_utf8_lossy(&r.replace_all(echo.as_bytes())).into_owned();
+            let got = out.trim_start_matches('_');
+            let known = got
+                .bytes()
+                .zip(value.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            learned = learned.max(known);
+            // And the tail: an echo that keeps its last 24 characters.
+            let tail: String = echo
+                .chars()
+                .rev()
+                .take(24)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let out = String::from_utf8_lossy(&r.replace_all(tail.as_bytes())).into_owned();
+            let suffix = out
+                .bytes()
+                .rev()
+                .zip(value.bytes().rev())
+                .take_while(|(a, b)| a == b)
+                .count();
+            assert!(
+                suffix < MIN_PIECE || !value.ends_with(&tail),
+                "{tail} -> {out}"
+            );
+        }
+        assert!(learned < "sk-proj-".len() + MIN_PIECE, "{learned}");
+    }
+
+    /// Forms an upstream's error page or debug echo may use: hex, twice percent-encoded,
+    /// Go's JSON escaping of `&`.
+    #[test]
+    fn hex_double_percent_and_go_json_forms_are_restored() {
+        let r = odd_restorer();
+        let twice = |v: &str| pct(&pct(v, QUERY, false, false), QUERY, false, false);
+        let go = |v: &str| {
+            serde_json::to_string(v)
+                .expect("json")
+                .replace('&', "\\u0026")
+        };
+        for (enc, ph) in [
+            (hex::encode(ODD), hex::encode(ODD_PH)),
+            (hex::encode_upper(ODD), hex::encode_upper(ODD_PH)),
+            (twice(ODD), twice(ODD_PH)),
+            (go(ODD), go(ODD_PH)),
+        ] {
+            let out = r.replace_all(format!("{{\"k\": [{enc}]}}").as_bytes());
+            let out = String::from_utf8_lossy(&out);
+            assert!(!out.contains(&enc) && out.contains(&ph), "{enc}: {out}");
         }
     }
 

@@ -1,8 +1,8 @@
 //! The credential broker in a run (docs/contract.md, "The credential broker"): the profile's
 //! broker keys checked into a [`BrokerPlan`]; before the spawn, brokered values swapped for
 //! placeholders and the run's CA, trust bundle and proxy variables made ([`Prepared`]); after
-//! it, the listener the child's network namespace made is served ([`Serving`]); at the end,
-//! the broker's events and counts go to the audit log.
+//! it, the listener the child's network namespace made is served ([`Serving`]), its events
+//! going to the audit log as they come ([`Events`]); at the end, its counts.
 //!
 //! The child's only network is the broker: a network namespace of its own (loopback only),
 //! Landlock allowing one TCP port, the broker's, where a listener made inside that namespace
@@ -254,18 +254,30 @@ pub fn prepare(plan: &BrokerPlan, got: &mut [Got]) -> Result<Prepared, Fail> {
     })
 }
 
-/// Broker events kept for the audit log: at most this many, of at most [`MAX_EVENT_BYTES`]
-/// in all (a child that floods the broker cannot make agentrun's memory or the log grow
-/// without bound); the rest are counted.
+/// Broker events for the audit log: at most this many in a run, of at most
+/// [`MAX_EVENT_BYTES`] in all (a child that floods the broker cannot make agentrun's memory
+/// or the log grow without bound); the rest are counted.
 const MAX_EVENTS: usize = 100_000;
 const MAX_EVENT_BYTES: usize = 16 << 20;
 /// A child-chosen string of an event (path, host, method) longer than this is cut.
 const MAX_FIELD: usize = 512;
 
-/// The broker's events, kept in order for the audit log at the end of the run: the events,
-/// their size, and how many were left out.
+/// The broker's events on their way to the audit log: the broker's threads put them here,
+/// and [`Events::next_batch`] hands them, in order, to the thread that writes them as they
+/// come.
 #[derive(Clone, Default)]
-struct Events(Arc<std::sync::Mutex<(Vec<broker::Event>, usize, u64)>>);
+pub struct Events(Arc<(std::sync::Mutex<Queue>, std::sync::Condvar)>);
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<broker::Event>,
+    /// How many events and bytes were taken in this run (the budget), and left out.
+    taken: usize,
+    bytes: usize,
+    dropped: u64,
+    /// The broker has stopped: no more will come.
+    closed: bool,
+}
 
 /// Cut `s` to [`MAX_FIELD`] bytes (at a character boundary), saying how long it was.
 fn clip(s: &mut String) -> usize {
@@ -281,6 +293,32 @@ fn clip(s: &mut String) -> usize {
     s.len()
 }
 
+impl Events {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The events that came since the last batch, waiting for some when there are none;
+    /// `None` once the broker has stopped and every event was handed out.
+    pub fn next_batch(&self) -> Option<Vec<broker::Event>> {
+        let mut q = self.queue();
+        while q.waiting.is_empty() && !q.closed {
+            q = self.0.1.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        if q.waiting.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut q.waiting))
+    }
+
+    fn close(&self) -> u64 {
+        let mut q = self.queue();
+        q.closed = true;
+        self.0.1.notify_all();
+        q.dropped
+    }
+}
+
 impl broker::EventSink for Events {
     fn emit(&self, mut event: broker::Event) {
         let size = match &mut event {
@@ -292,20 +330,23 @@ impl broker::EventSink for Events {
                 clip(&mut d.path) + clip(&mut d.host) + clip(&mut d.method) + 96
             }
         };
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0.len() < MAX_EVENTS && g.1 + size <= MAX_EVENT_BYTES {
-            g.0.push(event);
-            g.1 += size;
-        } else {
-            g.2 += 1;
+        let mut q = self.queue();
+        if q.closed || q.taken >= MAX_EVENTS || q.bytes + size > MAX_EVENT_BYTES {
+            q.dropped += 1;
+            return;
         }
+        q.taken += 1;
+        q.bytes += size;
+        q.waiting.push(event);
+        self.0.1.notify_one();
     }
 }
 
-/// The broker serving a run; its events, for the audit log at the end.
+/// The broker serving a run.
 pub struct Serving {
     handle: broker::Handle,
-    events: Events,
+    /// Its events, for the thread that writes them to the audit log.
+    pub events: Events,
     _bundle: Bundle,
     pub names: Vec<String>,
 }
@@ -345,13 +386,13 @@ pub fn serve(p: Prepared) -> Result<Serving, Fail> {
 }
 
 impl Serving {
-    /// Stop serving; the events in the order they happened, how many more were left out,
-    /// and the counts.
-    pub fn stop(self) -> (Vec<broker::Event>, u64, broker::Counts) {
+    /// Stop serving (requests still in flight are cut off and logged) and remove the trust
+    /// bundle; how many events were left out, and the counts. The events' last batch is
+    /// then handed out and [`Events::next_batch`] ends.
+    pub fn stop(self) -> (u64, broker::Counts) {
         let counts = self.handle.stop();
-        let mut g = self.events.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (evs, _, dropped) = std::mem::take(&mut *g);
-        (evs, dropped, counts)
+        let dropped = self.events.close();
+        (dropped, counts)
     }
 }
 
@@ -378,19 +419,52 @@ mod tests {
         for _ in 0..100_000 {
             e.emit(denied("/".to_string() + &"A".repeat(60_000)));
         }
-        let g = e.0.lock().unwrap();
-        assert!(g.1 <= MAX_EVENT_BYTES, "{}", g.1);
+        let dropped = e.close();
+        let kept = e.next_batch().unwrap();
+        assert!(e.next_batch().is_none(), "closed and drained");
+        let bytes: usize = kept
+            .iter()
+            .map(|ev| match ev {
+                broker::Event::Denied(d) => d.path.len() + d.host.len() + d.method.len() + 96,
+                _ => 0,
+            })
+            .sum();
+        assert!(bytes <= MAX_EVENT_BYTES, "{bytes}");
         assert!(
-            g.0.len() < 100_000 && g.2 > 0,
-            "{} kept, {} dropped",
-            g.0.len(),
-            g.2
+            kept.len() < 100_000 && dropped > 0,
+            "{} kept, {dropped} dropped",
+            kept.len(),
         );
-        match &g.0[0] {
+        match &kept[0] {
             broker::Event::Denied(d) => {
                 assert!(d.path.len() < MAX_FIELD + 32 && d.path.ends_with("(60001 bytes)"));
             }
             _ => panic!("kind"),
         }
+    }
+
+    /// Events reach the writer as they come, before the broker stops; after it stops, the
+    /// writer gets the rest and then its end.
+    #[test]
+    fn events_are_handed_out_as_they_come() {
+        let e = Events::default();
+        let w = e.clone();
+        let writer = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while let Some(b) = w.next_batch() {
+                seen.push(b.len());
+            }
+            seen
+        });
+        e.emit(denied("/first".into()));
+        let t = std::time::Instant::now();
+        while e.queue().waiting.len() == 1 && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(e.queue().waiting.is_empty(), "taken while the broker runs");
+        e.emit(denied("/second".into()));
+        e.close();
+        e.emit(denied("/after".into()));
+        assert_eq!(writer.join().unwrap().iter().sum::<usize>(), 2);
     }
 }

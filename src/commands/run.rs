@@ -116,11 +116,11 @@ pub fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
         say,
     )?;
     let start = Instant::now();
-    let (ran, serving) = supervise(
+    let (ran, stopped) = supervise(
         &plan, launch, program, redactor, brokered, signals, &mut audit, say,
     )
     .map_err(|f| refused(&mut audit, f))?;
-    report(&plan, &ran, serving, start, &mut audit, say)
+    report(&plan, &ran, stopped, start, &mut audit, say)
 }
 
 /// Log that the run stopped, with the operator's message, and pass the failure on.
@@ -324,7 +324,9 @@ fn confine(
 
 /// Spawn the child and supervise it to its end, its output through the redactor. The
 /// redactor's build starts once the child is on its way; `spawn` is logged without
-/// waiting for the log's lock.
+/// waiting for the log's lock. The broker, when there is one, is served from the spawn on,
+/// a thread of its own writing its events to the audit log as they come; it stops when the
+/// child has ended.
 #[allow(clippy::too_many_arguments)]
 fn supervise(
     plan: &Plan,
@@ -335,7 +337,7 @@ fn supervise(
     signals: launch::supervise::Signals,
     audit: &mut Audit,
     say: &Say,
-) -> Result<(Ran, Option<broker::Serving>), Fail> {
+) -> Result<(Ran, Option<(u64, crate::broker::Counts)>), Fail> {
     let mut brokered = brokered;
     let mut serving = None;
     let redactor = build.as_ref().map(Build::pending);
@@ -346,71 +348,99 @@ fn supervise(
             None => Box::new(Passthrough),
         }
     };
-    let mut audit_err = None;
-    let ran = launch::run(
-        launch,
-        program.clone(),
-        &signals,
-        &make_filter,
-        &mut |pid| {
-            // The child's network namespace has sent the broker's listener by now (it did
-            // before the command's exec): serve it.
-            if let Some(b) = brokered.take() {
-                match broker::serve(b) {
-                    Ok(s) => serving = Some(s),
-                    Err(f) => say.at(Level::Error, &f.msg),
+    let audit = std::sync::Mutex::new(audit);
+    let lock = || audit.lock().unwrap_or_else(|p| p.into_inner());
+    let audit_err = std::sync::Mutex::new(None);
+    let note = |r: Result<(), crate::audit::AuditError>| {
+        if let Err(e) = r {
+            audit_err
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        }
+    };
+    let (ran, stopped) = std::thread::scope(|scope| {
+        let ran = launch::run(
+            launch,
+            program.clone(),
+            &signals,
+            &make_filter,
+            &mut |pid| {
+                // First in the log, before any of the broker's events.
+                lock().record(&events::Spawn {
+                    pid,
+                    program: &program,
+                    tty: plan.tty,
+                });
+                // The child's network namespace has sent the broker's listener by now (it
+                // did before the command's exec): serve it, and log its events as they come.
+                if let Some(b) = brokered.take() {
+                    match broker::serve(b) {
+                        Ok(s) => {
+                            let events = s.events.clone();
+                            serving = Some(s);
+                            let (lock, note) = (&lock, &note);
+                            scope.spawn(move || {
+                                while let Some(batch) = events.next_batch() {
+                                    let mut a = lock();
+                                    for e in &batch {
+                                        record_broker(&mut a, e);
+                                    }
+                                    // Not waiting for the lock: what is not written now goes
+                                    // with the next batch, or with `exit`.
+                                    note(a.flush_if_free());
+                                }
+                            });
+                        }
+                        Err(f) => say.at(Level::Error, &f.msg),
+                    }
                 }
-            }
-            // The child is on its way: build the redactor now, beside it, not before it.
-            if let Some(b) = build.take() {
-                // From here on agentrun's own messages wait for it too (before, they hold
-                // no values and must not wait for a build that has not started).
-                say.redact_with(b.start());
-            }
-            // Not waiting for the log's lock: whoever holds it must not hold up the child's
-            // supervision (the event then goes out with `exit`).
-            audit.record(&events::Spawn {
-                pid,
-                program: &program,
-                tty: plan.tty,
-            });
-            if let Err(e) = audit.flush_if_free() {
-                audit_err = Some(e);
-            }
-        },
-    )?;
-    if let Some(e) = audit_err {
+                // The child is on its way: build the redactor now, beside it, not before it.
+                if let Some(b) = build.take() {
+                    // From here on agentrun's own messages wait for it too (before, they hold
+                    // no values and must not wait for a build that has not started).
+                    say.redact_with(b.start());
+                }
+                // Not waiting for the log's lock: whoever holds it must not hold up the
+                // child's supervision (the event then goes out with `exit`).
+                note(lock().flush_if_free());
+            },
+        );
+        // Requests still in flight are cut off (and logged); the writer ends with the last.
+        (ran, serving.take().map(broker::Serving::stop))
+    });
+    let ran = ran?;
+    if let Some(e) = audit_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
         say.at(Level::Error, &e.to_string());
     }
-    Ok((ran, serving))
+    Ok((ran, stopped))
+}
+
+/// One broker event, recorded for the audit log.
+fn record_broker(audit: &mut Audit, e: &crate::broker::Event) {
+    match e {
+        crate::broker::Event::Request(r) => audit.record(&events::BrokerRequest(r)),
+        crate::broker::Event::Tunnel(t) => audit.record(&events::BrokerTunnel(t)),
+        crate::broker::Event::Denied(d) => audit.record(&events::BrokerDenied(d)),
+    }
 }
 
 /// How the child ended, as agentrun's exit status, and the `exit` event.
 fn report(
     plan: &Plan,
     ran: &Ran,
-    serving: Option<broker::Serving>,
+    stopped: Option<(u64, crate::broker::Counts)>,
     start: Instant,
     audit: &mut Audit,
     say: &Say,
 ) -> Result<u8, Fail> {
-    let broker_counts = serving.map(|s| {
-        let (evs, dropped, c) = s.stop();
-        for e in &evs {
-            match e {
-                crate::broker::Event::Request(r) => audit.record(&events::BrokerRequest(r)),
-                crate::broker::Event::Tunnel(t) => audit.record(&events::BrokerTunnel(t)),
-                crate::broker::Event::Denied(d) => audit.record(&events::BrokerDenied(d)),
-            }
-        }
-        events::BrokerCounts {
-            requests: c.requests,
-            denied: c.denied,
-            rate_limited: c.rate_limited,
-            tunnels: c.tunnels,
-            revoked: c.revoked,
-            events_dropped: dropped,
-        }
+    let broker_counts = stopped.map(|(dropped, c)| events::BrokerCounts {
+        requests: c.requests,
+        denied: c.denied,
+        rate_limited: c.rate_limited,
+        tunnels: c.tunnels,
+        revoked: c.revoked,
+        events_dropped: dropped,
     });
     let o = &ran.outcome;
     let code = if o.timed_out {

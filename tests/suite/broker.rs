@@ -1,7 +1,7 @@
 //! The credential broker end to end, through the real binary: a local HTTPS upstream with its
 //! own test CA (`tests/fixtures/broker/upstream.py`, Python's `http.server` + `ssl`) records
-//! what it receives; inside the sandbox, real clients (curl, Python's urllib) use it with no
-//! flags, as root and as nobody. The child must hold only the placeholder, the upstream must
+//! what it receives; inside the sandbox, real clients (curl, git, Python's urllib, and
+//! `requests` and `httpx` from the test venv) use it with no flags, as root and as nobody. The child must hold only the placeholder, the upstream must
 //! get the value, and nothing else on the network may be reachable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,6 +10,7 @@ use crate::harness::*;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 const VALUE: &str = "sk-proj-brokered0123456789abcdefghijKLMNOP";
 
@@ -59,8 +60,17 @@ impl Drop for Upstream {
     }
 }
 
+/// Python with `requests` and `httpx` (the test venv's), readable by nobody too.
+fn venv_python() -> String {
+    super::servers::venv_bin("python")
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// What the child does: records what it holds and what it got back, in files of its own.
+/// Every client is used with no flags: the broker's variables are all it needs.
 fn child_script(port: u16) -> String {
+    let py = venv_python();
     format!(
         r#"printf '%s' "$API_KEY" > seen_env
 tr '\0' '\n' < /proc/self/environ > seen_proc
@@ -68,6 +78,15 @@ curl -sS https://127.0.0.1:{port}/echo -H "Authorization: Bearer $API_KEY" > see
 python3 -c 'import os, urllib.request
 r = urllib.request.Request("https://127.0.0.1:{port}/echo?key=" + os.environ["API_KEY"], headers={{"x-api-key": os.environ["API_KEY"]}})
 open("seen_urllib", "wb").write(urllib.request.urlopen(r, timeout=10).read())' 2> urllib_err
+{py} -c 'import os, requests
+k = os.environ["API_KEY"]
+r = requests.get("https://127.0.0.1:{port}/echo", headers={{"Authorization": "Bearer " + k}}, timeout=10)
+open("seen_requests", "w").write(r.text + r.headers["X-Echo"])' 2> requests_err
+{py} -c 'import os, httpx
+k = os.environ["API_KEY"]
+r = httpx.get("https://127.0.0.1:{port}/echo/httpx", auth=("x-access-token", k), timeout=10)
+open("seen_httpx", "w").write(r.text)' 2> httpx_err
+git -c credential.helper= ls-remote "https://x-access-token:$API_KEY@127.0.0.1:{port}/org/repo.git" > seen_git 2>&1
 curl -sS -o /dev/null -w '%{{http_connect}}' -m 5 https://example.com/ > denied 2>/dev/null
 python3 -c 'import socket
 try:
@@ -87,8 +106,9 @@ fn brokered_run(who: As) {
     s.profile(
         "b",
         &format!(
-            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\n",
-            up.port
+            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{:?}]\n",
+            up.port,
+            super::servers::venv_bin("").parent().unwrap()
         ),
     );
     s.file("child.sh", &child_script(up.port));
@@ -120,11 +140,43 @@ fn brokered_run(who: As) {
         placeholder.starts_with("sk-proj-"),
         "the vendor prefix kept"
     );
+    // requests (Bearer), httpx (Basic auth, decoded, replaced and encoded again) and git
+    // (Basic auth after the server's challenge) reached it with the value too.
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{VALUE}"));
+    let lines: Vec<serde_json::Value> = got
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let auth_of = |path: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap().starts_with(path))
+            .flat_map(|r| r["headers"].as_array().unwrap().clone())
+            .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case("authorization"))
+            .map(|h| h[1].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        auth_of("/echo/httpx").contains(&format!("Basic {basic}")),
+        "{who:?}: httpx: {:?} {}",
+        auth_of("/echo/httpx"),
+        read("httpx_err")
+    );
+    assert!(
+        auth_of("/org/repo.git/info/refs").contains(&format!("Basic {basic}")),
+        "{who:?}: git: {:?} {}",
+        auth_of("/org/repo.git"),
+        read("seen_git")
+    );
     for f in [
         "seen_env",
         "seen_proc",
         "seen_curl",
         "seen_urllib",
+        "seen_requests",
+        "seen_httpx",
+        "seen_git",
         "proxy_env",
     ] {
         assert!(
@@ -132,6 +184,12 @@ fn brokered_run(who: As) {
             "{who:?}: the value reached the child in {f}"
         );
     }
+    assert!(
+        read("seen_requests").matches(&placeholder).count() == 2,
+        "{who:?}: requests: the echo, body and header, with the placeholder: {} {}",
+        read("seen_requests"),
+        read("requests_err")
+    );
     assert!(
         read("seen_curl").contains(&placeholder) && read("seen_urllib").contains(&placeholder),
         "{who:?}: the echo comes back with the placeholder: {} / {} / {}",
@@ -157,12 +215,13 @@ fn brokered_run(who: As) {
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "broker.request").count(),
-        2,
+        lines.len(),
         "{kinds:?}"
     );
     assert!(kinds.contains(&"broker.denied"), "{kinds:?}");
     let exit = events.iter().find(|e| e["event"] == "exit").unwrap();
-    assert_eq!(exit["broker"]["requests"], 2, "{exit}");
+    // One per request the upstream saw (git's count is git's).
+    assert_eq!(exit["broker"]["requests"], lines.len(), "{exit}");
     // The upstream roots a later run trusts cannot be swapped by this run's child.
     assert_eq!(
         std::fs::read_to_string(s.path().join("up-ca.pem")).unwrap(),
@@ -221,4 +280,88 @@ fn broker_keys_not_served_yet_are_refused() {
             "{text}: {o:?}"
         );
     }
+}
+
+/// The broker's audit lines are written as requests end, not when the run does; a request
+/// still waiting for its answer when the run ends is logged too (status 0), and neither
+/// line holds the value or the placeholder.
+#[test]
+fn broker_lines_are_written_live_and_a_cut_off_request_is_logged() {
+    let up = Upstream::start();
+    let s = Scratch::new();
+    s.file("up-ca.pem", &up.ca);
+    s.profile(
+        "b",
+        &format!(
+            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n",
+            up.port
+        ),
+    );
+    let script = format!(
+        "curl -sS -o /dev/null https://127.0.0.1:{p}/echo -H \"Authorization: Bearer $API_KEY\"; \
+         curl -sS -m 60 \"https://127.0.0.1:{p}/slow?s=60&k=$API_KEY\" -H \"x-api-key: $API_KEY\" & sleep 60",
+        p = up.port
+    );
+    let mut child = s
+        .agentrun()
+        .env("API_KEY", VALUE)
+        .args(["-p", "b", "--", "sh", "-c", &script])
+        .spawn();
+    let log = s.path().join("audit.jsonl");
+    let kinds = || -> Vec<(String, u64)> {
+        read_events(&log)
+            .iter()
+            .filter(|e| e["event"] == "broker.request")
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap_or_default().to_string(),
+                    e["status"].as_u64().unwrap_or(999),
+                )
+            })
+            .collect()
+    };
+    let live = eventually(Duration::from_secs(15), || {
+        up.received().contains("/slow") && kinds().contains(&("/echo".to_string(), 200))
+    });
+    let during = kinds();
+    send(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert!(
+        live,
+        "no broker.request line while the run goes on: {during:?} / {}",
+        up.received()
+    );
+    assert!(
+        !during.iter().any(|(p, _)| p == "/slow"),
+        "the slow one is still in flight: {during:?}"
+    );
+    assert!(status.code().is_some(), "{status:?}");
+    let after = kinds();
+    assert!(
+        after.contains(&("/slow".to_string(), 0)),
+        "the request cut off by the run's end: {after:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(VALUE) && !text.contains("sk-proj-"),
+        "{text}"
+    );
+    assert!(chained(&text), "{text}");
+    let order: Vec<String> = read_events(&log)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "start",
+            "secret",
+            "sandbox",
+            "spawn",
+            "broker.request",
+            "broker.request",
+            "exit"
+        ],
+        "{text}"
+    );
 }

@@ -360,6 +360,19 @@ impl From<Output> for Out {
 }
 
 /// The JSON lines of an audit log (none when it does not exist).
+/// Whether each line of an audit log's `text` names the SHA-256 of the line before it as
+/// its `prev` (the first, the genesis: 64 zeros).
+pub(crate) fn chained(text: &str) -> bool {
+    use sha2::Digest;
+    let mut prev = "0".repeat(64);
+    text.lines().all(|line| {
+        let ok = serde_json::from_str::<serde_json::Value>(line)
+            .is_ok_and(|e| e["prev"].as_str() == Some(prev.as_str()));
+        prev = hex::encode(sha2::Sha256::digest(line.as_bytes()));
+        ok
+    })
+}
+
 pub(crate) fn read_events(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

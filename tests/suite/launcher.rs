@@ -457,14 +457,7 @@ fn audit_log_is_chained_private_and_valueless() {
             "exit"
         ]
     );
-    assert_eq!(events[0]["prev"], "0".repeat(64));
-    use sha2::Digest;
-    for (line, next) in text.lines().zip(events.iter().skip(1)) {
-        assert_eq!(
-            next["prev"],
-            hex::encode(sha2::Sha256::digest(line.as_bytes()))
-        );
-    }
+    assert!(chained(&text), "{text}");
     assert_eq!(events[0]["argv0"], "true");
     assert_eq!(events[0]["profile_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(events[1]["name"], "MY_KEY");
