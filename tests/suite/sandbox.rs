@@ -24,18 +24,6 @@ const NOBODY: u32 = 65534;
 const LAUNCHER_ONLY: &str = "hvs.launcher-only-Qm7Zk2Lp9Xw4Rt6Yb1Nc";
 const DECLARED: &str = "sk-declared-Vb8Nm3Kq5Wz1Xc7Lp2Rt";
 
-/// Skip (or, under CI=true, fail) when `ok` is false.
-fn require(test: &str, ok: bool, why: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why}, and CI=true forbids skipping");
-    }
-    eprintln!("SKIP {test}: {why}");
-    false
-}
-
 /// The kernel's Landlock ABI and whether seccomp is on, asked of the kernel itself (not of
 /// the binary under test, whose detection could be what broke), and cross-checked against
 /// `agentrun check --json`.
