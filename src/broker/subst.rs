@@ -381,12 +381,19 @@ impl Restorer {
         let patterns: Vec<&[u8]> = pairs.iter().map(|(v, _)| v.as_slice()).collect();
         let hold = patterns.iter().map(|v| v.len()).max().unwrap_or(1) - 1;
         let changes_length = pairs.iter().any(|(v, p)| v.len() != p.len());
+        // A contiguous NFA, not a DFA: with a value's prefixes and suffixes there are dozens
+        // of patterns, a DFA of them takes milliseconds to build (a request with its own
+        // exact substitutions builds one), and the scan runs at the prefilter's speed
+        // either way (about 9 GB/s both, measured).
+        let kind = Some(aho_corasick::AhoCorasickKind::ContiguousNFA);
         let ac = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            .kind(kind)
             .build(&patterns)
             .ok()?;
         let ac_names = AhoCorasick::builder()
             .ascii_case_insensitive(true)
+            .kind(kind)
             .build(&patterns)
             .ok()?;
         Some(Restorer {
