@@ -30,6 +30,31 @@ pub enum Command {
     Redact(ProfileArg),
     /// List the profiles found on the search path.
     Profiles,
+    /// Revoke brokered secrets of running agents (theirs stay revoked until the run ends).
+    Revoke(RevokeArgs),
+    /// List this user's running brokers: PID, profile, names, counts, what is revoked.
+    Runs(RunsArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["all", "names"]))]
+pub struct RevokeArgs {
+    /// Only the run of agentrun with this PID.
+    #[arg(long, value_name = "PID")]
+    pub run: Option<u32>,
+    /// Every brokered secret, and close the runs' tunnels too.
+    #[arg(long)]
+    pub all: bool,
+    /// The secrets to revoke (in every run that brokers them).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunsArgs {
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

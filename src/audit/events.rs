@@ -187,6 +187,16 @@ impl Event for BrokerDenied<'_> {
     const NAME: &'static str = "broker.denied";
 }
 
+/// `broker.revoked`: secrets revoked for the rest of the run (by the ttl, or by whom
+/// through the control socket).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct BrokerRevoked<'a>(pub &'a crate::broker::events::RevokedEvent);
+
+impl Event for BrokerRevoked<'_> {
+    const NAME: &'static str = "broker.revoked";
+}
+
 /// Bytes the child wrote, before redaction.
 #[derive(Debug, Serialize)]
 pub struct Bytes {

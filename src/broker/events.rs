@@ -94,6 +94,14 @@ pub struct RequestEvent {
     /// Secrets whose placeholder went, as it is, to a host they do not name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mismatch: Vec<String>,
+    /// Requests refused by its secrets' rate since their last admitted one, beyond the
+    /// first (which has its own `broker.denied` line).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rate_limited: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `broker.tunnel`: one CONNECT to an `allow` host, tunnelled unread.
@@ -117,6 +125,21 @@ pub struct DeniedEvent {
     pub reason: DenyReason,
 }
 
+/// `broker.revoked`: secrets revoked for the rest of the run, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevokedEvent {
+    pub names: Vec<String>,
+    /// `"ttl"` when `[broker].ttl` ran out, `"control"` for `agentrun revoke`.
+    pub by: &'static str,
+    /// The uid and pid of the process that asked, through the control socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Tunnels were closed too (`--all`, the ttl).
+    pub all: bool,
+}
+
 /// One broker event; serialised with its audit name in `event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event")]
@@ -127,6 +150,8 @@ pub enum Event {
     Tunnel(TunnelEvent),
     #[serde(rename = "broker.denied")]
     Denied(DeniedEvent),
+    #[serde(rename = "broker.revoked")]
+    Revoked(RevokedEvent),
 }
 
 impl Event {
@@ -136,6 +161,7 @@ impl Event {
             Event::Request(_) => "broker.request",
             Event::Tunnel(_) => "broker.tunnel",
             Event::Denied(_) => "broker.denied",
+            Event::Revoked(_) => "broker.revoked",
         }
     }
 }

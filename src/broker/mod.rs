@@ -22,6 +22,7 @@ pub mod events;
 pub mod placeholder;
 mod proxy;
 pub mod rules;
+pub mod socket;
 mod subst;
 
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use ca::{Ca, write_bundle};
-pub use control::{Control, RateLimiter, Refresher, RetryAfter};
+pub use control::{Control, Governed, RateLimiter, Refresher, RetryAfter};
 pub use events::{DenyReason, Event, EventSink};
 pub use placeholder::placeholder;
 pub use rules::{HeaderTemplate, HostPattern, PathGlob, RuleError};
@@ -163,6 +164,20 @@ pub struct Counts {
     pub revoked: Vec<String>,
 }
 
+/// A live view of a broker's counters.
+#[derive(Clone)]
+pub struct CountsNow(Arc<Counters>);
+
+impl CountsNow {
+    /// Requests forwarded and refused so far.
+    pub fn requests_denied(&self) -> (u64, u64) {
+        (
+            self.0.requests.load(Ordering::Relaxed),
+            self.0.denied.load(Ordering::Relaxed),
+        )
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub requests: AtomicU64,
@@ -177,16 +192,116 @@ impl Counters {
     }
 }
 
+/// Who revoked: the ttl, or a process through the control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedBy {
+    Ttl,
+    Peer { uid: u32, pid: i32 },
+}
+
+/// Revokes a running broker's secrets and logs it (`broker.revoked`); cheap to clone, for
+/// the ttl's timer and the control socket.
+#[derive(Clone)]
+pub struct Revoker {
+    control: Arc<Control>,
+    events: Arc<dyn EventSink>,
+    names: Arc<Vec<String>>,
+}
+
+impl Revoker {
+    /// The brokered names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Revoke `names` (`None`: every one, and close the tunnels). Returns what this call
+    /// newly revoked; asking for a name this broker does not have is the caller's check.
+    pub fn revoke(&self, names: Option<&[String]>, by: RevokedBy) -> Vec<String> {
+        let before = self.control.revoked();
+        let all = names.is_none();
+        match names {
+            None => self.control.revoke_all(&self.names),
+            Some(ns) => {
+                for n in ns.iter().filter(|n| self.names.contains(n)) {
+                    self.control.revoke(n);
+                }
+            }
+        }
+        let newly: Vec<String> = self
+            .control
+            .revoked()
+            .into_iter()
+            .filter(|n| !before.contains(n))
+            .collect();
+        if !newly.is_empty() || all {
+            let (who, uid, pid) = match by {
+                RevokedBy::Ttl => ("ttl", None, None),
+                RevokedBy::Peer { uid, pid } => ("control", Some(uid), Some(pid)),
+            };
+            self.events.emit(Event::Revoked(events::RevokedEvent {
+                names: newly.clone(),
+                by: who,
+                uid,
+                pid,
+                all,
+            }));
+        }
+        newly
+    }
+
+    /// The counts a `runs` listing shows, and what is revoked.
+    pub fn revoked(&self) -> Vec<String> {
+        self.control.revoked()
+    }
+}
+
 /// A running broker. [`Handle::stop`] ends it; dropping the handle does too.
 pub struct Handle {
     runtime: Option<tokio::runtime::Runtime>,
     counters: Arc<Counters>,
     control: Arc<Control>,
+    revoker: Revoker,
     conns: proxy::Conns,
     addr: std::net::SocketAddr,
 }
 
 impl Handle {
+    /// What revokes this broker's secrets.
+    pub fn revoker(&self) -> Revoker {
+        self.revoker.clone()
+    }
+
+    /// Revoke every secret (and close the tunnels) `after` from now: `[broker].ttl`.
+    pub fn revoke_after(&self, after: Duration) {
+        if let Some(rt) = &self.runtime {
+            let r = self.revoker.clone();
+            rt.spawn(async move {
+                tokio::time::sleep(after).await;
+                r.revoke(None, RevokedBy::Ttl);
+            });
+        }
+    }
+
+    /// Enter the broker's runtime (to register an I/O object with it).
+    pub fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.runtime.as_ref().map(|rt| rt.enter())
+    }
+
+    /// Run `fut` on the broker's runtime (the control socket's server).
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if let Some(rt) = &self.runtime {
+            rt.spawn(fut);
+        }
+    }
+
+    /// The counters now (for the control socket's report).
+    pub fn counters(&self) -> CountsNow {
+        CountsNow(self.counters.clone())
+    }
+
     /// The address the broker listens on.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.addr
@@ -252,13 +367,13 @@ pub fn serve(
         .build()?;
     let counters = Arc::new(Counters::default());
     let max_connections = config.limits.max_connections;
-    let state = proxy::State::new(
-        config,
-        ca,
-        Arc::new(events),
-        control.clone(),
-        counters.clone(),
-    )?;
+    let events: Arc<dyn EventSink> = Arc::new(events);
+    let revoker = Revoker {
+        control: control.clone(),
+        events: events.clone(),
+        names: Arc::new(config.secrets.iter().map(|s| s.name.clone()).collect()),
+    };
+    let state = proxy::State::new(config, ca, events, control.clone(), counters.clone())?;
     let listener = {
         let _guard = runtime.enter();
         tokio::net::TcpListener::from_std(listener)?
@@ -269,6 +384,7 @@ pub fn serve(
         runtime: Some(runtime),
         counters,
         control,
+        revoker,
         conns,
         addr,
     })

@@ -419,6 +419,14 @@ async fn connect(st: Arc<State>, slot: Arc<Slot>, req: Request<Incoming>) -> Res
         return Response::new(empty());
     }
     if st.allowed(&t) {
+        if st.control.all_revoked() {
+            st.deny(&t, &Method::CONNECT, "", DenyReason::Revoked);
+            return answer(
+                StatusCode::FORBIDDEN,
+                "revoked",
+                "every secret of this run is revoked, and tunnels with them",
+            );
+        }
         let addr = match st.resolve(&t).await {
             Ok(a) => a,
             Err(r) => return refused(&st, &t, &Method::CONNECT, "", r),
@@ -479,7 +487,10 @@ async fn tunnel(
         st.limits.idle_timeout,
         (&guard.up, &guard.down),
     );
-    let _ = unless_stopped!(slot.stopping(), copy);
+    // `revoke --all` (or the ttl) closes tunnels too.
+    let stop = Box::pin(slot.stopping());
+    let revoked = Box::pin(st.control.all_revoked_wait());
+    let _ = unless_stopped!(futures_util::future::select(stop, revoked), copy);
     drop(guard);
 }
 
@@ -839,16 +850,29 @@ async fn forward(
     for n in &applied.names {
         if st.control.is_revoked(n) {
             st.deny(&t, &method, &path, DenyReason::Revoked);
-            return answer(
+            // The connection closes after this answer: the client's next request starts
+            // afresh, and finds the secret revoked too.
+            let mut r = answer(
                 StatusCode::FORBIDDEN,
                 "revoked",
                 &format!("{n} is revoked for this run"),
             );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
         }
     }
+    let mut rate_limited = 0;
     for n in &applied.names {
         if let Err(ra) = st.control.admit(n) {
-            st.deny(&t, &method, &path, DenyReason::Rate);
+            // The first refusal after an admitted request is logged; the rest are counted
+            // (and reported with the next admitted one, and in `exit`).
+            if st.control.refused(n) {
+                st.deny(&t, &method, &path, DenyReason::Rate);
+            } else {
+                Counters::bump(&st.counters.denied);
+                Counters::bump(&st.counters.rate_limited);
+            }
             let mut r = answer(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
@@ -856,10 +880,11 @@ async fn forward(
             );
             r.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(ra.0.as_secs().max(1)),
+                HeaderValue::from(ra.0.as_secs_f64().ceil().max(1.0) as u64),
             );
             return r;
         }
+        rate_limited += st.control.admitted(n);
     }
     let restore = if applied.names.is_empty() && scheme == Scheme::Http {
         None
@@ -921,6 +946,7 @@ async fn forward(
         bytes_down: 0,
         ms: 0,
         mismatch: applied.mismatch,
+        rate_limited,
     };
     Counters::bump(&st.counters.requests);
     // From here on the request is logged however it ends: answered, failed, or cut off

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::profile::broker::{BUNDLE_VARS, PROXY_VARS};
+use std::path::Path;
 
 /// How long agentrun waits for the child's namespace to send the listener.
 const LISTENER_WAIT: Duration = Duration::from_secs(10);
@@ -26,6 +27,8 @@ const LISTENER_WAIT: Duration = Duration::from_secs(10);
 /// One brokered secret's rules, checked.
 struct SecretRules {
     name: String,
+    /// The secret's rate, else `[broker].rate`.
+    rate: Option<crate::profile::broker::Rate>,
     hosts: Vec<HostPattern>,
     header: Option<HeaderTemplate>,
     parts: broker::Parts,
@@ -43,6 +46,10 @@ pub struct BrokerPlan {
     /// A secret or `allow` names a loopback `host:port` (tests): no `NO_PROXY` then, so
     /// those requests go through the broker too.
     loopback_named: bool,
+    /// Every brokered secret is revoked this long after the broker starts.
+    ttl: Option<Duration>,
+    /// The profile's name, for `agentrun runs`.
+    profile: String,
 }
 
 /// Check the profile's broker keys: host patterns, globs and templates by the broker's own
@@ -57,7 +64,7 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
     let later = |key: &str| {
         at(
             key,
-            "is not served by this build yet (rate limits, expiry, refresh, base-URL mode and body substitution come with broker control): remove it".into(),
+            "is not served by this build yet (refresh, base-URL mode and body substitution come with broker control): remove it".into(),
         )
     };
     if unconfined {
@@ -65,12 +72,6 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
             "[broker]",
             "the broker needs the sandbox (the child's network namespace is its only way out): drop --unconfined".into(),
         ));
-    }
-    if section.rate.is_some() {
-        return Err(later("broker.rate"));
-    }
-    if section.ttl.is_some() {
-        return Err(later("broker.ttl"));
     }
     if section.refresh.is_some() {
         return Err(later("broker.refresh"));
@@ -85,9 +86,6 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
     for s in &profile.secrets {
         let Some(b) = &s.broker else { continue };
         let key = |k: &str| format!("secrets.{}.broker.{k}", s.name);
-        if b.rate.is_some() {
-            return Err(later(&key("rate")));
-        }
         if b.base_url.is_some() {
             return Err(later(&key("base_url")));
         }
@@ -96,6 +94,7 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
         }
         secrets.push(SecretRules {
             name: s.name.clone(),
+            rate: b.rate.or(section.rate),
             hosts: hosts(&key("hosts"), &b.hosts)?,
             header: b
                 .header
@@ -154,6 +153,8 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
         allow,
         extra_roots,
         loopback_named,
+        ttl: section.ttl,
+        profile: profile.path.display().to_string(),
     }))
 }
 
@@ -182,6 +183,74 @@ pub struct Prepared {
     ours: OwnedFd,
     pub theirs: OwnedFd,
     pub names: Vec<String>,
+    /// The run's control socket (`agentrun revoke`, `agentrun runs`), bound before the spawn.
+    control: ControlSocket,
+    rates: Vec<(String, u32, Duration)>,
+    ttl: Option<Duration>,
+    profile: String,
+}
+
+/// The directory of this user's control sockets: `$XDG_RUNTIME_DIR/agentrun`, else
+/// `/tmp/agentrun-<uid>`.
+pub fn control_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("agentrun"),
+        None => PathBuf::from(format!("/tmp/agentrun-{}", nix::unistd::geteuid())),
+    }
+}
+
+/// `dir`, made 0700 if missing; refused unless it is a real directory of ours that no one
+/// else can enter.
+pub fn own_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot make {}: {e}", dir.display())),
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !m.is_dir() || m.uid() != me {
+        return Err(format!(
+            "{} is not a directory of uid {me}: remove it, or set XDG_RUNTIME_DIR to a private directory",
+            dir.display()
+        ));
+    }
+    if m.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} private: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A bound control socket; its file is removed when the run ends.
+pub struct ControlSocket {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn bind_control() -> Result<ControlSocket, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = control_dir();
+    own_private_dir(&dir)?;
+    let path = dir.join(format!("{}.sock", std::process::id()));
+    // One left by an earlier process with this pid is stale.
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    let sock = ControlSocket { listener, path };
+    std::fs::set_permissions(&sock.path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", sock.path.display()))?;
+    sock.listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{}: {e}", sock.path.display()))?;
+    Ok(sock)
 }
 
 /// Swap each brokered value in `got` for its placeholder (the real value goes to the broker
@@ -238,6 +307,16 @@ pub fn prepare(plan: &BrokerPlan, got: &mut [Got]) -> Result<Prepared, Fail> {
     );
     env.push(("NODE_USE_ENV_PROXY".into(), Some("1".into())));
     env.push(("AGENTRUN_BROKER".into(), Some(proxy)));
+    let control = bind_control().map_err(|e| {
+        Fail::setup(format!(
+            "broker: the control socket (for `agentrun revoke`): {e}"
+        ))
+    })?;
+    let rates = plan
+        .secrets
+        .iter()
+        .filter_map(|r| r.rate.map(|rate| (r.name.clone(), rate.count, rate.per)))
+        .collect();
     Ok(Prepared {
         config: broker::Config {
             secrets,
@@ -251,6 +330,10 @@ pub fn prepare(plan: &BrokerPlan, got: &mut [Got]) -> Result<Prepared, Fail> {
         ours,
         theirs,
         names,
+        control,
+        rates,
+        ttl: plan.ttl,
+        profile: plan.profile.clone(),
     })
 }
 
@@ -329,6 +412,7 @@ impl broker::EventSink for Events {
             broker::Event::Denied(d) => {
                 clip(&mut d.path) + clip(&mut d.host) + clip(&mut d.method) + 96
             }
+            broker::Event::Revoked(r) => r.names.iter().map(String::len).sum::<usize>() + 96,
         };
         let mut q = self.queue();
         if q.closed || q.taken >= MAX_EVENTS || q.bytes + size > MAX_EVENT_BYTES {
@@ -348,6 +432,7 @@ pub struct Serving {
     /// Its events, for the thread that writes them to the audit log.
     pub events: Events,
     _bundle: Bundle,
+    _control: ControlSocket,
     pub names: Vec<String>,
 }
 
@@ -360,6 +445,10 @@ pub fn serve(p: Prepared) -> Result<Serving, Fail> {
         ours,
         theirs,
         names,
+        control,
+        rates,
+        ttl,
+        profile,
         ..
     } = p;
     drop(theirs);
@@ -374,13 +463,34 @@ pub fn serve(p: Prepared) -> Result<Serving, Fail> {
         ca,
         std::net::TcpListener::from(listener),
         events.clone(),
-        Arc::new(broker::Control::new()),
+        Arc::new(broker::Control::new().with_limiter(Box::new(broker::Governed::new(&rates)))),
     )
     .map_err(|e| Fail::setup(e.to_string()))?;
+    if let Some(ttl) = ttl {
+        handle.revoke_after(ttl);
+    }
+    let served = broker::socket::Served {
+        revoker: handle.revoker(),
+        counts: handle.counters(),
+        pid: std::process::id(),
+        profile,
+    };
+    let listener = {
+        let _in = handle.enter();
+        tokio::net::UnixListener::from_std(
+            control
+                .listener
+                .try_clone()
+                .map_err(|e| Fail::setup(format!("broker: the control socket: {e}")))?,
+        )
+        .map_err(|e| Fail::setup(format!("broker: the control socket: {e}")))?
+    };
+    handle.spawn(broker::socket::serve(listener, served));
     Ok(Serving {
         handle,
         events,
         _bundle: bundle,
+        _control: control,
         names,
     })
 }

@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod check;
+pub mod control;
 pub mod explain;
 pub mod fetch;
 pub mod plan;
@@ -146,6 +147,8 @@ pub fn main(cli: Cli) -> u8 {
             (redact::redact(&a, &say), say)
         }
         Some(Command::Profiles) => (profiles::profiles(), Say::at_level(Level::Info)),
+        Some(Command::Revoke(a)) => (control::revoke(&a), Say::at_level(Level::Info)),
+        Some(Command::Runs(a)) => (control::runs(&a), Say::at_level(Level::Info)),
     };
     match result {
         Ok(code) => code,

@@ -422,6 +422,7 @@ fn record_broker(audit: &mut Audit, e: &crate::broker::Event) {
         crate::broker::Event::Request(r) => audit.record(&events::BrokerRequest(r)),
         crate::broker::Event::Tunnel(t) => audit.record(&events::BrokerTunnel(t)),
         crate::broker::Event::Denied(d) => audit.record(&events::BrokerDenied(d)),
+        crate::broker::Event::Revoked(r) => audit.record(&events::BrokerRevoked(r)),
     }
 }
 

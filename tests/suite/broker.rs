@@ -12,18 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const VALUE: &str = "sk-proj-brokered0123456789abcdefghijKLMNOP";
+pub(crate) const VALUE: &str = "sk-proj-brokered0123456789abcdefghijKLMNOP";
 
-struct Upstream {
+pub(crate) struct Upstream {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
-    ca: String,
+    pub(crate) ca: String,
     _dir: tempfile::TempDir,
 }
 
 impl Upstream {
-    fn start() -> Upstream {
+    pub(crate) fn start() -> Upstream {
         let dir = tempfile::tempdir().unwrap();
         let (ca, cert, key) = upstream_certs(dir.path());
         let log = dir.path().join("requests.jsonl");
@@ -48,7 +48,7 @@ impl Upstream {
         }
     }
 
-    fn received(&self) -> String {
+    pub(crate) fn received(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap()
     }
 }
@@ -255,10 +255,10 @@ fn broker_keys_not_served_yet_are_refused() {
     let s = Scratch::new();
     for (text, want) in [
         (
-            "[secrets.K]\nfrom = \"env:K\"\nbroker = { hosts = [\"a.example\"], rate = \"5/min\" }\n",
-            "secrets.K.broker.rate",
+            "[secrets.K]\nfrom = \"env:K\"\nbroker = { hosts = [\"a.example\"], in = [\"body\"] }\n",
+            "secrets.K.broker.in",
         ),
-        ("[broker]\nttl = \"1h\"\n", "broker.ttl"),
+        ("[broker]\nrefresh = \"1h\"\n", "broker.refresh"),
         (
             "[secrets.K]\nfrom = \"env:K\"\nbroker = \"no such host/\"\n",
             "secrets.K.broker.hosts",

@@ -12,6 +12,7 @@
 
 mod architecture;
 mod broker;
+mod broker_control;
 mod broker_core;
 mod child_setup;
 mod harness;
