@@ -149,6 +149,7 @@ pub struct BrokerCounts {
     pub denied: u64,
     pub rate_limited: u64,
     pub tunnels: u64,
+    pub refreshed: u64,
     pub revoked: Vec<String>,
     /// Events left out of the log because there were too many (see `broker.request`).
     #[serde(skip_serializing_if = "is_zero")]
@@ -195,6 +196,15 @@ pub struct BrokerRevoked<'a>(pub &'a crate::broker::events::RevokedEvent);
 
 impl Event for BrokerRevoked<'_> {
     const NAME: &'static str = "broker.revoked";
+}
+
+/// `broker.refresh`: a brokered secret fetched again (on a 401, or on the timer).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct BrokerRefresh<'a>(pub &'a crate::broker::events::RefreshEvent);
+
+impl Event for BrokerRefresh<'_> {
+    const NAME: &'static str = "broker.refresh";
 }
 
 /// Bytes the child wrote, before redaction.
@@ -359,6 +369,7 @@ mod tests {
             denied: 1,
             rate_limited: 0,
             tunnels: 0,
+            refreshed: 0,
             revoked: vec![],
             events_dropped: 0,
         };
@@ -368,7 +379,7 @@ mod tests {
         };
         assert!(
             text(&e).contains(
-                r#""broker":{"denied":1,"rate_limited":0,"requests":2,"revoked":[],"tunnels":0}"#
+                r#""broker":{"denied":1,"rate_limited":0,"refreshed":0,"requests":2,"revoked":[],"tunnels":0}"#
             ),
             "{}",
             text(&e)

@@ -257,8 +257,14 @@ impl Audit {
                     out.extend_from_slice(line.as_bytes());
                     out.push(b'\n');
                 }
-                // Kept for the next flush (or the drop) if the write fails.
-                f.write_all(&out).map_err(e)?;
+                // Kept for the next flush (or the drop) if the write fails; a write cut short
+                // (a full disk) is taken back, so that the next one starts a clean line and
+                // the chain holds (review 11c, F4).
+                let before = f.metadata().map_err(e)?.len();
+                if let Err(err) = f.write_all(&out) {
+                    let _ = f.set_len(before);
+                    return Err(e(err));
+                }
                 lines
             }
         };

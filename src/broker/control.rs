@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// A rate limiter's refusal: try again after this long.
@@ -55,9 +55,10 @@ impl RateLimiter for Governed {
     }
 }
 
-/// Called when an upstream answered 401 to a request that carried `name`'s value.
+/// Fetches a secret's value again from its source, checked as at the start (`pattern`,
+/// `min_length`). Blocking: the broker calls it on a thread of its own.
 pub trait Refresher: Send + Sync {
-    fn unauthorized(&self, name: &str);
+    fn refetch(&self, name: &str) -> Result<secrecy::SecretString, String>;
 }
 
 /// Shared between the broker and whoever controls it (the run, a control socket).
@@ -68,7 +69,7 @@ pub struct Control {
     limiter: Option<Box<dyn RateLimiter>>,
     /// Per secret: refusals since its last admitted request (logged with the next one).
     refused_since: Mutex<HashMap<String, u64>>,
-    refresher: Option<Box<dyn Refresher>>,
+    refresher: Option<Arc<dyn Refresher>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -122,7 +123,7 @@ impl Control {
         self
     }
 
-    pub fn with_refresher(mut self, refresher: Box<dyn Refresher>) -> Control {
+    pub fn with_refresher(mut self, refresher: Arc<dyn Refresher>) -> Control {
         self.refresher = Some(refresher);
         self
     }
@@ -178,10 +179,9 @@ impl Control {
         m.remove(name).map_or(0, |n| n.saturating_sub(1))
     }
 
-    pub fn unauthorized(&self, name: &str) {
-        if let Some(r) = &self.refresher {
-            r.unauthorized(name);
-        }
+    /// The refresher, when the run has one.
+    pub fn refresher(&self) -> Option<Arc<dyn Refresher>> {
+        self.refresher.clone()
     }
 }
 

@@ -75,6 +75,10 @@ pub enum DenyReason {
     Rate,
     Mismatch,
     HostHeader,
+    /// The broker answered 502 itself: the host did not resolve, or could not be reached.
+    Unreachable,
+    /// The value cannot be written where the placeholder is (502).
+    Unsendable,
 }
 
 /// `broker.request`: one request forwarded upstream.
@@ -98,6 +102,10 @@ pub struct RequestEvent {
     /// first (which has its own `broker.denied` line).
     #[serde(skip_serializing_if = "is_zero")]
     pub rate_limited: u64,
+    /// The upstream answered 401, the value was refreshed, and the request sent again
+    /// (`status` is the second answer's).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resent: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -140,6 +148,21 @@ pub struct RevokedEvent {
     pub all: bool,
 }
 
+/// `broker.refresh`: a brokered secret fetched again from its source (on a 401, or on the
+/// `refresh` timer). Never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefreshEvent {
+    pub name: String,
+    /// `"401"` or `"timer"`.
+    pub why: &'static str,
+    /// `"ok"` or `"failed"` (the old value stays in place).
+    pub outcome: &'static str,
+    pub changed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub ms: u64,
+}
+
 /// One broker event; serialised with its audit name in `event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event")]
@@ -152,6 +175,8 @@ pub enum Event {
     Denied(DeniedEvent),
     #[serde(rename = "broker.revoked")]
     Revoked(RevokedEvent),
+    #[serde(rename = "broker.refresh")]
+    Refresh(RefreshEvent),
 }
 
 impl Event {
@@ -162,6 +187,7 @@ impl Event {
             Event::Tunnel(_) => "broker.tunnel",
             Event::Denied(_) => "broker.denied",
             Event::Revoked(_) => "broker.revoked",
+            Event::Refresh(_) => "broker.refresh",
         }
     }
 }

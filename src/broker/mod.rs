@@ -82,6 +82,7 @@ impl Default for Parts {
 }
 
 /// One brokered secret.
+#[derive(Clone)]
 pub struct Secret {
     pub name: String,
     pub value: SecretString,
@@ -161,6 +162,7 @@ pub struct Counts {
     pub denied: u64,
     pub rate_limited: u64,
     pub tunnels: u64,
+    pub refreshed: u64,
     pub revoked: Vec<String>,
 }
 
@@ -184,6 +186,7 @@ pub(crate) struct Counters {
     pub denied: AtomicU64,
     pub rate_limited: AtomicU64,
     pub tunnels: AtomicU64,
+    pub refreshed: AtomicU64,
 }
 
 impl Counters {
@@ -315,6 +318,7 @@ impl Handle {
             denied: get(&self.counters.denied),
             rate_limited: get(&self.counters.rate_limited),
             tunnels: get(&self.counters.tunnels),
+            refreshed: get(&self.counters.refreshed),
             revoked: self.control.revoked(),
         }
     }

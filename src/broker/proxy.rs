@@ -33,11 +33,36 @@ use super::{Config, Control, Counters, Error, Limits, Secret};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 
+/// A secret is fetched again at most this often, however many 401s arrive.
+pub(crate) const REFRESH_GAP: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The header that marks the broker's own answers.
 const MARK: &str = "x-agentrun-broker";
 
+/// The brokered secrets as they are now: a refresh swaps in a new set (each request works
+/// on the set it started with).
+pub(crate) struct Values {
+    pub(crate) secrets: Vec<Secret>,
+    /// Values replaced by a refresh: still restored to the placeholder, and scrubbed.
+    retired: Vec<Secret>,
+    restorer: Option<Arc<Restorer>>,
+}
+
+impl Values {
+    fn new(secrets: Vec<Secret>, retired: Vec<Secret>) -> Values {
+        let all: Vec<Secret> = secrets.iter().chain(retired.iter()).cloned().collect();
+        Values {
+            restorer: Restorer::new(&all).map(Arc::new),
+            secrets,
+            retired,
+        }
+    }
+}
+
 pub(crate) struct State {
-    secrets: Vec<Secret>,
+    values: std::sync::RwLock<Arc<Values>>,
+    /// When each secret was last refetched (at most once per [`REFRESH_GAP`]).
+    last_refresh: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     allow: Vec<HostPattern>,
     ca: Arc<Ca>,
     /// The upstream TLS client, made on the first intercepted request: loading the system's
@@ -49,7 +74,6 @@ pub(crate) struct State {
     control: Arc<Control>,
     limits: Limits,
     counters: Arc<Counters>,
-    restorer: Option<Arc<Restorer>>,
 }
 
 /// Where a request goes: the CONNECT target, or the absolute-form URI's authority.
@@ -88,9 +112,9 @@ impl State {
         for pem in &config.extra_roots {
             extra_roots.extend(parse_pem_certs(pem)?);
         }
-        let restorer = Restorer::new(&config.secrets).map(Arc::new);
         Ok(State {
-            secrets: config.secrets,
+            values: std::sync::RwLock::new(Arc::new(Values::new(config.secrets, Vec::new()))),
+            last_refresh: Default::default(),
             allow: config.allow,
             ca,
             tls: std::sync::OnceLock::new(),
@@ -99,7 +123,6 @@ impl State {
             control,
             limits: config.limits,
             counters,
-            restorer,
         })
     }
 
@@ -123,8 +146,78 @@ impl State {
         })
     }
 
+    /// Fetch `name` again (on a 401, or the timer), at most once per [`REFRESH_GAP`]; when
+    /// the value changed, later requests use the new one and the old one is still restored.
+    /// True when it changed. A failure leaves the old value and is logged.
+    pub(crate) async fn refresh(&self, name: &str, why: &'static str) -> bool {
+        let Some(r) = self.control.refresher() else {
+            return false;
+        };
+        {
+            let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
+            if last.get(name).is_some_and(|t| t.elapsed() < REFRESH_GAP) {
+                return false;
+            }
+            last.insert(name.to_string(), Instant::now());
+        }
+        let started = Instant::now();
+        // On a thread of its own: a source's client may run its own runtime.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let n = name.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("agentrun-refresh".into())
+            .spawn(move || {
+                let _ = tx.send(r.refetch(&n));
+            });
+        let got = match spawned {
+            Ok(_) => rx
+                .await
+                .unwrap_or_else(|_| Err("the refresh ended without an answer".into())),
+            Err(e) => Err(format!("cannot start the refresh: {e}")),
+        };
+        let (changed, error) = match got {
+            Err(e) => (false, Some(e)),
+            Ok(v) => {
+                use secrecy::ExposeSecret;
+                let mut w = self.values.write().unwrap_or_else(|p| p.into_inner());
+                match w.secrets.iter().position(|s| s.name == name) {
+                    Some(i) if w.secrets[i].value.expose_secret() != v.expose_secret() => {
+                        let mut secrets = w.secrets.clone();
+                        let mut retired = w.retired.clone();
+                        retired.push(secrets[i].clone());
+                        secrets[i].value = v;
+                        *w = Arc::new(Values::new(secrets, retired));
+                        (true, None)
+                    }
+                    _ => (false, None),
+                }
+            }
+        };
+        if changed {
+            Counters::bump(&self.counters.refreshed);
+        }
+        self.events.emit(Event::Refresh(events::RefreshEvent {
+            name: name.to_string(),
+            why,
+            outcome: if error.is_some() { "failed" } else { "ok" },
+            changed,
+            error,
+            ms: started.elapsed().as_millis() as u64,
+        }));
+        changed
+    }
+
+    /// The secrets as they are now.
+    pub(crate) fn values(&self) -> Arc<Values> {
+        self.values
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn intercepts(&self, t: &Target) -> bool {
-        self.secrets
+        self.values()
+            .secrets
             .iter()
             .any(|s| s.hosts.iter().any(|h| h.matches(&t.host, t.port)))
     }
@@ -134,7 +227,8 @@ impl State {
     }
 
     fn names_exactly(&self, t: &Target) -> bool {
-        self.secrets
+        self.values()
+            .secrets
             .iter()
             .flat_map(|s| s.hosts.iter())
             .chain(self.allow.iter())
@@ -166,7 +260,8 @@ impl State {
     /// case, replaced by `{NAME}`, then cut to `max` bytes.
     fn scrub(&self, text: &str, max: usize) -> String {
         use secrecy::ExposeSecret;
-        let pairs = self.secrets.iter().flat_map(|s| {
+        let values = self.values();
+        let pairs = values.secrets.iter().chain(&values.retired).flat_map(|s| {
             let v = s.value.expose_secret();
             [s.placeholder.as_str(), v]
                 .into_iter()
@@ -240,11 +335,14 @@ fn refused(st: &State, t: &Target, method: &Method, path: &str, r: Refusal) -> R
                 ),
             )
         }
-        Refusal::Upstream(why) => answer(
-            StatusCode::BAD_GATEWAY,
-            "upstream-error",
-            &format!("{}: {why}", t.authority()),
-        ),
+        Refusal::Upstream(why) => {
+            st.deny(t, method, path, DenyReason::Unreachable);
+            answer(
+                StatusCode::BAD_GATEWAY,
+                "upstream-error",
+                &format!("{}: {why}", t.authority()),
+            )
+        }
     }
 }
 
@@ -435,6 +533,7 @@ async fn connect(st: Arc<State>, slot: Arc<Slot>, req: Request<Incoming>) -> Res
             match tokio::time::timeout(st.limits.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => s,
                 _ => {
+                    st.deny(&t, &Method::CONNECT, "", DenyReason::Unreachable);
                     return answer(
                         StatusCode::BAD_GATEWAY,
                         "upstream-error",
@@ -666,7 +765,7 @@ async fn intercept(
 
 /// Absolute-form plain http.
 async fn plain(st: Arc<State>, t: Target, req: Request<Incoming>) -> Response<Body> {
-    let named = st.secrets.iter().any(|s| st.plain_named(s, &t));
+    let named = st.values().secrets.iter().any(|s| st.plain_named(s, &t));
     if !named && !st.allowed(&t) {
         st.deny(&t, req.method(), req.uri().path(), DenyReason::Host);
         return answer(
@@ -738,6 +837,12 @@ struct Finish {
 }
 
 impl Finish {
+    fn resent(&mut self) {
+        if let Some(e) = &mut self.event {
+            e.resent = true;
+        }
+    }
+
     fn status(&mut self, status: u16) {
         if let Some(e) = &mut self.event {
             e.status = status;
@@ -815,8 +920,9 @@ async fn forward(
         Scheme::Https => s.hosts.iter().any(|h| h.matches(&t.host, t.port)),
         Scheme::Http => st.plain_named(s, &t),
     };
+    let values = st.values();
     // Allow-lists of every secret naming this host apply to every request to it.
-    for s in st
+    for s in values
         .secrets
         .iter()
         .filter(|s| s.hosts.iter().any(|h| h.matches(&t.host, t.port)))
@@ -842,11 +948,21 @@ async fn forward(
             );
         }
     }
-    let applied = match subst::apply(&st.secrets, &named, &mut parts) {
+    // The request as the child sent it (placeholders in place), for a second sending.
+    let original = (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.version,
+        parts.headers.clone(),
+    );
+    let applied = match subst::apply(&values.secrets, &named, &mut parts) {
         Ok(a) => a,
-        Err(e) => return answer(StatusCode::BAD_GATEWAY, "upstream-error", &e.0),
+        Err(e) => {
+            st.deny(&t, &method, &path, DenyReason::Unsendable);
+            return answer(StatusCode::BAD_GATEWAY, "upstream-error", &e.0);
+        }
     };
-    let _body_seam = subst::body_substitution_wanted(&st.secrets, &named);
+    let _body_seam = subst::body_substitution_wanted(&values.secrets, &named);
     for n in &applied.names {
         if st.control.is_revoked(n) {
             st.deny(&t, &method, &path, DenyReason::Revoked);
@@ -886,51 +1002,16 @@ async fn forward(
         }
         rate_limited += st.control.admitted(n);
     }
-    let restore = if applied.names.is_empty() && scheme == Scheme::Http {
-        None
-    } else if applied.written.is_empty() {
-        st.restorer.clone()
-    } else {
-        st.restorer
-            .as_ref()
-            .and_then(|r| r.with_extra(&applied.written))
-            .map(Arc::new)
-    };
-
-    strip_hop(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        let host = if (scheme == Scheme::Https && t.port == 443)
-            || (scheme == Scheme::Http && t.port == 80)
-        {
-            if t.host.contains(':') {
-                format!("[{}]", t.host)
-            } else {
-                t.host.clone()
-            }
-        } else {
-            t.authority()
-        };
-        if let Ok(v) = HeaderValue::from_str(&host) {
-            parts.headers.insert(header::HOST, v);
-        }
-    }
-    if restore.is_some() {
-        parts.headers.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
-    }
-    // A request that carries a value gets the whole response or none: with `Range` the child
-    // could have an echo of its own request cut where it likes, so that no piece holds the
-    // whole value the restorer looks for.
+    let restore = restorer_for(&values, &applied, scheme);
     let carries = !applied.names.is_empty();
-    if carries {
-        parts.headers.remove(header::RANGE);
-        parts.headers.remove(header::IF_RANGE);
-    }
+    upstream_headers(&mut parts, &t, scheme, restore.is_some(), carries);
     let up_bytes = Arc::new(AtomicU64::new(0));
     let down_bytes = Arc::new(AtomicU64::new(0));
-    let body = Counted::new(body, up_bytes.clone())
+    // A request carrying a value keeps a copy of its body (up to 1 MiB): a 401 that a
+    // refreshed value answers can then be sent again.
+    let kept = (carries && st.control.refresher().is_some())
+        .then(|| Arc::new(std::sync::Mutex::new(subst::Kept::default())));
+    let body = Counted::new(body, up_bytes.clone(), kept.clone())
         .map_err(|e| Box::new(e) as BoxError)
         .boxed();
     let out = Request::from_parts(parts, body);
@@ -945,8 +1026,9 @@ async fn forward(
         bytes_up: 0,
         bytes_down: 0,
         ms: 0,
-        mismatch: applied.mismatch,
+        mismatch: applied.mismatch.clone(),
         rate_limited,
+        resent: false,
     };
     Counters::bump(&st.counters.requests);
     // From here on the request is logged however it ends: answered, failed, or cut off
@@ -1010,7 +1092,7 @@ async fn forward(
             );
         }
     };
-    let (mut rparts, rbody) = resp.into_parts();
+    let (rparts, rbody) = resp.into_parts();
     finish.status(rparts.status.as_u16());
     // What the restorer cannot read, it cannot restore: a compressed body (sent although
     // `identity` was asked for), or a partial one to a request carrying a value.
@@ -1031,11 +1113,29 @@ async fn forward(
             &format!("{}: {why}", t.authority()),
         );
     }
-    if rparts.status == StatusCode::UNAUTHORIZED {
-        for n in &applied.names {
-            st.control.unauthorized(n);
+    let (mut rparts, rbody, restore) = if rparts.status == StatusCode::UNAUTHORIZED && carries {
+        match resend_refreshed(
+            &st,
+            &t,
+            checked,
+            scheme,
+            &applied.names,
+            original,
+            kept,
+            &named,
+        )
+        .await
+        {
+            Some((parts2, body2, restore2)) => {
+                finish.resent();
+                finish.status(parts2.status.as_u16());
+                (parts2, body2, restore2)
+            }
+            None => (rparts, rbody, restore),
         }
-    }
+    } else {
+        (rparts, rbody, restore)
+    };
     strip_hop(&mut rparts.headers);
     // The upstream's own reason phrase never reaches the child (it could carry a value):
     // hyper writes the canonical one for the status.
@@ -1053,6 +1153,109 @@ async fn forward(
     .map_err(|e| Box::new(e) as BoxError)
     .boxed();
     Response::from_parts(rparts, body)
+}
+
+/// The restorer for a request's response: none for plain http that carried nothing; the
+/// run's, plus the request's own exact substitutions.
+fn restorer_for(
+    values: &Values,
+    applied: &subst::Applied,
+    scheme: Scheme,
+) -> Option<Arc<Restorer>> {
+    if applied.names.is_empty() && scheme == Scheme::Http {
+        None
+    } else if applied.written.is_empty() {
+        values.restorer.clone()
+    } else {
+        values
+            .restorer
+            .as_ref()
+            .and_then(|r| r.with_extra(&applied.written))
+            .map(Arc::new)
+    }
+}
+
+/// The head that goes upstream: no hop-by-hop headers, a Host naming the target, no
+/// compression when the response is to be restored, and no `Range` on a request that
+/// carries a value (the child could have an echo of its own request cut where it likes, so
+/// that no piece holds the whole value the restorer looks for).
+fn upstream_headers(
+    parts: &mut http::request::Parts,
+    t: &Target,
+    scheme: Scheme,
+    restoring: bool,
+    carries: bool,
+) {
+    strip_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        let host = if (scheme == Scheme::Https && t.port == 443)
+            || (scheme == Scheme::Http && t.port == 80)
+        {
+            if t.host.contains(':') {
+                format!("[{}]", t.host)
+            } else {
+                t.host.clone()
+            }
+        } else {
+            t.authority()
+        };
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    if restoring {
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    if carries {
+        parts.headers.remove(header::RANGE);
+        parts.headers.remove(header::IF_RANGE);
+    }
+}
+
+/// A 401 to a request carrying `names`: refresh them (at most once per [`REFRESH_GAP`]
+/// each); when a value changed and the body was kept whole, send the request again, once,
+/// on a new connection, with the new value. `None`: the 401 stands.
+#[allow(clippy::too_many_arguments)]
+async fn resend_refreshed(
+    st: &Arc<State>,
+    t: &Target,
+    checked: Option<SocketAddr>,
+    scheme: Scheme,
+    names: &[String],
+    original: (Method, http::Uri, http::Version, http::HeaderMap),
+    kept: Option<Arc<std::sync::Mutex<subst::Kept>>>,
+    named: &(dyn Fn(&Secret) -> bool + Sync),
+) -> Option<(http::response::Parts, Incoming, Option<Arc<Restorer>>)> {
+    let mut changed = false;
+    for n in names {
+        changed |= st.refresh(n, "401").await;
+    }
+    let body = kept?.lock().unwrap_or_else(|p| p.into_inner()).whole();
+    let body = body.filter(|_| changed)?;
+    let values = st.values();
+    let (method, uri, version, headers) = original;
+    let mut parts = Request::new(()).into_parts().0;
+    (parts.method, parts.uri, parts.version, parts.headers) = (method, uri, version, headers);
+    let applied = subst::apply(&values.secrets, named, &mut parts).ok()?;
+    let restore = restorer_for(&values, &applied, scheme);
+    upstream_headers(&mut parts, t, scheme, restore.is_some(), true);
+    let addr = match checked {
+        Some(a) => a,
+        None => st.resolve(t).await.ok()?,
+    };
+    let mut sender = dial(st, t, addr, scheme).await.ok()?;
+    let req = Request::from_parts(
+        parts,
+        http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    let resp = sender.send_request(req).await.ok()?;
+    let (p, b) = resp.into_parts();
+    Some((p, b, restore))
 }
 
 /// Dial the checked address (no second resolution), TLS-verify against the roots, and

@@ -208,8 +208,8 @@ pub(crate) fn body_substitution_wanted(
 /// echo: lower-case hex, `+` for a space, every reserved character escaped, encoded twice),
 /// JSON escaping (serde's and Go's), hex of the bytes in either case, and base64 at each of
 /// the three alignments (standard and URL-safe alphabets), since a
-/// Basic header is base64 of `user:VALUE`; and every long enough prefix and suffix of the
-/// value, for an upstream that cuts an echo short. Since a
+/// Basic header is base64 of `user:VALUE`. Only whole forms: restoring a piece (a prefix, a
+/// suffix) would answer a child's guess one character at a time (review 11c). Since a
 /// Basic header is base64 of `user:VALUE`. A request's own exact substitutions (the whole
 /// Basic credential it wrote, say) are added by [`Restorer::with_extra`].
 pub(crate) struct Restorer {
@@ -226,9 +226,6 @@ pub(crate) struct Restorer {
 
 /// Shortest derived (encoded) form restored: a shorter one would match unrelated text.
 const MIN_FORM: usize = 6;
-/// Shortest piece of a value (a prefix or a suffix) restored, counting only what the
-/// placeholder does not share: what a child can learn of a value from an echo cut short.
-const MIN_PIECE: usize = 8;
 
 /// Characters left alone by the strictest percent-encoding (RFC 3986 unreserved).
 const COMPONENT: &AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -260,6 +257,23 @@ fn pct(value: &str, set: &'static AsciiSet, lower: bool, plus: bool) -> String {
             }
         }
         out = String::from_utf8(o).unwrap_or(out);
+    }
+    out
+}
+
+/// HTML-escaped: `& < > " '` as named entities (`&amp;`...) or as numeric ones (`&#38;`...).
+fn html(value: &str, named: bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match (c, named) {
+            ('&', true) => out.push_str("&amp;"),
+            ('<', true) => out.push_str("&lt;"),
+            ('>', true) => out.push_str("&gt;"),
+            ('"', true) => out.push_str("&quot;"),
+            ('\'', true) => out.push_str("&#x27;"),
+            ('&' | '<' | '>' | '"' | '\'', false) => out.push_str(&format!("&#{};", c as u32)),
+            _ => out.push(c),
+        }
     }
     out
 }
@@ -310,28 +324,6 @@ fn forms(value: &str, placeholder: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
             }
         }
     }
-    // An upstream that cuts an echo short (a message clipped at N characters) would let a
-    // child slide the value across the cut and read it a piece at a time: every prefix and
-    // suffix of the raw value is put back too, once it holds more than MIN_PIECE
-    // characters the placeholder does not share (its vendor prefix is the same text).
-    if value.len() == placeholder.len() {
-        let shared = value
-            .bytes()
-            .zip(placeholder.bytes())
-            .take_while(|(a, b)| a == b)
-            .count();
-        for cut in 1..value.len() {
-            if !value.is_char_boundary(cut) || !placeholder.is_char_boundary(cut) {
-                continue;
-            }
-            if cut >= shared + MIN_PIECE {
-                add(value[..cut].to_string(), placeholder[..cut].to_string());
-            }
-            if value.len() - cut >= MIN_PIECE {
-                add(value[cut..].to_string(), placeholder[cut..].to_string());
-            }
-        }
-    }
     // Percent-encoded twice (`%252F`): a value in a URL that is itself a parameter.
     for set in [PATH, QUERY] {
         add(
@@ -350,6 +342,16 @@ fn forms(value: &str, placeholder: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     add(go(&jv), go(&jp));
     add(jv, jp);
     add(jvs, jps);
+    // JSON with every character escaped (`\u0073\u006b...`), and HTML entities.
+    let all_u = |v: &str| {
+        v.chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect::<String>()
+    };
+    add(all_u(value), all_u(placeholder));
+    for named in [true, false] {
+        add(html(value, named), html(placeholder, named));
+    }
     // Hex of the bytes, in either case (a digest-style dump of a header, say).
     add(hex::encode(value), hex::encode(placeholder));
     add(hex::encode_upper(value), hex::encode_upper(placeholder));
@@ -386,8 +388,11 @@ impl Restorer {
         // exact substitutions builds one), and the scan runs at the prefilter's speed
         // either way (about 9 GB/s both, measured).
         let kind = Some(aho_corasick::AhoCorasickKind::ContiguousNFA);
+        // In any ASCII case: an upstream that upper-cases an echo must not hand the value
+        // back with only its case to guess.
         let ac = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(true)
             .kind(kind)
             .build(&patterns)
             .ok()?;
@@ -617,11 +622,40 @@ impl<B> RestoreBody<B> {
 pub(crate) struct Counted<B> {
     inner: B,
     bytes: Arc<AtomicU64>,
+    keep: Option<Arc<std::sync::Mutex<Kept>>>,
 }
 
-impl<B> Counted<B> {
-    pub(super) fn new(inner: B, bytes: Arc<AtomicU64>) -> Self {
-        Counted { inner, bytes }
+/// A copy of a request body as it went upstream, while it is at most [`KEEP_MAX`] bytes: a
+/// request refused with 401 can be sent again with a refreshed value.
+#[derive(Default)]
+pub(crate) struct Kept {
+    bytes: Vec<u8>,
+    complete: bool,
+    over: bool,
+}
+
+/// The largest request body kept for a second sending.
+pub(crate) const KEEP_MAX: usize = 1 << 20;
+
+impl Kept {
+    /// The whole body, if it was sent whole and is small enough.
+    pub(crate) fn whole(&self) -> Option<Bytes> {
+        (self.complete && !self.over).then(|| Bytes::from(self.bytes.clone()))
+    }
+}
+
+impl<B: Body> Counted<B> {
+    pub(super) fn new(
+        inner: B,
+        bytes: Arc<AtomicU64>,
+        keep: Option<Arc<std::sync::Mutex<Kept>>>,
+    ) -> Self {
+        if let Some(k) = &keep
+            && inner.is_end_stream()
+        {
+            k.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
+        }
+        Counted { inner, bytes, keep }
     }
 }
 
@@ -642,11 +676,33 @@ where
         {
             self.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
         }
+        if let Some(k) = &self.keep {
+            let mut k = k.lock().unwrap_or_else(|p| p.into_inner());
+            match &p {
+                Poll::Ready(Some(Ok(f))) => match f.data_ref() {
+                    Some(d) if !k.over && k.bytes.len() + d.len() <= KEEP_MAX => {
+                        k.bytes.extend_from_slice(d)
+                    }
+                    Some(_) => {
+                        k.over = true;
+                        k.bytes = Vec::new();
+                    }
+                    // Trailers: the body is complete, but they are not kept: no resend.
+                    None => k.over = true,
+                },
+                Poll::Ready(None) => k.complete = true,
+                _ => {}
+            }
+        }
         p
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if end && let Some(k) = &self.keep {
+            k.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
+        }
+        end
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -863,55 +919,33 @@ mod tests {
         }
     }
 
-    /// An upstream that cuts its echo at a fixed length: wherever the child puts the cut, it
-    /// reads at most MIN_PIECE - 1 characters of the value past what the placeholder shares.
+    /// No piece of a value is restored, only whole forms: a restored prefix would tell a
+    /// child which next character it guessed right (review 11c, F1), one request a
+    /// character. Every proper prefix and suffix of the value comes back unchanged.
     #[test]
-    fn an_echo_cut_short_gives_at_most_a_few_characters() {
+    fn no_piece_of_a_value_is_restored() {
         let value = "sk-proj-Zq8mT4vR2xW9pL6nB3cK7hJ5gF1dS0aY";
         let ph = format!("sk-proj-{}", "PH".repeat(16));
-        assert_eq!(ph.len(), value.len());
         let r = Restorer::new(&[secret("K", value, &ph, "a.example.com")]).expect("restorer");
-        let mut learned = 0;
-        for pad in 0..60 {
-            // The upstream echoes the first 64 characters of what it got.
-            let echo: String = format!("{}{value}", "_".repeat(pad))
-                .chars()
-                .take(64)
-                .collect();
-            let out = String::from_utf8_lossy(&r.replace_all(echo.as_bytes())).into_owned();
-            let got = out.trim_start_matches('_');
-            let known = got
-                .bytes()
-                .zip(value.bytes())
-                .take_while(|(a, b)| a == b)
-                .count();
-            learned = learned.max(known);
-            // And the tail: an echo that keeps its last 24 characters.
-            let tail: String = echo
-                .chars()
-                .rev()
-                .take(24)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            let out = String::from_utf8_lossy(&r.replace_all(tail.as_bytes())).into_owned();
-            let suffix = out
-                .bytes()
-                .rev()
-                .zip(value.bytes().rev())
-                .take_while(|(a, b)| a == b)
-                .count();
-            assert!(
-                suffix < MIN_PIECE || !value.ends_with(&tail),
-                "{tail} -> {out}"
-            );
+        for cut in 1..value.len() {
+            for piece in [&value[..cut], &value[cut..]] {
+                let text = format!("q={piece}&x");
+                assert_eq!(
+                    r.replace_all(text.as_bytes()),
+                    text.as_bytes(),
+                    "{piece} was restored"
+                );
+            }
         }
-        assert!(learned < "sk-proj-".len() + MIN_PIECE, "{learned}");
+        let whole = format!("q={value}&x");
+        assert_eq!(
+            r.replace_all(whole.as_bytes()),
+            format!("q={ph}&x").as_bytes()
+        );
     }
 
     /// Forms an upstream's error page or debug echo may use: hex, twice percent-encoded,
-    /// Go's JSON escaping of `&`.
+    /// Go's JSON escaping of `&`, every character `\u`-escaped, HTML entities, another case.
     #[test]
     fn hex_double_percent_and_go_json_forms_are_restored() {
         let r = odd_restorer();
@@ -926,6 +960,18 @@ mod tests {
             (hex::encode_upper(ODD), hex::encode_upper(ODD_PH)),
             (twice(ODD), twice(ODD_PH)),
             (go(ODD), go(ODD_PH)),
+            (ODD.to_uppercase(), ODD_PH.to_string()),
+            (html(ODD, true), html(ODD_PH, true)),
+            (html(ODD, false), html(ODD_PH, false)),
+            (
+                ODD.chars()
+                    .map(|c| format!("\\u{:04x}", c as u32))
+                    .collect(),
+                ODD_PH
+                    .chars()
+                    .map(|c| format!("\\u{:04x}", c as u32))
+                    .collect(),
+            ),
         ] {
             let out = r.replace_all(format!("{{\"k\": [{enc}]}}").as_bytes());
             let out = String::from_utf8_lossy(&out);

@@ -413,6 +413,9 @@ impl broker::EventSink for Events {
                 clip(&mut d.path) + clip(&mut d.host) + clip(&mut d.method) + 96
             }
             broker::Event::Revoked(r) => r.names.iter().map(String::len).sum::<usize>() + 96,
+            broker::Event::Refresh(r) => {
+                r.name.len() + r.error.as_mut().map_or(0, clip) + 128
+            }
         };
         let mut q = self.queue();
         if q.closed || q.taken >= MAX_EVENTS || q.bytes + size > MAX_EVENT_BYTES {

@@ -15,7 +15,7 @@ use crate::cli::{RunArgs, Tty};
 use crate::context::Context;
 use crate::launch::redactor::{Build, LazyRedact};
 use crate::launch::{self, Injected, Launch, Ran, pump::Passthrough, pump::StreamFilter};
-use crate::profile::{self, Profile};
+use crate::profile::{self, AuditSink, Profile};
 use crate::sandbox::{self, ChildNeeds, Mode, Policy};
 use crate::secrets;
 use std::path::PathBuf;
@@ -74,6 +74,9 @@ impl Plan {
         };
         let sinks =
             plan::audit_sinks(&profile, args.audit_log.as_deref(), &ctx).map_err(Fail::setup)?;
+        if let AuditSink::File(log) = &sinks.log {
+            policy.hidden.push(log.clone());
+        }
         let tty = match args.tty {
             Tty::Always => true,
             Tty::Never => false,
@@ -423,6 +426,7 @@ fn record_broker(audit: &mut Audit, e: &crate::broker::Event) {
         crate::broker::Event::Tunnel(t) => audit.record(&events::BrokerTunnel(t)),
         crate::broker::Event::Denied(d) => audit.record(&events::BrokerDenied(d)),
         crate::broker::Event::Revoked(r) => audit.record(&events::BrokerRevoked(r)),
+        crate::broker::Event::Refresh(r) => audit.record(&events::BrokerRefresh(r)),
     }
 }
 
@@ -440,6 +444,7 @@ fn report(
         denied: c.denied,
         rate_limited: c.rate_limited,
         tunnels: c.tunnels,
+        refreshed: c.refreshed,
         revoked: c.revoked,
         events_dropped: dropped,
     });

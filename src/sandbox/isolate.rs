@@ -246,7 +246,7 @@ pub(super) fn plan(
     // capabilities: hide those. Masks, not Landlock denials: a denial inside `/etc` would
     // turn the `/etc` rule into one grant per entry, and an entry replaced during the run
     // (`/etc/resolv.conf`) would then be unreadable.
-    let masked: Vec<PathBuf> = if root {
+    let mut masked: Vec<PathBuf> = if root {
         super::system_credential_stores()
             .iter()
             .filter_map(|p| std::fs::canonicalize(p).ok())
@@ -254,6 +254,24 @@ pub(super) fn plan(
     } else {
         Vec::new()
     };
+    // Files the child may not even open (the audit log: an open descriptor is enough to
+    // hold its lock), where a rule would let it read them.
+    let readable: Vec<PathBuf> = policy
+        .read
+        .iter()
+        .chain(&policy.write)
+        .chain(&policy.exec)
+        .filter_map(|r| std::fs::canonicalize(r).ok())
+        .collect();
+    for h in &policy.hidden {
+        if let Ok(c) = std::fs::canonicalize(h)
+            && c.is_file()
+            && readable.iter().any(|r| c.starts_with(r))
+            && !masked.contains(&c)
+        {
+            masked.push(c);
+        }
+    }
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).ok();
     let iso = Isolation {
         net: wants_own_network(policy),

@@ -736,6 +736,54 @@ fn allowed_hosts_are_tunnelled_unread() {
     assert_eq!(run.handle.as_ref().unwrap().counts().tunnels, 1);
 }
 
+/// The broker's own 502s are refusals too, each with its line (review 11c, F2): an allowed
+/// host that refuses the connection, one that does not resolve, and a brokered host that
+/// does not resolve.
+#[test]
+fn unreachable_hosts_are_logged_as_refusals() {
+    let up = Upstream::start();
+    let run = Run::start(
+        vec![spec(
+            "OPENAI_API_KEY",
+            OPENAI_VALUE,
+            &["*.brokered.invalid".to_string()],
+        )],
+        &["127.0.0.1:1", "*.allowed.invalid"],
+        Some(&up),
+        Limits::default(),
+    );
+    for url in [
+        "https://127.0.0.1:1/x",
+        "https://a.allowed.invalid/x",
+        "https://b.brokered.invalid/x",
+    ] {
+        let out = run
+            .client("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_connect}", url])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "502",
+            "{url}: {out:?}"
+        );
+    }
+    let mut denied = Vec::new();
+    for _ in 0..50 {
+        denied = run
+            .checked_events()
+            .into_iter()
+            .filter(|e| e["event"] == "broker.denied" && e["reason"] == "unreachable")
+            .collect();
+        if denied.len() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(denied.len(), 3, "{denied:?}");
+    assert_eq!(run.handle.as_ref().unwrap().counts().denied, 3);
+}
+
 #[test]
 fn a_revoked_secret_gets_403_revoked() {
     let up = Upstream::start();

@@ -473,6 +473,40 @@ fn audit_log_is_chained_private_and_valueless() {
     assert_eq!(mode, 0o600);
 }
 
+/// A write to the log cut short (the file-size limit stands in for a full disk) is taken
+/// back: the next run appends whole lines and the chain holds (review 11c, F4).
+#[test]
+fn a_failed_append_leaves_no_partial_line() {
+    let s = Scratch::new();
+    basic(&s);
+    assert_eq!(s.run(&["-p", "t", "--", "true"]).code, 0);
+    let log = s.path().join("audit.jsonl");
+    let size = std::fs::metadata(&log).unwrap().len();
+    // A limit (512-byte blocks) a few hundred bytes past the log's end: the next run's
+    // writes cross it in the middle of a line.
+    let blocks = (size + 700) / 512;
+    let cut = std::process::Command::new("sh")
+        .current_dir(s.path())
+        .env_clear()
+        .envs(&s.env)
+        .args([
+            "-c",
+            &format!("trap '' XFSZ; ulimit -f {blocks}; exec \"$0\" -p t -- true"),
+            bin(),
+        ])
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.len() as u64 <= blocks * 512 && text.ends_with('\n'),
+        "{cut:?}: a partial line is left: {:?}",
+        &text[text.len().saturating_sub(80)..]
+    );
+    assert_eq!(s.run(&["-p", "t", "--", "true"]).code, 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(chained(&text), "{text}");
+}
+
 #[test]
 fn default_audit_log_lives_in_xdg_state_home_with_private_dir() {
     let mut s = Scratch::new();

@@ -837,7 +837,9 @@ fn later_runs_cannot_be_set_up(who: As, tag: &str) {
         ("deep_rename", "EBUSY"),
         ("git_config", "EROFS"),
         ("git_hook", "EROFS"),
-        ("audit_truncate", "EROFS"),
+        // The log itself is masked (an empty device: the child cannot even hold its lock);
+        // its directory is read-only.
+        ("audit_truncate", "EINVAL"),
         ("audit_forge", "EROFS"),
         ("audit_rename", "EBUSY"),
         ("own_file", "ok"),
@@ -2284,4 +2286,67 @@ fn a_directory_on_stdin_is_no_way_out_root() {
 #[test]
 fn a_directory_on_stdin_is_no_way_out_nobody() {
     a_directory_on_stdin_is_no_way_out(As::Nobody, "a_directory_on_stdin_is_no_way_out_nobody");
+}
+
+/// The audit log in a directory the child may read or write: the child cannot open it at all
+/// (it sees an empty device there), so it cannot hold the log's lock and keep agentrun's
+/// lines in memory (review 11c, F3). Checked from outside: while the child "holds" the lock,
+/// the real log can be locked.
+fn audit_log_lock_cannot_be_held(who: As) {
+    let test = "audit_log_lock_cannot_be_held";
+    if !kernel_ready(test) || !can_run_as(test, who) {
+        return;
+    }
+    let s = scratch();
+    s.profile("t", "version = 1\n[sandbox]\nwrite = [\".\"]\n");
+    s.file(
+        "hold.py",
+        r#"import fcntl, os, sys, time
+try:
+    f = open("audit.jsonl", "rb")
+    fcntl.flock(f, fcntl.LOCK_EX)
+    print("held", len(f.read()), flush=True)
+except OSError as e:
+    print("cannot", e.errno, flush=True)
+open("holding", "w").close()
+time.sleep(3)
+"#,
+    );
+    s.hand_to(who);
+    let child = s
+        .agentrun()
+        .user(who)
+        .args(["-p", "t", "--", PYTHON, "hold.py"])
+        .spawn();
+    let log = s.path().join("audit.jsonl");
+    assert!(
+        eventually(Duration::from_secs(10), || s
+            .path()
+            .join("holding")
+            .exists()),
+        "{who:?}: the child never ran"
+    );
+    let f = std::fs::File::open(&log).unwrap();
+    let free = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        free,
+        "{who:?}: the child holds the audit log's lock: {stdout}"
+    );
+    assert!(
+        stdout.contains("held 0") || stdout.contains("cannot"),
+        "{who:?}: the child read the log: {stdout}"
+    );
+    assert!(chained(&std::fs::read_to_string(&log).unwrap()));
+}
+
+#[test]
+fn audit_log_lock_cannot_be_held_as_root() {
+    audit_log_lock_cannot_be_held(As::Root);
+}
+
+#[test]
+fn audit_log_lock_cannot_be_held_as_nobody() {
+    audit_log_lock_cannot_be_held(As::Nobody);
 }
