@@ -264,6 +264,7 @@ pub struct Handle {
     counters: Arc<Counters>,
     control: Arc<Control>,
     revoker: Revoker,
+    state: Arc<proxy::State>,
     conns: proxy::Conns,
     addr: std::net::SocketAddr,
 }
@@ -288,6 +289,22 @@ impl Handle {
     /// Enter the broker's runtime (to register an I/O object with it).
     pub fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
         self.runtime.as_ref().map(|rt| rt.enter())
+    }
+
+    /// Fetch every brokered secret again `every` so often: `[broker].refresh`.
+    pub fn refresh_every(&self, every: Duration) {
+        if let Some(rt) = &self.runtime {
+            let st = self.state.clone();
+            let names = self.revoker.names.clone();
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    for n in names.iter() {
+                        st.refresh(n, "timer").await;
+                    }
+                }
+            });
+        }
     }
 
     /// Run `fut` on the broker's runtime (the control socket's server).
@@ -383,12 +400,14 @@ pub fn serve(
         tokio::net::TcpListener::from_std(listener)?
     };
     let conns = proxy::Conns::new(max_connections);
-    runtime.spawn(proxy::accept_loop(listener, Arc::new(state), conns.clone()));
+    let state = Arc::new(state);
+    runtime.spawn(proxy::accept_loop(listener, state.clone(), conns.clone()));
     Ok(Handle {
         runtime: Some(runtime),
         counters,
         control,
         revoker,
+        state,
         conns,
         addr,
     })

@@ -48,6 +48,8 @@ pub struct BrokerPlan {
     loopback_named: bool,
     /// Every brokered secret is revoked this long after the broker starts.
     ttl: Option<Duration>,
+    /// Every brokered secret is fetched again this often.
+    refresh: Option<Duration>,
     /// The profile's name, for `agentrun runs`.
     profile: String,
 }
@@ -64,7 +66,7 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
     let later = |key: &str| {
         at(
             key,
-            "is not served by this build yet (refresh, base-URL mode and body substitution come with broker control): remove it".into(),
+            "is not served by this build yet (base-URL mode and body substitution come with broker control): remove it".into(),
         )
     };
     if unconfined {
@@ -72,9 +74,6 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
             "[broker]",
             "the broker needs the sandbox (the child's network namespace is its only way out): drop --unconfined".into(),
         ));
-    }
-    if section.refresh.is_some() {
-        return Err(later("broker.refresh"));
     }
     let hosts = |key: &str, list: &[String]| -> Result<Vec<HostPattern>, Fail> {
         list.iter()
@@ -154,6 +153,7 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
         extra_roots,
         loopback_named,
         ttl: section.ttl,
+        refresh: section.refresh,
         profile: profile.path.display().to_string(),
     }))
 }
@@ -187,7 +187,40 @@ pub struct Prepared {
     control: ControlSocket,
     rates: Vec<(String, u32, Duration)>,
     ttl: Option<Duration>,
+    refresh: Option<Duration>,
+    refetch: Refetch,
     profile: String,
+}
+
+/// Fetches a brokered secret again from its source, checked as at the start (`pattern`,
+/// `min_length`; a live probe is not run again: the upstream itself is the check).
+pub struct Refetch {
+    profile: crate::profile::Profile,
+    ctx: crate::context::Context,
+}
+
+impl Refetch {
+    pub fn new(profile: &crate::profile::Profile, ctx: &crate::context::Context) -> Refetch {
+        Refetch {
+            profile: profile.clone(),
+            ctx: ctx.clone(),
+        }
+    }
+}
+
+impl broker::Refresher for Refetch {
+    fn refetch(&self, name: &str) -> Result<SecretString, String> {
+        let spec = self
+            .profile
+            .secrets
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("{name} is not declared"))?;
+        let fetcher = crate::secrets::Fetcher::new(&self.profile, &self.ctx);
+        let value = fetcher.refetch(spec).value.map_err(|e| e.to_string())?;
+        crate::verify::check_format(&spec.verify, &value)?;
+        Ok(value)
+    }
 }
 
 /// The directory of this user's control sockets: `$XDG_RUNTIME_DIR/agentrun`, else
@@ -255,7 +288,7 @@ fn bind_control() -> Result<ControlSocket, String> {
 
 /// Swap each brokered value in `got` for its placeholder (the real value goes to the broker
 /// only), make the run's CA and trust bundle, and the proxy variables.
-pub fn prepare(plan: &BrokerPlan, got: &mut [Got]) -> Result<Prepared, Fail> {
+pub fn prepare(plan: &BrokerPlan, got: &mut [Got], refetch: Refetch) -> Result<Prepared, Fail> {
     let fail = |what: &str, e: &dyn std::fmt::Display| Fail::setup(format!("broker: {what}: {e}"));
     let mut rng = rand::rng();
     let mut secrets = Vec::new();
@@ -333,6 +366,8 @@ pub fn prepare(plan: &BrokerPlan, got: &mut [Got]) -> Result<Prepared, Fail> {
         control,
         rates,
         ttl: plan.ttl,
+        refresh: plan.refresh,
+        refetch,
         profile: plan.profile.clone(),
     })
 }
@@ -413,9 +448,7 @@ impl broker::EventSink for Events {
                 clip(&mut d.path) + clip(&mut d.host) + clip(&mut d.method) + 96
             }
             broker::Event::Revoked(r) => r.names.iter().map(String::len).sum::<usize>() + 96,
-            broker::Event::Refresh(r) => {
-                r.name.len() + r.error.as_mut().map_or(0, clip) + 128
-            }
+            broker::Event::Refresh(r) => r.name.len() + r.error.as_mut().map_or(0, clip) + 128,
         };
         let mut q = self.queue();
         if q.closed || q.taken >= MAX_EVENTS || q.bytes + size > MAX_EVENT_BYTES {
@@ -451,6 +484,8 @@ pub fn serve(p: Prepared) -> Result<Serving, Fail> {
         control,
         rates,
         ttl,
+        refresh,
+        refetch,
         profile,
         ..
     } = p;
@@ -466,11 +501,18 @@ pub fn serve(p: Prepared) -> Result<Serving, Fail> {
         ca,
         std::net::TcpListener::from(listener),
         events.clone(),
-        Arc::new(broker::Control::new().with_limiter(Box::new(broker::Governed::new(&rates)))),
+        Arc::new(
+            broker::Control::new()
+                .with_limiter(Box::new(broker::Governed::new(&rates)))
+                .with_refresher(Arc::new(refetch)),
+        ),
     )
     .map_err(|e| Fail::setup(e.to_string()))?;
     if let Some(ttl) = ttl {
         handle.revoke_after(ttl);
+    }
+    if let Some(every) = refresh {
+        handle.refresh_every(every);
     }
     let served = broker::socket::Served {
         revoker: handle.revoker(),

@@ -205,7 +205,7 @@ fn prepare_redactor(plan: &Plan, secrets: &Secrets, say: &Say) -> Result<Option<
 fn prepare_broker(plan: &Plan, got: &mut [Got]) -> Result<Option<broker::Prepared>, Fail> {
     plan.broker
         .as_ref()
-        .map(|b| broker::prepare(b, got))
+        .map(|b| broker::prepare(b, got, broker::Refetch::new(&plan.profile, &plan.ctx)))
         .transpose()
 }
 

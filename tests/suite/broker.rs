@@ -48,6 +48,13 @@ impl Upstream {
         }
     }
 
+    /// The key `/auth` accepts from now on.
+    pub(crate) fn accept(&self, key: &str) {
+        let mut p = self.log.clone().into_os_string();
+        p.push(".accept");
+        std::fs::write(p, key).unwrap();
+    }
+
     pub(crate) fn received(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap()
     }

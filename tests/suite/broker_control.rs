@@ -300,3 +300,200 @@ fn rate_limits_hold_at_exact_counts() {
     assert_eq!(exit["broker"]["requests"], 5, "{exit}");
     let _ = Path::new("");
 }
+
+/// A child that sends `n` requests to `/auth`, `gap_ms` apart, and writes each status.
+fn auth_child(port: u16, n: u32, gap_ms: u32) -> String {
+    looping_child(port, n, gap_ms).replace("\"/echo\"", "\"/auth\"")
+}
+
+/// Rotation mid-run: the provider starts rejecting the old key (401) while the child loops;
+/// the broker refetches from the source, sends the request again with the new key, and the
+/// child only ever sees 200. `source` is the profile's source table and the secret's `from`;
+/// `rotate` puts the new value at the source.
+fn rotation_mid_run(backend: &str, from: &str, env: &[(&str, String)], rotate: &dyn Fn(&str)) {
+    const OLD: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
+    const NEW: &str = "sk-proj-NewKeyNewKeyNewKey9876543210";
+    let up = Upstream::start();
+    up.accept(OLD);
+    let s = Scratch::new();
+    s.file("up-ca.pem", &up.ca);
+    s.profile(
+        "b",
+        &format!(
+            "version = 1\n{backend}\n[secrets.API_KEY]\nfrom = \"{from}\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\n",
+            up.port
+        ),
+    );
+    s.file("child.py", &auth_child(up.port, 0, 20));
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let mut run = s.agentrun().env("XDG_RUNTIME_DIR", &runtime);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    let mut child = run.args(["-p", "b", "--", "python3", "child.py"]).spawn();
+    let statuses = || -> Vec<String> {
+        std::fs::read_to_string(s.path().join("statuses"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || statuses().len() >= 5),
+        "{:?}",
+        statuses()
+    );
+    rotate(NEW);
+    up.accept(NEW);
+    let before = statuses().len();
+    assert!(
+        eventually(Duration::from_secs(20), || statuses().len() >= before + 10),
+        "{:?}",
+        statuses()
+    );
+    std::fs::write(s.path().join("stop"), "").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    let st = statuses();
+    assert!(st.iter().all(|c| c == "200"), "the child saw: {st:?}");
+    let got = up.received();
+    assert!(got.contains(&format!("Bearer {NEW}")), "{got}");
+    let events = s.audit();
+    let refresh: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "broker.refresh")
+        .collect();
+    assert_eq!(
+        refresh.len(),
+        1,
+        "one refresh for however many 401s: {refresh:?}"
+    );
+    assert_eq!(refresh[0]["changed"], true);
+    assert_eq!(refresh[0]["why"], "401");
+    assert_eq!(refresh[0]["outcome"], "ok");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "broker.request" && e["resent"] == true && e["status"] == 200),
+        "{events:#?}"
+    );
+    let exit = events.iter().find(|e| e["event"] == "exit").unwrap();
+    assert_eq!(exit["broker"]["refreshed"], 1, "{exit}");
+    let text = std::fs::read_to_string(s.path().join("audit.jsonl")).unwrap();
+    assert!(
+        !text.contains(OLD) && !text.contains(NEW),
+        "a value in the log"
+    );
+}
+
+#[test]
+fn openbao_rotation_mid_run_is_invisible_to_the_child() {
+    let bao = crate::servers::Bao::start();
+    bao.cli(&[
+        "kv",
+        "put",
+        "secret/k",
+        "key=sk-proj-OldKeyOldKeyOldKey0123456789",
+    ]);
+    rotation_mid_run(
+        &format!("[vault]\naddress = \"{}\"", bao.addr),
+        "vault:secret/k#key",
+        &[("VAULT_TOKEN", bao.token.clone())],
+        &|new| {
+            bao.cli(&["kv", "put", "secret/k", &format!("key={new}")]);
+        },
+    );
+}
+
+#[test]
+fn aws_rotation_mid_run_is_invisible_to_the_child() {
+    let moto = crate::servers::Moto::start(&[]);
+    moto.py(
+        "sm = client('secretsmanager')\nsm.create_secret(Name='k', SecretString='sk-proj-OldKeyOldKeyOldKey0123456789')\n",
+    );
+    rotation_mid_run(
+        &format!(
+            "[aws]\nendpoint = \"{}\"\nregion = \"us-east-1\"",
+            moto.endpoint
+        ),
+        "aws-sm:k",
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ],
+        &|new| {
+            moto.py(&format!(
+                "sm = client('secretsmanager')\nsm.put_secret_value(SecretId='k', SecretString='{new}')\n"
+            ));
+        },
+    );
+}
+
+/// A refresh that fails (the source is down) leaves the old value in place, says so in the
+/// audit log, and the 401 goes back to the child; the broker keeps serving.
+#[test]
+fn a_failed_refresh_keeps_the_old_value_and_the_broker_serving() {
+    let mut bao = crate::servers::Bao::start();
+    bao.cli(&[
+        "kv",
+        "put",
+        "secret/k",
+        "key=sk-proj-OldKeyOldKeyOldKey0123456789",
+    ]);
+    let up = Upstream::start();
+    up.accept("sk-proj-OldKeyOldKeyOldKey0123456789");
+    let s = Scratch::new();
+    s.file("up-ca.pem", &up.ca);
+    s.profile(
+        "b",
+        &format!(
+            "version = 1\n[vault]\naddress = \"{}\"\n[secrets.API_KEY]\nfrom = \"vault:secret/k#key\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\n",
+            bao.addr, up.port
+        ),
+    );
+    s.file("child.py", &auth_child(up.port, 0, 20));
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let mut child = s
+        .agentrun()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("VAULT_TOKEN", bao.token.clone())
+        .args(["-p", "b", "--", "python3", "child.py"])
+        .spawn();
+    let statuses = || -> Vec<String> {
+        std::fs::read_to_string(s.path().join("statuses"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert!(eventually(Duration::from_secs(20), || statuses().len() >= 3));
+    bao.proc.stop();
+    up.accept("sk-proj-SomeOtherKeySomeOtherKey000000");
+    assert!(
+        eventually(Duration::from_secs(20), || statuses()
+            .iter()
+            .filter(|c| *c == "401")
+            .count()
+            >= 3),
+        "{:?}",
+        statuses()
+    );
+    // The old value still works once the provider takes it back: nothing was swapped.
+    up.accept("sk-proj-OldKeyOldKeyOldKey0123456789");
+    let n = statuses().len();
+    assert!(eventually(Duration::from_secs(20), || statuses()[n..]
+        .iter()
+        .any(|c| c == "200")));
+    std::fs::write(s.path().join("stop"), "").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    let refresh: Vec<_> = s
+        .audit()
+        .into_iter()
+        .filter(|e| e["event"] == "broker.refresh")
+        .collect();
+    assert_eq!(refresh.len(), 1, "{refresh:?}");
+    assert_eq!(refresh[0]["outcome"], "failed");
+    assert_eq!(refresh[0]["changed"], false);
+    assert!(refresh[0]["error"].as_str().is_some_and(|e| !e.is_empty()));
+}
