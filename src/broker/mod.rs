@@ -138,10 +138,25 @@ impl Default for Limits {
     }
 }
 
+/// Base-URL mode: requests to `http://127.0.0.1:PORT{prefix}/...` (plain http, inside the
+/// child's own namespace) go to `https://{host}:{port}{path}/...`, substituted as any
+/// request to that host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `/<random id>`: what the child's base URL ends with.
+    pub prefix: String,
+    pub host: String,
+    pub port: u16,
+    /// The upstream URL's path, without a trailing `/` (`/v1`, or empty).
+    pub path: String,
+}
+
 /// What the broker does, built by the caller from the profile.
 #[derive(Debug, Default)]
 pub struct Config {
     pub secrets: Vec<Secret>,
+    /// Base-URL routes.
+    pub routes: Vec<Route>,
     /// Hosts tunnelled unread (`[broker].allow`).
     pub allow: Vec<HostPattern>,
     /// More roots to trust for upstreams, PEM (`[broker].ca_cert`), besides the system's.

@@ -61,6 +61,9 @@ impl Values {
 
 pub(crate) struct State {
     values: std::sync::RwLock<Arc<Values>>,
+    routes: Vec<super::Route>,
+    /// The broker's own port (a base-URL request may name it in absolute form).
+    own_port: std::sync::atomic::AtomicU16,
     /// When each secret was last refetched (at most once per [`REFRESH_GAP`]).
     last_refresh: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     allow: Vec<HostPattern>,
@@ -114,6 +117,8 @@ impl State {
         }
         Ok(State {
             values: std::sync::RwLock::new(Arc::new(Values::new(config.secrets, Vec::new()))),
+            routes: config.routes,
+            own_port: std::sync::atomic::AtomicU16::new(0),
             last_refresh: Default::default(),
             allow: config.allow,
             ca,
@@ -422,6 +427,9 @@ impl Conns {
 }
 
 pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, st: Arc<State>, conns: Conns) {
+    if let Ok(a) = listener.local_addr() {
+        st.own_port.store(a.port(), Ordering::Relaxed);
+    }
     let stop = conns.stop.subscribe();
     loop {
         let Some(accepted) = unless_stopped!(stopped(stop.clone()), listener.accept()) else {
@@ -476,6 +484,14 @@ async fn proxy_request(st: Arc<State>, slot: Arc<Slot>, req: Request<Incoming>) 
         return connect(st, slot, req).await;
     }
     let uri = req.uri();
+    let to_self = uri.authority().is_none_or(|a| {
+        matches!(a.host(), "127.0.0.1" | "localhost")
+            && a.port_u16() == Some(st.own_port.load(Ordering::Relaxed))
+    });
+    if to_self && let Some(r) = route_of(&st.routes, uri.path()) {
+        let r = r.clone();
+        return base_url(st, r, req).await;
+    }
     match (uri.scheme_str(), uri.authority()) {
         (Some("http"), Some(a)) => {
             let t = Target {
@@ -490,6 +506,49 @@ async fn proxy_request(st: Arc<State>, slot: Arc<Slot>, req: Request<Incoming>) 
             "this is a proxy: send CONNECT host:port, or an absolute http:// URL",
         ),
     }
+}
+
+/// The route whose prefix `path` starts with (as a whole segment).
+fn route_of<'a>(routes: &'a [super::Route], path: &str) -> Option<&'a super::Route> {
+    routes.iter().find(|r| {
+        path.strip_prefix(r.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Base-URL mode: the request goes to the route's upstream over TLS, its path under the
+/// upstream's, its Host the upstream's; then as any intercepted request.
+async fn base_url(st: Arc<State>, r: super::Route, req: Request<Incoming>) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let rest = parts
+        .uri
+        .path()
+        .strip_prefix(r.prefix.as_str())
+        .unwrap_or("");
+    let path = format!("{}{}", r.path, if rest.is_empty() { "/" } else { rest });
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let Ok(uri) = pq.parse::<http::Uri>() else {
+        return answer(StatusCode::BAD_REQUEST, "denied", "not a valid path");
+    };
+    parts.uri = uri;
+    parts.headers.remove(header::HOST);
+    let t = Target {
+        host: r.host.clone(),
+        port: r.port,
+    };
+    let upstream = Arc::new(tokio::sync::Mutex::new(None));
+    forward(
+        st,
+        t,
+        None,
+        upstream,
+        Scheme::Https,
+        Request::from_parts(parts, body),
+    )
+    .await
 }
 
 async fn connect(st: Arc<State>, slot: Arc<Slot>, req: Request<Incoming>) -> Response<Body> {

@@ -50,6 +50,8 @@ pub struct BrokerPlan {
     ttl: Option<Duration>,
     /// Every brokered secret is fetched again this often.
     refresh: Option<Duration>,
+    /// Base-URL mode: (the child's variable, its route).
+    routes: Vec<(String, broker::Route)>,
     /// The profile's name, for `agentrun runs`.
     profile: String,
 }
@@ -82,19 +84,24 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
     };
     let allow = hosts("broker.allow", &section.allow)?;
     let mut secrets = Vec::new();
+    let mut routes: Vec<(String, broker::Route)> = Vec::new();
     for s in &profile.secrets {
         let Some(b) = &s.broker else { continue };
         let key = |k: &str| format!("secrets.{}.broker.{k}", s.name);
-        if b.base_url.is_some() {
-            return Err(later(&key("base_url")));
-        }
         if b.parts.iter().any(|p| p == "body") {
             return Err(later(&key("in")));
+        }
+        let secret_hosts = hosts(&key("hosts"), &b.hosts)?;
+        if let Some(u) = &b.base_url {
+            routes.push((
+                u.env.clone(),
+                base_route(u, &secret_hosts, profile).map_err(|e| at(&key("base_url"), e))?,
+            ));
         }
         secrets.push(SecretRules {
             name: s.name.clone(),
             rate: b.rate.or(section.rate),
-            hosts: hosts(&key("hosts"), &b.hosts)?,
+            hosts: secret_hosts,
             header: b
                 .header
                 .as_deref()
@@ -154,8 +161,69 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
         loopback_named,
         ttl: section.ttl,
         refresh: section.refresh,
+        routes,
         profile: profile.path.display().to_string(),
     }))
+}
+
+/// A secret's `base_url`, checked: an `https://` URL whose host the secret names, without
+/// query or userinfo; a variable the child may be given. Its prefix is random per run.
+fn base_route(
+    u: &crate::profile::broker::BaseUrl,
+    hosts: &[HostPattern],
+    profile: &Profile,
+) -> Result<broker::Route, String> {
+    let fix = "write e.g. base_url = { env = \"OPENAI_BASE_URL\", upstream = \"https://api.openai.com/v1\" }";
+    let url = url::Url::parse(&u.upstream)
+        .map_err(|e| format!("upstream = \"{}\" is not a URL ({e}); {fix}", u.upstream))?;
+    let host = url
+        .host_str()
+        .map(crate::broker::rules::normalize_host)
+        .ok_or_else(|| format!("upstream = \"{}\" has no host; {fix}", u.upstream))?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    if url.scheme() != "https" {
+        return Err(format!(
+            "upstream = \"{}\": the broker reaches upstreams over https only; {fix}",
+            u.upstream
+        ));
+    }
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(format!(
+            "upstream = \"{}\" may have no user, password, query or fragment; {fix}",
+            u.upstream
+        ));
+    }
+    if !hosts.iter().any(|h| h.matches(&host, port)) {
+        return Err(format!(
+            "upstream = \"{}\": {host}:{port} is not one of this secret's hosts, so the value could not go there; add it to hosts",
+            u.upstream
+        ));
+    }
+    let env = u.env.as_str();
+    let valid = !env.is_empty()
+        && !env.starts_with(|c: char| c.is_ascii_digit())
+        && env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("env = \"{env}\" is not a variable name; {fix}"));
+    }
+    if crate::profile::broker::reserved(env)
+        || profile.secrets.iter().any(|s| s.name == env)
+        || profile.set.contains_key(env)
+    {
+        return Err(format!(
+            "env = \"{env}\" is already set by the broker, a secret or [env] set: name another variable"
+        ));
+    }
+    Ok(broker::Route {
+        prefix: format!("/{:016x}", rand::random::<u64>()),
+        host,
+        port,
+        path: url.path().trim_end_matches('/').to_string(),
+    })
 }
 
 /// A directory of agentrun's own (0700, `mkdtemp`) holding the run's trust bundle, removed
@@ -339,6 +407,9 @@ pub fn prepare(plan: &BrokerPlan, got: &mut [Got], refetch: Refetch) -> Result<P
             .map(|v| ((*v).to_owned(), Some(bundle_path.clone()))),
     );
     env.push(("NODE_USE_ENV_PROXY".into(), Some("1".into())));
+    for (var, r) in &plan.routes {
+        env.push((var.clone(), Some(format!("{proxy}{}", r.prefix))));
+    }
     env.push(("AGENTRUN_BROKER".into(), Some(proxy)));
     let control = bind_control().map_err(|e| {
         Fail::setup(format!(
@@ -353,6 +424,7 @@ pub fn prepare(plan: &BrokerPlan, got: &mut [Got], refetch: Refetch) -> Result<P
     Ok(Prepared {
         config: broker::Config {
             secrets,
+            routes: plan.routes.iter().map(|(_, r)| r.clone()).collect(),
             allow: plan.allow.clone(),
             extra_roots: plan.extra_roots.clone(),
             limits: broker::Limits::default(),

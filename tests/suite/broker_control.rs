@@ -497,3 +497,88 @@ fn a_failed_refresh_keeps_the_old_value_and_the_broker_serving() {
     assert_eq!(refresh[0]["changed"], false);
     assert!(refresh[0]["error"].as_str().is_some_and(|e| !e.is_empty()));
 }
+
+/// Base-URL mode: a client that ignores proxy settings and trust bundles (`httpx` with
+/// `trust_env=False`) reaches the upstream through `http://127.0.0.1:PORT/<id>` in its own
+/// namespace; the broker goes on over TLS with the value. Bad `base_url`s are refused.
+#[test]
+fn base_url_mode_serves_clients_that_ignore_proxies() {
+    let up = Upstream::start();
+    let s = Scratch::new();
+    s.file("up-ca.pem", &up.ca);
+    let venv = super::servers::venv_bin("python");
+    let venv_dir = venv.parent().unwrap().parent().unwrap();
+    s.profile(
+        "b",
+        &format!(
+            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = {{ hosts = [\"127.0.0.1:{p}\"], base_url = {{ env = \"UP_BASE_URL\", upstream = \"https://127.0.0.1:{p}/\" }} }}\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{venv_dir:?}, \"/etc\"]\n",
+            p = up.port
+        ),
+    );
+    s.file(
+        "child.py",
+        r#"import os, httpx
+base = os.environ["UP_BASE_URL"]
+auth = {"Authorization": "Bearer " + os.environ["API_KEY"]}
+with httpx.Client(trust_env=False, timeout=10) as c:
+    r = c.get(base + "/echo?from=base-url", headers=auth)
+    open("seen", "w").write(str(r.status_code) + " " + base + " " + r.text)
+"#,
+    );
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let o = s
+        .agentrun()
+        .env("API_KEY", VALUE)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["-p", "b", "--"])
+        .arg(&venv)
+        .arg("child.py")
+        .run();
+    assert_eq!(o.code, 0, "{o:?}");
+    let seen = std::fs::read_to_string(s.path().join("seen")).unwrap();
+    assert!(seen.starts_with("200 http://127.0.0.1:"), "{seen}");
+    assert!(!seen.contains(VALUE) && seen.contains("sk-proj-"), "{seen}");
+    assert!(
+        up.received().contains(&format!("Bearer {VALUE}"))
+            && up.received().contains("/echo?from=base-url"),
+        "{}",
+        up.received()
+    );
+
+    for (base_url, want) in [
+        (
+            format!(
+                "{{ env = \"B\", upstream = \"http://127.0.0.1:{}/\" }}",
+                up.port
+            ),
+            "https only",
+        ),
+        (
+            "{ env = \"B\", upstream = \"https://elsewhere.example/v1\" }".to_string(),
+            "not one of this secret's hosts",
+        ),
+        (
+            format!(
+                "{{ env = \"HTTPS_PROXY\", upstream = \"https://127.0.0.1:{}/\" }}",
+                up.port
+            ),
+            "already set",
+        ),
+    ] {
+        let o = s
+            .agentrun()
+            .profile(&format!(
+                "version = 1\n[secrets.K]\nfrom = \"env:K\"\nbroker = {{ hosts = [\"127.0.0.1:{}\"], base_url = {base_url} }}\n",
+                up.port
+            ))
+            .env("K", "k-value-0123456789")
+            .args(["--", "true"])
+            .run();
+        assert_eq!(o.code, 125, "{base_url}: {o:?}");
+        assert!(
+            o.stderr.contains("secrets.K.broker.base_url") && o.stderr.contains(want),
+            "{base_url}: {o:?}"
+        );
+    }
+}

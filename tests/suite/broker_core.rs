@@ -203,6 +203,7 @@ impl Run {
             .collect();
         let config = Config {
             secrets,
+            routes: Vec::new(),
             allow: allow
                 .iter()
                 .map(|h| HostPattern::parse(h).unwrap())
@@ -1055,6 +1056,7 @@ fn broker_child() {
     let ph = std::env::var("BROKER_CHILD_PLACEHOLDER")
         .unwrap_or_else(|_| broker::placeholder(&value, &mut rand::rng()));
     let config = Config {
+        routes: Vec::new(),
         secrets: vec![Secret {
             name: "OPENAI_API_KEY".into(),
             value,
@@ -1294,6 +1296,7 @@ impl Run {
         tweak(&mut secret);
         let config = Config {
             secrets: vec![secret],
+            routes: Vec::new(),
             allow: Vec::new(),
             extra_roots: vec![std::fs::read(&up.ca).unwrap()],
             limits: Limits::default(),
