@@ -11,42 +11,66 @@ pub(crate) const MAX_PATH: usize = 512;
 pub(crate) const MAX_HOST: usize = 256;
 pub(crate) const MAX_METHOD: usize = 32;
 
-/// `text` with each of `pairs`' strings, in any ASCII case, replaced by `{name}`; when the
-/// text holds one only once percent-decoded, the decoded text so scrubbed.
-pub(crate) fn scrub<'a>(text: &str, pairs: impl Iterator<Item = (&'a str, &'a String)>) -> String {
-    let (pats, names): (Vec<&str>, Vec<String>) =
-        pairs.map(|(p, n)| (p, format!("{{{n}}}"))).unzip();
-    if pats.is_empty() {
-        return text.to_string();
-    }
-    let Ok(ac) = aho_corasick::AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-        .build(&pats)
-    else {
-        // Cannot happen for these sizes; refuse to report the text rather than leak it.
-        return "{?}".to_string();
-    };
-    // A child can percent-encode a placeholder (once or more) so that the raw text holds none:
-    // then the decoded text, scrubbed, is what is reported.
-    let mut shown = text.to_string();
-    let mut decoded = text.to_string();
-    for _ in 0..MAX_DECODES {
-        let next = percent_encoding::percent_decode_str(&decoded)
-            .decode_utf8_lossy()
-            .into_owned();
-        if next == decoded {
-            break;
-        }
-        decoded = next;
-        if ac.is_match(&decoded) {
-            shown = decoded.clone();
-        }
-    }
-    ac.replace_all(&shown, &names)
+/// Replaces each value and placeholder in an event's text by `{NAME}`: built once per set of
+/// values (a request's events use it three times).
+pub(crate) struct Scrubber {
+    /// `None`: no pattern, or none could be built (then text is refused, not shown).
+    ac: Option<aho_corasick::AhoCorasick>,
+    names: Vec<String>,
+    empty: bool,
 }
 
-/// How many layers of percent-encoding [`scrub`] looks through.
+impl Scrubber {
+    /// From (string to hide, its secret's name) pairs.
+    pub(crate) fn new<'a>(pairs: impl Iterator<Item = (&'a str, &'a String)>) -> Scrubber {
+        let (pats, names): (Vec<&str>, Vec<String>) =
+            pairs.map(|(p, n)| (p, format!("{{{n}}}"))).unzip();
+        let empty = pats.is_empty();
+        let ac = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&pats)
+            .ok();
+        Scrubber { ac, names, empty }
+    }
+
+    /// `text` with each string, in any ASCII case, replaced by `{name}`; when the text holds
+    /// one only once percent-decoded, the decoded text so scrubbed.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        if self.empty {
+            return text.to_string();
+        }
+        // Cannot fail for these sizes; refuse to report the text rather than leak it.
+        let Some(ac) = &self.ac else {
+            return "{?}".to_string();
+        };
+        // A child can percent-encode a placeholder (once or more) so that the raw text holds
+        // none: then the decoded text, scrubbed, is what is reported.
+        let mut shown = text.to_string();
+        let mut decoded = text.to_string();
+        for _ in 0..MAX_DECODES {
+            let next = percent_encoding::percent_decode_str(&decoded)
+                .decode_utf8_lossy()
+                .into_owned();
+            if next == decoded {
+                break;
+            }
+            decoded = next;
+            if ac.is_match(&decoded) {
+                shown = decoded.clone();
+            }
+        }
+        ac.replace_all(&shown, &self.names)
+    }
+}
+
+/// [`Scrubber::scrub`] with a scrubber built for this one text.
+#[cfg(test)]
+pub(crate) fn scrub<'a>(text: &str, pairs: impl Iterator<Item = (&'a str, &'a String)>) -> String {
+    Scrubber::new(pairs).scrub(text)
+}
+
+/// How many layers of percent-encoding [`Scrubber::scrub`] looks through.
 const MAX_DECODES: usize = 4;
 
 /// `text` cut to at most `max` bytes (at a character boundary), marked with `...` when cut.

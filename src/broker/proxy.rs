@@ -46,13 +46,23 @@ pub(crate) struct Values {
     /// Values replaced by a refresh: still restored to the placeholder, and scrubbed.
     retired: Vec<Secret>,
     restorer: Option<Arc<Restorer>>,
+    /// Every value and placeholder, for the text of events.
+    scrubber: events::Scrubber,
 }
 
 impl Values {
     fn new(secrets: Vec<Secret>, retired: Vec<Secret>) -> Values {
+        use secrecy::ExposeSecret;
         let all: Vec<Secret> = secrets.iter().chain(retired.iter()).cloned().collect();
+        let scrubber = events::Scrubber::new(all.iter().flat_map(|s| {
+            [s.placeholder.as_str(), s.value.expose_secret()]
+                .into_iter()
+                .filter(|x| !x.is_empty())
+                .map(move |x| (x, &s.name))
+        }));
         Values {
             restorer: Restorer::new(&all).map(Arc::new),
+            scrubber,
             secrets,
             retired,
         }
@@ -264,16 +274,7 @@ impl State {
     /// Text for an event (a path, host or method): every placeholder and value, in any
     /// case, replaced by `{NAME}`, then cut to `max` bytes.
     fn scrub(&self, text: &str, max: usize) -> String {
-        use secrecy::ExposeSecret;
-        let values = self.values();
-        let pairs = values.secrets.iter().chain(&values.retired).flat_map(|s| {
-            let v = s.value.expose_secret();
-            [s.placeholder.as_str(), v]
-                .into_iter()
-                .filter(|x| !x.is_empty())
-                .map(move |x| (x, &s.name))
-        });
-        events::clip(events::scrub(text, pairs), max)
+        events::clip(self.values().scrubber.scrub(text), max)
     }
 
     /// Resolve `t` and check every address; the address returned is the one to dial.
