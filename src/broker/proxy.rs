@@ -818,7 +818,9 @@ async fn intercept(
             Ok::<_, Infallible>(forward(st, t, Some(addr), upstream, Scheme::Https, req).await)
         }
     });
-    let conn = server_builder(&st.limits).serve_connection(TokioIo::new(tls), svc);
+    let conn = server_builder(&st.limits)
+        .serve_connection(TokioIo::new(tls), svc)
+        .with_upgrades();
     // At stop the connection is dropped: a response body in flight emits its event.
     let _ = unless_stopped!(slot.stopping(), conn);
 }
@@ -950,9 +952,12 @@ async fn forward(
     checked: Option<SocketAddr>,
     upstream: Arc<tokio::sync::Mutex<Option<Sender>>>,
     scheme: Scheme,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
+    // A WebSocket upgrade: substituted as any request; after a 101 the frames pass through.
+    let upgrade = websocket_upgrade(req.headers());
+    let child_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
@@ -1065,6 +1070,12 @@ async fn forward(
     let restore = restorer_for(&values, &applied, scheme);
     let carries = !applied.names.is_empty();
     upstream_headers(&mut parts, &t, scheme, restore.is_some(), carries);
+    if let Some(u) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u.clone());
+    }
     let up_bytes = Arc::new(AtomicU64::new(0));
     let down_bytes = Arc::new(AtomicU64::new(0));
     // A request carrying a value keeps a copy of its body (up to 1 MiB): a 401 that a
@@ -1152,6 +1163,34 @@ async fn forward(
             );
         }
     };
+    let mut resp = resp;
+    if let (Some(u), Some(child_side)) = (&upgrade, child_side)
+        && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        let (mut rparts, _) = resp.into_parts();
+        finish.status(101);
+        strip_hop(&mut rparts.headers);
+        if let Some(r) = &restore {
+            r.headers(&mut rparts.headers);
+        }
+        rparts.extensions.remove::<hyper::ext::ReasonPhrase>();
+        rparts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        rparts.headers.insert(header::UPGRADE, u.clone());
+        let idle = st.limits.idle_timeout;
+        tokio::spawn(async move {
+            // Frames pass through as a tunnel's bytes do (idle timeout included); the
+            // request's line is written when the stream ends, with its bytes.
+            let finish = finish;
+            if let (Ok(a), Ok(b)) = (child_side.await, upstream_side.await) {
+                let (up, down) = (finish.up.clone(), finish.down.clone());
+                idle_copy(&mut TokioIo::new(a), &mut TokioIo::new(b), idle, (&up, &down)).await;
+            }
+        });
+        return Response::from_parts(rparts, empty());
+    }
     let (rparts, rbody) = resp.into_parts();
     finish.status(rparts.status.as_u16());
     // What the restorer cannot read, it cannot restore: a compressed body (sent although
@@ -1213,6 +1252,23 @@ async fn forward(
     .map_err(|e| Box::new(e) as BoxError)
     .boxed();
     Response::from_parts(rparts, body)
+}
+
+/// The `Upgrade` value of a WebSocket upgrade request (`Connection: upgrade` and
+/// `Upgrade: websocket`), else `None`: other upgrades are not passed on.
+fn websocket_upgrade(h: &http::HeaderMap) -> Option<HeaderValue> {
+    let conn_upgrade = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let up = h.get(header::UPGRADE)?;
+    (conn_upgrade
+        && up
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket")))
+    .then(|| up.clone())
 }
 
 /// The restorer for a request's response: none for plain http that carried nothing; the
@@ -1358,7 +1414,7 @@ where
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
     });
     Ok(sender)
 }

@@ -255,8 +255,8 @@ fn brokered_secret_reaches_its_host_only_as_nobody() {
     brokered_run(As::Nobody);
 }
 
-/// Keys of broker control are refused, not ignored, until they are served; and a broker next
-/// to `connect` ports is refused.
+/// Keys not served yet are refused, not ignored (body substitution); a bad `base_url`, a
+/// bad host and a broker next to `connect` ports are refused.
 #[test]
 fn broker_keys_not_served_yet_are_refused() {
     let s = Scratch::new();
@@ -265,7 +265,10 @@ fn broker_keys_not_served_yet_are_refused() {
             "[secrets.K]\nfrom = \"env:K\"\nbroker = { hosts = [\"a.example\"], in = [\"body\"] }\n",
             "secrets.K.broker.in",
         ),
-        ("[broker]\nrefresh = \"1h\"\n", "broker.refresh"),
+        (
+            "[secrets.K]\nfrom = \"env:K\"\nbroker = { hosts = [\"a.example\"], base_url = { env = \"B\", upstream = \"ftp://a.example/\" } }\n",
+            "secrets.K.broker.base_url",
+        ),
         (
             "[secrets.K]\nfrom = \"env:K\"\nbroker = \"no such host/\"\n",
             "secrets.K.broker.hosts",

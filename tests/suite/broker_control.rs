@@ -582,3 +582,78 @@ with httpx.Client(trust_env=False, timeout=10) as c:
         );
     }
 }
+
+/// A WebSocket upgrade to an intercepted host: the value goes into the upgrade request, then
+/// frames pass through both ways; the child (Python `websockets`, through the proxy from the
+/// environment) holds only the placeholder. The upstream is `websockets` too.
+#[test]
+fn websocket_upgrade_is_substituted_and_frames_pass() {
+    use super::broker_core::upstream_certs;
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = upstream_certs(dir.path());
+    let log = dir.path().join("ws.jsonl");
+    let venv = super::servers::venv_bin("python");
+    let mut up = std::process::Command::new(&venv)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/broker/ws_upstream.py"))
+        .args([&cert, &key, &log])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(up.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("the ws upstream's port");
+    let s = Scratch::new();
+    s.file("up-ca.pem", &std::fs::read_to_string(&ca).unwrap());
+    let venv_dir = venv.parent().unwrap().parent().unwrap();
+    s.profile(
+        "b",
+        &format!(
+            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{port}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{venv_dir:?}, \"/etc\"]\n",
+        ),
+    );
+    s.file(
+        "child.py",
+        &format!(
+            r#"import os, ssl
+from websockets.sync.client import connect
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+key = os.environ["API_KEY"]
+with connect("wss://127.0.0.1:{port}/ws", ssl=ctx, additional_headers={{"Authorization": "Bearer " + key}}, open_timeout=10) as ws:
+    got = []
+    for m in ["one", "two " + key, os.urandom(50000).hex()]:
+        ws.send(m)
+        got.append(ws.recv(timeout=10))
+open("seen", "w").write("|".join(g[:40] for g in got))
+"#
+        ),
+    );
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let o = s
+        .agentrun()
+        .env("API_KEY", VALUE)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["-p", "b", "--"])
+        .arg(&venv)
+        .arg("child.py")
+        .run();
+    let _ = up.kill();
+    let _ = up.wait();
+    assert_eq!(o.code, 0, "{o:?}");
+    let got = std::fs::read_to_string(&log).unwrap();
+    assert!(got.contains(&format!("Bearer {VALUE}")), "{got}");
+    let seen = std::fs::read_to_string(s.path().join("seen")).unwrap();
+    assert!(seen.starts_with("one|two sk-proj-"), "{seen}");
+    assert!(!seen.contains(VALUE), "{seen}");
+    let req = s
+        .audit()
+        .into_iter()
+        .find(|e| e["event"] == "broker.request")
+        .unwrap();
+    assert_eq!(req["status"], 101, "{req}");
+    assert!(req["bytes_up"].as_u64().unwrap() > 40_000, "{req}");
+}
