@@ -222,6 +222,9 @@ pub(crate) struct Restorer {
     hold: usize,
     /// Some replacement differs in length from its pattern: Content-Length changes.
     changes_length: bool,
+    /// Patterns match in any ASCII case (responses), or only as they are (request bodies).
+    /// The hold-back at a chunk's end follows the same rule.
+    any_case: bool,
 }
 
 /// Shortest derived (encoded) form restored: a shorter one would match unrelated text.
@@ -377,6 +380,15 @@ impl Restorer {
     }
 
     fn build(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Restorer> {
+        Restorer::build_with(pairs, true)
+    }
+
+    /// Placeholders -> values in a request body: exact matches only (in their own case).
+    pub(crate) fn substituter(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Restorer> {
+        Restorer::build_with(pairs, false)
+    }
+
+    fn build_with(pairs: Vec<(Vec<u8>, Vec<u8>)>, any_case: bool) -> Option<Restorer> {
         if pairs.is_empty() {
             return None;
         }
@@ -392,7 +404,7 @@ impl Restorer {
         // back with only its case to guess.
         let ac = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
-            .ascii_case_insensitive(true)
+            .ascii_case_insensitive(any_case)
             .kind(kind)
             .build(&patterns)
             .ok()?;
@@ -407,6 +419,7 @@ impl Restorer {
             pairs,
             hold,
             changes_length,
+            any_case,
         })
     }
 
@@ -501,9 +514,14 @@ impl Restorer {
             .rev()
             .find(|&k| {
                 let tail = &buf[buf.len() - k..];
-                self.pairs
-                    .iter()
-                    .any(|(v, _)| v.len() > k && v.starts_with(tail))
+                self.pairs.iter().any(|(v, _)| {
+                    v.len() > k
+                        && if self.any_case {
+                            v[..k].eq_ignore_ascii_case(tail)
+                        } else {
+                            v.starts_with(tail)
+                        }
+                })
             })
             .unwrap_or(0)
     }
@@ -818,9 +836,11 @@ mod tests {
         ];
         let r = Restorer::new(&secrets).expect("restorer");
         assert!(r.changes_length());
-        let text = format!("x{value}yy{value}{value}z short. shor{value}");
+        // Also in another case: the hold-back must follow the matcher (review 11d's class).
+        let upper = value.to_uppercase();
+        let text = format!("x{value}yy{value}{upper}z short. shor{value}");
         let want = String::from_utf8(r.replace_all(text.as_bytes())).expect("utf8");
-        assert!(!want.contains(value) && want.contains(ph));
+        assert!(!want.contains(value) && !want.contains(&upper) && want.contains(ph));
         for split in 0..=text.len() {
             for split2 in split..=text.len() {
                 let mut held = Vec::new();
