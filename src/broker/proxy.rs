@@ -1027,7 +1027,6 @@ async fn forward(
             return answer(StatusCode::BAD_GATEWAY, "upstream-error", &e.0);
         }
     };
-    let _body_seam = subst::body_substitution_wanted(&values.secrets, &named);
     for n in &applied.names {
         if st.control.is_revoked(n) {
             st.deny(&t, &method, &path, DenyReason::Revoked);
@@ -1082,9 +1081,23 @@ async fn forward(
     // refreshed value answers can then be sent again.
     let kept = (carries && st.control.refresher().is_some())
         .then(|| Arc::new(std::sync::Mutex::new(subst::Kept::default())));
-    let body = Counted::new(body, up_bytes.clone(), kept.clone())
-        .map_err(|e| Box::new(e) as BoxError)
-        .boxed();
+    let counted = Counted::new(body, up_bytes.clone(), kept.clone());
+    // `in = ["body"]`: placeholders in the body replaced, escaped for its Content-Type.
+    let sub = subst::body_substituter(
+        &values.secrets,
+        &named,
+        &|n| st.control.is_revoked(n),
+        subst::body_kind(&parts.headers),
+    );
+    let body = match sub {
+        None => counted.map_err(|e| Box::new(e) as BoxError).boxed(),
+        Some(sub) => match substitute_body(&mut parts.headers, counted, sub).await {
+            Ok(b) => b,
+            Err(why) => {
+                return answer(StatusCode::BAD_REQUEST, "denied", &why);
+            }
+        },
+    };
     let out = Request::from_parts(parts, body);
 
     let event = RequestEvent {
@@ -1186,7 +1199,13 @@ async fn forward(
             let finish = finish;
             if let (Ok(a), Ok(b)) = (child_side.await, upstream_side.await) {
                 let (up, down) = (finish.up.clone(), finish.down.clone());
-                idle_copy(&mut TokioIo::new(a), &mut TokioIo::new(b), idle, (&up, &down)).await;
+                idle_copy(
+                    &mut TokioIo::new(a),
+                    &mut TokioIo::new(b),
+                    idle,
+                    (&up, &down),
+                )
+                .await;
             }
         });
         return Response::from_parts(rparts, empty());
@@ -1252,6 +1271,46 @@ async fn forward(
     .map_err(|e| Box::new(e) as BoxError)
     .boxed();
     Response::from_parts(rparts, body)
+}
+
+/// A request body with its placeholders replaced. When the replacement changes the length
+/// and the body declares one of at most [`subst::KEEP_MAX`] bytes, the body is read whole
+/// and its `Content-Length` set anew; a longer one streams, chunked (no `Content-Length`).
+async fn substitute_body<B>(
+    headers: &mut http::HeaderMap,
+    body: B,
+    sub: Restorer,
+) -> Result<Body, String>
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if sub.changes_length() {
+        if let Some(n) = declared
+            && n <= subst::KEEP_MAX
+        {
+            let whole = http_body_util::Limited::new(body, subst::KEEP_MAX)
+                .collect()
+                .await
+                .map_err(|e| format!("the request body could not be read: {e}"))?
+                .to_bytes();
+            let out = sub.replace_all(&whole);
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            return Ok(http_body_util::Full::new(hyper::body::Bytes::from(out))
+                .map_err(|never| match never {})
+                .boxed());
+        }
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok(
+        RestoreBody::new(body, Some(Arc::new(sub)), Arc::new(AtomicU64::new(0)))
+            .map_err(|e| Box::new(e) as BoxError)
+            .boxed(),
+    )
 }
 
 /// The `Upgrade` value of a WebSocket upgrade request (`Connection: upgrade` and
@@ -1358,6 +1417,18 @@ async fn resend_refreshed(
     let applied = subst::apply(&values.secrets, named, &mut parts).ok()?;
     let restore = restorer_for(&values, &applied, scheme);
     upstream_headers(&mut parts, t, scheme, restore.is_some(), true);
+    let sub = subst::body_substituter(
+        &values.secrets,
+        named,
+        &|n| st.control.is_revoked(n),
+        subst::body_kind(&parts.headers),
+    );
+    let body = match sub {
+        Some(sub) => hyper::body::Bytes::from(sub.replace_all(&body)),
+        None => body,
+    };
+    // hyper writes the length of the whole body it is given.
+    parts.headers.remove(header::CONTENT_LENGTH);
     let addr = match checked {
         Some(a) => a,
         None => st.resolve(t).await.ok()?,

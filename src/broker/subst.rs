@@ -192,13 +192,59 @@ fn header_value(
     Ok((None, false))
 }
 
-/// Issue 12's seam: does any secret going to this target want its placeholder replaced in
-/// the body? (Not done yet: the body streams through unchanged.)
-pub(crate) fn body_substitution_wanted(
+/// How a request body is encoded, by its `Content-Type`: the value is escaped to fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// `application/json` (and `+json`): the value JSON-escaped (no quotes).
+    Json,
+    /// `application/x-www-form-urlencoded`: the value form-encoded.
+    Form,
+    /// Anything else: the value as it is.
+    Other,
+}
+
+pub(crate) fn body_kind(h: &http::HeaderMap) -> BodyKind {
+    let ct = h
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if ct == "application/json" || ct.ends_with("+json") {
+        BodyKind::Json
+    } else if ct == "application/x-www-form-urlencoded" {
+        BodyKind::Form
+    } else {
+        BodyKind::Other
+    }
+}
+
+/// Placeholders -> values for a request body to this target (`in = [.., "body"]`): the
+/// secrets that ask for it, that name this target, and are not revoked; each value escaped
+/// for `kind`. `None` when no secret applies.
+pub(crate) fn body_substituter(
     secrets: &[Secret],
     named: &dyn Fn(&Secret) -> bool,
-) -> bool {
-    secrets.iter().any(|s| s.parts.body && named(s))
+    revoked: &dyn Fn(&str) -> bool,
+    kind: BodyKind,
+) -> Option<Restorer> {
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = secrets
+        .iter()
+        .filter(|s| s.parts.body && named(s) && !revoked(&s.name))
+        .map(|s| {
+            let v = s.value.expose_secret();
+            let escaped = match kind {
+                BodyKind::Json => json_forms(v)[0].clone(),
+                BodyKind::Form => url::form_urlencoded::byte_serialize(v.as_bytes()).collect(),
+                BodyKind::Other => v.to_string(),
+            };
+            (s.placeholder.as_bytes().to_vec(), escaped.into_bytes())
+        })
+        .collect();
+    Restorer::substituter(pairs)
 }
 
 /// Values -> placeholders in responses.
@@ -327,6 +373,11 @@ fn forms(value: &str, placeholder: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
             }
         }
     }
+    // Form-encoded (a body the broker wrote with `in = ["body"]`).
+    add(
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+        url::form_urlencoded::byte_serialize(placeholder.as_bytes()).collect(),
+    );
     // Percent-encoded twice (`%252F`): a value in a URL that is itself a parameter.
     for set in [PATH, QUERY] {
         add(
@@ -824,6 +875,67 @@ mod tests {
         let mut p = req(&format!("/{PH}?q={PH}"), &[]);
         apply(&secrets, &|_| true, &mut p).expect("applies");
         assert_eq!(p.uri.to_string(), format!("/{PH}?q={PH}"));
+    }
+
+    /// `in = ["body"]`: JSON and form bodies get the value escaped to fit, split anywhere
+    /// across chunks, and only for a secret that names the target and is not revoked.
+    #[test]
+    fn body_substitution_escapes_and_is_split_safe() {
+        let value = "v\"al&ue +/x\\0123456789";
+        let ph = "PLACEHOLDERPLACEHOLDER";
+        let mut s = secret("K", value, ph, "a.example.com");
+        s.parts.body = true;
+        let secrets = vec![s];
+        let yes = |_: &Secret| true;
+        let no_revoke = |_: &str| false;
+        for (kind, body, want) in [
+            (
+                BodyKind::Json,
+                format!("{{\"key\": \"{ph}\", \"n\": 1}}"),
+                format!(
+                    "{{\"key\": {}, \"n\": 1}}",
+                    serde_json::to_string(value).expect("json")
+                ),
+            ),
+            (
+                BodyKind::Form,
+                format!("a=1&key={ph}&b=2"),
+                format!(
+                    "a=1&key={}&b=2",
+                    url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+                ),
+            ),
+        ] {
+            let r = body_substituter(&secrets, &yes, &no_revoke, kind).expect("applies");
+            assert_eq!(
+                String::from_utf8(r.replace_all(body.as_bytes())).unwrap(),
+                want
+            );
+            for split in 0..=body.len() {
+                let mut held = Vec::new();
+                let mut out = r.push(&mut held, &body.as_bytes()[..split]);
+                out.extend(r.push(&mut held, &body.as_bytes()[split..]));
+                out.extend(r.replace_all(&held));
+                assert_eq!(String::from_utf8(out).unwrap(), want, "{kind:?} at {split}");
+            }
+            // A form parses back to the value.
+            if kind == BodyKind::Form {
+                let parsed: Vec<(String, String)> = url::form_urlencoded::parse(want.as_bytes())
+                    .into_owned()
+                    .collect();
+                assert_eq!(parsed[1], ("key".into(), value.into()));
+            }
+        }
+        // Not named, or revoked, or not asked for: nothing to substitute.
+        assert!(body_substituter(&secrets, &|_| false, &no_revoke, BodyKind::Json).is_none());
+        assert!(body_substituter(&secrets, &yes, &|_| true, BodyKind::Json).is_none());
+        let mut plain = secrets[0].clone();
+        plain.parts.body = false;
+        assert!(body_substituter(&[plain], &yes, &no_revoke, BodyKind::Json).is_none());
+        // Only the placeholder as it is: another case is the child's own text.
+        let r = body_substituter(&secrets, &yes, &no_revoke, BodyKind::Other).expect("applies");
+        let lower = ph.to_lowercase();
+        assert_eq!(r.replace_all(lower.as_bytes()), lower.as_bytes());
     }
 
     #[test]

@@ -65,12 +65,6 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
     };
     let at =
         |key: &str, msg: String| Fail::setup(format!("{}: {key}: {msg}", profile.path.display()));
-    let later = |key: &str| {
-        at(
-            key,
-            "is not served by this build yet (base-URL mode and body substitution come with broker control): remove it".into(),
-        )
-    };
     if unconfined {
         return Err(at(
             "[broker]",
@@ -88,9 +82,6 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
     for s in &profile.secrets {
         let Some(b) = &s.broker else { continue };
         let key = |k: &str| format!("secrets.{}.broker.{k}", s.name);
-        if b.parts.iter().any(|p| p == "body") {
-            return Err(later(&key("in")));
-        }
         let secret_hosts = hosts(&key("hosts"), &b.hosts)?;
         if let Some(u) = &b.base_url {
             routes.push((
@@ -112,7 +103,7 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
                 header: b.parts.iter().any(|p| p == "header"),
                 path: b.parts.iter().any(|p| p == "path"),
                 query: b.parts.iter().any(|p| p == "query"),
-                body: false,
+                body: b.parts.iter().any(|p| p == "body"),
             },
             methods: b.methods.clone(),
             paths: b

@@ -657,3 +657,77 @@ open("seen", "w").write("|".join(g[:40] for g in got))
     assert_eq!(req["status"], 101, "{req}");
     assert!(req["bytes_up"].as_u64().unwrap() > 40_000, "{req}");
 }
+
+/// `in = ["body"]` through the binary: `requests` posts JSON and a form with the placeholder;
+/// the upstream gets the value escaped to fit each, with a correct Content-Length (the
+/// value is longer than the placeholder once escaped).
+#[test]
+fn body_substitution_in_json_and_form_bodies() {
+    const ODD: &str = "sk-proj-odd\"value&with+chars/0123456789";
+    let up = Upstream::start();
+    let s = Scratch::new();
+    s.file("up-ca.pem", &up.ca);
+    let venv = super::servers::venv_bin("python");
+    let venv_dir = venv.parent().unwrap().parent().unwrap();
+    s.profile(
+        "b",
+        &format!(
+            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = {{ hosts = [\"127.0.0.1:{}\"], in = [\"header\", \"body\"] }}\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{venv_dir:?}, \"/etc\"]\n",
+            up.port
+        ),
+    );
+    s.file(
+        "child.py",
+        &format!(
+            r#"import os, requests
+k = os.environ["API_KEY"]
+u = "https://127.0.0.1:{}/record"
+a = requests.post(u + "?as=json", json={{"api_key": k, "n": 1}}, timeout=10)
+b = requests.post(u + "?as=form", data={{"key": k, "x": "1"}}, timeout=10)
+open("seen", "w").write("%d %d %s" % (a.status_code, b.status_code, k))
+"#,
+            up.port
+        ),
+    );
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let o = s
+        .agentrun()
+        .env("API_KEY", ODD)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["-p", "b", "--"])
+        .arg(&venv)
+        .arg("child.py")
+        .run();
+    assert_eq!(o.code, 0, "{o:?}");
+    let seen = std::fs::read_to_string(s.path().join("seen")).unwrap();
+    assert!(
+        seen.starts_with("200 200 ") && !seen.contains(ODD),
+        "{seen}"
+    );
+    let lines: Vec<serde_json::Value> = up
+        .received()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let body_of = |q: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"].as_str().unwrap().ends_with(q))
+            .unwrap_or_else(|| panic!("no {q}: {lines:?}"))
+            .clone()
+    };
+    let json = body_of("as=json");
+    let parsed: serde_json::Value = serde_json::from_str(json["body"].as_str().unwrap()).unwrap();
+    assert_eq!(parsed["api_key"], ODD, "{json}");
+    assert_eq!(
+        json["content_length"].as_u64().unwrap() as usize,
+        json["body"].as_str().unwrap().len()
+    );
+    let form = body_of("as=form");
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(form["body"].as_str().unwrap().as_bytes())
+            .into_owned()
+            .collect();
+    assert!(pairs.contains(&("key".into(), ODD.into())), "{form}");
+}
