@@ -168,6 +168,9 @@ impl State {
         let Some(r) = self.control.refresher() else {
             return false;
         };
+        if self.control.is_revoked(name) {
+            return false;
+        }
         {
             let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
             if last.get(name).is_some_and(|t| t.elapsed() < REFRESH_GAP) {
@@ -1404,12 +1407,21 @@ async fn resend_refreshed(
     kept: Option<Arc<std::sync::Mutex<subst::Kept>>>,
     named: &(dyn Fn(&Secret) -> bool + Sync),
 ) -> Option<(http::response::Parts, Incoming, Option<Arc<Restorer>>)> {
+    // A revoked secret is neither refetched nor sent again (review 11d, D).
+    let revoked = |names: &[String]| names.iter().any(|n| st.control.is_revoked(n));
+    if revoked(names) {
+        return None;
+    }
     let mut changed = false;
     for n in names {
         changed |= st.refresh(n, "401").await;
     }
     let body = kept?.lock().unwrap_or_else(|p| p.into_inner()).whole();
     let body = body.filter(|_| changed)?;
+    // The refetch took time: a revocation (or the ttl) may have come meanwhile.
+    if revoked(names) {
+        return None;
+    }
     let values = st.values();
     let (method, uri, version, headers) = original;
     let mut parts = Request::new(()).into_parts().0;

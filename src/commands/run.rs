@@ -77,6 +77,9 @@ impl Plan {
         if let AuditSink::File(log) = &sinks.log {
             policy.hidden.push(log.clone());
         }
+        // Every run's child, broker or not: another run's child must not rename or stand
+        // in for a broker's socket (review 11d, B).
+        policy.hidden.push(broker::control_dir());
         let tty = match args.tty {
             Tty::Always => true,
             Tty::Never => false,

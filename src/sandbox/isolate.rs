@@ -254,8 +254,9 @@ pub(super) fn plan(
     } else {
         Vec::new()
     };
-    // Files the child may not even open (the audit log: an open descriptor is enough to
-    // hold its lock), where a rule would let it read them.
+    // Paths the child may not even open, where a rule would let it read them: the audit log
+    // (an open descriptor is enough to hold its lock), the control sockets' directory (the
+    // child could rename, hide or impersonate a run's socket).
     let readable: Vec<PathBuf> = policy
         .read
         .iter()
@@ -265,7 +266,7 @@ pub(super) fn plan(
         .collect();
     for h in &policy.hidden {
         if let Ok(c) = std::fs::canonicalize(h)
-            && c.is_file()
+            && (c.is_file() || c.is_dir())
             && readable.iter().any(|r| c.starts_with(r))
             && !masked.contains(&c)
         {

@@ -177,9 +177,11 @@ pub struct Policy {
     /// The broker's port on the child's own loopback: the child's only way out. With it the
     /// child always gets a network namespace of its own, and Landlock lets it connect there.
     pub broker_port: Option<u16>,
-    /// Files the child may not open at all, even where it may read: the audit log (a child
-    /// that opens it could hold its lock and keep agentrun's lines in memory). Masked with
-    /// `/dev/null` in the child's mount namespace when a rule would let it read them.
+    /// Paths the child may not open at all, even where it may read: the audit log (a child
+    /// that opens it could hold its lock and keep agentrun's lines in memory) and the
+    /// control sockets' directory. Masked in the child's mount namespace (`/dev/null` over a
+    /// file, an empty read-only directory over a directory) when a rule would let it read
+    /// them.
     pub hidden: Vec<PathBuf>,
 }
 

@@ -213,16 +213,30 @@ fn revoke_as_another_uid_is_refused() {
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
         std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let o =
-        b.s.agentrun()
-            .env("XDG_RUNTIME_DIR", &b.runtime)
-            .as_nobody()
-            .args(["revoke", "--run", &child.id().to_string(), "--all"])
-            .run();
+    // Straight to the socket (agentrun's own client would not even look in another
+    // uid's directory): the server refuses by SO_PEERCRED.
+    let sock = dir.join(format!("{}.sock", child.id()));
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(
+            "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
+             s.sendall(b'{\"op\":\"revoke\"}\\n')\nprint(s.makefile().readline())",
+        )
+        .arg(&sock)
+        .output()
+        .unwrap();
+    let o = Out::from(o);
     std::fs::write(b.s.path().join("stop"), "").unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(o.code, 1, "{o:?}");
-    assert!(o.stderr.contains("may not control this run"), "{o:?}");
+    assert!(o.stdout.contains("may not control this run"), "{o:?}");
     assert_eq!(status.code(), Some(7));
     assert!(
         b.statuses().iter().all(|(s, _)| s == "200"),
@@ -730,4 +744,42 @@ open("seen", "w").write("%d %d %s" % (a.status_code, b.status_code, k))
             .into_owned()
             .collect();
     assert!(pairs.contains(&("key".into(), ODD.into())), "{form}");
+}
+
+/// The control sockets' directory inside the child's write root (here `XDG_RUNTIME_DIR` in
+/// its working directory): the child sees an empty directory there and can neither hide its
+/// run's socket nor stand in for it, so the operator's revoke still cuts it off (review 11d,
+/// B).
+#[test]
+fn the_child_cannot_hide_or_impersonate_its_control_socket() {
+    let b = brokered("", "");
+    b.s.file(
+        "tamper.sh",
+        "ls -A runtime/agentrun > seen_dir 2>&1; for f in runtime/agentrun/*.sock; do mv \"$f\" runtime/hidden.sock; done 2> mv_err; exec python3 child.py",
+    );
+    b.s.file("child.py", &looping_child(b.up.port, 0, 5));
+    let mut child =
+        b.s.agentrun()
+            .env("API_KEY", VALUE)
+            .env("OTHER_KEY", "other-value-0123456789abcdef")
+            .env("XDG_RUNTIME_DIR", &b.runtime)
+            .args(["-p", "b", "--", "sh", "tamper.sh"])
+            .spawn();
+    assert!(
+        eventually(Duration::from_secs(20), || b.statuses().len() >= 3),
+        "{:?}",
+        b.statuses()
+    );
+    let seen = std::fs::read_to_string(b.s.path().join("seen_dir")).unwrap();
+    let listed = b.control(&["runs", "--json"]);
+    let o = b.control(&["revoke", "API_KEY"]);
+    let got_403 = eventually(Duration::from_secs(10), || {
+        b.statuses().iter().any(|(s, _)| s == "403")
+    });
+    std::fs::write(b.s.path().join("stop"), "").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    assert_eq!(seen.trim(), "", "the child saw the sockets: {seen}");
+    assert!(listed.stdout.contains("API_KEY"), "{listed:?}");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(got_403, "{:?}", b.statuses());
 }
