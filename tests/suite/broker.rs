@@ -255,15 +255,15 @@ fn brokered_secret_reaches_its_host_only_as_nobody() {
     brokered_run(As::Nobody);
 }
 
-/// Keys not served yet are refused, not ignored (body substitution); a bad `base_url`, a
-/// bad host and a broker next to `connect` ports are refused.
+/// Bad broker keys are refused with the key named: an unknown `in` part, a bad `base_url`,
+/// a bad host, a broker next to `connect` ports.
 #[test]
-fn broker_keys_not_served_yet_are_refused() {
+fn bad_broker_keys_are_refused() {
     let s = Scratch::new();
     for (text, want) in [
         (
-            "[secrets.K]\nfrom = \"env:K\"\nbroker = { hosts = [\"a.example\"], in = [\"body\"] }\n",
-            "secrets.K.broker.in",
+            "[secrets.K]\nfrom = \"env:K\"\nbroker = { hosts = [\"a.example\"], in = [\"bdy\"] }\n",
+            "secrets.K.broker",
         ),
         (
             "[secrets.K]\nfrom = \"env:K\"\nbroker = { hosts = [\"a.example\"], base_url = { env = \"B\", upstream = \"ftp://a.example/\" } }\n",
