@@ -66,6 +66,8 @@ pub struct Control {
     revoked: RwLock<HashSet<String>>,
     /// `revoke --all` (or the ttl): tunnels close too, and no new one opens.
     all: tokio::sync::watch::Sender<bool>,
+    /// Bumped at every revocation: streams that carry a name watch it.
+    changes: tokio::sync::watch::Sender<u64>,
     limiter: Option<Box<dyn RateLimiter>>,
     /// Per secret: refusals since its last admitted request (logged with the next one).
     refused_since: Mutex<HashMap<String, u64>>,
@@ -85,6 +87,7 @@ impl Default for Control {
         Control {
             revoked: RwLock::default(),
             all: tokio::sync::watch::channel(false).0,
+            changes: tokio::sync::watch::channel(0).0,
             limiter: None,
             refused_since: Mutex::default(),
             refresher: None,
@@ -103,6 +106,7 @@ impl Control {
             self.revoke(n);
         }
         self.all.send_replace(true);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Whether everything was revoked (tunnels included).
@@ -128,12 +132,33 @@ impl Control {
         self
     }
 
-    /// Revoke `name`: from now on its requests get `403 revoked`.
+    /// Revoke `name`: from now on its requests get `403 revoked`, and open streams that
+    /// carry it close.
     pub fn revoke(&self, name: &str) {
         self.revoked
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string());
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Resolves when one of `names` is revoked, or everything is (a WebSocket stream's end).
+    pub fn revocation_of(
+        self: &Arc<Self>,
+        names: Vec<String>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let me = self.clone();
+        let mut rx = self.changes.subscribe();
+        async move {
+            loop {
+                if me.all_revoked() || names.iter().any(|n| me.is_revoked(n)) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 
     pub fn is_revoked(&self, name: &str) -> bool {

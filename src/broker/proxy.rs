@@ -494,7 +494,7 @@ async fn proxy_request(st: Arc<State>, slot: Arc<Slot>, req: Request<Incoming>) 
     });
     if to_self && let Some(r) = route_of(&st.routes, uri.path()) {
         let r = r.clone();
-        return base_url(st, r, req).await;
+        return base_url(st, r, slot, req).await;
     }
     match (uri.scheme_str(), uri.authority()) {
         (Some("http"), Some(a)) => {
@@ -502,7 +502,7 @@ async fn proxy_request(st: Arc<State>, slot: Arc<Slot>, req: Request<Incoming>) 
                 host: rules::normalize_host(a.host()),
                 port: a.port_u16().unwrap_or(80),
             };
-            plain(st, t, req).await
+            plain(st, t, slot, req).await
         }
         _ => answer(
             StatusCode::BAD_REQUEST,
@@ -522,7 +522,12 @@ fn route_of<'a>(routes: &'a [super::Route], path: &str) -> Option<&'a super::Rou
 
 /// Base-URL mode: the request goes to the route's upstream over TLS, its path under the
 /// upstream's, its Host the upstream's; then as any intercepted request.
-async fn base_url(st: Arc<State>, r: super::Route, req: Request<Incoming>) -> Response<Body> {
+async fn base_url(
+    st: Arc<State>,
+    r: super::Route,
+    slot: Arc<Slot>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let rest = parts
         .uri
@@ -550,6 +555,7 @@ async fn base_url(st: Arc<State>, r: super::Route, req: Request<Incoming>) -> Re
         None,
         upstream,
         Scheme::Https,
+        slot,
         Request::from_parts(parts, body),
     )
     .await
@@ -813,12 +819,16 @@ async fn intercept(
     };
     let upstream = Arc::new(tokio::sync::Mutex::new(None));
     let svc_state = st.clone();
+    let svc_slot = slot.clone();
     let svc = service_fn(move |req| {
         let st = svc_state.clone();
         let t = t.clone();
         let upstream = upstream.clone();
+        let slot = svc_slot.clone();
         async move {
-            Ok::<_, Infallible>(forward(st, t, Some(addr), upstream, Scheme::Https, req).await)
+            Ok::<_, Infallible>(
+                forward(st, t, Some(addr), upstream, Scheme::Https, slot, req).await,
+            )
         }
     });
     let conn = server_builder(&st.limits)
@@ -829,7 +839,12 @@ async fn intercept(
 }
 
 /// Absolute-form plain http.
-async fn plain(st: Arc<State>, t: Target, req: Request<Incoming>) -> Response<Body> {
+async fn plain(
+    st: Arc<State>,
+    t: Target,
+    slot: Arc<Slot>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let named = st.values().secrets.iter().any(|s| st.plain_named(s, &t));
     if !named && !st.allowed(&t) {
         st.deny(&t, req.method(), req.uri().path(), DenyReason::Host);
@@ -843,7 +858,7 @@ async fn plain(st: Arc<State>, t: Target, req: Request<Incoming>) -> Response<Bo
         );
     }
     let upstream = Arc::new(tokio::sync::Mutex::new(None));
-    forward(st, t, None, upstream, Scheme::Http, req).await
+    forward(st, t, None, upstream, Scheme::Http, slot, req).await
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
@@ -896,6 +911,8 @@ fn strip_hop(headers: &mut http::HeaderMap) {
 struct Finish {
     st: Arc<State>,
     event: Option<RequestEvent>,
+    /// Secrets whose placeholder the body may carry, and how many it did carry.
+    body: (Vec<String>, Arc<AtomicU64>),
     started: Instant,
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
@@ -918,6 +935,13 @@ impl Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         if let Some(mut e) = self.event.take() {
+            if self.body.1.load(Ordering::Relaxed) > 0 {
+                for n in &self.body.0 {
+                    if !e.names.contains(n) {
+                        e.names.push(n.clone());
+                    }
+                }
+            }
             e.bytes_up = self.up.load(Ordering::Relaxed);
             e.bytes_down = self.down.load(Ordering::Relaxed);
             e.ms = self.started.elapsed().as_millis() as u64;
@@ -949,12 +973,14 @@ impl<B: hyper::body::Body + Unpin, G: Unpin> hyper::body::Body for WithGuard<B, 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     st: Arc<State>,
     t: Target,
     checked: Option<SocketAddr>,
     upstream: Arc<tokio::sync::Mutex<Option<Sender>>>,
     scheme: Scheme,
+    slot: Arc<Slot>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -1069,9 +1095,22 @@ async fn forward(
         }
         rate_limited += st.control.admitted(n);
     }
-    let restore = restorer_for(&values, &applied, scheme);
-    let carries = !applied.names.is_empty();
-    upstream_headers(&mut parts, &t, scheme, restore.is_some(), carries);
+    // `in = ["body"]`: placeholders in the body replaced, escaped for its Content-Type.
+    let sub = subst::body_substituter(
+        &values.secrets,
+        &named,
+        &|n| st.control.is_revoked(n),
+        subst::body_kind(&parts.headers),
+    );
+    let body_names: Vec<String> = sub.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
+    // Whether a value may travel with this request: in its head, or in its body.
+    let carries = !applied.names.is_empty() || sub.is_some();
+    // A host a secret names can hold a value (one this run sent, and the upstream stored or
+    // echoes): every request to it gets whole responses restored, never a `Range` of one
+    // (review 11e, E1, E2).
+    let to_named = values.secrets.iter().any(&named);
+    let restore = restorer_for(&values, &applied, to_named);
+    upstream_headers(&mut parts, &t, scheme, restore.is_some(), to_named);
     if let Some(u) = &upgrade {
         parts
             .headers
@@ -1085,21 +1124,18 @@ async fn forward(
     let kept = (carries && st.control.refresher().is_some())
         .then(|| Arc::new(std::sync::Mutex::new(subst::Kept::default())));
     let counted = Counted::new(body, up_bytes.clone(), kept.clone());
-    // `in = ["body"]`: placeholders in the body replaced, escaped for its Content-Type.
-    let sub = subst::body_substituter(
-        &values.secrets,
-        &named,
-        &|n| st.control.is_revoked(n),
-        subst::body_kind(&parts.headers),
-    );
+    let body_hits = Arc::new(AtomicU64::new(0));
     let body = match sub {
         None => counted.map_err(|e| Box::new(e) as BoxError).boxed(),
-        Some(sub) => match substitute_body(&mut parts.headers, counted, sub).await {
-            Ok(b) => b,
-            Err(why) => {
-                return answer(StatusCode::BAD_REQUEST, "denied", &why);
+        Some((sub, _)) => {
+            match substitute_body(&mut parts.headers, counted, sub, body_hits.clone()).await {
+                Ok(b) => b,
+                Err(why) => {
+                    st.deny(&t, &method, &path, DenyReason::Unsendable);
+                    return answer(StatusCode::BAD_REQUEST, "denied", &why);
+                }
             }
-        },
+        }
     };
     let out = Request::from_parts(parts, body);
 
@@ -1123,6 +1159,7 @@ async fn forward(
     let mut finish = Finish {
         st: st.clone(),
         event: Some(event),
+        body: (body_names.clone(), body_hits.clone()),
         started,
         up: up_bytes,
         down: down_bytes.clone(),
@@ -1196,19 +1233,28 @@ async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         rparts.headers.insert(header::UPGRADE, u.clone());
         let idle = st.limits.idle_timeout;
+        // The stream ends when a secret it carries is revoked (or everything is), or the
+        // broker stops; it holds its connection's slot (the cap counts it).
+        let mut carried = applied.names.clone();
+        carried.extend(body_names.iter().cloned());
+        let revoked = Box::pin(st.control.revocation_of(carried));
+        let stopping = Box::pin(slot.stopping());
         tokio::spawn(async move {
             // Frames pass through as a tunnel's bytes do (idle timeout included); the
             // request's line is written when the stream ends, with its bytes.
-            let finish = finish;
+            let (finish, _slot) = (finish, slot);
             if let (Ok(a), Ok(b)) = (child_side.await, upstream_side.await) {
                 let (up, down) = (finish.up.clone(), finish.down.clone());
-                idle_copy(
-                    &mut TokioIo::new(a),
-                    &mut TokioIo::new(b),
-                    idle,
-                    (&up, &down),
-                )
-                .await;
+                let copy = async {
+                    idle_copy(
+                        &mut TokioIo::new(a),
+                        &mut TokioIo::new(b),
+                        idle,
+                        (&up, &down),
+                    )
+                    .await
+                };
+                let _ = unless_stopped!(futures_util::future::select(revoked, stopping), copy);
             }
         });
         return Response::from_parts(rparts, empty());
@@ -1221,7 +1267,8 @@ async fn forward(
         .headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if (restore.is_some() && encoded) || (carries && rparts.status == StatusCode::PARTIAL_CONTENT) {
+    if (restore.is_some() && encoded) || (to_named && rparts.status == StatusCode::PARTIAL_CONTENT)
+    {
         finish.status(502);
         let why = if encoded {
             "the upstream sent an encoded body (Content-Encoding) the broker cannot check for values"
@@ -1283,6 +1330,7 @@ async fn substitute_body<B>(
     headers: &mut http::HeaderMap,
     body: B,
     sub: Restorer,
+    hits: Arc<AtomicU64>,
 ) -> Result<Body, String>
 where
     B: hyper::body::Body<Data = hyper::body::Bytes> + Unpin + Send + Sync + 'static,
@@ -1301,7 +1349,7 @@ where
                 .await
                 .map_err(|e| format!("the request body could not be read: {e}"))?
                 .to_bytes();
-            let out = sub.replace_all(&whole);
+            let out = sub.replace_counting(&whole, Some(&hits));
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
             return Ok(http_body_util::Full::new(hyper::body::Bytes::from(out))
                 .map_err(|never| match never {})
@@ -1311,6 +1359,7 @@ where
     }
     Ok(
         RestoreBody::new(body, Some(Arc::new(sub)), Arc::new(AtomicU64::new(0)))
+            .counting(hits)
             .map_err(|e| Box::new(e) as BoxError)
             .boxed(),
     )
@@ -1338,9 +1387,9 @@ fn websocket_upgrade(h: &http::HeaderMap) -> Option<HeaderValue> {
 fn restorer_for(
     values: &Values,
     applied: &subst::Applied,
-    scheme: Scheme,
+    to_named: bool,
 ) -> Option<Arc<Restorer>> {
-    if applied.names.is_empty() && scheme == Scheme::Http {
+    if !to_named && applied.names.is_empty() {
         None
     } else if applied.written.is_empty() {
         values.restorer.clone()
@@ -1427,7 +1476,7 @@ async fn resend_refreshed(
     let mut parts = Request::new(()).into_parts().0;
     (parts.method, parts.uri, parts.version, parts.headers) = (method, uri, version, headers);
     let applied = subst::apply(&values.secrets, named, &mut parts).ok()?;
-    let restore = restorer_for(&values, &applied, scheme);
+    let restore = restorer_for(&values, &applied, true);
     upstream_headers(&mut parts, t, scheme, restore.is_some(), true);
     let sub = subst::body_substituter(
         &values.secrets,
@@ -1436,7 +1485,7 @@ async fn resend_refreshed(
         subst::body_kind(&parts.headers),
     );
     let body = match sub {
-        Some(sub) => hyper::body::Bytes::from(sub.replace_all(&body)),
+        Some((sub, _)) => hyper::body::Bytes::from(sub.replace_all(&body)),
         None => body,
     };
     // hyper writes the length of the whole body it is given.

@@ -230,10 +230,13 @@ pub(crate) fn body_substituter(
     named: &dyn Fn(&Secret) -> bool,
     revoked: &dyn Fn(&str) -> bool,
     kind: BodyKind,
-) -> Option<Restorer> {
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = secrets
+) -> Option<(Restorer, Vec<String>)> {
+    let chosen: Vec<&Secret> = secrets
         .iter()
         .filter(|s| s.parts.body && named(s) && !revoked(&s.name))
+        .collect();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = chosen
+        .iter()
         .map(|s| {
             let v = s.value.expose_secret();
             let escaped = match kind {
@@ -244,7 +247,8 @@ pub(crate) fn body_substituter(
             (s.placeholder.as_bytes().to_vec(), escaped.into_bytes())
         })
         .collect();
-    Restorer::substituter(pairs)
+    let names = chosen.iter().map(|s| s.name.clone()).collect();
+    Restorer::substituter(pairs).map(|r| (r, names))
 }
 
 /// Values -> placeholders in responses.
@@ -496,9 +500,17 @@ impl Restorer {
 
     /// Replace every value in `bytes`.
     pub(super) fn replace_all(&self, bytes: &[u8]) -> Vec<u8> {
+        self.replace_counting(bytes, None)
+    }
+
+    /// [`Restorer::replace_all`], adding the number of replacements to `hits`.
+    pub(super) fn replace_counting(&self, bytes: &[u8], hits: Option<&AtomicU64>) -> Vec<u8> {
         let mut out = Vec::with_capacity(bytes.len());
         let mut pos = 0;
         for m in self.ac.find_iter(bytes) {
+            if let Some(h) = hits {
+                h.fetch_add(1, Ordering::Relaxed);
+            }
             out.extend_from_slice(&bytes[pos..m.start()]);
             out.extend_from_slice(self.replacement(&m));
             pos = m.end();
@@ -538,7 +550,13 @@ impl Restorer {
     /// `held` is the longest tail that could still become a value with the next chunk (a
     /// proper prefix of some value): at most the longest value minus one byte, and nothing
     /// when the tail cannot start a value, so that an SSE event is never held back.
+    #[cfg(test)]
     pub(super) fn push(&self, held: &mut Vec<u8>, chunk: &[u8]) -> Vec<u8> {
+        self.push_counting(held, chunk, None)
+    }
+
+    /// [`Restorer::push`], adding the number of replacements to `hits`.
+    fn push_counting(&self, held: &mut Vec<u8>, chunk: &[u8], hits: Option<&AtomicU64>) -> Vec<u8> {
         held.extend_from_slice(chunk);
         let buf = std::mem::take(held);
         let safe = buf.len() - self.tail_len(&buf);
@@ -547,6 +565,9 @@ impl Restorer {
         for m in self.ac.find_iter(&buf) {
             if m.start() >= safe {
                 break;
+            }
+            if let Some(h) = hits {
+                h.fetch_add(1, Ordering::Relaxed);
             }
             out.extend_from_slice(&buf[pos..m.start()]);
             out.extend_from_slice(self.replacement(&m));
@@ -586,6 +607,8 @@ pub(crate) struct RestoreBody<B> {
     trailers: Option<Frame<Bytes>>,
     done: bool,
     bytes: Arc<AtomicU64>,
+    /// Replacements made, when someone asks (a request body's substitutions, for its line).
+    hits: Option<Arc<AtomicU64>>,
 }
 
 impl<B> RestoreBody<B> {
@@ -597,7 +620,14 @@ impl<B> RestoreBody<B> {
             trailers: None,
             done: false,
             bytes,
+            hits: None,
         }
+    }
+
+    /// Count the replacements into `hits`.
+    pub(super) fn counting(mut self, hits: Arc<AtomicU64>) -> Self {
+        self.hits = Some(hits);
+        self
     }
 }
 
@@ -630,7 +660,7 @@ where
                         let Some(r) = &this.restorer else {
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         };
-                        let out = r.push(&mut this.held, &data);
+                        let out = r.push_counting(&mut this.held, &data, this.hits.as_deref());
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                         }
@@ -680,7 +710,7 @@ impl<B> RestoreBody<B> {
         }
         let held = std::mem::take(&mut self.held);
         let out = match &self.restorer {
-            Some(r) => r.replace_all(&held),
+            Some(r) => r.replace_counting(&held, self.hits.as_deref()),
             None => held,
         };
         Some(Bytes::from(out))
@@ -906,7 +936,8 @@ mod tests {
                 ),
             ),
         ] {
-            let r = body_substituter(&secrets, &yes, &no_revoke, kind).expect("applies");
+            let (r, names) = body_substituter(&secrets, &yes, &no_revoke, kind).expect("applies");
+            assert_eq!(names, ["K"]);
             assert_eq!(
                 String::from_utf8(r.replace_all(body.as_bytes())).unwrap(),
                 want
@@ -933,7 +964,8 @@ mod tests {
         plain.parts.body = false;
         assert!(body_substituter(&[plain], &yes, &no_revoke, BodyKind::Json).is_none());
         // Only the placeholder as it is: another case is the child's own text.
-        let r = body_substituter(&secrets, &yes, &no_revoke, BodyKind::Other).expect("applies");
+        let (r, _) =
+            body_substituter(&secrets, &yes, &no_revoke, BodyKind::Other).expect("applies");
         let lower = ph.to_lowercase();
         assert_eq!(r.replace_all(lower.as_bytes()), lower.as_bytes());
     }

@@ -641,23 +641,54 @@ with connect("wss://127.0.0.1:{port}/ws", ssl=ctx, additional_headers={{"Authori
     for m in ["one", "two " + key, os.urandom(50000).hex()]:
         ws.send(m)
         got.append(ws.recv(timeout=10))
-open("seen", "w").write("|".join(g[:40] for g in got))
+    open("seen", "w").write("|".join(g[:40] for g in got))
+    open("ready", "w").close()
+    import time
+    for i in range(400):
+        try:
+            ws.send("ping"); ws.recv(timeout=5)
+        except Exception as e:
+            open("closed", "w").write(type(e).__name__)
+            break
+        time.sleep(0.025)
 "#
         ),
     );
     let runtime = s.path().join("runtime");
     std::fs::create_dir(&runtime).unwrap();
-    let o = s
+    let mut child = s
         .agentrun()
         .env("API_KEY", VALUE)
         .env("XDG_RUNTIME_DIR", &runtime)
         .args(["-p", "b", "--"])
         .arg(&venv)
         .arg("child.py")
+        .spawn();
+    if !eventually(Duration::from_secs(20), || s.path().join("ready").exists()) {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "the stream never opened: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // `revoke` closes the open stream too (review 11e, E3).
+    let asked = Instant::now();
+    let r = s
+        .agentrun()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["revoke", "API_KEY"])
         .run();
+    let closed = eventually(Duration::from_secs(5), || s.path().join("closed").exists());
+    let took = asked.elapsed();
+    let status = child.wait().unwrap();
     let _ = up.kill();
     let _ = up.wait();
-    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(closed, "the stream outlived the revocation");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(status.code(), Some(0));
     let got = std::fs::read_to_string(&log).unwrap();
     assert!(got.contains(&format!("Bearer {VALUE}")), "{got}");
     let seen = std::fs::read_to_string(s.path().join("seen")).unwrap();

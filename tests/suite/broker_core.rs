@@ -147,6 +147,8 @@ struct SecretSpec {
     value: &'static str,
     hosts: Vec<String>,
     header: Option<&'static str>,
+    /// `in = [.., "body"]`.
+    body: bool,
 }
 
 fn spec(name: &'static str, value: &'static str, hosts: &[String]) -> SecretSpec {
@@ -155,6 +157,7 @@ fn spec(name: &'static str, value: &'static str, hosts: &[String]) -> SecretSpec
         value,
         hosts: hosts.to_vec(),
         header: None,
+        body: false,
     }
 }
 
@@ -195,7 +198,10 @@ impl Run {
                         .map(|h| HostPattern::parse(h).unwrap())
                         .collect(),
                     header: s.header.map(|h| HeaderTemplate::parse(h).unwrap()),
-                    parts: Parts::default(),
+                    parts: Parts {
+                        body: s.body,
+                        ..Parts::default()
+                    },
                     methods: None,
                     paths: None,
                 }
@@ -785,6 +791,56 @@ fn unreachable_hosts_are_logged_as_refusals() {
     assert_eq!(run.handle.as_ref().unwrap().counts().denied, 3);
 }
 
+/// `in = ["body"]` to a named loopback host over plain http: the value goes only in the
+/// body, and an echo of that body comes back restored (review 11e, E2: a request whose head
+/// carried nothing got no restorer over plain http).
+#[test]
+fn a_body_only_value_is_restored_over_plain_http() {
+    const PLAIN_ECHO: &str = r#"
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_POST(self):
+        b = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200); self.send_header("Content-Length", str(len(b))); self.end_headers()
+        self.wfile.write(b)
+srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+import threading; threading.Thread(target=srv.serve_forever, daemon=True).start()
+sys.stdin.read()
+"#;
+    let up = Upstream::start_script(PLAIN_ECHO);
+    let mut s = spec("OPENAI_API_KEY", OPENAI_VALUE, &[up.host()]);
+    s.body = true;
+    let run = Run::start(vec![s], &[], None, Limits::default());
+    let ph = run.ph("OPENAI_API_KEY").to_string();
+    let out = run_ok(run.client("curl").args([
+        "-sS",
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        &format!("key={ph}"),
+        &format!("http://127.0.0.1:{}/echo", up.port),
+    ]));
+    assert!(!carries(&out, OPENAI_VALUE), "the value came back: {out}");
+    assert_eq!(out, format!("key={ph}"));
+    // The line names the secret the body carried.
+    let mut names = serde_json::Value::Null;
+    for _ in 0..50 {
+        if let Some(e) = run
+            .checked_events()
+            .into_iter()
+            .find(|e| e["event"] == "broker.request")
+        {
+            names = e["names"].clone();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(names, serde_json::json!(["OPENAI_API_KEY"]));
+}
+
 #[test]
 fn a_revoked_secret_gets_403_revoked() {
     let up = Upstream::start();
@@ -1219,6 +1275,7 @@ cert, key, log = sys.argv[1:4]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(cert, key)
 ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(64)
 print(ls.getsockname()[1], flush=True)
+stored = []
 def handle(c):
     try:
         t = ctx.wrap_socket(c, server_side=True)
@@ -1247,6 +1304,13 @@ def handle(c):
                     t.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\n\r\n" % len(part) + part)
                 else:
                     t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            elif path.startswith("/stored"):
+                # What an earlier request stored, served in pieces whatever was asked.
+                body = ("token=" + (stored[-1] if stored else "")).encode()
+                part = body[int(path.split("=")[-1]):][:12]
+                t.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\n\r\n" % len(part) + part)
+            elif path.startswith("/store?") or path == "/store":
+                stored.append(a.split()[-1]); t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             elif path.startswith("/gz"):
                 import gzip
                 body = gzip.compress(a.encode())
@@ -1882,4 +1946,22 @@ fn ranges_and_encoded_bodies_never_carry_a_value_back() {
         "{out}"
     );
     assert!(!carries(&out, OPENAI_VALUE), "{out}");
+    // A value stored upstream by one request, read back in pieces by requests that carry
+    // nothing (review 11e, E1): no Range goes there, and a 206 from a named host is refused.
+    get("/store", &[]);
+    for at in [0, 12, 24, 36] {
+        let mut c = run.client("curl");
+        c.args(["-sS", "-D", "-", "-H", "Range: bytes=0-11"]);
+        c.arg(format!("https://127.0.0.1:{}/stored?at={at}", up.port));
+        let out = String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned();
+        assert!(out.contains("502"), "a piece came back: {out}");
+        assert!(
+            !out.contains(&OPENAI_VALUE[at.min(20)..at.min(20) + 8]),
+            "{out}"
+        );
+    }
+    for r in up.requests() {
+        let h = r["headers"].to_string().to_ascii_lowercase();
+        assert!(!h.contains("\"range\""), "Range reached the upstream: {h}");
+    }
 }
