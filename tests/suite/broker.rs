@@ -74,6 +74,50 @@ fn venv_python() -> String {
         .into_owned()
 }
 
+/// What a brokered run's profile `b` holds besides its fixed parts: `head` (sections before
+/// the secret), `API_KEY` from `from` (default `env:API_KEY`) brokered by `broker` (a TOML
+/// value), `[broker]` with `ca_cert = "up-ca.pem"` and `broker_extra`, and `[sandbox]` with
+/// `write = ["."]` and `sandbox_extra`.
+#[derive(Default)]
+pub(crate) struct Brokered<'a> {
+    pub(crate) head: &'a str,
+    pub(crate) from: &'a str,
+    pub(crate) broker: String,
+    pub(crate) broker_extra: &'a str,
+    pub(crate) sandbox_extra: String,
+}
+
+/// A scratch directory with the upstream CA `ca` as `up-ca.pem` and the profile `b` of `p`.
+pub(crate) fn brokered_scratch(ca: &str, p: Brokered) -> Scratch {
+    let s = Scratch::new();
+    s.file("up-ca.pem", ca);
+    let from = if p.from.is_empty() {
+        "env:API_KEY"
+    } else {
+        p.from
+    };
+    s.profile(
+        "b",
+        &format!(
+            "version = 1\n{}\n[secrets.API_KEY]\nfrom = \"{from}\"\nbroker = {}\n[broker]\nca_cert = \"up-ca.pem\"\n{}\n[sandbox]\nwrite = [\".\"]\n{}\n",
+            p.head, p.broker, p.broker_extra, p.sandbox_extra
+        ),
+    );
+    s
+}
+
+/// `read = [the test venv, "/etc"]`: what a child running the venv's Python needs.
+pub(crate) fn venv_read() -> String {
+    format!(
+        "read = [{:?}, \"/etc\"]",
+        super::servers::venv_bin("python")
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+    )
+}
+
 /// What the child does: records what it holds and what it got back, in files of its own.
 /// Every client is used with no flags: the broker's variables are all it needs.
 fn child_script(port: u16) -> String {
@@ -108,15 +152,13 @@ env | grep -i -E "^(https_proxy|ssl_cert_file|no_proxy)=" | sort > proxy_env
 
 fn brokered_run(who: As) {
     let up = Upstream::start();
-    let s = Scratch::new();
-    s.file("up-ca.pem", &up.ca);
-    s.profile(
-        "b",
-        &format!(
-            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{:?}, \"/etc\"]\n",
-            up.port,
-            super::servers::venv_bin("").parent().unwrap()
-        ),
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            broker: format!("\"127.0.0.1:{}\"", up.port),
+            sandbox_extra: venv_read(),
+            ..Brokered::default()
+        },
     );
     s.file("child.sh", &child_script(up.port));
     s.hand_to(who);
@@ -298,14 +340,12 @@ fn bad_broker_keys_are_refused() {
 #[test]
 fn broker_lines_are_written_live_and_a_cut_off_request_is_logged() {
     let up = Upstream::start();
-    let s = Scratch::new();
-    s.file("up-ca.pem", &up.ca);
-    s.profile(
-        "b",
-        &format!(
-            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n",
-            up.port
-        ),
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            broker: format!("\"127.0.0.1:{}\"", up.port),
+            ..Brokered::default()
+        },
     );
     let script = format!(
         "curl -sS -o /dev/null https://127.0.0.1:{p}/echo -H \"Authorization: Bearer $API_KEY\"; \
@@ -391,15 +431,14 @@ fn node_fetch_reaches_the_upstream_through_the_broker() {
         return;
     }
     let up = Upstream::start();
-    let s = Scratch::new();
-    s.file("up-ca.pem", &up.ca);
     let dir = node.parent().unwrap().parent().unwrap();
-    s.profile(
-        "b",
-        &format!(
-            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{dir:?}, \"/etc\"]\nexec = [{dir:?}]\n",
-            up.port
-        ),
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            broker: format!("\"127.0.0.1:{}\"", up.port),
+            sandbox_extra: format!("read = [{dir:?}, \"/etc\"]\nexec = [{dir:?}]"),
+            ..Brokered::default()
+        },
     );
     s.file(
         "fetch.js",

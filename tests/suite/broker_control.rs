@@ -5,7 +5,7 @@
 //! proxy), writing each answer's status and time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::broker::{Upstream, VALUE};
+use super::broker::{Brokered, Upstream, VALUE, brokered_scratch, venv_read};
 use crate::harness::*;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -44,31 +44,34 @@ sys.exit(7)
     )
 }
 
-struct Brokered {
+/// A brokered run's scratch directory, its upstream and its own runtime directory.
+struct Control {
     s: Scratch,
     up: Upstream,
     runtime: std::path::PathBuf,
 }
 
-fn brokered(extra: &str, secret_extra: &str) -> Brokered {
+fn brokered(extra: &str, secret_extra: &str) -> Control {
     let up = Upstream::start();
-    let s = Scratch::new();
-    s.file("up-ca.pem", &up.ca);
-    s.profile(
-        "b",
-        &format!(
-            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = {{ hosts = [\"127.0.0.1:{}\"]{secret_extra} }}\n[secrets.OTHER_KEY]\nfrom = \"env:OTHER_KEY\"\nbroker = \"other.example\"\n[broker]\nca_cert = \"up-ca.pem\"\n{extra}\n[sandbox]\nwrite = [\".\"]\n",
-            up.port
-        ),
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            broker: format!(
+                "{{ hosts = [\"127.0.0.1:{}\"]{secret_extra} }}\n[secrets.OTHER_KEY]\nfrom = \"env:OTHER_KEY\"\nbroker = \"other.example\"",
+                up.port
+            ),
+            broker_extra: extra,
+            ..Brokered::default()
+        },
     );
     // A runtime directory of this test's own: `revoke` without `--run` must not reach the
     // runs of tests beside it.
     let runtime = s.path().join("runtime");
     std::fs::create_dir(&runtime).unwrap();
-    Brokered { s, up, runtime }
+    Control { s, up, runtime }
 }
 
-impl Brokered {
+impl Control {
     fn child(&self, n: u32, gap_ms: u32) -> std::process::Child {
         self.s
             .file("child.py", &looping_child(self.up.port, n, gap_ms));
@@ -99,6 +102,20 @@ impl Brokered {
             })
             .collect()
     }
+}
+
+/// Run `child.py` in `s` with the test venv's Python under profile `b`, `API_KEY` = `value`,
+/// with a runtime directory of its own.
+fn run_venv_child(s: &Scratch, value: &str) -> Out {
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    s.agentrun()
+        .env("API_KEY", value)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["-p", "b", "--"])
+        .arg(super::servers::venv_bin("python"))
+        .arg("child.py")
+        .run()
 }
 
 fn now() -> f64 {
@@ -329,14 +346,14 @@ fn rotation_mid_run(backend: &str, from: &str, env: &[(&str, String)], rotate: &
     const NEW: &str = "sk-proj-NewKeyNewKeyNewKey9876543210";
     let up = Upstream::start();
     up.accept(OLD);
-    let s = Scratch::new();
-    s.file("up-ca.pem", &up.ca);
-    s.profile(
-        "b",
-        &format!(
-            "version = 1\n{backend}\n[secrets.API_KEY]\nfrom = \"{from}\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\n",
-            up.port
-        ),
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            head: backend,
+            from,
+            broker: format!("\"127.0.0.1:{}\"", up.port),
+            ..Brokered::default()
+        },
     );
     s.file("child.py", &auth_child(up.port, 0, 20));
     let runtime = s.path().join("runtime");
@@ -456,14 +473,15 @@ fn a_failed_refresh_keeps_the_old_value_and_the_broker_serving() {
     ]);
     let up = Upstream::start();
     up.accept("sk-proj-OldKeyOldKeyOldKey0123456789");
-    let s = Scratch::new();
-    s.file("up-ca.pem", &up.ca);
-    s.profile(
-        "b",
-        &format!(
-            "version = 1\n[vault]\naddress = \"{}\"\n[secrets.API_KEY]\nfrom = \"vault:secret/k#key\"\nbroker = \"127.0.0.1:{}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\n",
-            bao.addr, up.port
-        ),
+    let head = format!("[vault]\naddress = \"{}\"", bao.addr);
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            head: &head,
+            from: "vault:secret/k#key",
+            broker: format!("\"127.0.0.1:{}\"", up.port),
+            ..Brokered::default()
+        },
     );
     s.file("child.py", &auth_child(up.port, 0, 20));
     let runtime = s.path().join("runtime");
@@ -518,16 +536,16 @@ fn a_failed_refresh_keeps_the_old_value_and_the_broker_serving() {
 #[test]
 fn base_url_mode_serves_clients_that_ignore_proxies() {
     let up = Upstream::start();
-    let s = Scratch::new();
-    s.file("up-ca.pem", &up.ca);
-    let venv = super::servers::venv_bin("python");
-    let venv_dir = venv.parent().unwrap().parent().unwrap();
-    s.profile(
-        "b",
-        &format!(
-            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = {{ hosts = [\"127.0.0.1:{p}\"], base_url = {{ env = \"UP_BASE_URL\", upstream = \"https://127.0.0.1:{p}/\" }} }}\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{venv_dir:?}, \"/etc\"]\n",
-            p = up.port
-        ),
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            broker: format!(
+                "{{ hosts = [\"127.0.0.1:{p}\"], base_url = {{ env = \"UP_BASE_URL\", upstream = \"https://127.0.0.1:{p}/\" }} }}",
+                p = up.port
+            ),
+            sandbox_extra: venv_read(),
+            ..Brokered::default()
+        },
     );
     s.file(
         "child.py",
@@ -539,16 +557,7 @@ with httpx.Client(trust_env=False, timeout=10) as c:
     open("seen", "w").write(str(r.status_code) + " " + base + " " + r.text)
 "#,
     );
-    let runtime = s.path().join("runtime");
-    std::fs::create_dir(&runtime).unwrap();
-    let o = s
-        .agentrun()
-        .env("API_KEY", VALUE)
-        .env("XDG_RUNTIME_DIR", &runtime)
-        .args(["-p", "b", "--"])
-        .arg(&venv)
-        .arg("child.py")
-        .run();
+    let o = run_venv_child(&s, VALUE);
     assert_eq!(o.code, 0, "{o:?}");
     let seen = std::fs::read_to_string(s.path().join("seen")).unwrap();
     assert!(seen.starts_with("200 http://127.0.0.1:"), "{seen}");
@@ -620,14 +629,13 @@ fn websocket_upgrade_is_substituted_and_frames_pass() {
         .read_line(&mut line)
         .unwrap();
     let port: u16 = line.trim().parse().expect("the ws upstream's port");
-    let s = Scratch::new();
-    s.file("up-ca.pem", &std::fs::read_to_string(&ca).unwrap());
-    let venv_dir = venv.parent().unwrap().parent().unwrap();
-    s.profile(
-        "b",
-        &format!(
-            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = \"127.0.0.1:{port}\"\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{venv_dir:?}, \"/etc\"]\n",
-        ),
+    let s = brokered_scratch(
+        &std::fs::read_to_string(&ca).unwrap(),
+        Brokered {
+            broker: format!("\"127.0.0.1:{port}\""),
+            sandbox_extra: venv_read(),
+            ..Brokered::default()
+        },
     );
     s.file(
         "child.py",
@@ -710,16 +718,16 @@ with connect("wss://127.0.0.1:{port}/ws", ssl=ctx, additional_headers={{"Authori
 fn body_substitution_in_json_and_form_bodies() {
     const ODD: &str = "sk-proj-odd\"value&with+chars/0123456789";
     let up = Upstream::start();
-    let s = Scratch::new();
-    s.file("up-ca.pem", &up.ca);
-    let venv = super::servers::venv_bin("python");
-    let venv_dir = venv.parent().unwrap().parent().unwrap();
-    s.profile(
-        "b",
-        &format!(
-            "version = 1\n[secrets.API_KEY]\nfrom = \"env:API_KEY\"\nbroker = {{ hosts = [\"127.0.0.1:{}\"], in = [\"header\", \"body\"] }}\n[broker]\nca_cert = \"up-ca.pem\"\n[sandbox]\nwrite = [\".\"]\nread = [{venv_dir:?}, \"/etc\"]\n",
-            up.port
-        ),
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            broker: format!(
+                "{{ hosts = [\"127.0.0.1:{}\"], in = [\"header\", \"body\"] }}",
+                up.port
+            ),
+            sandbox_extra: venv_read(),
+            ..Brokered::default()
+        },
     );
     s.file(
         "child.py",
@@ -734,16 +742,7 @@ open("seen", "w").write("%d %d %s" % (a.status_code, b.status_code, k))
             up.port
         ),
     );
-    let runtime = s.path().join("runtime");
-    std::fs::create_dir(&runtime).unwrap();
-    let o = s
-        .agentrun()
-        .env("API_KEY", ODD)
-        .env("XDG_RUNTIME_DIR", &runtime)
-        .args(["-p", "b", "--"])
-        .arg(&venv)
-        .arg("child.py")
-        .run();
+    let o = run_venv_child(&s, ODD);
     assert_eq!(o.code, 0, "{o:?}");
     let seen = std::fs::read_to_string(s.path().join("seen")).unwrap();
     assert!(
