@@ -1261,26 +1261,7 @@ async fn forward(
     }
     let (rparts, rbody) = resp.into_parts();
     finish.status(rparts.status.as_u16());
-    // What the restorer cannot read, it cannot restore: a compressed body (sent although
-    // `identity` was asked for), or a partial one to a request carrying a value.
-    let encoded = rparts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if (restore.is_some() && encoded) || (to_named && rparts.status == StatusCode::PARTIAL_CONTENT)
-    {
-        finish.status(502);
-        let why = if encoded {
-            "the upstream sent an encoded body (Content-Encoding) the broker cannot check for values"
-        } else {
-            "the upstream sent a partial response to a request carrying a credential"
-        };
-        return answer(
-            StatusCode::BAD_GATEWAY,
-            "upstream-error",
-            &format!("{}: {why}", t.authority()),
-        );
-    }
+    // A 401 that a refreshed value answers: the second answer is the one that goes on.
     let (mut rparts, rbody, restore) = if rparts.status == StatusCode::UNAUTHORIZED && carries {
         match resend_refreshed(
             &st,
@@ -1304,6 +1285,28 @@ async fn forward(
     } else {
         (rparts, rbody, restore)
     };
+    // What the restorer cannot read, it cannot restore: a compressed body (sent although
+    // `identity` was asked for), or a partial one from a named host. Checked on the answer
+    // that goes to the child, whichever it is (review 11f, F1: a resent request's answer
+    // skipped these checks).
+    let encoded = rparts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if (restore.is_some() && encoded) || (to_named && rparts.status == StatusCode::PARTIAL_CONTENT)
+    {
+        finish.status(502);
+        let why = if encoded {
+            "the upstream sent an encoded body (Content-Encoding) the broker cannot check for values"
+        } else {
+            "the upstream sent a partial response to a request carrying a credential"
+        };
+        return answer(
+            StatusCode::BAD_GATEWAY,
+            "upstream-error",
+            &format!("{}: {why}", t.authority()),
+        );
+    }
     strip_hop(&mut rparts.headers);
     // The upstream's own reason phrase never reaches the child (it could carry a value):
     // hyper writes the canonical one for the status.

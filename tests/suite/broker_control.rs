@@ -813,3 +813,55 @@ fn the_child_cannot_hide_or_impersonate_its_control_socket() {
     assert_eq!(o.code, 0, "{o:?}");
     assert!(got_403, "{:?}", b.statuses());
 }
+
+/// The answer to a request sent again after a refresh passes the same checks as any answer
+/// (review 11f, F1): an upstream that gzips it, although the broker asked for identity, gets
+/// a 502, not the new value in a body the restorer cannot read.
+#[test]
+fn a_resent_requests_answer_is_checked_like_any_other() {
+    const OLD: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
+    const NEW: &str = "sk-proj-NewKeyNewKeyNewKey9876543210";
+    let up = Upstream::start();
+    up.accept(NEW);
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key");
+    std::fs::write(&key, OLD).unwrap();
+    let from = format!("file:{}", key.display());
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            from: &from,
+            broker: format!("\"127.0.0.1:{}\"", up.port),
+            ..Brokered::default()
+        },
+    );
+    s.file(
+        "child.sh",
+        &format!(
+            "while [ ! -e go ]; do sleep 0.02; done\ncurl -sS -o body -w '%{{http_code}}' https://127.0.0.1:{}/authgz -H \"Authorization: Bearer $API_KEY\" > status",
+            up.port
+        ),
+    );
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let child = s
+        .agentrun()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["-p", "b", "--", "sh", "child.sh"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&key, NEW).unwrap();
+    std::fs::write(s.path().join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let status = std::fs::read_to_string(s.path().join("status")).unwrap_or_default();
+    let body = std::fs::read(s.path().join("body")).unwrap_or_default();
+    assert_eq!(status, "502", "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&body).contains(NEW),
+        "the new value reached the child"
+    );
+    assert!(
+        up.received().contains(&format!("Bearer {NEW}")),
+        "not resent"
+    );
+}
