@@ -139,6 +139,22 @@ pub fn plan(profile: &Profile, unconfined: bool) -> Result<Option<BrokerPlan>, F
             vec![pem]
         }
     };
+    // A loopback `allow` entry on a brokered loopback port is the same server under another
+    // name: it would be tunnelled unread (docs/threat-model.md, "another name").
+    for a in &allow {
+        if let Some(h) = secrets
+            .iter()
+            .flat_map(|s| s.hosts.iter())
+            .find(|h| h.is_loopback() && a.is_loopback() && h.port == a.port)
+        {
+            return Err(at(
+                "broker.allow",
+                format!(
+                    "{a} is the brokered host {h} under another name: responses through it would not be checked for values; remove it from allow"
+                ),
+            ));
+        }
+    }
     let loopback_named = allow
         .iter()
         .chain(secrets.iter().flat_map(|s| s.hosts.iter()))

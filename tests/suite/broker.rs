@@ -319,6 +319,10 @@ fn bad_broker_keys_are_refused() {
             "[broker]\nallow = [\"a.example\"]\n[sandbox]\nconnect = [443]\n",
             "sandbox.connect",
         ),
+        (
+            "[secrets.K]\nfrom = \"env:K\"\nbroker = \"127.0.0.1:8443\"\n[broker]\nallow = [\"localhost:8443\"]\n",
+            "broker.allow",
+        ),
     ] {
         let o = s
             .agentrun()
