@@ -48,6 +48,11 @@ impl Pty {
         let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
+        // Input raw (keys, Ctrl-C included, go to the child's terminal), output processed as
+        // before: the child's stderr is a pipe, not its pty, and its newlines need the
+        // terminal's own newline translation, or they come out as a staircase. (The pty's
+        // output already has `\r\n`; a second `\r` changes nothing on the screen.)
+        raw.output_flags = saved.output_flags;
         termios::tcsetattr(stdin.as_fd(), SetArg::TCSADRAIN, &raw).ok()?;
         Some(RawGuard { saved })
     }

@@ -453,3 +453,51 @@ fn under_script_the_screen_never_shows_the_secret() {
         );
     }
 }
+
+/// In a user's terminal (agentrun's stdin, stdout and stderr all on one pty), the child's
+/// stderr lines start at column 0 like its stdout lines: every newline reaching the screen
+/// comes with its carriage return (issue 13: the staircase).
+#[test]
+fn stderr_lines_start_at_column_zero_on_a_terminal() {
+    let s = Scratch::new();
+    profile(&s);
+    let ws = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&ws), None).unwrap();
+    let mut child = s
+        .cmd(&[
+            "-p",
+            "t",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import sys; print('final answer: 4', flush=True); sys.stderr.write('INFO step 0 done\\nINFO step 1 done\\n'); sys.stderr.flush(); print('end', flush=True)",
+        ])
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let out = read_until(&mut master, Duration::from_secs(10), |t| {
+        t.contains("end") && t.contains("step 1 done")
+    });
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{out:?}");
+    let b = out.as_bytes();
+    let bare: Vec<usize> = (0..b.len())
+        .filter(|&i| b[i] == b'\n' && (i == 0 || b[i - 1] != b'\r'))
+        .collect();
+    assert!(
+        bare.is_empty(),
+        "newlines without a carriage return (a staircase): {out:?}"
+    );
+    assert!(
+        out.contains("INFO step 0 done\r\nINFO step 1 done\r\n"),
+        "{out:?}"
+    );
+}
