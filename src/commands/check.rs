@@ -13,8 +13,20 @@ use serde_json::json;
 use std::path::PathBuf;
 
 /// Everything a run does before the spawn, without starting anything: exit 0 when a run
-/// would start, 1 when it would refuse.
+/// would start, 1 when it would refuse, a profile that cannot be used included (a run would
+/// refuse with 125). With `--json` that case prints `{"ok": false, "errors": [...]}` too.
 pub fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
+    check_profile(args, say).map_err(|f| {
+        if args.json {
+            let mut doc = json!({"ok": false, "errors": [f.msg]});
+            crate::scrub::strip_userinfo_json(&mut doc);
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Fail { code: 1, ..f }
+    })
+}
+
+fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     let ctx = plan::context()?;
     let profile = plan::load_profile(&args.profile, &ctx)?;
     plan::validate_backends(&profile, &ctx)?;

@@ -2041,3 +2041,29 @@ fn star_pass_keeps_backend_and_cloud_variables() {
     assert!(o.stdout.contains("VAULT_NAMESPACE=ns-Tb6Yc1Rv"), "{o:?}");
     assert!(!o.stdout.contains("pw-Hq7Lm2"), "{o:?}");
 }
+
+/// `check` on a profile a run would refuse exits 1 (not 125), and `--json` still prints one
+/// JSON object, with the error (issue 13, item 3).
+#[test]
+fn check_of_a_broken_profile_exits_1_with_a_json_error() {
+    let s = Scratch::new();
+    s.profile("bad", "version = 1\n[limits]\nnofile = \"many\"\n");
+    let o = s.run(&["check", "-p", "bad"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("bad.toml:3"), "{o:?}");
+    let j = s.run(&["check", "-p", "bad", "--json"]);
+    assert_eq!(j.code, 1, "{j:?}");
+    let doc: serde_json::Value = serde_json::from_str(&j.stdout).expect("one JSON object");
+    assert_eq!(doc["ok"], false);
+    assert!(
+        doc["errors"][0].as_str().unwrap().contains("bad.toml:3"),
+        "{doc}"
+    );
+    // A profile that does not exist is the same case.
+    let m = s.run(&["check", "-p", "no-such-profile", "--json"]);
+    assert_eq!(m.code, 1, "{m:?}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&m.stdout).unwrap()["ok"],
+        false
+    );
+}
