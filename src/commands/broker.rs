@@ -272,13 +272,23 @@ pub struct Prepared {
 pub struct Refetch {
     profile: crate::profile::Profile,
     ctx: crate::context::Context,
+    /// The output redactor: told of a new value before the broker uses it.
+    late: Option<&'static crate::launch::redactor::Late>,
+    /// The value each name last handed to `late` (a refetch that changed nothing adds none).
+    added: std::sync::Mutex<std::collections::HashMap<String, SecretString>>,
 }
 
 impl Refetch {
-    pub fn new(profile: &crate::profile::Profile, ctx: &crate::context::Context) -> Refetch {
+    pub fn new(
+        profile: &crate::profile::Profile,
+        ctx: &crate::context::Context,
+        late: Option<&'static crate::launch::redactor::Late>,
+    ) -> Refetch {
         Refetch {
             profile: profile.clone(),
             ctx: ctx.clone(),
+            late,
+            added: Default::default(),
         }
     }
 }
@@ -294,6 +304,20 @@ impl broker::Refresher for Refetch {
         let fetcher = crate::secrets::Fetcher::new(&self.profile, &self.ctx);
         let value = fetcher.refetch(spec).value.map_err(|e| e.to_string())?;
         crate::verify::check_format(&spec.verify, &value)?;
+        // Into the output redactor first: the broker swaps the value in only after this
+        // returns, so no output can carry it before the redactor knows it.
+        if let Some(late) = self.late {
+            use secrecy::ExposeSecret;
+            let mut added = self.added.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = added
+                .get(name)
+                .is_some_and(|v| v.expose_secret() == value.expose_secret());
+            if !seen {
+                late.add(name, &value)
+                    .map_err(|e| format!("the redactor could not take the new value: {e}"))?;
+                added.insert(name.to_string(), value.clone());
+            }
+        }
         Ok(value)
     }
 }

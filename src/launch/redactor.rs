@@ -62,6 +62,43 @@ pub struct Build {
     section: RedactSection,
     path: PathBuf,
     secrets: Vec<(String, SecretString)>,
+    late: &'static Late,
+}
+
+/// Values that arrive during the run (a brokered secret refreshed from its source): each
+/// [`Late::add`] builds a redactor that knows them too, and the pump's filters switch to it
+/// at their next chunk, before the value is used (the broker calls `add` before it swaps the
+/// value in). Lives until the process ends, as the first redactor does.
+pub struct Late {
+    /// How many redactors were built since the first; a filter behind switches.
+    generation: std::sync::atomic::AtomicU64,
+    current: Mutex<Option<&'static Redactor>>,
+    build: Mutex<(RedactSection, PathBuf, Vec<(String, SecretString)>)>,
+}
+
+impl Late {
+    /// Build a redactor that also knows `value` (as `name`), and make it the one the
+    /// pump's filters switch to. Blocks for the build (a few milliseconds); an error keeps
+    /// the current one and says why.
+    pub fn add(&self, name: &str, value: &SecretString) -> Result<(), String> {
+        let mut b = self.build.lock().unwrap_or_else(PoisonError::into_inner);
+        b.2.push((name.to_owned(), value.clone()));
+        let pairs: Vec<(&str, &SecretString)> = b.2.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        let r: &'static Redactor = Box::leak(Box::new(build(&b.0, &b.1, &pairs)?));
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn newer_than(&self, seen: u64) -> Option<(u64, &'static Redactor)> {
+        let g = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        if g == seen {
+            return None;
+        }
+        let r = (*self.current.lock().unwrap_or_else(PoisonError::into_inner))?;
+        Some((g, r))
+    }
 }
 
 impl Build {
@@ -79,12 +116,23 @@ impl Build {
             wanted: Mutex::new(false),
             wake: Condvar::new(),
         }));
+        let late: &'static Late = Box::leak(Box::new(Late {
+            generation: std::sync::atomic::AtomicU64::new(0),
+            current: Mutex::new(None),
+            build: Mutex::new((section.clone(), path.clone(), secrets.clone())),
+        }));
         Build {
             cell,
             section,
             path,
             secrets,
+            late,
         }
+    }
+
+    /// Where values that arrive during the run go (see [`Late`]).
+    pub fn late(&self) -> &'static Late {
+        self.late
     }
 
     /// The cell the build will fill (for the pump's filter).
@@ -133,6 +181,9 @@ pub struct LazyRedact {
     pending: Pending,
     stream: Option<RedactStream<'static>>,
     failed: bool,
+    late: Option<(&'static Late, u64)>,
+    /// Replacements counted by the streams this filter switched away from.
+    counted: BTreeMap<String, u64>,
 }
 
 impl LazyRedact {
@@ -141,7 +192,36 @@ impl LazyRedact {
             pending,
             stream: None,
             failed: false,
+            late: None,
+            counted: BTreeMap::new(),
         }
+    }
+
+    /// Switch to a newer redactor of `late` when one is built (checked at each chunk).
+    pub fn with_late(mut self, late: &'static Late) -> LazyRedact {
+        self.late = Some((late, 0));
+        self
+    }
+
+    /// When a newer redactor is built: end the current stream (what it holds goes out,
+    /// redacted as it knew how) and go on with one of the newer redactor.
+    fn switch_if_newer(&mut self, out: &mut Vec<u8>) {
+        let Some((late, seen)) = self.late else {
+            return;
+        };
+        let Some((g, r)) = late.newer_than(seen) else {
+            return;
+        };
+        if let Some(mut old) = self.stream.take() {
+            old.finish(out);
+            for (k, v) in old.counts() {
+                *self.counted.entry(k.clone()).or_default() += v;
+            }
+        }
+        if !self.failed {
+            self.stream = Some(r.stream());
+        }
+        self.late = Some((late, g));
     }
 
     fn ready(&mut self, out: &mut Vec<u8>) -> Option<&mut RedactStream<'static>> {
@@ -165,7 +245,11 @@ impl LazyRedact {
 
 impl StreamFilter for LazyRedact {
     fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        if let Some(s) = self.ready(out) {
+        if self.stream.is_none() && !self.failed {
+            self.ready(out);
+        }
+        self.switch_if_newer(out);
+        if let Some(s) = self.stream.as_mut() {
             s.push(input, out);
         }
     }
@@ -175,10 +259,17 @@ impl StreamFilter for LazyRedact {
         }
     }
     fn counts(&self) -> BTreeMap<String, u64> {
-        self.stream
+        let mut c = self.counted.clone();
+        for (k, v) in self
+            .stream
             .as_ref()
-            .map(|s| s.counts().clone())
-            .unwrap_or_default()
+            .map(|s| s.counts())
+            .into_iter()
+            .flatten()
+        {
+            *c.entry(k.clone()).or_default() += v;
+        }
+        c
     }
 }
 

@@ -865,3 +865,56 @@ fn a_resent_requests_answer_is_checked_like_any_other() {
         "not resent"
     );
 }
+
+/// A refreshed value reaches the output redactor before the broker uses it: an upstream that
+/// echoes the new key in a form the broker does not restore (base64 wrapped over lines) has
+/// it redacted on agentrun's output, not shown.
+#[test]
+fn a_refreshed_value_is_redacted_in_the_childs_output() {
+    use base64::Engine;
+    const OLD: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
+    const NEW: &str = "sk-proj-NewKeyNewKeyNewKey9876543210";
+    let up = Upstream::start();
+    up.accept(NEW);
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key");
+    std::fs::write(&key, OLD).unwrap();
+    let from = format!("file:{}", key.display());
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            from: &from,
+            broker: format!("\"127.0.0.1:{}\"", up.port),
+            ..Brokered::default()
+        },
+    );
+    s.file(
+        "child.sh",
+        &format!(
+            "while [ ! -e go ]; do sleep 0.02; done\ncurl -sS https://127.0.0.1:{}/authwrap -H \"Authorization: Bearer $API_KEY\"",
+            up.port
+        ),
+    );
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let child = s
+        .agentrun()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["-p", "b", "--", "sh", "child.sh"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&key, NEW).unwrap();
+    std::fs::write(s.path().join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(NEW);
+    assert!(
+        up.received().contains(&format!("Bearer {NEW}")),
+        "not resent: {stdout}"
+    );
+    assert!(
+        !stdout.replace('\n', "").contains(&b64[4..40]),
+        "the new value reached the screen: {stdout}"
+    );
+    assert!(stdout.contains("[REDACTED:API_KEY]"), "{stdout}");
+}
