@@ -73,8 +73,11 @@ pub struct Late {
     /// How many redactors were built since the first; a filter behind switches.
     generation: std::sync::atomic::AtomicU64,
     current: Mutex<Option<&'static Redactor>>,
-    build: Mutex<(RedactSection, PathBuf, Vec<(String, SecretString)>)>,
+    build: Mutex<Inputs>,
 }
+
+/// What a redactor is built from: the profile's `[redact]`, its path, the named values.
+type Inputs = (RedactSection, PathBuf, Vec<(String, SecretString)>);
 
 impl Late {
     /// Build a redactor that also knows `value` (as `name`), and make it the one the
