@@ -918,3 +918,55 @@ fn a_refreshed_value_is_redacted_in_the_childs_output() {
     );
     assert!(stdout.contains("[REDACTED:API_KEY]"), "{stdout}");
 }
+
+/// A request is sent again after a refresh only when its whole body was kept (at most
+/// 1 MiB): a 2 MiB POST gets the 401 back and reaches the upstream once; a small one is
+/// sent again and succeeds.
+#[test]
+fn only_a_kept_body_is_sent_twice() {
+    const OLD: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
+    const NEW: &str = "sk-proj-NewKeyNewKeyNewKey9876543210";
+    for (size, want, posts) in [(2 << 20, "401", 1), (1000, "200", 2)] {
+        let up = Upstream::start();
+        up.accept(NEW);
+        let keys = tempfile::tempdir().unwrap();
+        let key = keys.path().join("key");
+        std::fs::write(&key, OLD).unwrap();
+        let from = format!("file:{}", key.display());
+        let s = brokered_scratch(
+            &up.ca,
+            Brokered {
+                from: &from,
+                broker: format!("\"127.0.0.1:{}\"", up.port),
+                ..Brokered::default()
+            },
+        );
+        s.file("payload", &"x".repeat(size));
+        s.file(
+            "child.sh",
+            &format!(
+                "while [ ! -e go ]; do sleep 0.02; done\ncurl -sS -o /dev/null -w '%{{http_code}}' --data-binary @payload https://127.0.0.1:{}/auth -H \"Authorization: Bearer $API_KEY\" > status",
+                up.port
+            ),
+        );
+        let runtime = s.path().join("runtime");
+        std::fs::create_dir(&runtime).unwrap();
+        let child = s
+            .agentrun()
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .args(["-p", "b", "--", "sh", "child.sh"])
+            .spawn();
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&key, NEW).unwrap();
+        std::fs::write(s.path().join("go"), "").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let status = std::fs::read_to_string(s.path().join("status")).unwrap_or_default();
+        assert_eq!(status, want, "{size}: {out:?}");
+        let got = up.received();
+        assert_eq!(
+            got.lines().filter(|l| l.contains("\"POST\"")).count(),
+            posts,
+            "{size}: {got}"
+        );
+    }
+}
