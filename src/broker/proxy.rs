@@ -1289,10 +1289,19 @@ async fn forward(
     // `identity` was asked for), or a partial one from a named host. Checked on the answer
     // that goes to the child, whichever it is (review 11f, F1: a resent request's answer
     // skipped these checks).
+    // Every Content-Encoding header, and every coding listed in each (review 11g, G4: a
+    // second header got past a check of the first).
     let encoded = rparts
         .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str().map_or(true, |t| {
+                t.split(',')
+                    .map(str::trim)
+                    .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+            })
+        });
     if (restore.is_some() && encoded) || (to_named && rparts.status == StatusCode::PARTIAL_CONTENT)
     {
         finish.status(502);

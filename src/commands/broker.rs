@@ -304,6 +304,16 @@ impl broker::Refresher for Refetch {
         let fetcher = crate::secrets::Fetcher::new(&self.profile, &self.ctx);
         let value = fetcher.refetch(spec).value.map_err(|e| e.to_string())?;
         crate::verify::check_format(&spec.verify, &value)?;
+        // As at the start: a value too short to redact is not used (review 11g, G3).
+        {
+            use secrecy::ExposeSecret;
+            if value.expose_secret().len() < crate::redact::MIN_SECRET_LEN {
+                return Err(format!(
+                    "the new value is shorter than {} characters: it could not be redacted; the old one stays",
+                    crate::redact::MIN_SECRET_LEN
+                ));
+            }
+        }
         // Into the output redactor first: the broker swaps the value in only after this
         // returns, so no output can carry it before the redactor knows it.
         if let Some(late) = self.late {

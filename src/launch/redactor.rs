@@ -206,17 +206,21 @@ impl LazyRedact {
         self
     }
 
-    /// When a newer redactor is built: end the current stream (what it holds goes out,
-    /// redacted as it knew how) and go on with one of the newer redactor.
-    fn switch_if_newer(&mut self, out: &mut Vec<u8>) {
+    /// When a newer redactor is built, switch to a stream of it at a quiet point: when the
+    /// current stream holds nothing back and has no match open (review 11g, G1, G2: ending a
+    /// stream mid-match let a token's rest, or a split escape sequence, out raw). Until then
+    /// the current stream goes on; the check comes at every chunk.
+    fn switch_if_newer(&mut self) {
         let Some((late, seen)) = self.late else {
             return;
         };
+        if self.stream.as_ref().is_some_and(|s| !s.is_settled()) {
+            return;
+        }
         let Some((g, r)) = late.newer_than(seen) else {
             return;
         };
-        if let Some(mut old) = self.stream.take() {
-            old.finish(out);
+        if let Some(old) = self.stream.take() {
             for (k, v) in old.counts() {
                 *self.counted.entry(k.clone()).or_default() += v;
             }
@@ -227,7 +231,9 @@ impl LazyRedact {
         self.late = Some((late, g));
     }
 
-    fn ready(&mut self, out: &mut Vec<u8>) -> Option<&mut RedactStream<'static>> {
+    /// The first redactor's stream, waiting for its build; if it could not be built, output
+    /// is withheld from here on (fail closed).
+    fn ready(&mut self, out: &mut Vec<u8>) {
         if self.stream.is_none() && !self.failed {
             match self.pending.wait() {
                 Ok(r) => self.stream = Some(r.stream()),
@@ -242,7 +248,6 @@ impl LazyRedact {
                 }
             }
         }
-        self.stream.as_mut()
     }
 }
 
@@ -251,10 +256,11 @@ impl StreamFilter for LazyRedact {
         if self.stream.is_none() && !self.failed {
             self.ready(out);
         }
-        self.switch_if_newer(out);
+        self.switch_if_newer();
         if let Some(s) = self.stream.as_mut() {
             s.push(input, out);
         }
+        self.switch_if_newer();
     }
     fn finish(&mut self, out: &mut Vec<u8>) {
         if let Some(s) = self.stream.as_mut() {

@@ -104,6 +104,12 @@ impl<'r> RedactStream<'r> {
         self.buf.len() - self.ctx
     }
 
+    /// Nothing held back and no match open or carried: a stream of another redactor can take
+    /// over from here without losing a partial match or sequence.
+    pub fn is_settled(&self) -> bool {
+        self.held() == 0 && self.open.is_empty() && self.carry.is_empty()
+    }
+
     fn process(&mut self, out: &mut Vec<u8>, eof: bool) {
         let from = self.ctx;
         if self.buf.len() <= from {

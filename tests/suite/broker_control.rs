@@ -970,3 +970,105 @@ fn only_a_kept_body_is_sent_twice() {
         );
     }
 }
+
+/// The switch to a redactor that knows a refreshed value waits for a quiet point in each
+/// stream (review 11g, G1, G2): a token, or an escape sequence the redactor drops, split
+/// around a refresh, is still caught whole.
+#[test]
+fn a_redactor_switch_never_lets_a_split_match_through() {
+    let up = Upstream::start();
+    up.accept("sk-proj-SomeOtherKeyThanTheRunsOwn000");
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            broker: format!("\"127.0.0.1:{}\"", up.port),
+            ..Brokered::default()
+        },
+    );
+    s.file(
+        "child.sh",
+        &format!(
+            "printf 'tok: ghp_Q7wErTyU'\nprintf '\\033]52;c;' >&2\ncurl -s -o /dev/null https://127.0.0.1:{}/auth -H \"Authorization: Bearer $API_KEY\"\nsleep 0.3\nprintf 'iOpAsDfGhJkLzXcVbNmQwErTyUiOpZZ9 done\\n'\nprintf '?\\007 done\\n' >&2\n",
+            up.port
+        ),
+    );
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let o = s
+        .agentrun()
+        .env("API_KEY", VALUE)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["-p", "b", "--", "sh", "child.sh"])
+        .run();
+    assert_eq!(o.code, 0, "{o:?}");
+    // The 401 did refresh (and so built a second redactor).
+    assert!(
+        s.audit().iter().any(|e| e["event"] == "broker.refresh"),
+        "no refresh: {o:?}"
+    );
+    assert!(
+        o.stdout.contains("[REDACTED:github-token]") && !o.stdout.contains("ghp_Q7wE"),
+        "{:?}",
+        o.stdout
+    );
+    assert!(
+        !o.stderr.contains("\x1b]52") && o.stderr.contains("done"),
+        "{:?}",
+        o.stderr
+    );
+}
+
+/// A refreshed value too short to redact is refused like one at the start (review 11g, G3):
+/// the old value stays, the 401 goes to the child, and the audit log says why.
+#[test]
+fn a_refreshed_value_too_short_to_redact_is_not_used() {
+    const OLD: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
+    let up = Upstream::start();
+    up.accept("abc");
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key");
+    std::fs::write(&key, OLD).unwrap();
+    let from = format!("file:{}", key.display());
+    let s = brokered_scratch(
+        &up.ca,
+        Brokered {
+            from: &from,
+            broker: format!("\"127.0.0.1:{}\"", up.port),
+            ..Brokered::default()
+        },
+    );
+    s.file(
+        "child.sh",
+        &format!(
+            "while [ ! -e go ]; do sleep 0.02; done\ncurl -sS -o /dev/null -w '%{{http_code}}' https://127.0.0.1:{}/auth -H \"Authorization: Bearer $API_KEY\" > status",
+            up.port
+        ),
+    );
+    let runtime = s.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    let child = s
+        .agentrun()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["-p", "b", "--", "sh", "child.sh"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&key, "abc").unwrap();
+    std::fs::write(s.path().join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(s.path().join("status")).unwrap_or_default(),
+        "401",
+        "{out:?}"
+    );
+    assert!(!up.received().contains("Bearer abc"), "{}", up.received());
+    let refresh = s
+        .audit()
+        .into_iter()
+        .find(|e| e["event"] == "broker.refresh")
+        .unwrap();
+    assert_eq!(refresh["outcome"], "failed");
+    assert!(
+        refresh["error"].as_str().unwrap().contains("shorter"),
+        "{refresh}"
+    );
+}
