@@ -467,16 +467,7 @@ fn string(s: &[u8], kind: u8) -> Kind {
             },
             _ => continue,
         };
-        let payload = &s[2..i];
-        let drop = match kind {
-            b']' => {
-                let num = first_param(payload);
-                matches!(num, Some(50 | 52))
-            }
-            b'P' => payload.starts_with(b"$q") || payload.starts_with(b"+q"),
-            _ => false,
-        };
-        if drop {
+        if dropped(kind, &s[2..i]) {
             return Kind::Drop(i + close);
         }
         return Kind::String {
@@ -487,8 +478,23 @@ fn string(s: &[u8], kind: u8) -> Kind {
     }
     if s.len() < MAX_STRING {
         Kind::Partial
+    } else if dropped(kind, &s[2..MAX_STRING]) {
+        // Unterminated past the bound, of a kind that is left out: left out as far as seen,
+        // its introducer with it, so that what follows reaches the terminal as text, outside
+        // any string (review 11h: a 5 KB OSC 52 passed whole as text).
+        Kind::Drop(MAX_STRING)
     } else {
         Kind::Text
+    }
+}
+
+/// Whether a string sequence of `kind` with this (possibly cut) payload is left out of the
+/// output: a font or clipboard operation (OSC 50, 52), a DECRQSS or XTGETTCAP request.
+fn dropped(kind: u8, payload: &[u8]) -> bool {
+    match kind {
+        b']' => matches!(first_param(payload), Some(50 | 52)),
+        b'P' => payload.starts_with(b"$q") || payload.starts_with(b"+q"),
+        _ => false,
     }
 }
 

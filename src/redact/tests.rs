@@ -1423,6 +1423,24 @@ fn answer_back_and_clipboard_sequences_are_dropped() {
     // Cut at every write boundary, a dropped sequence is still dropped.
     let out = bytewise(&r, b"x\x1b]52;c;?\x07y");
     assert_eq!(out, b"xy");
+    // Longer than the string bound (review 11h): its introducer never reaches the terminal,
+    // whole or written in pieces; what follows is plain text.
+    for long in [
+        format!("x\x1b]52;c;{}\x07y", "Q".repeat(5000)),
+        format!("x\x1b]52;{};?\x07y", "c".repeat(4100)),
+        format!("x\x1bP$q{}\x1b\\y", "m".repeat(5000)),
+    ] {
+        let whole = redact(&r, &long);
+        assert!(!whole.contains("\x1b]") && !whole.contains("\x1bP"), "{:?}", &whole[..20]);
+        let mut pieces = Vec::new();
+        let mut stream = r.stream();
+        for c in long.as_bytes().chunks(700) {
+            stream.push(c, &mut pieces);
+        }
+        stream.finish(&mut pieces);
+        let pieces = String::from_utf8_lossy(&pieces);
+        assert!(!pieces.contains("\x1b]") && !pieces.contains("\x1bP"), "{:?}", &pieces[..20]);
+    }
 }
 
 /// Item 13: the patterns a value registers are bounded, whatever its length, and a long
