@@ -1431,7 +1431,11 @@ fn answer_back_and_clipboard_sequences_are_dropped() {
         format!("x\x1bP$q{}\x1b\\y", "m".repeat(5000)),
     ] {
         let whole = redact(&r, &long);
-        assert!(!whole.contains("\x1b]") && !whole.contains("\x1bP"), "{:?}", &whole[..20]);
+        assert!(
+            !whole.contains("\x1b]") && !whole.contains("\x1bP"),
+            "{:?}",
+            &whole[..20]
+        );
         let mut pieces = Vec::new();
         let mut stream = r.stream();
         for c in long.as_bytes().chunks(700) {
@@ -1439,7 +1443,11 @@ fn answer_back_and_clipboard_sequences_are_dropped() {
         }
         stream.finish(&mut pieces);
         let pieces = String::from_utf8_lossy(&pieces);
-        assert!(!pieces.contains("\x1b]") && !pieces.contains("\x1bP"), "{:?}", &pieces[..20]);
+        assert!(
+            !pieces.contains("\x1b]") && !pieces.contains("\x1bP"),
+            "{:?}",
+            &pieces[..20]
+        );
     }
 }
 
