@@ -219,7 +219,8 @@ impl State {
             why,
             outcome: if error.is_some() { "failed" } else { "ok" },
             changed,
-            error,
+            // A source's message names the source, never a value; scrubbed all the same.
+            error: error.map(|e| self.scrub(&e, events::MAX_PATH)),
             ms: started.elapsed().as_millis() as u64,
         }));
         changed

@@ -13,7 +13,7 @@ use super::{Fail, Level, Say};
 use crate::audit::{Audit, Sinks, events};
 use crate::cli::{RunArgs, Tty};
 use crate::context::Context;
-use crate::launch::redactor::{Build, Late, LazyRedact};
+use crate::launch::redactor::{Build, LazyRedact};
 use crate::launch::{self, Injected, Launch, Ran, pump::Passthrough, pump::StreamFilter};
 use crate::profile::{self, AuditSink, Profile};
 use crate::sandbox::{self, ChildNeeds, Mode, Policy};
@@ -109,7 +109,7 @@ pub fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
     let mut audit = open_audit(&plan)?;
     let mut secrets = fetch_and_verify(&plan, &mut audit).map_err(|f| refused(&mut audit, f))?;
     let redactor = prepare_redactor(&plan, &secrets, say).map_err(|f| refused(&mut audit, f))?;
-    let brokered = prepare_broker(&plan, &mut secrets.got, redactor.as_ref().map(Build::late))
+    let brokered = prepare_broker(&plan, &mut secrets.got, redactor.as_ref())
         .map_err(|f| refused(&mut audit, f))?;
     let (mut launch, program) = build_launch(&plan, &secrets.got, brokered.as_ref(), say)
         .map_err(|f| refused(&mut audit, f))?;
@@ -206,15 +206,19 @@ fn prepare_redactor(plan: &Plan, secrets: &Secrets, say: &Say) -> Result<Option<
 
 /// With a broker: each brokered value swapped for its placeholder (the value goes to the
 /// broker alone), the run's CA, trust bundle and proxy variables made.
-/// A refreshed value goes to `late` (the output redactor) before the broker uses it.
+/// A refreshed value goes to the output redactor (its [`Build::late`]) before the broker
+/// uses it.
 fn prepare_broker(
     plan: &Plan,
     got: &mut [Got],
-    late: Option<&'static Late>,
+    redactor: Option<&Build>,
 ) -> Result<Option<broker::Prepared>, Fail> {
     plan.broker
         .as_ref()
-        .map(|b| broker::prepare(b, got, broker::Refetch::new(&plan.profile, &plan.ctx, late)))
+        .map(|b| {
+            let late = redactor.map(Build::late);
+            broker::prepare(b, got, broker::Refetch::new(&plan.profile, &plan.ctx, late))
+        })
         .transpose()
 }
 
@@ -353,7 +357,7 @@ fn supervise(
     let mut brokered = brokered;
     let mut serving = None;
     let redactor = build.as_ref().map(Build::pending);
-    let late = build.as_ref().map(Build::late);
+    let late = build.as_ref().and_then(Build::late_if_made);
     let mut build = build;
     let make_filter = || -> Box<dyn StreamFilter + '_> {
         match (redactor, late) {

@@ -62,7 +62,8 @@ pub struct Build {
     section: RedactSection,
     path: PathBuf,
     secrets: Vec<(String, SecretString)>,
-    late: &'static Late,
+    /// Made only for a run that can get values late (a broker's): see [`Build::late`].
+    late: OnceLock<&'static Late>,
 }
 
 /// Values that arrive during the run (a brokered secret refreshed from its source): each
@@ -119,23 +120,33 @@ impl Build {
             wanted: Mutex::new(false),
             wake: Condvar::new(),
         }));
-        let late: &'static Late = Box::leak(Box::new(Late {
-            generation: std::sync::atomic::AtomicU64::new(0),
-            current: Mutex::new(None),
-            build: Mutex::new((section.clone(), path.clone(), secrets.clone())),
-        }));
         Build {
             cell,
             section,
             path,
             secrets,
-            late,
+            late: OnceLock::new(),
         }
     }
 
-    /// Where values that arrive during the run go (see [`Late`]).
+    /// Where values that arrive during the run go (see [`Late`]), made on the first call.
     pub fn late(&self) -> &'static Late {
-        self.late
+        self.late.get_or_init(|| {
+            Box::leak(Box::new(Late {
+                generation: std::sync::atomic::AtomicU64::new(0),
+                current: Mutex::new(None),
+                build: Mutex::new((
+                    self.section.clone(),
+                    self.path.clone(),
+                    self.secrets.clone(),
+                )),
+            }))
+        })
+    }
+
+    /// [`Build::late`] if a caller made it (the pump's filters watch it then).
+    pub fn late_if_made(&self) -> Option<&'static Late> {
+        self.late.get().copied()
     }
 
     /// The cell the build will fill (for the pump's filter).

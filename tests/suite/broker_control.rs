@@ -814,18 +814,24 @@ fn the_child_cannot_hide_or_impersonate_its_control_socket() {
     assert!(got_403, "{:?}", b.statuses());
 }
 
-/// The answer to a request sent again after a refresh passes the same checks as any answer
-/// (review 11f, F1): an upstream that gzips it, although the broker asked for identity, gets
-/// a 502, not the new value in a body the restorer cannot read.
-#[test]
-fn a_resent_requests_answer_is_checked_like_any_other() {
-    const OLD: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
-    const NEW: &str = "sk-proj-NewKeyNewKeyNewKey9876543210";
+const OLD_KEY: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
+const NEW_KEY: &str = "sk-proj-NewKeyNewKeyNewKey9876543210";
+
+/// A run whose `API_KEY` comes from a file holding [`OLD_KEY`]; the upstream's `/auth`
+/// accepts only `accept`. The child (`child(port)`) waits for a `go` file; the test then
+/// writes `new` into the key file and lets it go, so its first brokered request gets a 401
+/// and the broker refetches `new`. Returns the upstream, the scratch directory and
+/// agentrun's output.
+fn rotated_midway(
+    accept: &str,
+    new: &str,
+    child: &dyn Fn(u16) -> String,
+) -> (Upstream, Scratch, std::process::Output) {
     let up = Upstream::start();
-    up.accept(NEW);
+    up.accept(accept);
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("key");
-    std::fs::write(&key, OLD).unwrap();
+    std::fs::write(&key, OLD_KEY).unwrap();
     let from = format!("file:{}", key.display());
     let s = brokered_scratch(
         &up.ca,
@@ -837,31 +843,45 @@ fn a_resent_requests_answer_is_checked_like_any_other() {
     );
     s.file(
         "child.sh",
-        &format!(
-            "while [ ! -e go ]; do sleep 0.02; done\ncurl -sS -o body -w '%{{http_code}}' https://127.0.0.1:{}/authgz -H \"Authorization: Bearer $API_KEY\" > status",
-            up.port
-        ),
+        &format!("while [ ! -e go ]; do sleep 0.02; done\n{}", child(up.port)),
     );
     let runtime = s.path().join("runtime");
     std::fs::create_dir(&runtime).unwrap();
-    let child = s
+    let running = s
         .agentrun()
         .env("XDG_RUNTIME_DIR", &runtime)
         .args(["-p", "b", "--", "sh", "child.sh"])
         .spawn();
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(&key, NEW).unwrap();
+    std::fs::write(&key, new).unwrap();
     std::fs::write(s.path().join("go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = running.wait_with_output().unwrap();
+    (up, s, out)
+}
+
+/// `curl` of `path` on the upstream with the placeholder and `extra` flags, its status code
+/// into the file `status`.
+fn curl_auth(port: u16, path: &str, extra: &str) -> String {
+    format!(
+        "curl -sS {extra} -w '%{{http_code}}' https://127.0.0.1:{port}{path} -H \"Authorization: Bearer $API_KEY\" > status"
+    )
+}
+
+/// The answer to a request sent again after a refresh passes the same checks as any answer
+/// (review 11f, F1): an upstream that gzips it, although the broker asked for identity, gets
+/// a 502, not the new value in a body the restorer cannot read.
+#[test]
+fn a_resent_requests_answer_is_checked_like_any_other() {
+    let (up, s, out) = rotated_midway(NEW_KEY, NEW_KEY, &|p| curl_auth(p, "/authgz", "-o body"));
     let status = std::fs::read_to_string(s.path().join("status")).unwrap_or_default();
     let body = std::fs::read(s.path().join("body")).unwrap_or_default();
     assert_eq!(status, "502", "{out:?}");
     assert!(
-        !String::from_utf8_lossy(&body).contains(NEW),
+        !String::from_utf8_lossy(&body).contains(NEW_KEY),
         "the new value reached the child"
     );
     assert!(
-        up.received().contains(&format!("Bearer {NEW}")),
+        up.received().contains(&format!("Bearer {NEW_KEY}")),
         "not resent"
     );
 }
@@ -872,44 +892,13 @@ fn a_resent_requests_answer_is_checked_like_any_other() {
 #[test]
 fn a_refreshed_value_is_redacted_in_the_childs_output() {
     use base64::Engine;
-    const OLD: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
-    const NEW: &str = "sk-proj-NewKeyNewKeyNewKey9876543210";
-    let up = Upstream::start();
-    up.accept(NEW);
-    let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("key");
-    std::fs::write(&key, OLD).unwrap();
-    let from = format!("file:{}", key.display());
-    let s = brokered_scratch(
-        &up.ca,
-        Brokered {
-            from: &from,
-            broker: format!("\"127.0.0.1:{}\"", up.port),
-            ..Brokered::default()
-        },
-    );
-    s.file(
-        "child.sh",
-        &format!(
-            "while [ ! -e go ]; do sleep 0.02; done\ncurl -sS https://127.0.0.1:{}/authwrap -H \"Authorization: Bearer $API_KEY\"",
-            up.port
-        ),
-    );
-    let runtime = s.path().join("runtime");
-    std::fs::create_dir(&runtime).unwrap();
-    let child = s
-        .agentrun()
-        .env("XDG_RUNTIME_DIR", &runtime)
-        .args(["-p", "b", "--", "sh", "child.sh"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(&key, NEW).unwrap();
-    std::fs::write(s.path().join("go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (up, _s, out) = rotated_midway(NEW_KEY, NEW_KEY, &|p| {
+        format!("curl -sS https://127.0.0.1:{p}/authwrap -H \"Authorization: Bearer $API_KEY\"")
+    });
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(NEW);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(NEW_KEY);
     assert!(
-        up.received().contains(&format!("Bearer {NEW}")),
+        up.received().contains(&format!("Bearer {NEW_KEY}")),
         "not resent: {stdout}"
     );
     assert!(
@@ -924,42 +913,13 @@ fn a_refreshed_value_is_redacted_in_the_childs_output() {
 /// sent again and succeeds.
 #[test]
 fn only_a_kept_body_is_sent_twice() {
-    const OLD: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
-    const NEW: &str = "sk-proj-NewKeyNewKeyNewKey9876543210";
     for (size, want, posts) in [(2 << 20, "401", 1), (1000, "200", 2)] {
-        let up = Upstream::start();
-        up.accept(NEW);
-        let keys = tempfile::tempdir().unwrap();
-        let key = keys.path().join("key");
-        std::fs::write(&key, OLD).unwrap();
-        let from = format!("file:{}", key.display());
-        let s = brokered_scratch(
-            &up.ca,
-            Brokered {
-                from: &from,
-                broker: format!("\"127.0.0.1:{}\"", up.port),
-                ..Brokered::default()
-            },
-        );
-        s.file("payload", &"x".repeat(size));
-        s.file(
-            "child.sh",
-            &format!(
-                "while [ ! -e go ]; do sleep 0.02; done\ncurl -sS -o /dev/null -w '%{{http_code}}' --data-binary @payload https://127.0.0.1:{}/auth -H \"Authorization: Bearer $API_KEY\" > status",
-                up.port
-            ),
-        );
-        let runtime = s.path().join("runtime");
-        std::fs::create_dir(&runtime).unwrap();
-        let child = s
-            .agentrun()
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .args(["-p", "b", "--", "sh", "child.sh"])
-            .spawn();
-        std::thread::sleep(Duration::from_millis(300));
-        std::fs::write(&key, NEW).unwrap();
-        std::fs::write(s.path().join("go"), "").unwrap();
-        let out = child.wait_with_output().unwrap();
+        let (up, s, out) = rotated_midway(NEW_KEY, NEW_KEY, &|p| {
+            format!(
+                "head -c {size} /dev/zero | tr '\\0' x > payload\n{}",
+                curl_auth(p, "/auth", "-o /dev/null --data-binary @payload")
+            )
+        });
         let status = std::fs::read_to_string(s.path().join("status")).unwrap_or_default();
         assert_eq!(status, want, "{size}: {out:?}");
         let got = up.received();
@@ -1022,39 +982,7 @@ fn a_redactor_switch_never_lets_a_split_match_through() {
 /// the old value stays, the 401 goes to the child, and the audit log says why.
 #[test]
 fn a_refreshed_value_too_short_to_redact_is_not_used() {
-    const OLD: &str = "sk-proj-OldKeyOldKeyOldKey0123456789";
-    let up = Upstream::start();
-    up.accept("abc");
-    let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("key");
-    std::fs::write(&key, OLD).unwrap();
-    let from = format!("file:{}", key.display());
-    let s = brokered_scratch(
-        &up.ca,
-        Brokered {
-            from: &from,
-            broker: format!("\"127.0.0.1:{}\"", up.port),
-            ..Brokered::default()
-        },
-    );
-    s.file(
-        "child.sh",
-        &format!(
-            "while [ ! -e go ]; do sleep 0.02; done\ncurl -sS -o /dev/null -w '%{{http_code}}' https://127.0.0.1:{}/auth -H \"Authorization: Bearer $API_KEY\" > status",
-            up.port
-        ),
-    );
-    let runtime = s.path().join("runtime");
-    std::fs::create_dir(&runtime).unwrap();
-    let child = s
-        .agentrun()
-        .env("XDG_RUNTIME_DIR", &runtime)
-        .args(["-p", "b", "--", "sh", "child.sh"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(&key, "abc").unwrap();
-    std::fs::write(s.path().join("go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (up, s, out) = rotated_midway("abc", "abc", &|p| curl_auth(p, "/auth", "-o /dev/null"));
     assert_eq!(
         std::fs::read_to_string(s.path().join("status")).unwrap_or_default(),
         "401",
