@@ -22,10 +22,14 @@ pub struct Cli {
 pub enum Command {
     /// Run COMMAND under a profile (the default).
     Run(RunArgs),
-    /// Fetch and verify every secret and test kernel support; run nothing.
+    /// Fetch and verify every secret and test kernel support; run nothing. With `-- COMMAND`,
+    /// also name every path starting COMMAND needs that the sandbox would deny.
     Check(CheckArgs),
     /// Print the effective policy; fetch nothing, never print values.
-    Explain(CheckArgs),
+    Explain(ExplainArgs),
+    /// Run COMMAND once, unconfined and observed, and print the smallest [sandbox] table that
+    /// allows what it did (operator only: it runs with your own access).
+    Learn(LearnArgs),
     /// Copy stdin to stdout through the profile's redactor.
     Redact(ProfileArg),
     /// List the profiles found on the search path.
@@ -85,6 +89,33 @@ pub struct CheckArgs {
     /// One JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+    /// A command to resolve as a run would (PATH, `#!` chains, shims), after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub profile: ProfileArg,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LearnArgs {
+    #[command(flatten)]
+    pub profile: ProfileArg,
+    /// Also write the proposed [sandbox] table to this file (never the profile itself).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// The report as one JSON document (on stdout, after the command's own output).
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -282,6 +313,18 @@ mod tests {
             Some(Command::Check(a)) => {
                 assert_eq!(a.profile.profile.as_deref(), Some("./t.toml"));
                 assert!(a.json);
+                assert!(a.command.is_empty());
+            }
+            c => panic!("{c:?}"),
+        }
+        match ok(&["check", "-p", "t", "--", "python3", "-m", "x"]).command {
+            Some(Command::Check(a)) => assert_eq!(a.command, ["python3", "-m", "x"]),
+            c => panic!("{c:?}"),
+        }
+        match ok(&["learn", "-p", "t", "-o", "s.toml", "--", "sh", "-c", "x"]).command {
+            Some(Command::Learn(a)) => {
+                assert_eq!(a.command, ["sh", "-c", "x"]);
+                assert_eq!(a.output.as_deref(), Some(std::path::Path::new("s.toml")));
             }
             c => panic!("{c:?}"),
         }
@@ -350,8 +393,12 @@ mod tests {
                 ErrorKind::UnknownArgument,
             ),
             (
-                &["check", "-p", "t", "--", "true"][..],
+                &["explain", "-p", "t", "--", "true"][..],
                 ErrorKind::UnknownArgument,
+            ),
+            (
+                &["learn", "-p", "t"][..],
+                ErrorKind::MissingRequiredArgument,
             ),
             (&["profiles", "extra"][..], ErrorKind::UnknownArgument),
             (

@@ -6,10 +6,14 @@ use super::fetch::Secrets;
 use super::{Fail, Level, Say, fetch, plan};
 use crate::audit::{Audit, events};
 use crate::cli::CheckArgs;
-use crate::sandbox::{self, ChildNeeds, Mode};
+use crate::context::Context;
+use crate::profile::Profile;
+use crate::sandbox::{self, ChildNeeds, Mode, Policy, Verdict};
 use crate::secrets;
 use crate::verify;
+use serde::Serialize;
 use serde_json::json;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Everything a run does before the spawn, without starting anything: exit 0 when a run
@@ -90,9 +94,16 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
             errors.push(e.to_string());
         }
     }
+    let command = (!args.command.is_empty())
+        .then(|| command_report(&args.command, &profile, &ctx, &policy, &inputs.env_names));
+    let mut warnings = Vec::new();
+    if let Some(c) = &command {
+        errors.extend(c.errors.iter().cloned());
+        warnings.extend(c.warnings.iter().cloned());
+    }
     let ok = errors.is_empty();
     if args.json {
-        let mut doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "broker": broker_line, "errors": errors});
+        let mut doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "broker": broker_line, "command": command, "warnings": warnings, "errors": errors});
         crate::scrub::strip_userinfo_json(&mut doc);
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
@@ -148,6 +159,19 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
                 }
             );
         }
+        if let Some(c) = &command {
+            println!("command  {}  ->  {}", c.argv, c.program);
+            for n in &c.needs {
+                let mark = match n.verdict {
+                    Verdict::Allowed => "ok".to_string(),
+                    _ => format!("DENIED: {}", n.fix),
+                };
+                println!("  {:<5} {}  ({})  {mark}", n.access, n.path, n.why);
+            }
+        }
+        for w in &warnings {
+            say.at(Level::Info, &format!("warning: {w}"));
+        }
         for e in &errors {
             say.at(Level::Error, e);
         }
@@ -161,4 +185,169 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
         );
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// `check -- COMMAND`: the command resolved as a run would, and each path its start needs
+/// with the run's verdict and the `[sandbox]` line that would allow it.
+#[derive(Debug, Serialize)]
+struct CommandReport {
+    argv: String,
+    program: String,
+    needs: Vec<NeedReport>,
+    #[serde(skip)]
+    errors: Vec<String>,
+    #[serde(skip)]
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct NeedReport {
+    path: String,
+    access: &'static str,
+    why: String,
+    verdict: Verdict,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    fix: String,
+}
+
+fn command_report(
+    argv: &[OsString],
+    profile: &Profile,
+    ctx: &Context,
+    policy: &Policy,
+    withheld: &[String],
+) -> CommandReport {
+    let shown_argv = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut r = CommandReport {
+        argv: shown_argv,
+        program: String::new(),
+        needs: Vec::new(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let home = ctx.home.as_deref();
+    for s in policy_skipped(policy) {
+        r.warnings.push(s);
+    }
+    let base = crate::launch::env::base(profile, &ctx.env, withheld).vars;
+    let path_var = base.get(std::ffi::OsStr::new("PATH")).cloned();
+    let program =
+        match crate::launch::spawn::resolve_program(&argv[0], path_var.as_deref(), &ctx.cwd) {
+            Ok(p) => p,
+            Err(e) => {
+                r.program = "(not found)".into();
+                r.errors.push(format!("command: {e}"));
+                return r;
+            }
+        };
+    r.program = program.display().to_string();
+    let var = |k: &str| base.get(std::ffi::OsStr::new(k)).cloned();
+    let needs = sandbox::command_needs(
+        &program,
+        &argv[1..],
+        path_var.as_deref(),
+        &var,
+        &ctx.cwd,
+        home,
+    );
+    let keep = plan::audit_sinks(profile, None, ctx)
+        .map(|s| plan::startup_inputs(profile, ctx, &s.log))
+        .unwrap_or_default();
+    let child = ChildNeeds {
+        program: program.clone(),
+        extra_read: Vec::new(),
+        tty: None,
+    };
+    let grants = match sandbox::grants(policy, &child, &keep, &ctx.cwd) {
+        Ok(g) => g,
+        Err(e) => {
+            r.errors.push(format!("command: {e}"));
+            return r;
+        }
+    };
+    let mut denied = 0;
+    for n in needs {
+        let exists = n.path.exists();
+        let verdict = if exists {
+            grants.verdict(&n.path, n.want)
+        } else {
+            Verdict::Denied
+        };
+        let key = sandbox::key_for(n.want);
+        let fix = match verdict {
+            Verdict::Allowed => String::new(),
+            _ if !exists => format!("{} does not exist", n.path.display()),
+            Verdict::Denied => rule_line(policy, key, &sandbox::real(&n.path), home),
+            Verdict::Store => "a credential store: agentrun grants it only to a rule that names it; move the file out of the store instead".into(),
+            Verdict::ReadOnly | Verdict::Hidden => "read-only for every child (a later run reads it)".into(),
+        };
+        if verdict != Verdict::Allowed {
+            denied += 1;
+        }
+        r.needs.push(NeedReport {
+            path: n.path.display().to_string(),
+            access: key,
+            why: n.why,
+            verdict,
+            fix,
+        });
+    }
+    if denied > 0 {
+        r.errors.push(format!(
+            "command: a run would deny {denied} path(s) its start needs (listed above with the [sandbox] line that allows each); `agentrun learn --profile {} -- {}` shows what it needs while it runs",
+            profile.path.display(),
+            r.argv
+        ));
+    }
+    r
+}
+
+/// Rule paths of the policy that do not exist: a run skips them, and the child then meets
+/// `Permission denied` there.
+fn policy_skipped(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, list) in [
+        ("read", &policy.read),
+        ("write", &policy.write),
+        ("exec", &policy.exec),
+    ] {
+        if policy.defaulted.contains(&key) {
+            continue;
+        }
+        for p in list {
+            if !p.exists() {
+                out.push(format!(
+                    "sandbox.{key}: {} does not exist; a run skips it, so the child cannot use it (create it first, or fix the path)",
+                    p.display()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The whole `key = [...]` line with `add` in it: the policy's effective list (the default
+/// when the profile leaves the key out, which setting it would drop) plus the new path.
+fn rule_line(
+    policy: &Policy,
+    key: &str,
+    add: &std::path::Path,
+    home: Option<&std::path::Path>,
+) -> String {
+    let list = match key {
+        "exec" => &policy.exec,
+        "write" => &policy.write,
+        _ => &policy.read,
+    };
+    let items: Vec<String> = list
+        .iter()
+        .map(|p| p.as_path())
+        .chain([add])
+        .map(|p| sandbox::toml_str(&sandbox::shown(p, home)))
+        .collect();
+    format!("[sandbox] {key} = [{}]", items.join(", "))
 }

@@ -3,14 +3,14 @@
 //! sink and limits. Nothing is fetched; a credential written into `[vault]` is never shown.
 
 use super::{Fail, plan};
-use crate::cli::CheckArgs;
+use crate::cli::ExplainArgs;
 use crate::launch;
 use crate::sandbox;
 use crate::secrets;
 use serde_json::json;
 
 /// Print the profile as agentrun resolves it (TOML, or JSON with `--json`).
-pub fn explain(args: &CheckArgs) -> Result<u8, Fail> {
+pub fn explain(args: &ExplainArgs) -> Result<u8, Fail> {
     let ctx = plan::context()?;
     let profile = plan::load_profile(&args.profile, &ctx)?;
     let inputs = secrets::credential_inputs(&profile, &ctx);

@@ -14,6 +14,7 @@ pub mod check;
 pub mod control;
 pub mod explain;
 pub mod fetch;
+pub mod learn;
 pub mod plan;
 pub mod profiles;
 pub mod redact;
@@ -104,7 +105,7 @@ impl Say {
     }
 
     /// From now on, messages pass through the redactor (waiting for it if need be).
-    fn redact_with(&self, r: Pending) {
+    pub(crate) fn redact_with(&self, r: Pending) {
         let _ = self.redactor.set(r);
     }
 
@@ -125,13 +126,16 @@ impl Say {
 
 /// Entry point after hardening: dispatch and map the result to an exit code.
 pub fn main(cli: Cli) -> u8 {
+    let mut ran = None;
     let (result, say) = match cli.command {
         None => {
             let say = Say::new(&cli.run.profile);
+            ran = Some((cli.run.profile.profile.clone(), cli.run.command.clone()));
             (run::run(cli.run, &say), say)
         }
         Some(Command::Run(a)) => {
             let say = Say::new(&a.profile);
+            ran = Some((a.profile.profile.clone(), a.command.clone()));
             (run::run(a, &say), say)
         }
         Some(Command::Check(a)) => {
@@ -142,6 +146,10 @@ pub fn main(cli: Cli) -> u8 {
             let say = Say::new(&a.profile);
             (explain::explain(&a), say)
         }
+        Some(Command::Learn(a)) => {
+            let say = Say::new(&a.profile);
+            (learn::learn(&a, &say), say)
+        }
         Some(Command::Redact(a)) => {
             let say = Say::new(&a);
             (redact::redact(&a, &say), say)
@@ -150,12 +158,52 @@ pub fn main(cli: Cli) -> u8 {
         Some(Command::Revoke(a)) => (control::revoke(&a), Say::at_level(Level::Info)),
         Some(Command::Runs(a)) => (control::runs(&a), Say::at_level(Level::Info)),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(f) => {
             say.at(Level::Error, &f.msg);
             f.code
         }
+    };
+    if let Some((profile, argv)) = ran
+        && needs_hint(code)
+        && !argv.is_empty()
+        && nix::unistd::isatty(std::io::stderr()).unwrap_or(false)
+    {
+        say.at(Level::Info, &hint(profile.as_deref(), &argv));
+    }
+    code
+}
+
+/// Whether a run that ended with `code` gets the hint: the command could not be executed
+/// (126, 127) or ended with an error of its own (1 to 123); not a refusal before the start
+/// (125, which says why), a time limit (124) or a signal (128 and up).
+fn needs_hint(code: u8) -> bool {
+    matches!(code, 1..=123 | 126 | 127)
+}
+
+/// The one line after a failed run on a terminal: where to see what the sandbox denied.
+fn hint(profile: Option<&str>, argv: &[std::ffi::OsString]) -> String {
+    let p = profile.map_or_else(String::new, |p| format!(" --profile {}", shell_word(p)));
+    let cmd = argv
+        .iter()
+        .map(|a| shell_word(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "if the sandbox refused something: `agentrun check{p} -- {cmd}` names what its start needs and a run denies; `agentrun learn{p} -- {cmd}` shows all it uses (it runs the command once without a sandbox)"
+    )
+}
+
+/// `w` as one shell word: as it is when it is plain, else in single quotes.
+fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./=:,+@%-".contains(&b));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
     }
 }
 

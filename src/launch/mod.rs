@@ -14,6 +14,7 @@ pub mod pump;
 pub mod redactor;
 pub mod spawn;
 pub mod supervise;
+pub mod trace;
 pub mod tty;
 
 use crate::profile::{Inject, Limits};
@@ -78,19 +79,7 @@ pub fn run<'f>(
     let io_err = |what: &str, e: std::io::Error| {
         SpawnError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}")))
     };
-    // Secret files first: their fd numbers are part of the environment.
-    let mut files = Vec::new();
-    let mut env: Vec<(OsString, OsString)> = launch.base_env.into_iter().collect();
-    for s in &launch.secrets {
-        match s.inject {
-            Inject::Env => env.push((s.name.into(), s.value.expose_secret().into())),
-            Inject::File => {
-                let f = SecretFile::new(s.name, s.value.expose_secret().as_bytes()).map_err(io)?;
-                env.push((s.name.into(), f.child_path().into()));
-                files.push(f);
-            }
-        }
-    }
+    let (env, files) = child_env(launch.base_env, &launch.secrets).map_err(io)?;
     let inherit = files.iter().map(|f| f.fd.as_raw_fd()).collect();
 
     let (err_r, err_w) =
@@ -203,6 +192,30 @@ pub fn run<'f>(
         stderr: err_stats,
         pid,
     })
+}
+
+/// A child's environment, in order.
+pub(crate) type EnvBlock = Vec<(OsString, OsString)>;
+
+/// The child's environment (`base` plus the secrets) and the secret files it inherits.
+/// Secret files first: their fd numbers are part of the environment.
+pub(crate) fn child_env(
+    base: BTreeMap<OsString, OsString>,
+    secrets: &[Injected],
+) -> std::io::Result<(EnvBlock, Vec<SecretFile>)> {
+    let mut files = Vec::new();
+    let mut env: Vec<(OsString, OsString)> = base.into_iter().collect();
+    for s in secrets {
+        match s.inject {
+            Inject::Env => env.push((s.name.into(), s.value.expose_secret().into())),
+            Inject::File => {
+                let f = SecretFile::new(s.name, s.value.expose_secret().as_bytes())?;
+                env.push((s.name.into(), f.child_path().into()));
+                files.push(f);
+            }
+        }
+    }
+    Ok((env, files))
 }
 
 /// The command's wait status as its PID namespace's init reported it, if it did (not when

@@ -52,7 +52,7 @@ impl FsAccess {
         ..FsAccess::READ
     };
 
-    fn union(self, o: FsAccess) -> FsAccess {
+    pub(super) fn union(self, o: FsAccess) -> FsAccess {
         FsAccess {
             read: self.read || o.read,
             write: self.write || o.write,
@@ -270,6 +270,11 @@ fn add_existing(plan: &mut FsPlan, r: &mut Resolver, p: &Path, access: FsAccess)
 
 /// The stores, both as written under `$HOME` and with symlinks resolved (a store may be a
 /// symlink into another tree that a rule covers).
+/// The credential stores a plan keeps out, as written and as resolved (for `access`).
+pub(super) fn denied(protected: &[PathBuf]) -> Vec<PathBuf> {
+    denied_paths(protected, &mut Resolver::default())
+}
+
 fn denied_paths(protected: &[PathBuf], r: &mut Resolver) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for s in protected {

@@ -13,9 +13,12 @@
 //! This module never sees secret values: injected secret files reach it as paths only.
 //! New session, parent-death signal, fd hygiene and PID namespaces are the launcher's job.
 
+mod access;
 mod fsplan;
 mod isolate;
 mod landlock;
+mod learn;
+mod needs;
 mod policy;
 mod seccomp;
 use crate::sys::{self, Step};
@@ -28,9 +31,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use access::{Grants, Verdict, key_for, real, shown, toml_str};
 pub use fsplan::{FsAccess, FsGrant, FsPlan};
 pub use isolate::{Isolation, IsolationReport, wants_own_network, writable_root_of};
 pub use landlock::PINNED_ABI;
+pub use learn::{Addition, Proposal, Refusal, Shown, Usage, propose};
+pub use needs::{Need, command_needs};
 pub(crate) use policy::normalize as normalize_path;
 pub use policy::{
     CREDENTIAL_STORES, GiveBack, Policy, STARTUP_FILES, SYSTEM_CREDENTIAL_STORES, SandboxSection,
@@ -253,6 +259,26 @@ pub fn prepare(
     p.isolation = iso;
     p.enforcement.isolation = report;
     Ok(p)
+}
+
+/// What a run under `policy` would grant `needs`, path by path (see [`Grants`]): the
+/// file-system plan, the credential stores, and the files a later run reads
+/// (`startup_inputs`, kept read-only as [`prepare`] keeps them).
+pub fn grants(
+    policy: &Policy,
+    needs: &ChildNeeds,
+    startup_inputs: &[PathBuf],
+    cwd: &std::path::Path,
+) -> Result<Grants, SandboxError> {
+    let (_, report) = isolate::plan(policy, startup_inputs, cwd, false)?;
+    let read_only = report.read_only.into_iter().map(|r| r.path).collect();
+    Grants::new(policy, needs, read_only)
+}
+
+/// The seccomp program `learn` installs in the command it observes: `traced` (native
+/// syscall numbers) stop for the tracer, everything else runs. Not a sandbox.
+pub fn learn_filter(traced: &[u32]) -> Result<Vec<libc::sock_filter>, SandboxError> {
+    seccomp::trace_filter(traced)
 }
 
 /// [`prepare`] against a given kernel description (tests simulate older kernels with it).

@@ -30,12 +30,14 @@ mod mount;
 pub mod step;
 #[cfg(test)]
 pub(crate) mod testing;
+mod trace;
 
 pub(crate) use caps::*;
 pub use clone::*;
 pub use fd::*;
 pub use mount::*;
 pub use step::{Step, UnknownStep, report_step};
+pub use trace::{SyscallStop, TracedStart, spawn_traced, syscall_stop};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;

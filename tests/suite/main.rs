@@ -19,6 +19,7 @@ mod harness;
 mod servers;
 
 mod launcher;
+mod learn;
 mod redact;
 mod remote;
 mod remote_cli;

@@ -72,6 +72,24 @@ pub(crate) fn build(policy: &Policy) -> Result<Vec<libc::sock_filter>, SandboxEr
     compile(policy, syscalls::NATIVE)
 }
 
+/// `SECCOMP_RET_TRACE`: stop for the ptrace tracer (`learn`).
+const RET_TRACE: u32 = 0x7ff0_0000;
+
+/// `learn`'s filter, not a sandbox: each syscall of `traced` (native numbers) stops for the
+/// tracer, every other one runs. A syscall of a foreign ABI (32-bit, x32) stops too, so the
+/// tracer sees what a run's filter would kill.
+pub(crate) fn trace_filter(traced: &[u32]) -> Result<Vec<libc::sock_filter>, SandboxError> {
+    let arch = syscalls::NATIVE;
+    let mut a = Asm::default();
+    let trace = a.label();
+    a.arch_check(arch.audit, arch.x32_bit, trace);
+    a.jeq_any(traced, trace, NEXT)?;
+    a.ret(bpf::RET_ALLOW);
+    a.bind(trace);
+    a.ret(RET_TRACE);
+    a.finish()
+}
+
 /// The verdicts' returns, in the order they close the program.
 const RETURNS: [Verdict; 4] = [
     Verdict::Allow,
