@@ -160,13 +160,20 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
             );
         }
         if let Some(c) = &command {
-            println!("command  {}  ->  {}", c.argv, c.program);
+            let p = |s: &str| sandbox::printable(s);
+            println!("command  {}  ->  {}", p(&c.argv), p(&c.program));
             for n in &c.needs {
                 let mark = match n.verdict {
                     Verdict::Allowed => "ok".to_string(),
                     _ => format!("DENIED: {}", n.fix),
                 };
-                println!("  {:<5} {}  ({})  {mark}", n.access, n.path, n.why);
+                println!(
+                    "  {:<5} {}  ({})  {}",
+                    n.access,
+                    p(&n.path),
+                    p(&n.why),
+                    p(&mark)
+                );
             }
         }
         for w in &warnings {

@@ -108,10 +108,19 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
         &ctx.homes(),
         &shown,
     );
-    if let Some(out) = &args.output {
-        std::fs::write(out, &proposal.table)
-            .map_err(|e| Fail::setup(format!("--output {}: {e}", out.display())))?;
-    }
+    // The report names paths the command chose: through the redactor like its output (a
+    // file named after a secret is not printed), and every path printable.
+    let redactor = match pending.wait() {
+        Ok(r) => *r,
+        Err(e) => {
+            return Err(Fail::setup(format!(
+                "the redactor could not be built ({e}): the report is withheld"
+            )));
+        }
+    };
+    let redact =
+        |text: &str| String::from_utf8_lossy(&redactor.redact_bytes(text.as_bytes())).into_owned();
+    let p = |path: &std::path::Path| sandbox::printable(&path.display().to_string());
     let u = &observed.usage;
     if args.json {
         let doc = json!({
@@ -126,7 +135,10 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
             "diff": proposal.diff,
             "table": proposal.table,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        println!(
+            "{}",
+            redact(&serde_json::to_string_pretty(&doc).unwrap_or_default())
+        );
     } else {
         let mut out = String::new();
         let mut line = |s: String| {
@@ -134,7 +146,8 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
             out.push('\n');
         };
         line(format!(
-            "\nlearn: `{shown_argv}` exited {}; {} process(es), {} path(s) used, {} port(s)",
+            "\nlearn: `{}` exited {}; {} process(es), {} path(s) used, {} port(s)",
+            sandbox::printable(&shown_argv),
             observed.exit_code,
             observed.processes,
             u.files.len(),
@@ -143,7 +156,7 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
         if proposal.additions.is_empty() && proposal.refused.is_empty() {
             line(format!(
                 "the profile's [sandbox] already allows everything it did ({})",
-                profile.path.display()
+                p(&profile.path)
             ));
         } else {
             if !proposal.additions.is_empty() {
@@ -151,7 +164,12 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
                     "what the profile's [sandbox] would deny, and the rule that allows it:".into(),
                 );
                 for a in &proposal.additions {
-                    line(format!("  + {:<12} {:<40} {}", a.key, a.value, a.why));
+                    line(format!(
+                        "  + {:<12} {:<40} {}",
+                        a.key,
+                        sandbox::printable(&a.value),
+                        a.why
+                    ));
                 }
             }
             if !proposal.refused.is_empty() {
@@ -166,7 +184,7 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
                 }
             }
             if !proposal.diff.is_empty() {
-                line(format!("diff against {}:", profile.path.display()));
+                line(format!("diff against {}:", p(&profile.path)));
                 for d in &proposal.diff {
                     line(format!("  {d}"));
                 }
@@ -180,7 +198,11 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
                 observed.foreign_abi
             ));
         }
-        print!("{out}");
+        print!("{}", redact(&out));
+    }
+    if let Some(out) = &args.output {
+        std::fs::write(out, redact(&proposal.table))
+            .map_err(|e| Fail::setup(format!("--output {}: {e}", out.display())))?;
     }
     Ok(u8::try_from(observed.exit_code).unwrap_or(1))
 }

@@ -625,12 +625,20 @@ pub fn run_traced<'f>(
     .map_err(io)?;
     // The child holds its own copies now.
     drop((out_w, err_w, files, exec));
+    // The first exec's path cannot be read (the child is not dumpable before it): the
+    // program is known.
+    let mut first = Usage::default();
+    first.files.insert(program, FsAccess::READ_EXEC);
     std::thread::scope(|scope| {
         for (from, to) in [(out_r, 1), (err_r, 2)] {
             let mut f = make_filter();
             scope.spawn(move || copy_through(from, to, f.as_mut()));
         }
-        observe(pid).map_err(io)
+        let mut seen = observe(pid).map_err(io)?;
+        for (path, want) in first.files {
+            add(&mut seen, path, want);
+        }
+        Ok(seen)
     })
 }
 

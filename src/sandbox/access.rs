@@ -139,7 +139,9 @@ pub fn shown(path: &Path, home: Option<&Path>) -> String {
     }
 }
 
-/// A TOML string literal of `s` (basic string, escaped).
+/// A TOML string literal of `s` (basic string): quotes, backslashes and every character
+/// outside printable ASCII escaped, so a file name cannot end the string, add a key, or
+/// reach the operator's terminal as a control sequence or a look-alike.
 pub fn toml_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -147,11 +149,25 @@ pub fn toml_str(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
+            ' '..='~' => out.push(c),
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push_str(&format!("\\U{:08X}", c as u32)),
         }
     }
     out.push('"');
+    out
+}
+
+/// `s` safe to print on the operator's terminal: control characters (escape sequences) and
+/// every character outside printable ASCII shown as Rust escapes.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' '..='~' => out.push(c),
+            c => out.extend(c.escape_unicode()),
+        }
+    }
     out
 }
 
@@ -213,6 +229,8 @@ mod tests {
         assert_eq!(shown(Path::new("/home/u"), Some(h)), "~");
         assert_eq!(shown(Path::new("/home/uv"), Some(h)), "/home/uv");
         assert_eq!(toml_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
+        assert_eq!(toml_str("caf\u{e9}\u{1b}]52"), "\"caf\\u00E9\\u001B]52\"");
+        assert_eq!(printable("a\u{1b}[2Jb\u{202e}"), "a\\u{1b}[2Jb\\u{202e}");
         assert_eq!(key_for(FsAccess::READ_EXEC), "exec");
         assert_eq!(key_for(FsAccess::READ_WRITE), "write");
     }

@@ -55,9 +55,9 @@ fn traced_child(s: &TracedStart) -> ! {
     }
     setup(super::mount::chdir(s.cwd));
     super::reset_signal_handlers();
-    // agentrun is not dumpable (no one may read its memory); its child must be, for the
-    // tracer to read the paths it passes to the kernel before its exec.
-    setup(super::set_dumpable(true));
+    // The child stays as undumpable as agentrun until its exec replaces its memory (a copy
+    // of agentrun's, with the backends' credentials): no process, not even the tracer, can
+    // read it before. The tracer sees the exec's path from the exec event instead.
     setup(ptrace::traceme().map_err(raw));
     setup(stop_self());
     setup(super::set_no_new_privs());
