@@ -19,6 +19,8 @@
 //! - [`fd`]: descriptors, pipes, poll, terminals.
 //! - [`mount`]: the child's own network and mount namespaces.
 //! - [`caps`]: capabilities, `no_new_privs`, Landlock and seccomp installation.
+//! - `trace`: `learn`'s traced child (it stops for its tracer before its filter and exec) and
+//!   the reading of `PTRACE_GET_SYSCALL_INFO`.
 //!
 //! May import nothing of the crate: every other module may import it.
 #![allow(unsafe_code)]

@@ -268,3 +268,59 @@ fn learn_refuses_to_write_the_profile() {
     assert!(l.stderr.contains("learn never writes it"), "{l:?}");
     assert_eq!(std::fs::read_to_string(&p).unwrap(), before);
 }
+
+/// After a run that fails (126 here: env cannot execute `mytool`), on a terminal, agentrun
+/// prints one line pointing at `check -- COMMAND` and `learn`; not in a pipe, not after a
+/// command that succeeds.
+#[test]
+fn a_failed_run_on_a_terminal_points_at_check_and_learn() {
+    use std::process::Stdio;
+    let s = Scratch::new();
+    let tools = layout(&s);
+    s.profile("t", PROFILE);
+    let on_pty = |args: &[&str]| -> (Option<i32>, String) {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut child = s
+            .agentrun()
+            .args(args.iter().copied())
+            .env("PATH", path_with(&tools))
+            .env("LEARN_TOK", SECRET)
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(pty.slave))
+            .spawn()
+            .unwrap();
+        let mut master = std::fs::File::from(pty.master);
+        let code = child.wait().unwrap().code();
+        let text =
+            crate::harness::read_until(&mut master, std::time::Duration::from_secs(2), |t| {
+                t.contains("learn --profile") || t.contains("EOF")
+            });
+        (code, text)
+    };
+    let (code, text) = on_pty(&["-p", "t", "--", "./agent", "it's"]);
+    assert_eq!(code, Some(126), "{text}");
+    let hints: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("agentrun check"))
+        .collect();
+    assert_eq!(hints.len(), 1, "{text}");
+    assert!(
+        hints[0].contains("`agentrun check --profile t -- ./agent 'it'\\''s'`")
+            && hints[0].contains("`agentrun learn --profile t -- ./agent 'it'\\''s'`"),
+        "{text}"
+    );
+    // A command that succeeds gets none.
+    let (code, text) = on_pty(&["-p", "t", "--", "true"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("agentrun check"), "{text}");
+    // Not in a pipe.
+    let piped = s
+        .agentrun()
+        .args(["-p", "t", "--", "./agent"])
+        .env("PATH", path_with(&tools))
+        .env("LEARN_TOK", SECRET)
+        .run();
+    assert_eq!(piped.code, 126, "{piped:?}");
+    assert!(!piped.stderr.contains("agentrun check"), "{piped:?}");
+}
