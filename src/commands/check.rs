@@ -45,10 +45,12 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
         ..
     } = fetch::fetch_and_verify(&profile, &ctx, None);
     // Everything else a run does before the spawn, so that 0 here means a run would start.
-    if errors.is_empty()
-        && let Err(f) = fetch::build_redactor(&profile, &got, &[])
-    {
-        errors.push(f.msg);
+    let mut redactor = None;
+    if errors.is_empty() {
+        match fetch::build_redactor(&profile, &got, &[]) {
+            Ok(r) => redactor = Some(r),
+            Err(f) => errors.push(f.msg),
+        }
     }
     // Checked as a run would open it, but nothing is created, opened for writing or
     // changed: `check` starts nothing, so it writes nothing.
@@ -94,8 +96,29 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
             errors.push(e.to_string());
         }
     }
-    let command = (!args.command.is_empty())
-        .then(|| command_report(&args.command, &profile, &ctx, &policy, &inputs.env_names));
+    // What `check -- COMMAND` prints comes from files a repository (or an earlier run's
+    // child) can write (`#!` lines, pyvenv.cfg, version files): through the redactor.
+    let command = match (&redactor, args.command.is_empty()) {
+        (_, true) => None,
+        (Some(r), false) => {
+            let redact =
+                |t: &str| String::from_utf8_lossy(&r.redact_bytes(t.as_bytes())).into_owned();
+            Some(command_report(
+                &args.command,
+                &profile,
+                &ctx,
+                &policy,
+                &inputs.env_names,
+                &redact,
+            ))
+        }
+        (None, false) => {
+            errors.push(
+                "command: not resolved: without the secrets' redactor its paths could not be printed safely".into(),
+            );
+            None
+        }
+    };
     let mut warnings = Vec::new();
     if let Some(c) = &command {
         errors.extend(c.errors.iter().cloned());
@@ -223,6 +246,7 @@ fn command_report(
     ctx: &Context,
     policy: &Policy,
     withheld: &[String],
+    redact: &dyn Fn(&str) -> String,
 ) -> CommandReport {
     let shown_argv = argv
         .iter()
@@ -230,7 +254,7 @@ fn command_report(
         .collect::<Vec<_>>()
         .join(" ");
     let mut r = CommandReport {
-        argv: shown_argv,
+        argv: redact(&shown_argv),
         program: String::new(),
         needs: Vec::new(),
         errors: Vec::new(),
@@ -251,7 +275,7 @@ fn command_report(
                 return r;
             }
         };
-    r.program = program.display().to_string();
+    r.program = redact(&program.display().to_string());
     let var = |k: &str| base.get(std::ffi::OsStr::new(k)).cloned();
     let needs = sandbox::command_needs(
         &program,
@@ -288,7 +312,7 @@ fn command_report(
         let fix = match verdict {
             Verdict::Allowed => String::new(),
             _ if !exists => format!("{} does not exist", n.path.display()),
-            Verdict::Denied => rule_line(policy, key, &sandbox::real(&n.path), home),
+            Verdict::Denied => rule_line(policy, key, &sandbox::real(&n.path), home, redact),
             Verdict::Store => "a credential store: agentrun grants it only to a rule that names it; move the file out of the store instead".into(),
             Verdict::ReadOnly | Verdict::Hidden => "read-only for every child (a later run reads it)".into(),
         };
@@ -296,11 +320,11 @@ fn command_report(
             denied += 1;
         }
         r.needs.push(NeedReport {
-            path: n.path.display().to_string(),
+            path: redact(&n.path.display().to_string()),
             access: key,
-            why: n.why,
+            why: redact(&n.why),
             verdict,
-            fix,
+            fix: redact(&fix),
         });
     }
     if denied > 0 {
@@ -344,6 +368,7 @@ fn rule_line(
     key: &str,
     add: &std::path::Path,
     home: Option<&std::path::Path>,
+    redact: &dyn Fn(&str) -> String,
 ) -> String {
     let list = match key {
         "exec" => &policy.exec,
@@ -354,7 +379,7 @@ fn rule_line(
         .iter()
         .map(|p| p.as_path())
         .chain([add])
-        .map(|p| sandbox::toml_str(&sandbox::shown(p, home)))
+        .map(|p| sandbox::toml_str(&redact(&sandbox::shown(p, home))))
         .collect();
     format!("[sandbox] {key} = [{}]", items.join(", "))
 }

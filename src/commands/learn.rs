@@ -96,20 +96,8 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
     };
     let grants = sandbox::grants(&policy, &needs, &keep, &ctx.cwd)
         .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
-    let shown = Shown {
-        cwd: &ctx.cwd,
-        home: ctx.home.as_deref(),
-    };
-    let proposal = sandbox::propose(
-        &policy,
-        profile.sandbox.as_ref(),
-        &grants,
-        &observed.usage,
-        &ctx.homes(),
-        &shown,
-    );
-    // The report names paths the command chose: through the redactor like its output (a
-    // file named after a secret is not printed), and every path printable.
+    // The report names paths the command chose: each through the redactor before it is
+    // escaped (a file named after a secret is not printed), the whole text once more after.
     let redactor = match pending.wait() {
         Ok(r) => *r,
         Err(e) => {
@@ -120,7 +108,20 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
     };
     let redact =
         |text: &str| String::from_utf8_lossy(&redactor.redact_bytes(text.as_bytes())).into_owned();
-    let p = |path: &std::path::Path| sandbox::printable(&path.display().to_string());
+    let shown = Shown {
+        cwd: &ctx.cwd,
+        home: ctx.home.as_deref(),
+        redact: &redact,
+    };
+    let proposal = sandbox::propose(
+        &policy,
+        profile.sandbox.as_ref(),
+        &grants,
+        &observed.usage,
+        &ctx.homes(),
+        &shown,
+    );
+    let p = |path: &std::path::Path| sandbox::printable(&redact(&path.display().to_string()));
     let u = &observed.usage;
     if args.json {
         let doc = json!({
@@ -178,7 +179,7 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
                     line(format!(
                         "  ! {:<5} {}  {}",
                         r.access,
-                        r.path.display(),
+                        sandbox::printable(&r.path),
                         r.why
                     ));
                 }

@@ -45,7 +45,8 @@ pub struct Addition {
 /// A use no rule of a profile can allow.
 #[derive(Debug, Clone, Serialize)]
 pub struct Refusal {
-    pub path: PathBuf,
+    /// Absolute, redacted.
+    pub path: String,
     pub access: &'static str,
     pub verdict: Verdict,
     pub why: &'static str,
@@ -64,21 +65,38 @@ pub struct Proposal {
     pub diff: Vec<String>,
 }
 
-/// How paths are shown: relative to the working directory under it, `~/` under the home.
+/// How paths are written: `./...` under the working directory, `~/...` under the home, else
+/// absolute; each form is kept only if the profile loader resolves it back to the same path
+/// (a directory named `~` in the working directory is `./~`, never the home). `redact` is
+/// applied to every path written (the command chose them: one may be named after a
+/// secret), before any escaping.
 pub struct Shown<'a> {
     pub cwd: &'a Path,
     pub home: Option<&'a Path>,
+    pub redact: &'a dyn Fn(&str) -> String,
 }
 
 impl Shown<'_> {
     fn path(&self, p: &Path) -> String {
-        if p == self.cwd {
-            return ".".into();
-        }
-        if let Ok(rest) = p.strip_prefix(self.cwd) {
-            return rest.display().to_string();
-        }
-        super::access::shown(p, self.home)
+        let text = if p == self.cwd {
+            ".".to_string()
+        } else if let Ok(rest) = p.strip_prefix(self.cwd) {
+            format!("./{}", rest.display())
+        } else {
+            super::access::shown(p, self.home)
+        };
+        let back = super::policy::resolve_path(&text, self.cwd, self.home).ok();
+        let text = if back.as_deref() == Some(super::policy::normalize(p).as_path()) {
+            text
+        } else {
+            p.display().to_string()
+        };
+        (self.redact)(&text)
+    }
+
+    /// `p` written absolute, redacted.
+    fn absolute(&self, p: &Path) -> String {
+        (self.redact)(&p.display().to_string())
     }
 }
 
@@ -104,7 +122,7 @@ pub fn propose(
                     .or_default() += 1;
             }
             v => refused.push(Refusal {
-                path: path.clone(),
+                path: shown.absolute(path),
                 access: key_for(want),
                 verdict: v,
                 why: match v {

@@ -374,7 +374,7 @@ impl Policy {
 }
 
 /// Resolves one path of a rule list: `~` expansion, relative to `cwd`, lexically normalized.
-fn resolve_path(raw: &str, cwd: &Path, home: Option<&Path>) -> Result<PathBuf, String> {
+pub(super) fn resolve_path(raw: &str, cwd: &Path, home: Option<&Path>) -> Result<PathBuf, String> {
     if raw.is_empty() {
         return Err("is empty; write \".\" for the working directory".into());
     }

@@ -324,3 +324,109 @@ fn a_failed_run_on_a_terminal_points_at_check_and_learn() {
     assert_eq!(piped.code, 126, "{piped:?}");
     assert!(!piped.stderr.contains("agentrun check"), "{piped:?}");
 }
+
+/// Review 13, F1: a directory named `~` in the working directory is written `./~` in the
+/// proposal, never `~` (which a profile resolves to the real home): a run under the
+/// proposal reads the decoy, never the home's key.
+#[test]
+fn a_directory_named_tilde_is_never_proposed_as_the_home() {
+    let s = Scratch::new();
+    s.file("home/.ssh/id_ed25519", "REAL-PRIVATE-KEY\n");
+    s.file("~/.ssh/id_ed25519", "decoy\n");
+    s.file("~/a/x", "");
+    s.file("~/b/y", "");
+    std::fs::create_dir_all(s.path().join("out")).unwrap();
+    let agent = "cat './~/.ssh/id_ed25519'; echo 1 >> './~/a/x'; echo 1 >> './~/b/y'";
+    let profile = "version = 1\n[sandbox]\nwrite = [\"out\"]\n";
+    let l = s
+        .agentrun()
+        .profile(profile)
+        .args(["learn", "-o", "proposal.toml", "--", "/bin/sh", "-c", agent])
+        .run();
+    assert_eq!(l.code, 0, "{l:?}");
+    let proposal = std::fs::read_to_string(s.path().join("proposal.toml")).unwrap();
+    assert!(proposal.contains("\"./~"), "{proposal}");
+    assert!(!proposal.contains("\"~"), "{proposal}");
+    let after = s
+        .agentrun()
+        .profile(&format!("version = 1\n{proposal}"))
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat ~/.ssh/id_ed25519; cat './~/.ssh/id_ed25519'",
+        ])
+        .run();
+    assert!(
+        !after.stdout.contains("REAL-PRIVATE-KEY"),
+        "{proposal}\n{after:?}"
+    );
+    assert!(after.stdout.contains("decoy"), "{proposal}\n{after:?}");
+}
+
+/// Review 13, F2 to F4: a path the command chose is redacted before it is escaped (a
+/// non-ASCII secret as a file name shows in no form: raw, Rust, TOML or JSON escapes), in
+/// learn's text, JSON and `-o` file, and in `check -- COMMAND` (a `#!` line naming the
+/// secret); a name with an escape sequence never reaches the terminal raw.
+#[test]
+fn paths_in_reports_are_redacted_before_escaping_and_printable() {
+    let s = Scratch::new();
+    let secret = "p\u{e4}55w\u{f6}rd-\u{11d}1-q8Zr2";
+    let profile =
+        "version = 1\n[secrets.TOK]\nfrom = \"env:LEARN_TOK\"\n[sandbox]\nwrite = [\"out\"]\n";
+    std::fs::create_dir_all(s.path().join("out")).unwrap();
+    s.file("home/.ssh/id_ed25519", "key\n");
+    std::os::unix::fs::symlink(
+        s.home_dir.path().join(".ssh/id_ed25519"),
+        s.path().join("k\u{1b}]0;OWNED\u{7}\u{1b}[31mRED"),
+    )
+    .unwrap();
+    let agent = "printf '#!/bin/sh\\n' > \"out/$LEARN_TOK\"; chmod +x \"out/$LEARN_TOK\"; \"./out/$LEARN_TOK\"; cat ./k* 2>/dev/null; true";
+    let mut texts = Vec::new();
+    for json in [false, true] {
+        let mut args = vec!["learn", "-o", "proposal.toml"];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["--", "/bin/sh", "-c", agent]);
+        let l = s
+            .agentrun()
+            .profile(profile)
+            .args(args)
+            .env("LEARN_TOK", secret)
+            .run();
+        assert_eq!(l.code, 0, "{l:?}");
+        texts.push(l.stdout.clone());
+        texts.push(l.stderr.clone());
+        texts.push(std::fs::read_to_string(s.path().join("proposal.toml")).unwrap());
+    }
+    // check: a `#!` line naming the secret.
+    s.file("tool", &format!("#!/opt/{secret}/python\n"));
+    std::fs::set_permissions(
+        s.path().join("tool"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    for json in [false, true] {
+        let mut args = vec!["check"];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["--", "./tool"]);
+        let c = s
+            .agentrun()
+            .profile(profile)
+            .args(args)
+            .env("LEARN_TOK", secret)
+            .run();
+        assert_eq!(c.code, 1, "{c:?}");
+        assert!(c.stdout.contains("REDACTED"), "{c:?}");
+        texts.push(c.stdout);
+        texts.push(c.stderr);
+    }
+    for t in &texts {
+        for form in ["55w", "\u{1b}]0;OWNED", "\u{1b}[31m"] {
+            assert!(!t.contains(form), "{form:?} in {t}");
+        }
+    }
+}
