@@ -18,6 +18,7 @@ mod child_setup;
 mod harness;
 mod servers;
 
+mod filter;
 mod launcher;
 mod redact;
 mod remote;
