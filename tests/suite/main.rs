@@ -20,6 +20,7 @@ mod servers;
 
 mod filter;
 mod launcher;
+mod messages;
 mod redact;
 mod remote;
 mod remote_cli;
