@@ -180,8 +180,7 @@ pub fn run_line(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             continue;
         }
         // A cluster of short options; the first that takes a value takes the rest.
-        let mut chars = w[1..].char_indices();
-        while let Some((i, c)) = chars.next() {
+        for (i, c) in w[1..].char_indices() {
             let arg = cmd
                 .get_arguments()
                 .find(|a| a.get_short() == Some(c))

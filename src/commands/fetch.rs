@@ -6,7 +6,7 @@
 use super::Fail;
 use crate::audit::{Audit, events};
 use crate::context::Context;
-use crate::profile::{Inject, Profile, SecretSpec};
+use crate::profile::{Inject, Profile, SecretSpec, SourceKind};
 use crate::redact::Redactor;
 use crate::secrets::{Fetched, Fetcher};
 use crate::verify::{self, Attempt, Outcome, RefetchReport, SecretsCheck, Verification};
@@ -44,10 +44,11 @@ pub fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Aud
     for ((spec, f), r) in profile.secrets.iter().zip(fetched).zip(&report.secrets) {
         match f.value {
             Err(e) if spec.required => errors.push(format!(
-                "secret {}: {} ({}): {e}",
+                "secret {}: {} ({}): {e}{}",
                 spec.name,
                 spec.source_text,
-                spec.source.kind()
+                spec.source.kind(),
+                relative_path_note(spec, ctx)
             )),
             Ok(value) if r.verify.as_ref().is_none_or(verify::Verification::passed) => {
                 got.push(Got {
@@ -95,6 +96,20 @@ pub fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Aud
         report,
         errors,
     }
+}
+
+/// For a `file:` or `dotenv:` source written with a relative path: ` (... resolved against
+/// the working directory ...)`, else nothing.
+fn relative_path_note(spec: &SecretSpec, ctx: &Context) -> String {
+    if !matches!(spec.source.kind(), SourceKind::File | SourceKind::Dotenv) {
+        return String::new();
+    }
+    spec.source_text
+        .split_once(':')
+        .map(|(_, rest)| rest.split(['#', '?']).next().unwrap_or(rest))
+        .and_then(|written| crate::profile::source::relative_note(written, &ctx.cwd))
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default()
 }
 
 /// Verify every fetched secret that has checks; on failure refetch it once and check again.
