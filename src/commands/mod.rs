@@ -16,6 +16,7 @@ pub mod explain;
 pub mod fetch;
 pub mod plan;
 pub mod profiles;
+pub mod progress;
 pub mod redact;
 pub mod run;
 
@@ -125,6 +126,7 @@ impl Say {
 
 /// Entry point after hardening: dispatch and map the result to an exit code.
 pub fn main(cli: Cli) -> u8 {
+    progress::enable(quiet(&cli));
     let (result, say) = match cli.command {
         None => {
             let say = Say::new(&cli.run.profile);
@@ -156,6 +158,17 @@ pub fn main(cli: Cli) -> u8 {
             say.at(Level::Error, &f.msg);
             f.code
         }
+    }
+}
+
+/// `-q` as given to the command at hand.
+fn quiet(cli: &Cli) -> bool {
+    match &cli.command {
+        None => cli.run.profile.quiet,
+        Some(Command::Run(a)) => a.profile.quiet,
+        Some(Command::Check(a) | Command::Explain(a)) => a.profile.quiet,
+        Some(Command::Redact(a)) => a.quiet,
+        Some(_) => false,
     }
 }
 

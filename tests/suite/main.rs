@@ -21,6 +21,7 @@ mod servers;
 mod filter;
 mod launcher;
 mod messages;
+mod progress;
 mod redact;
 mod remote;
 mod remote_cli;
