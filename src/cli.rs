@@ -149,6 +149,115 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
+/// The run line checked before clap reads it, because `COMMAND` takes hyphen values and so
+/// would swallow any mistake as the command's first word: an option agentrun does not know
+/// before the command is an error (`unknown option`), a short option's attached value
+/// (`-pNAME`, `-p=NAME`) is split off as clap expects it, and a first word within edit
+/// distance 2 of a subcommand that is no executable (`chek`) is a typo. Everything after
+/// `--`, and everything from the command's first word on, is left as it is. A line that
+/// starts with a subcommand is clap's alone.
+pub fn run_line(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let subcommands: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    let mut it = args.into_iter();
+    let mut out: Vec<OsString> = it.next().into_iter().collect();
+    let mut rest: Vec<OsString> = it.collect();
+    if rest
+        .first()
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| subcommands.iter().any(|s| s == a))
+    {
+        out.append(&mut rest);
+        return Ok(out);
+    }
+    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+    let mut words = rest.into_iter();
+    while let Some(word) = words.next() {
+        let Some(w) = word.to_str().map(str::to_string) else {
+            out.push(word);
+            break;
+        };
+        if w == "--" || !w.starts_with('-') || w == "-" {
+            if !w.starts_with('-')
+                && let Some(near) = typo_of(&w, &subcommands)
+            {
+                return Err(format!(
+                    "unknown command `{w}`, did you mean `{near}`? (to run a program called                      `{w}`, put it after `--`: agentrun -p P -- {w})"
+                ));
+            }
+            out.push(word);
+            break;
+        }
+        let unknown = || {
+            format!(
+                "unknown option `{w}`: agentrun's options come before the command (see                  `agentrun --help`); to pass it to the command, put it after `--`"
+            )
+        };
+        if let Some(long) = w.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(name))
+                .ok_or_else(unknown)?;
+            let value_follows = takes_value(arg) && !long.contains('=');
+            out.push(word);
+            if value_follows {
+                out.extend(words.next());
+            }
+            continue;
+        }
+        // A cluster of short options; the first that takes a value takes the rest.
+        for (i, c) in w[1..].char_indices() {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_short() == Some(c))
+                .ok_or_else(unknown)?;
+            out.push(format!("-{c}").into());
+            if takes_value(arg) {
+                let attached = &w[1 + i + c.len_utf8()..];
+                match attached.strip_prefix('=').unwrap_or(attached) {
+                    "" => out.extend(words.next()),
+                    v => out.push(v.into()),
+                }
+                break;
+            }
+        }
+    }
+    out.extend(words);
+    Ok(out)
+}
+
+/// The subcommand `word` is a typo of: within edit distance 2 of one (not the name itself:
+/// `agentrun -p t check` runs a program called `check`), and not a program that could be
+/// run by that name (a path that exists, or an executable on `PATH`).
+fn typo_of<'a>(word: &str, subcommands: &'a [String]) -> Option<&'a str> {
+    let near = subcommands
+        .iter()
+        .map(|s| (strsim::levenshtein(word, s), s))
+        .filter(|(d, _)| (1..=2).contains(d))
+        .min_by_key(|(d, _)| *d)?
+        .1;
+    (!runnable(word)).then_some(near.as_str())
+}
+
+/// True when `word` names something a run could execute: a path that exists, or an
+/// executable file of that name in a `PATH` directory.
+fn runnable(word: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    if word.contains('/') {
+        return std::path::Path::new(word).exists();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|d| {
+        std::fs::metadata(d.join(word))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     //! What the command line means, without the binary: `--` handling, the profile argument,
@@ -174,11 +283,6 @@ mod tests {
             Ok(c) => panic!("{args:?} parsed: {c:?}"),
             Err(e) => e,
         }
-    }
-
-    /// The profile when none is given: `AGENTRUN_PROFILE` (clap reads it), unset in CI.
-    fn env_profile() -> Option<String> {
-        std::env::var("AGENTRUN_PROFILE").ok()
     }
 
     /// As `main.rs` maps a parse error to its exit code.
@@ -354,29 +458,58 @@ mod tests {
         assert_eq!(cmd, ["check"]);
     }
 
-    /// Pins today's behaviour (reported, not changed by the refactor): COMMAND takes hyphen
-    /// values, so on the run line a flag agentrun does not know, or a short flag with its
-    /// value attached (`-pt`, `-p=t`), is not an error but the first word of the command.
-    /// With no profile the run then stops with 125 ("no profile"); with `AGENTRUN_PROFILE`
-    /// set it would try to run that word.
+    /// `COMMAND` takes hyphen values, so [`run_line`] reads the run line first: a flag
+    /// agentrun does not know before the command is an error, and a short flag with its
+    /// value attached (`-pt`, `-p=t`) is the profile. The command's own flags stay its own.
     #[test]
-    fn on_the_run_line_an_unknown_flag_starts_the_command() {
-        assert_eq!(
-            default_run(&["--no-such-flag"]),
-            (env_profile(), vec!["--no-such-flag".into()])
-        );
-        let (p, cmd) = default_run(&["-p", "t", "-x", "y"]);
-        assert_eq!(
-            (p.as_deref(), cmd),
-            (Some("t"), vec!["-x".into(), "y".into()])
-        );
-        for attached in ["-pt", "-p=t"] {
-            let (p, cmd) = default_run(&[attached, "--", "true"]);
-            assert_eq!(p, env_profile(), "{attached}");
-            assert_eq!(cmd, [attached, "--", "true"], "{attached}");
+    fn on_the_run_line_an_unknown_flag_is_an_error_and_an_attached_value_is_the_profile() {
+        let line = |args: &[&str]| {
+            run_line(
+                std::iter::once("agentrun")
+                    .chain(args.iter().copied())
+                    .map(OsString::from)
+                    .collect(),
+            )
+        };
+        let parsed = |args: &[&str]| {
+            let c = Cli::try_parse_from(line(args).unwrap()).unwrap();
+            assert!(c.command.is_none(), "{args:?}: {c:?}");
+            let cmd: Vec<String> = command(&c).into_iter().map(String::from).collect();
+            (c.run.profile.profile, cmd)
+        };
+        for bad in [&["--no-such-flag"][..], &["-p", "t", "-x", "y"], &["-qz"]] {
+            let e = line(bad).unwrap_err();
+            assert!(e.starts_with("unknown option `-"), "{bad:?}: {e}");
         }
-        // The long form with `=` is a flag.
-        assert_eq!(default_run(&["--profile=t", "x"]).0.as_deref(), Some("t"));
+        for attached in ["-pt", "-p=t"] {
+            assert_eq!(
+                parsed(&[attached, "--", "true"]),
+                (Some("t".into()), vec!["true".into()]),
+                "{attached}"
+            );
+        }
+        assert_eq!(parsed(&["-qpt", "x"]).0.as_deref(), Some("t"));
+        assert_eq!(parsed(&["--profile=t", "x"]).0.as_deref(), Some("t"));
+        // After `--`, and from the command's first word on, everything is the command's.
+        assert_eq!(
+            parsed(&["-p", "t", "--", "-x", "--no-such-flag"]).1,
+            ["-x", "--no-such-flag"]
+        );
+        assert_eq!(
+            parsed(&["-p", "t", "sh", "-c", "x", "--what"]).1,
+            ["sh", "-c", "x", "--what"]
+        );
+        // A subcommand's line is clap's.
+        assert_eq!(line(&["check", "--nope"]).unwrap().len(), 3);
+        // A typo of a subcommand, unless it is a program or after `--`.
+        let e = line(&["chek", "--profile", "x"]).unwrap_err();
+        assert!(
+            e.starts_with("unknown command `chek`, did you mean `check`?"),
+            "{e}"
+        );
+        assert_eq!(parsed(&["-p", "t", "--", "chek"]).1, ["chek"]);
+        assert_eq!(parsed(&["-p", "t", "check"]).1, ["check"]);
+        assert_eq!(parsed(&["-p", "t", "mytool"]).1, ["mytool"]);
     }
 
     #[test]

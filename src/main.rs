@@ -38,7 +38,14 @@ fn run() -> u8 {
         eprintln!("agentrun: cannot harden the process: {e}");
         return 125;
     }
-    let cli = match agentrun::cli::Cli::try_parse() {
+    let args = match agentrun::cli::run_line(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("agentrun: {msg}");
+            return 125;
+        }
+    };
+    let cli = match agentrun::cli::Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 125 } else { 0 };

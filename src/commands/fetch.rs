@@ -3,10 +3,10 @@
 //! it again, then sort the values into accepted and withheld. `secrets` only fetches and
 //! `verify` only checks one value; the loop over both is policy, and lives here.
 
-use super::Fail;
+use super::{Fail, progress};
 use crate::audit::{Audit, events};
 use crate::context::Context;
-use crate::profile::{Inject, Profile, SecretSpec};
+use crate::profile::{Inject, Profile, SecretSpec, SourceKind};
 use crate::redact::Redactor;
 use crate::secrets::{Fetched, Fetcher};
 use crate::verify::{self, Attempt, Outcome, RefetchReport, SecretsCheck, Verification};
@@ -35,7 +35,7 @@ pub struct Secrets {
 /// report per secret (to the audit log too, when given one); only accepted values come out.
 pub fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Audit>) -> Secrets {
     let fetcher = Fetcher::new(profile, ctx);
-    let mut fetched = fetcher.fetch_all(&profile.secrets);
+    let mut fetched = fetch_all(&fetcher, &profile.secrets);
     let verifications = verify_all(&fetcher, &profile.secrets, &mut fetched);
     let report = verify::summarize(&profile.secrets, &fetched, &verifications);
     let mut errors = Vec::new();
@@ -44,10 +44,11 @@ pub fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Aud
     for ((spec, f), r) in profile.secrets.iter().zip(fetched).zip(&report.secrets) {
         match f.value {
             Err(e) if spec.required => errors.push(format!(
-                "secret {}: {} ({}): {e}",
+                "secret {}: {} ({}): {e}{}",
                 spec.name,
                 spec.source_text,
-                spec.source.kind()
+                spec.source.kind(),
+                relative_path_note(spec, ctx)
             )),
             Ok(value) if r.verify.as_ref().is_none_or(verify::Verification::passed) => {
                 got.push(Got {
@@ -95,6 +96,37 @@ pub fn fetch_and_verify(profile: &Profile, ctx: &Context, audit: Option<&mut Aud
         report,
         errors,
     }
+}
+
+/// Every secret at once, with a note on the terminal while it takes long (see `progress`).
+fn fetch_all(fetcher: &Fetcher, specs: &[SecretSpec]) -> Vec<Fetched> {
+    let _note = progress::show(format!("fetching {}", described(specs.iter())));
+    fetcher.fetch_all(specs)
+}
+
+/// `A from vault, B from aws-sm` for a progress note.
+fn described<'a>(specs: impl Iterator<Item = &'a SecretSpec>) -> String {
+    progress::sources(specs.map(|s| {
+        (
+            s.name.as_str(),
+            s.source.kind().scheme(),
+            s.source.is_remote(),
+        )
+    }))
+}
+
+/// For a `file:` or `dotenv:` source written with a relative path: ` (... resolved against
+/// the working directory ...)`, else nothing.
+fn relative_path_note(spec: &SecretSpec, ctx: &Context) -> String {
+    if !matches!(spec.source.kind(), SourceKind::File | SourceKind::Dotenv) {
+        return String::new();
+    }
+    spec.source_text
+        .split_once(':')
+        .map(|(_, rest)| rest.split(['#', '?']).next().unwrap_or(rest))
+        .and_then(|written| crate::profile::source::relative_note(written, &ctx.cwd))
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default()
 }
 
 /// Verify every fetched secret that has checks; on failure refetch it once and check again.
@@ -147,7 +179,13 @@ pub fn verify_all(
         return verifications;
     }
     let refetch_specs: Vec<&SecretSpec> = failed.iter().map(|(_, i)| &specs[*i]).collect();
-    let refetched = fetcher.fetch_many(&refetch_specs);
+    let refetched = {
+        let _note = progress::show(format!(
+            "refetching {}",
+            described(refetch_specs.iter().copied())
+        ));
+        fetcher.fetch_many(&refetch_specs)
+    };
     let mut second_checks = Vec::new();
     for ((k, i), f) in failed.iter().zip(refetched) {
         match f.value {
@@ -212,6 +250,12 @@ fn run_checks(
             })
             .collect();
     }
+    let probed: Vec<&str> = checks
+        .iter()
+        .filter(|(i, _)| specs[*i].verify.probe.is_some())
+        .map(|(i, _)| specs[*i].name.as_str())
+        .collect();
+    let _note = progress::show(format!("probing {}", probed.join(", ")));
     let rt = match fetcher.runtime() {
         Ok(rt) => rt,
         Err(msg) => {
@@ -232,7 +276,7 @@ fn run_checks(
 
 /// What `check` reports about the secrets: fetch everything, verify it, keep no value.
 pub fn check(fetcher: &Fetcher, specs: &[SecretSpec]) -> SecretsCheck {
-    let mut fetched = fetcher.fetch_all(specs);
+    let mut fetched = fetch_all(fetcher, specs);
     let verifications = verify_all(fetcher, specs, &mut fetched);
     verify::summarize(specs, &fetched, &verifications)
 }

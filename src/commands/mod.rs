@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod learn;
 pub mod plan;
 pub mod profiles;
+pub mod progress;
 pub mod redact;
 pub mod run;
 
@@ -127,6 +128,7 @@ impl Say {
 /// Entry point after hardening: dispatch and map the result to an exit code.
 pub fn main(cli: Cli) -> u8 {
     let mut ran = None;
+    progress::enable(quiet(&cli));
     let (result, say) = match cli.command {
         None => {
             let say = Say::new(&cli.run.profile);
@@ -204,6 +206,19 @@ fn shell_word(w: &str) -> String {
         w.to_string()
     } else {
         format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// `-q` as given to the command at hand.
+fn quiet(cli: &Cli) -> bool {
+    match &cli.command {
+        None => cli.run.profile.quiet,
+        Some(Command::Run(a)) => a.profile.quiet,
+        Some(Command::Check(a)) => a.profile.quiet,
+        Some(Command::Explain(a)) => a.profile.quiet,
+        Some(Command::Learn(a)) => a.profile.quiet,
+        Some(Command::Redact(a)) => a.quiet,
+        Some(_) => false,
     }
 }
 

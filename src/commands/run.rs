@@ -144,7 +144,19 @@ fn open_audit(plan: &Plan) -> Result<Audit, Fail> {
     let Plan {
         args, ctx, profile, ..
     } = plan;
-    let mut audit = Audit::open(&plan.sinks)?;
+    let mut audit = Audit::open(&plan.sinks).map_err(|e| {
+        let mut f = Fail::from(e);
+        // The operator's path, as written (a profile's log lies in the state directory).
+        let written = args
+            .audit_log
+            .as_deref()
+            .or_else(|| ctx.var_str("AGENTRUN_AUDIT_LOG"))
+            .filter(|l| !matches!(*l, "" | "-" | "journald"));
+        if let Some(n) = written.and_then(|w| profile::source::relative_note(w, &ctx.cwd)) {
+            f.msg.push_str(&format!(" ({n})"));
+        }
+        f
+    })?;
     let argv0 = args.command[0].to_string_lossy().into_owned();
     audit.record(&events::Start {
         profile: &profile.path,

@@ -12,6 +12,7 @@ pub mod backends;
 pub mod broker;
 pub mod duration;
 pub mod limits;
+mod placed;
 pub mod redact;
 pub mod sandbox;
 pub mod search;
@@ -106,7 +107,7 @@ struct RawProfile {
     description: Option<String>,
     env: Option<Spanned<EnvSection>>,
     #[serde(default)]
-    secrets: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    secrets: BTreeMap<Spanned<String>, Spanned<RawSecret>>,
     sandbox: Option<SandboxSection>,
     redact: Option<Spanned<RedactSection>>,
     audit: Option<Spanned<AuditSection>>,
@@ -125,11 +126,40 @@ pub struct EnvSection {
     pub set: BTreeMap<String, String>,
 }
 
+/// A `[secrets]` entry, short (`NAME = "env:NAME"`) or long (a table). Deserialized in
+/// place, not through a `toml::Value`, so that an error inside the table (an unknown key, a
+/// wrong type) keeps the span of its own key.
+#[derive(Debug)]
+enum RawSecret {
+    Short(Spanned<String>),
+    Long(Box<LongSecret>),
+}
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = RawSecret;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a source string like \"env:NAME\" or a table with `from`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSecret, E> {
+                Ok(RawSecret::Short(Spanned::new(0..0, v.to_string())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawSecret, A::Error> {
+                LongSecret::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(|l| RawSecret::Long(Box::new(l)))
+            }
+        }
+        d.deserialize_any(Either)
+    }
+}
+
 /// Long form of a `[secrets]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LongSecret {
-    from: String,
+    from: Spanned<String>,
     #[serde(rename = "as", default)]
     inject: Inject,
     #[serde(default = "yes")]
@@ -326,15 +356,15 @@ impl Profile {
                 msg,
             }
         };
-        let raw: RawProfile = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            match e.span() {
-                Some(span) => at(span, msg),
-                None => ProfileError::File {
-                    path: path.to_path_buf(),
-                    msg,
-                },
+        let raw: RawProfile = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => {
+                let (offset, msg) = placed::place(text, span, e.message());
+                at(offset..offset, msg)
             }
+            None => ProfileError::File {
+                path: path.to_path_buf(),
+                msg: e.message().to_string(),
+            },
         })?;
         if *raw.version.get_ref() != 1 {
             return Err(at(
@@ -411,27 +441,19 @@ impl Profile {
             }
             let vspan = value.span();
             let long = match value.into_inner() {
-                toml::Value::String(from) => LongSecret {
-                    from,
+                RawSecret::Short(from) => LongSecret {
+                    from: Spanned::new(vspan.clone(), from.into_inner()),
                     inject: Inject::Env,
                     required: true,
                     verify: None,
                     broker: None,
                 },
-                v @ toml::Value::Table(_) => LongSecret::deserialize(v)
-                    .map_err(|e| at(vspan.clone(), format!("secrets.{name}: {}", e.message())))?,
-                other => {
-                    return Err(at(
-                        vspan,
-                        format!(
-                            "secrets.{name}: expected a source string like \"env:{name}\" or a table with `from`, found {}",
-                            other.type_str()
-                        ),
-                    ));
-                }
+                RawSecret::Long(l) => *l,
             };
-            let source = Source::parse(&long.from, r.cwd, r.home)
-                .map_err(|m| at(vspan.clone(), format!("secrets.{name}.from: {m}")))?;
+            let fspan = long.from.span();
+            let from = long.from.into_inner();
+            let source = Source::parse(&from, r.cwd, r.home)
+                .map_err(|m| at(fspan, format!("secrets.{name}.from: {m}")))?;
             let verify = Verify::from_section(&long.verify.unwrap_or_default())
                 .map_err(|m| at(vspan.clone(), format!("secrets.{name}.verify: {m}")))?;
             let broker = long
@@ -442,7 +464,7 @@ impl Profile {
             secrets.push(SecretSpec {
                 name,
                 source,
-                source_text: long.from,
+                source_text: from,
                 inject: long.inject,
                 required: long.required,
                 verify,
@@ -767,9 +789,49 @@ mod tests {
         let e = parse("version = 1\n[secrets.A]\nfrom = 3\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("/p/x.toml:2:") && e.contains("secrets.A"), "{e}");
+        assert!(e.starts_with("/p/x.toml:3:1: secrets.A.from:"), "{e}");
         let e = parse("version = 2\n").unwrap_err().to_string();
         assert!(e.starts_with("/p/x.toml:1:11:"), "{e}");
+    }
+
+    /// A wrong type or an unknown key names the dotted key, at the key's own line, in
+    /// TOML's words, in every table; a string value is never quoted.
+    #[test]
+    fn type_errors_name_the_key_at_its_own_line() {
+        for (text, want) in [
+            (
+                "version = 1\n[limits]\nnofile = \"many\"\n",
+                "/p/x.toml:3:1: limits.nofile: expected a non-negative integer, found a string",
+            ),
+            (
+                "version = 1\n[secrets.A]\nfrom = \"env:A\"\nform = \"x\"\n",
+                "/p/x.toml:4:1: secrets.A.form: unknown key `form`",
+            ),
+            (
+                "version = 1\n[secrets.A]\nfrom = \"env:A\"\nrequired = \"sk-Abc123\"\n",
+                "/p/x.toml:4:1: secrets.A.required: expected a boolean, found a string",
+            ),
+            (
+                "version = 1\n[secrets]\nA = 3\n",
+                "/p/x.toml:3:1: secrets.A: expected a source string like \"env:NAME\" or a table with `from`, found an integer",
+            ),
+            (
+                "version = 1\n[sandbox]\nread = [\"/a\", 3]\n",
+                "/p/x.toml:3:15: sandbox.read[1]: expected a string, found an integer",
+            ),
+            (
+                "version = 1\n\n[vault]\naddress = \"http://x\"\ntimeout = 5\n",
+                "/p/x.toml:5:1: vault.timeout: expected a string, found an integer",
+            ),
+            (
+                "version = 1\n[secrets.A]\nfrom = \"dotenv://.env#A\"\n",
+                "/p/x.toml:3:8: secrets.A.from: did you mean `dotenv:.env#A`?",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text}\n got: {e}\nwant: {want}");
+            assert!(!e.contains("sk-Abc123"), "{e}");
+        }
     }
 
     #[test]

@@ -48,14 +48,24 @@ pub fn find(p: &str, dirs: &[PathBuf], cwd: &Path) -> Result<PathBuf, ProfileErr
     }
     if is_path(p) {
         let path = cwd.join(p);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(ProfileError::NotFound(format!(
-                "profile {} does not exist",
-                path.display()
-            )))
-        };
+        if path.is_file() {
+            return Ok(path);
+        }
+        let relative = super::source::relative_note(p, cwd)
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        if path.is_dir() {
+            return Err(ProfileError::NotFound(format!(
+                "profile {} is a directory{relative}: a profile is a `.toml` file; {}",
+                path.display(),
+                toml_files_in(&path)
+            )));
+        }
+        return Err(ProfileError::NotFound(format!(
+            "profile {} does not exist{relative}: pass the path of a `.toml` file, or a name \
+             from `agentrun profiles`",
+            path.display()
+        )));
     }
     let file = format!("{p}.toml");
     for d in dirs {
@@ -65,10 +75,38 @@ pub fn find(p: &str, dirs: &[PathBuf], cwd: &Path) -> Result<PathBuf, ProfileErr
         }
     }
     let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let here = cwd.join(p);
+    let dir_note = if here.is_dir() {
+        format!(
+            " (./{p} is a directory here: a profile is a `.toml` file; {})",
+            toml_files_in(&here)
+        )
+    } else {
+        String::new()
+    };
     Err(ProfileError::NotFound(format!(
-        "no profile named `{p}`: looked for {file} in {}; create one there, or pass a path",
+        "no profile named `{p}`: looked for {file} in {}; create one there, or pass a path{dir_note}",
         looked.join(", ")
     )))
+}
+
+/// What a directory given as a profile holds: its `.toml` files to pass instead, or that
+/// it has none. File names are escaped (see [`printable`]).
+fn toml_files_in(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+                .map(|p| printable(&p.display().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    match names.as_slice() {
+        [] => "it holds none: pass the path of one".into(),
+        [one] => format!("pass --profile {one}"),
+        many => format!("pass one of: {}", many.join(", ")),
+    }
 }
 
 /// `s` with control characters, backslashes and invisible formatting characters (zero-width,

@@ -214,6 +214,9 @@ impl Source {
             Some((r, f)) => (r, Some(f)),
             None => (rest, None),
         };
+        if let Some(m) = url_form(kind, rest, field) {
+            return Err(m);
+        }
         let (location, query) = match rest.split_once('?') {
             Some((l, q)) => (l, Some(q)),
             None => (rest, None),
@@ -359,6 +362,44 @@ fn parse_query(query: Option<&str>) -> Result<Vec<(&str, &str)>, String> {
         .collect()
 }
 
+/// For a message about a path that failed: when `written` was relative, that it was
+/// resolved against the working directory `cwd` (a run started elsewhere reads another file).
+pub fn relative_note(written: &str, cwd: &Path) -> Option<String> {
+    (!written.starts_with('/') && !written.starts_with('~')).then(|| {
+        format!(
+            "`{written}` is relative: it was resolved against the working directory {}; \
+             give an absolute path (or `~/...`), or start agentrun in the directory it is \
+             relative to",
+            cwd.display()
+        )
+    })
+}
+
+/// `scheme://rest` for a scheme whose location is a name or a path: the URL form a user
+/// may write by habit, which the grammar would read as the location `//rest`. The message
+/// suggests `scheme:rest`, built from the scheme, the location and a dotenv key only (names
+/// and paths, not the value a pasted credential would be).
+fn url_form(kind: SourceKind, rest: &str, field: Option<&str>) -> Option<String> {
+    let after = rest.strip_prefix("//")?;
+    if !matches!(
+        kind,
+        SourceKind::Env | SourceKind::Dotenv | SourceKind::File | SourceKind::Systemd
+    ) {
+        return None;
+    }
+    let location = after.split(['?', '#']).next().unwrap_or(after);
+    let scheme = kind.scheme();
+    let key = match (kind, field) {
+        (SourceKind::Dotenv, Some(k)) if !k.is_empty() => format!("#{k}"),
+        (SourceKind::Dotenv, _) => "#KEY".into(),
+        _ => String::new(),
+    };
+    Some(format!(
+        "did you mean `{scheme}:{location}{key}`? A source is `{scheme}:LOCATION`, not a URL: \
+         the `//` after `{scheme}:` would be read as part of the location"
+    ))
+}
+
 /// `~` and `~/x` expand to `$HOME`; relative paths resolve against `cwd`.
 pub fn resolve_path(p: &str, cwd: &Path, home: Option<&Path>) -> PathBuf {
     if let Some(home) = home {
@@ -383,6 +424,24 @@ pub(crate) mod tests {
 
     fn parse(s: &str) -> Result<Source, String> {
         Source::parse(s, Path::new("/w"), Some(Path::new("/h")))
+    }
+
+    #[test]
+    fn a_url_form_is_refused_with_the_source_meant() {
+        for (text, meant) in [
+            ("dotenv://.env#K", "`dotenv:.env#K`"),
+            ("dotenv://.env", "`dotenv:.env#KEY`"),
+            ("file:///etc/key", "`file:/etc/key`"),
+            ("env://OPENAI_API_KEY", "`env:OPENAI_API_KEY`"),
+            ("systemd://tok", "`systemd:tok`"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                e.starts_with(&format!("did you mean {meant}?")),
+                "{text}: {e}"
+            );
+        }
+        assert!(parse("file:/etc/key").is_ok());
     }
 
     #[test]

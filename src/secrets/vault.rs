@@ -147,6 +147,9 @@ pub struct VaultSettings {
     token_source: Option<Source>,
     pub auth_mount: String,
     pub ca_cert: Option<PathBuf>,
+    /// When `ca_cert` was written relative: that it was resolved against the working
+    /// directory (for the message when the file is missing).
+    pub ca_cert_note: Option<String>,
     pub timeout: Duration,
     pub retries: u32,
 }
@@ -283,12 +286,17 @@ impl VaultSettings {
         if auth_mount.is_empty() {
             return Err(cfg("auth_mount is empty".into()));
         }
-        let ca_cert = s
+        let ca_written = s
             .ca_cert
             .clone()
             .or_else(|| ctx.var_str("VAULT_CACERT").map(str::to_string))
-            .filter(|c| !c.is_empty())
-            .map(|c| resolve_path(&c, &ctx.cwd, ctx.home.as_deref()));
+            .filter(|c| !c.is_empty());
+        let ca_cert = ca_written
+            .as_deref()
+            .map(|c| resolve_path(c, &ctx.cwd, ctx.home.as_deref()));
+        let ca_cert_note = ca_written
+            .as_deref()
+            .and_then(|c| crate::profile::source::relative_note(c, &ctx.cwd));
         let timeout = match &s.timeout {
             Some(t) => parse_duration("timeout", t, DurationKind::Request).map_err(cfg)?,
             None => DEFAULT_TIMEOUT,
@@ -300,6 +308,7 @@ impl VaultSettings {
             token_source,
             auth_mount,
             ca_cert,
+            ca_cert_note,
             timeout,
             retries: s.retries.unwrap_or(DEFAULT_RETRIES),
         })
@@ -697,8 +706,13 @@ fn build_client(settings: &VaultSettings, token: &str) -> Result<VaultClient, Va
     if let Some(ca) = &settings.ca_cert {
         // vaultrs would report a missing file without saying which setting named it.
         if !ca.is_file() {
+            let note = settings
+                .ca_cert_note
+                .as_ref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default();
             return Err(VaultError::Config(format!(
-                "ca_cert = {}: no such file (a PEM bundle of the CA that signed the server's certificate)",
+                "ca_cert = {}: no such file (a PEM bundle of the CA that signed the server's certificate){note}",
                 ca.display()
             )));
         }

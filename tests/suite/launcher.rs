@@ -676,7 +676,11 @@ fn bad_input_is_refused_with_a_clear_message() {
     s.profile("unknown", "version = 1\n[env]\npasss = []\n");
     refused(&s, "unknown", &["unknown.toml:3:1", "passs"]);
     s.profile("wrongtype", "version = 1\n[env]\npass = \"PATH\"\n");
-    refused(&s, "wrongtype", &["wrongtype.toml:3:", "sequence"]);
+    refused(
+        &s,
+        "wrongtype",
+        &["wrongtype.toml:3:1: env.pass: expected an array, found a string"],
+    );
     s.profile(
         "badname",
         "version = 1\n[secrets]\n\"MY-KEY\" = \"file:k\"\n",

@@ -18,8 +18,11 @@ mod child_setup;
 mod harness;
 mod servers;
 
+mod filter;
 mod launcher;
 mod learn;
+mod messages;
+mod progress;
 mod redact;
 mod remote;
 mod remote_cli;

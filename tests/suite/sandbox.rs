@@ -1217,8 +1217,27 @@ impl Drop for Planted {
 /// model), so the two must not overlap.
 static PASSWD_DB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn passwd_db() -> std::sync::MutexGuard<'static, ()> {
-    PASSWD_DB.lock().unwrap_or_else(|e| e.into_inner())
+fn passwd_db() -> PasswdDb {
+    let thread = PASSWD_DB.lock().unwrap_or_else(|e| e.into_inner());
+    // nextest runs each test in a process of its own: a lock file holds across them (a
+    // `useradd` rewriting /etc/shadow during another test's run made it flaky).
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/agentrun-test-passwd-db.lock")
+        .unwrap();
+    file.lock().unwrap();
+    PasswdDb {
+        _thread: thread,
+        _file: file,
+    }
+}
+
+/// Held while a test reads or changes the password database (threads and processes).
+struct PasswdDb {
+    _thread: std::sync::MutexGuard<'static, ()>,
+    _file: std::fs::File,
 }
 
 /// A user made for one test with `useradd` (home `home`, no group of its own), deleted when
@@ -1226,7 +1245,7 @@ fn passwd_db() -> std::sync::MutexGuard<'static, ()> {
 struct TempUser {
     name: String,
     uid: u32,
-    _db: std::sync::MutexGuard<'static, ()>,
+    _db: PasswdDb,
 }
 
 impl TempUser {

@@ -88,6 +88,10 @@ fn wait_until(
 pub(crate) struct Proc(Child);
 
 impl Proc {
+    pub(crate) fn id(&self) -> u32 {
+        self.0.id()
+    }
+
     pub(crate) fn stop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
