@@ -76,9 +76,10 @@ def main():
     home = tempfile.mkdtemp(prefix="agentrun-bench-home-", dir="/var/tmp")
     profile = os.path.join(work, "bench.toml")
     with open(profile, "w") as f:
-        f.write('version = 1\n[audit]\nlog = "audit.jsonl"\n')
+        f.write("version = 1\n")
     os.chmod(profile, 0o600)
-    env = {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8"}
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
+           "AGENTRUN_AUDIT_LOG": os.path.join(work, "audit.jsonl")}
     strace = shutil.which("strace")
     if not strace:
         print("strace not found: its rows are left out (apt-get install -y strace)")

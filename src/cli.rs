@@ -186,7 +186,8 @@ pub fn run_line(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
                 && let Some(near) = typo_of(&w, &subcommands)
             {
                 return Err(format!(
-                    "unknown command `{w}`, did you mean `{near}`? (to run a program called                      `{w}`, put it after `--`: agentrun -p P -- {w})"
+                    "unknown command `{w}`, did you mean `{near}`? (to run a program called \
+                     `{w}`, put it after `--`: agentrun -p P -- {w})"
                 ));
             }
             out.push(word);
@@ -194,7 +195,8 @@ pub fn run_line(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         }
         let unknown = || {
             format!(
-                "unknown option `{w}`: agentrun's options come before the command (see                  `agentrun --help`); to pass it to the command, put it after `--`"
+                "unknown option `{w}`: agentrun's options come before the command (see \
+                 `agentrun --help`); to pass it to the command, put it after `--`"
             )
         };
         if let Some(long) = w.strip_prefix("--") {
@@ -219,9 +221,17 @@ pub fn run_line(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             out.push(format!("-{c}").into());
             if takes_value(arg) {
                 let attached = &w[1 + i + c.len_utf8()..];
-                match attached.strip_prefix('=').unwrap_or(attached) {
-                    "" => out.extend(words.next()),
-                    v => out.push(v.into()),
+                match (attached, attached.strip_prefix('=').unwrap_or(attached)) {
+                    // `-p=` with nothing after it (`-p=$P`, `$P` unset) is an empty value,
+                    // never the next word (review 13b, F4).
+                    ("=", _) => {
+                        return Err(format!(
+                            "`{w}`: the value of -{c} is empty (an unset variable?); give it, \
+                             as `-{c} VALUE`"
+                        ));
+                    }
+                    ("", _) => out.extend(words.next()),
+                    (_, v) => out.push(v.into()),
                 }
                 break;
             }
@@ -239,6 +249,8 @@ fn typo_of<'a>(word: &str, subcommands: &'a [String]) -> Option<&'a str> {
         .iter()
         .map(|s| (strsim::levenshtein(word, s), s))
         .filter(|(d, _)| (1..=2).contains(d))
+        // An exact subcommand name is never a typo of another (`run` is not `runs`).
+        .filter(|_| !subcommands.iter().any(|s| s == word))
         .min_by_key(|(d, _)| *d)?
         .1;
     (!runnable(word)).then_some(near.as_str())
@@ -489,6 +501,12 @@ mod tests {
             );
         }
         assert_eq!(parsed(&["-qpt", "x"]).0.as_deref(), Some("t"));
+        // `-p=` with an empty value never takes the next word (review 13b, F4).
+        let e = line(&["-p=", "bash", "./agent.sh"]).unwrap_err();
+        assert!(e.contains("the value of -p is empty"), "{e}");
+        // An exact subcommand name after the flags is a program, not a typo (F5).
+        assert_eq!(parsed(&["-p", "t", "run", "x"]).1, ["run", "x"]);
+        assert_eq!(parsed(&["-q", "-p", "t", "runs"]).1, ["runs"]);
         assert_eq!(parsed(&["--profile=t", "x"]).0.as_deref(), Some("t"));
         // After `--`, and from the command's first word on, everything is the command's.
         assert_eq!(

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 pub fn check(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     check_profile(args, say).map_err(|f| {
         if args.json {
-            let mut doc = json!({"ok": false, "errors": [f.msg]});
+            let mut doc = json!({"ok": false, "errors": [super::known_tokens_out(&f.msg)]});
             crate::scrub::strip_userinfo_json(&mut doc);
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
@@ -125,6 +125,7 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
         warnings.extend(c.warnings.iter().cloned());
     }
     let ok = errors.is_empty();
+    let errors: Vec<String> = errors.iter().map(|e| super::known_tokens_out(e)).collect();
     if args.json {
         let mut doc = json!({"profile": profile.path, "ok": ok, "secrets": report.secrets, "sandbox": kernel, "broker": broker_line, "command": command, "warnings": warnings, "errors": errors});
         crate::scrub::strip_userinfo_json(&mut doc);

@@ -72,14 +72,17 @@ pub fn explain(args: &ExplainArgs) -> Result<u8, Fail> {
     // No `user:pass@` of an address or endpoint.
     let mut doc = doc;
     crate::scrub::strip_userinfo_json(&mut doc);
+    // A credential pasted into a key explain shows (an address, a region) is shown as the
+    // built-in rules redact it.
+    let out = |text: String| print!("{}", super::known_tokens_out(&text));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        out(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n");
     } else {
         // As TOML, the profile's own language; TOML has no null, so unset keys are left out.
         let doc = without_nulls(doc);
         match toml::to_string_pretty(&doc) {
-            Ok(text) => print!("{text}"),
-            Err(_) => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+            Ok(text) => out(text),
+            Err(_) => out(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"),
         }
     }
     Ok(0)

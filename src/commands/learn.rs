@@ -37,14 +37,6 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    say.at(
-        Level::Error,
-        &format!(
-            "learn: running `{shown_argv}` ONCE WITHOUT A SANDBOX, with your own access (files, \
-             network) and the profile's secrets, to see what it needs. Run only a command you \
-             would run yourself; stop it with Ctrl-C."
-        ),
-    );
     let Secrets {
         got,
         withheld,
@@ -64,6 +56,28 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
     let pending = build.start();
     say.redact_with(pending);
     let make_filter = || -> Box<dyn StreamFilter> { Box::new(LazyRedact::new(pending)) };
+    // The command line may hold a value, and the report names paths the command chose: each
+    // through the redactor before it is escaped (a file named after a secret is not
+    // printed), the whole text once more after (review 13b, F3).
+    let redactor = match pending.wait() {
+        Ok(r) => *r,
+        Err(e) => {
+            return Err(Fail::setup(format!(
+                "the redactor could not be built ({e}): learn does not run the command"
+            )));
+        }
+    };
+    let redact =
+        |text: &str| String::from_utf8_lossy(&redactor.redact_bytes(text.as_bytes())).into_owned();
+    let shown_argv = sandbox::printable(&redact(&shown_argv));
+    say.at(
+        Level::Error,
+        &format!(
+            "learn: running `{shown_argv}` ONCE WITHOUT A SANDBOX, with your own access (files, \
+             network) and the profile's secrets, to see what it needs. Run only a command you \
+             would run yourself; stop it with Ctrl-C."
+        ),
+    );
 
     let base = launch::env::base(&profile, &ctx.env, &inputs.env_names);
     let launch = Launch {
@@ -96,18 +110,6 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
     };
     let grants = sandbox::grants(&policy, &needs, &keep, &ctx.cwd)
         .map_err(|e| Fail::setup(format!("{}: {e}", profile.path.display())))?;
-    // The report names paths the command chose: each through the redactor before it is
-    // escaped (a file named after a secret is not printed), the whole text once more after.
-    let redactor = match pending.wait() {
-        Ok(r) => *r,
-        Err(e) => {
-            return Err(Fail::setup(format!(
-                "the redactor could not be built ({e}): the report is withheld"
-            )));
-        }
-    };
-    let redact =
-        |text: &str| String::from_utf8_lossy(&redactor.redact_bytes(text.as_bytes())).into_owned();
     let shown = Shown {
         cwd: &ctx.cwd,
         home: ctx.home.as_deref(),
@@ -148,7 +150,7 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
         };
         line(format!(
             "\nlearn: `{}` exited {}; {} process(es), {} path(s) used, {} port(s)",
-            sandbox::printable(&shown_argv),
+            shown_argv,
             observed.exit_code,
             observed.processes,
             u.files.len(),

@@ -41,8 +41,24 @@ impl Fail {
     pub fn setup(msg: impl Into<String>) -> Fail {
         Fail {
             code: 125,
-            msg: msg.into(),
+            msg: known_tokens_out(&msg.into()),
         }
+    }
+}
+
+/// `text` with everything the built-in redaction rules recognise replaced: a failure message
+/// can quote a profile's value (an address, a header line, a key name), and a credential
+/// pasted into the wrong key must not come out with it (review 13b, F2). Built once, on the
+/// first message that needs it; a build failure leaves the text as it is (the rules are
+/// fixed, tested data).
+pub(crate) fn known_tokens_out(text: &str) -> String {
+    static BUILT_IN: OnceLock<Option<crate::redact::Redactor>> = OnceLock::new();
+    let r = BUILT_IN.get_or_init(|| {
+        crate::redact::Redactor::new(&crate::profile::RedactSection::default(), &[]).ok()
+    });
+    match r {
+        Some(r) => String::from_utf8_lossy(&r.redact_bytes(text.as_bytes())).into_owned(),
+        None => text.to_string(),
     }
 }
 
@@ -118,8 +134,9 @@ impl Say {
         let line = format!("agentrun: {}\n", crate::scrub::strip_userinfo(msg));
         let bytes = match self.redactor.get().map(|c| c.wait()) {
             Some(Ok(r)) => r.redact_bytes(line.as_bytes()),
-            // No redactor (yet, or it failed): agentrun's messages name things, never values.
-            _ => line.into_bytes(),
+            // No redactor (yet, or it failed): agentrun's messages name things, never values;
+            // a message quoting a profile's value loses what looks like a credential.
+            _ => known_tokens_out(&line).into_bytes(),
         };
         let _ = std::io::stderr().lock().write_all(&bytes);
     }

@@ -1,11 +1,17 @@
 //! `agentrun redact`: the run's redactor as a filter, stdin to stdout, with the profile's
 //! secrets (fetched and verified as a run would) and rules.
 //!
-//! A log filter must never lose the log. Whatever goes wrong before the copy (a secret
-//! missing or failing its check, a profile that cannot be found or parsed, a redactor
-//! that cannot be built from the profile's rules), the filter warns on stderr, redacts with
-//! what it has (the built-in rules at least), copies all of stdin, and exits 1 at the end.
-//! With no profile at all it uses the built-in rules and exits 0.
+//! A log filter must never lose the log. When a secret is missing or fails its check, or
+//! the profile's own `[redact]` rules cannot be built, the filter warns on stderr, redacts
+//! with what it has (every value it could fetch and the built-in rules at least), copies all
+//! of stdin, and exits 1 at the end. With no profile at all it uses the built-in rules and
+//! exits 0.
+//!
+//! A profile that cannot be used at all (not found, unparsable, or refused as insecure: a
+//! child that may write its directory can make it so with one `chmod`) fails closed: the
+//! log is withheld (125), since without the profile agentrun cannot know which values to
+//! take out (review 13b, F1). The operator's explicit way past is `agentrun redact`
+//! without `--profile` (the built-in rules only).
 
 use super::fetch::{self, Secrets};
 use super::{Fail, Level, Say, plan};
@@ -46,17 +52,14 @@ fn with_profile(
     say: &Say,
 ) -> Result<(Redactor, bool), Fail> {
     let warn = |msg: &str| say.at(Level::Error, msg);
-    let profile = match plan::load_profile(args, ctx) {
-        Ok(p) => p,
-        Err(f) => {
-            warn(&format!(
-                "{}; redacting with the built-in rules only (no secret values, no [redact] \
-                 patterns of the profile), and exiting 1 at the end",
-                f.msg
-            ));
-            return Ok((built_in()?, true));
-        }
-    };
+    let profile = plan::load_profile(args, ctx).map_err(|f| {
+        Fail::setup(format!(
+            "{}; the log is withheld: without the profile agentrun cannot know which secret \
+             values to take out of it. Fix the profile, or run `agentrun redact` without \
+             --profile to apply the built-in rules only",
+            f.msg
+        ))
+    })?;
     let Secrets {
         got,
         errors,
@@ -87,10 +90,18 @@ fn with_profile(
         Ok(r) => Ok((r, degraded)),
         Err(f) => {
             warn(&format!(
-                "{}; redacting with the built-in rules only, and exiting 1 at the end",
+                "{}; redacting with the built-in rules and every value fetched (not the \
+                 profile's own [redact] rules), and exiting 1 at the end",
                 f.msg
             ));
-            Ok((built_in()?, true))
+            let values: Vec<(&str, &secrecy::SecretString)> = long
+                .iter()
+                .chain(fetch::redactable(&withheld))
+                .map(|g| (g.name.as_str(), &g.value))
+                .collect();
+            let r = Redactor::new(&RedactSection::default(), &values)
+                .map_err(|e| Fail::setup(format!("the built-in redaction rules: {e}")))?;
+            Ok((r, true))
         }
     }
 }

@@ -84,6 +84,12 @@ fn reword(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         return format!("unknown key {rest}");
     }
+    // The value is not repeated: it may be a credential pasted into the wrong key.
+    if let Some(rest) = message.strip_prefix("unknown variant ")
+        && let Some((_, expected)) = rest.split_once(", expected ")
+    {
+        return format!("unknown value, expected {expected}");
+    }
     if let Some(rest) = message.strip_prefix("missing field ") {
         return format!("missing key {rest}");
     }
@@ -137,6 +143,10 @@ mod tests {
         assert_eq!(
             reword("invalid value: integer `-1`, expected u64"),
             "expected a non-negative integer, found integer `-1`"
+        );
+        assert_eq!(
+            reword("unknown variant `ghp_x`, expected `env` or `file`"),
+            "unknown value, expected `env` or `file`"
         );
         assert_eq!(
             reword("unknown field `form`, expected one of `from`, `as`"),

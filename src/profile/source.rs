@@ -388,9 +388,22 @@ fn url_form(kind: SourceKind, rest: &str, field: Option<&str>) -> Option<String>
         return None;
     }
     let location = after.split(['?', '#']).next().unwrap_or(after);
+    // Echoed only when it reads as a name or a path: anything else may be a credential
+    // pasted in the wrong place (review 13b, F2), and is shown as a placeholder.
+    let name_like = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 128
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-./~".contains(&b))
+    };
     let scheme = kind.scheme();
+    let location = if name_like(location) {
+        location
+    } else {
+        "LOCATION"
+    };
     let key = match (kind, field) {
-        (SourceKind::Dotenv, Some(k)) if !k.is_empty() => format!("#{k}"),
+        (SourceKind::Dotenv, Some(k)) if name_like(k) => format!("#{k}"),
         (SourceKind::Dotenv, _) => "#KEY".into(),
         _ => String::new(),
     };
@@ -442,6 +455,10 @@ pub(crate) mod tests {
             );
         }
         assert!(parse("file:/etc/key").is_ok());
+        // What does not read as a name or a path is not echoed.
+        let e = parse("env://p@ss w0rd!").unwrap_err();
+        assert!(e.starts_with("did you mean `env:LOCATION`?"), "{e}");
+        assert!(!e.contains("w0rd"), "{e}");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `agentrun redact` as a CI log filter (issue 13, item 4): it never loses the log. A
-//! missing secret, a profile that cannot be loaded, or no profile at all: every line of
+//! missing secret or no profile at all: every line of
 //! stdin still comes out, redacted with what agentrun has, and the exit code says whether
 //! anything was left out.
 
 use crate::harness::*;
+use std::os::unix::fs::PermissionsExt;
 
 const PRESENT: &str = "present-Zx9Qw8Er7Ty6Ui5Op4As3Df2";
 const GITHUB: &str = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
@@ -67,30 +68,38 @@ fn a_missing_secret_is_warned_about_and_the_log_still_passes() {
     assert!(!o.stderr.contains(PRESENT), "{o:?}");
 }
 
+/// A profile that cannot be used fails closed: agentrun cannot know its secrets, so the log
+/// is withheld (review 13b, F1: a child that could write the profile's directory made it
+/// "insecure" with one `chmod`, and the next filter passed the log with no values).
 #[test]
-fn a_profile_that_cannot_be_parsed_still_passes_the_log_with_the_built_in_rules() {
+fn a_profile_that_cannot_be_used_withholds_the_log() {
     let s = Scratch::new();
     s.profile("broken", "version = 1\n[secrets\n");
-    let o = s
-        .agentrun()
-        .args(["redact", "-p", "broken"])
-        .stdin(log())
-        .run();
-    assert_eq!(o.code, 1, "{o:?}");
-    assert_passed_through(&o);
-    assert!(
-        o.stderr.contains("broken.toml") && o.stderr.contains("built-in rules only"),
-        "{o:?}"
+    for p in ["broken", "no-such-profile"] {
+        let o = s.agentrun().args(["redact", "-p", p]).stdin(log()).run();
+        assert_eq!(o.code, 125, "{p}: {o:?}");
+        assert_eq!(o.stdout, "", "{p}: {o:?}");
+        assert!(
+            o.stderr.contains(p) && o.stderr.contains("the log is withheld"),
+            "{o:?}"
+        );
+    }
+    // The child's trick: the profile's directory made writable by others.
+    let p = s.profile(
+        "good",
+        "version = 1\n[secrets]\nPRESENT_KEY = \"env:PRESENT_KEY\"\n",
     );
-    // A profile that is not there at all: the same.
+    let dir = p.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let o = s
         .agentrun()
-        .args(["redact", "-p", "no-such-profile"])
+        .args(["redact", "-p", "good"])
+        .env("PRESENT_KEY", PRESENT)
         .stdin(log())
         .run();
-    assert_eq!(o.code, 1, "{o:?}");
-    assert_passed_through(&o);
-    assert!(o.stderr.contains("no-such-profile"), "{o:?}");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(!o.stdout.contains(PRESENT), "{o:?}");
 }
 
 #[test]

@@ -430,3 +430,25 @@ fn paths_in_reports_are_redacted_before_escaping_and_printable() {
         }
     }
 }
+
+/// Review 13b, F3: learn's warning and summary show the command line redacted, then escaped.
+#[test]
+fn learn_shows_the_command_line_redacted() {
+    let s = Scratch::new();
+    let secret = "p\u{e4}ssw\u{f6}rd-LONG-enough-123";
+    let l = s
+        .agentrun()
+        .profile(PROFILE)
+        .args(["learn", "--", "/bin/echo", secret, "\u{1b}[31mRED"])
+        .env("LEARN_TOK", secret)
+        .run();
+    assert_eq!(l.code, 0, "{l:?}");
+    for t in [&l.stdout, &l.stderr] {
+        assert!(!t.contains("LONG-enough"), "{t}");
+    }
+    // The child's own output may colour (the redactor passes colours); agentrun's lines not.
+    assert!(!l.stderr.contains('\u{1b}'), "{l:?}");
+    let summary = l.stdout.lines().find(|x| x.starts_with("learn: ")).unwrap();
+    assert!(!summary.contains('\u{1b}'), "{summary}");
+    assert!(l.stderr.contains("WITHOUT A SANDBOX"), "{l:?}");
+}
