@@ -397,3 +397,14 @@ mod tests {
         assert!(!s.report.ok);
     }
 }
+
+/// The accepted secrets as the launch injects them.
+pub fn injected(got: &[Got]) -> Vec<crate::launch::Injected<'_>> {
+    got.iter()
+        .map(|g| crate::launch::Injected {
+            name: &g.name,
+            value: &g.value,
+            inject: g.inject,
+        })
+        .collect()
+}

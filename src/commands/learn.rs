@@ -12,7 +12,7 @@ use super::fetch::{self, Secrets};
 use super::{Fail, Level, Say, plan};
 use crate::cli::LearnArgs;
 use crate::launch::redactor::{Build, LazyRedact};
-use crate::launch::{self, Injected, Launch, pump::StreamFilter};
+use crate::launch::{self, Launch, pump::StreamFilter};
 use crate::sandbox::{self, ChildNeeds, Shown};
 use crate::secrets;
 use serde_json::json;
@@ -83,14 +83,7 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
     let launch = Launch {
         argv: &args.command,
         base_env: base.vars,
-        secrets: got
-            .iter()
-            .map(|g| Injected {
-                name: &g.name,
-                value: &g.value,
-                inject: g.inject,
-            })
-            .collect(),
+        secrets: fetch::injected(&got),
         cwd: &ctx.cwd,
         limits: &profile.limits,
         timeout: None,

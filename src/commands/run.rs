@@ -14,7 +14,7 @@ use crate::audit::{Audit, Sinks, events};
 use crate::cli::{RunArgs, Tty};
 use crate::context::Context;
 use crate::launch::redactor::{Build, LazyRedact};
-use crate::launch::{self, Injected, Launch, Ran, pump::Passthrough, pump::StreamFilter};
+use crate::launch::{self, Launch, Ran, pump::Passthrough, pump::StreamFilter};
 use crate::profile::{self, AuditSink, Profile};
 use crate::sandbox::{self, ChildNeeds, Mode, Policy};
 use crate::secrets;
@@ -259,14 +259,7 @@ fn build_launch<'a>(
     let launch = Launch {
         argv: &plan.args.command,
         base_env: base.vars,
-        secrets: got
-            .iter()
-            .map(|g| Injected {
-                name: &g.name,
-                value: &g.value,
-                inject: g.inject,
-            })
-            .collect(),
+        secrets: fetch::injected(got),
         cwd: &plan.ctx.cwd,
         limits: &plan.profile.limits,
         timeout: plan.timeout,
