@@ -316,6 +316,17 @@ pub fn redactable(withheld: &[Got]) -> impl Iterator<Item = &Got> {
         .filter(|g| g.value.expose_secret().len() >= crate::redact::MIN_SECRET_LEN)
 }
 
+/// The accepted secrets as the launch injects them.
+pub fn injected(got: &[Got]) -> Vec<crate::launch::Injected<'_>> {
+    got.iter()
+        .map(|g| crate::launch::Injected {
+            name: &g.name,
+            value: &g.value,
+            inject: g.inject,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     //! The loop with local sources (the servers' cases are in the remote tests): a failed
@@ -396,15 +407,4 @@ mod tests {
         );
         assert!(!s.report.ok);
     }
-}
-
-/// The accepted secrets as the launch injects them.
-pub fn injected(got: &[Got]) -> Vec<crate::launch::Injected<'_>> {
-    got.iter()
-        .map(|g| crate::launch::Injected {
-            name: &g.name,
-            value: &g.value,
-            inject: g.inject,
-        })
-        .collect()
 }
