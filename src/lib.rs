@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod launch;
+pub mod preflight;
 pub mod profile;
 pub mod redact;
 pub mod sandbox;

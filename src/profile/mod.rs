@@ -13,6 +13,7 @@ pub mod broker;
 pub mod duration;
 pub mod limits;
 mod placed;
+pub mod preflight;
 pub mod redact;
 pub mod sandbox;
 pub mod search;
@@ -23,6 +24,7 @@ pub use backends::{AwsSection, VaultSection};
 pub use broker::{BrokerSection, Rate, SecretBroker};
 pub use duration::{DurationKind, parse_duration};
 pub use limits::Limits;
+pub use preflight::{CHECK_IDS, Preflight};
 pub use redact::RedactSection;
 pub use sandbox::SandboxSection;
 pub use source::{AwsRef, SCHEMES, Scheme, Source, SourceKind, VaultRef, resolve_path};
@@ -115,6 +117,7 @@ struct RawProfile {
     vault: Option<VaultSection>,
     aws: Option<AwsSection>,
     broker: Option<Spanned<broker::RawBrokerSection>>,
+    preflight: Option<Spanned<preflight::RawPreflight>>,
 }
 
 /// `[env]`.
@@ -251,6 +254,8 @@ pub struct Profile {
     pub aws: Option<AwsSection>,
     /// The broker's table: present when the profile has `[broker]` or brokers a secret.
     pub broker: Option<BrokerSection>,
+    /// `[preflight]`: the checks a run depends on.
+    pub preflight: Option<Preflight>,
 }
 
 /// The environment a profile resolves against.
@@ -549,6 +554,19 @@ impl Profile {
             }
         }
 
+        // [preflight]
+        let preflight = match raw.preflight {
+            Some(p) => {
+                let span = p.span();
+                Some(
+                    p.into_inner()
+                        .parse(|d| resolve_path(d, r.cwd, r.home))
+                        .map_err(|m| at(span, m))?,
+                )
+            }
+            None => None,
+        };
+
         Ok(Profile {
             path: path.to_path_buf(),
             sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
@@ -566,6 +584,7 @@ impl Profile {
             vault: raw.vault,
             aws: raw.aws,
             broker,
+            preflight,
         })
     }
 }

@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sandbox", &["profile", "sys"]),
     ("redact", &["profile"]),
     ("launch", &["profile", "redact", "sandbox", "sys"]),
+    ("preflight", &["profile", "redact"]),
     (
         "audit",
         &["profile", "sandbox", "verify", "scrub", "broker"],
@@ -27,8 +28,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "commands",
         &[
-            "audit", "broker", "cli", "context", "launch", "profile", "redact", "sandbox", "scrub",
-            "secrets", "sys", "verify",
+            "audit",
+            "broker",
+            "cli",
+            "context",
+            "launch",
+            "preflight",
+            "profile",
+            "redact",
+            "sandbox",
+            "scrub",
+            "secrets",
+            "sys",
+            "verify",
         ],
     ),
 ];
