@@ -32,6 +32,9 @@ pub enum Command {
     Learn(LearnArgs),
     /// Copy stdin to stdout through the profile's redactor.
     Redact(ProfileArg),
+    /// Check the agent's project against the deployment checklist (hardcoded secrets,
+    /// .env files, pinned and hashed dependencies, audits in CI, ...).
+    Preflight(PreflightArgs),
     /// List the profiles found on the search path.
     Profiles,
     /// Revoke brokered secrets of running agents (theirs stay revoked until the run ends).
@@ -101,6 +104,25 @@ pub struct ExplainArgs {
     /// One JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PreflightArgs {
+    #[command(flatten)]
+    pub profile: ProfileArg,
+    /// The agent's project directory (default: the profile's [preflight].dir, else the
+    /// working directory).
+    #[arg(value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+    /// One JSON document instead of text.
+    #[arg(long, conflicts_with = "sarif")]
+    pub json: bool,
+    /// SARIF 2.1.0, for code-scanning tools.
+    #[arg(long)]
+    pub sarif: bool,
+    /// Also look for the declared values in the git history.
+    #[arg(long)]
+    pub history: bool,
 }
 
 #[derive(Debug, Args, Clone)]

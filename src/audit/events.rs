@@ -198,6 +198,20 @@ impl Event for BrokerRevoked<'_> {
     const NAME: &'static str = "broker.revoked";
 }
 
+/// `preflight`: the profile's `[preflight] require` checks, before the spawn.
+#[derive(Debug, Serialize)]
+pub struct Preflight<'a> {
+    pub dir: &'a std::path::Path,
+    pub required: &'a [&'static str],
+    pub passed: bool,
+    pub failed: Vec<&'static str>,
+    pub warned: Vec<&'static str>,
+}
+
+impl Event for Preflight<'_> {
+    const NAME: &'static str = "preflight";
+}
+
 /// `broker.refresh`: a brokered secret fetched again (on a 401, or on the timer).
 #[derive(Debug, Serialize)]
 #[serde(transparent)]

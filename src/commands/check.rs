@@ -45,6 +45,19 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
         ..
     } = fetch::fetch_and_verify(&profile, &ctx, None);
     // Everything else a run does before the spawn, so that 0 here means a run would start.
+    // `[preflight] require`: what a run checks before the spawn.
+    match super::preflight::gate(&profile, &ctx, &got) {
+        Ok(Some(r)) if !r.passed => {
+            let dir = profile
+                .preflight
+                .as_ref()
+                .map(|p| p.dir.clone())
+                .unwrap_or_default();
+            errors.push(super::preflight::refusal(&r, &dir, &got));
+        }
+        Ok(_) => {}
+        Err(f) => errors.push(f.msg),
+    }
     let mut redactor = None;
     if errors.is_empty() {
         match fetch::build_redactor(&profile, &got, &[]) {

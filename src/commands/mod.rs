@@ -16,6 +16,8 @@ pub mod explain;
 pub mod fetch;
 pub mod learn;
 pub mod plan;
+pub mod preflight;
+pub mod preflight_scope;
 pub mod profiles;
 pub mod progress;
 pub mod redact;
@@ -169,6 +171,10 @@ pub fn main(cli: Cli) -> u8 {
             let say = Say::new(&a.profile);
             (learn::learn(&a, &say), say)
         }
+        Some(Command::Preflight(a)) => {
+            let say = Say::new(&a.profile);
+            (preflight::preflight(&a, &say), say)
+        }
         Some(Command::Redact(a)) => {
             let say = Say::new(&a);
             (redact::redact(&a, &say), say)
@@ -234,6 +240,7 @@ fn quiet(cli: &Cli) -> bool {
         Some(Command::Check(a)) => a.profile.quiet,
         Some(Command::Explain(a)) => a.profile.quiet,
         Some(Command::Learn(a)) => a.profile.quiet,
+        Some(Command::Preflight(a)) => a.profile.quiet,
         Some(Command::Redact(a)) => a.quiet,
         Some(_) => false,
     }

@@ -108,6 +108,7 @@ pub fn run(args: RunArgs, say: &Say) -> Result<u8, Fail> {
     let plan = Plan::resolve(args, say)?;
     let mut audit = open_audit(&plan)?;
     let mut secrets = fetch_and_verify(&plan, &mut audit).map_err(|f| refused(&mut audit, f))?;
+    preflight_gate(&plan, &secrets, &mut audit, say).map_err(|f| refused(&mut audit, f))?;
     let redactor = prepare_redactor(&plan, &secrets, say).map_err(|f| refused(&mut audit, f))?;
     let brokered = prepare_broker(&plan, &mut secrets.got, redactor.as_ref())
         .map_err(|f| refused(&mut audit, f))?;
@@ -189,6 +190,58 @@ fn fetch_and_verify(plan: &Plan, audit: &mut Audit) -> Result<Secrets, Fail> {
         return Err(Fail::setup(secrets.errors.join("\nagentrun: ")));
     }
     Ok(secrets)
+}
+
+/// The profile's `[preflight] require` checks (`commands::preflight`): a FAIL stops the run
+/// with its findings and fix, a WARN is said; the result goes to the audit log.
+fn preflight_gate(
+    plan: &Plan,
+    secrets: &Secrets,
+    audit: &mut Audit,
+    say: &Say,
+) -> Result<(), Fail> {
+    let Some(p) = &plan.profile.preflight else {
+        return Ok(());
+    };
+    if p.require.is_empty() {
+        return Ok(());
+    }
+    let Some(report) = super::preflight::gate(&plan.profile, &plan.ctx, &secrets.got)? else {
+        return Ok(());
+    };
+    let with = |s: crate::preflight::Status| -> Vec<&'static str> {
+        report
+            .checks
+            .iter()
+            .filter(|c| c.status == s)
+            .map(|c| c.id)
+            .collect()
+    };
+    audit.record(&events::Preflight {
+        dir: &p.dir,
+        required: &p.require,
+        passed: report.passed,
+        failed: with(crate::preflight::Status::Fail),
+        warned: with(crate::preflight::Status::Warn),
+    });
+    if !report.passed {
+        return Err(Fail::setup(super::preflight::refusal(
+            &report,
+            &p.dir,
+            &secrets.got,
+        )));
+    }
+    for c in report
+        .checks
+        .iter()
+        .filter(|c| c.status == crate::preflight::Status::Warn)
+    {
+        say.at(
+            Level::Info,
+            &format!("preflight: WARN {}: {} ({})", c.id, c.summary, c.fix),
+        );
+    }
+    Ok(())
 }
 
 /// The redactor's build, to start beside the child (none with `--no-redact`): every
