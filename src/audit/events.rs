@@ -312,6 +312,22 @@ mod tests {
     }
 
     #[test]
+    fn preflight() {
+        let e = Preflight {
+            dir: std::path::Path::new("/p"),
+            required: &["secrets.hardcoded", "deps.hashes"],
+            passed: false,
+            failed: vec!["secrets.hardcoded"],
+            warned: vec![],
+        };
+        assert_eq!(Preflight::NAME, "preflight");
+        assert_eq!(
+            text(&e),
+            r#"{"dir":"/p","failed":["secrets.hardcoded"],"passed":false,"required":["secrets.hardcoded","deps.hashes"],"warned":[]}"#
+        );
+    }
+
+    #[test]
     fn verify() {
         let v = Verification {
             name: "K".into(),
