@@ -198,14 +198,7 @@ fn runtime_sources(p: &Profile) -> Check {
 }
 
 fn in_work_tree(file: &Path) -> bool {
-    let dir = file.parent().unwrap_or(Path::new("/"));
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "--is-inside-work-tree"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"true"))
+    preflight::tree::in_work_tree(file.parent().unwrap_or(Path::new("/")))
 }
 
 /// `secrets.rotation`: the audit log shows, for each remote secret, a refetch that changed

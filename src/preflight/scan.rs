@@ -11,7 +11,7 @@
 //! built-in rule's id, or `assignment`) and a message; never the matched text.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use regex::bytes::Regex;
 
@@ -223,12 +223,8 @@ fn finding(rel: &str, line: u64, name: &str, names: &[String], spans: bool) -> F
 /// The declared values in the history: each commit's added lines (`git log -p --all`), named
 /// by the commit, the file and the line where that commit added it.
 fn scan_history(tree: &Tree, values: &Redactor, names: &[String]) -> Result<Vec<Finding>, String> {
-    let mut child = Command::new("git")
-        .arg("-C")
-        .arg(&tree.root)
+    let mut child = super::tree::git(&tree.root)
         .args([
-            "-c",
-            "core.quotepath=off",
             "log",
             "--all",
             "-p",

@@ -85,10 +85,8 @@ impl Tree {
     fn from_git(root: &Path) -> Result<Tree, TreeError> {
         let shown = root.display().to_string();
         let ls = |args: &[&str]| -> Result<Vec<String>, TreeError> {
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(root)
-                .args(["-c", "core.quotepath=off", "ls-files", "-z"])
+            let out = git(root)
+                .args(["ls-files", "-z"])
                 .args(args)
                 .output()
                 .map_err(|e| TreeError::Git(shown.clone(), e.to_string()))?;
@@ -210,9 +208,31 @@ impl Tree {
     /// Reads a tracked file's text: `Ok(None)` for a binary file or one over [`MAX_FILE`]
     /// (counted in `skipped`), `Err` for one that cannot be read (counted too).
     pub fn text(&self, f: &TreeFile, skipped: &mut Skipped) -> Option<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.root.join(&f.rel);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => return None,
+        // Opened without following a symlink and without blocking (a FIFO in the tree must
+        // not hang the scan), then judged by what was opened: only a regular file is read.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path);
+        let mut file = match file {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return None, // a symlink
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None, // deleted
+            Err(e) => {
+                skipped.unreadable.push((f.rel.clone(), e.to_string()));
+                return None;
+            }
+        };
+        match file.metadata() {
+            Ok(m) if !m.is_file() => {
+                skipped
+                    .unreadable
+                    .push((f.rel.clone(), "not a regular file".into()));
+                return None;
+            }
             Ok(m) if m.len() > MAX_FILE => {
                 skipped.large += 1;
                 return None;
@@ -223,12 +243,18 @@ impl Tree {
                 return None;
             }
         }
-        match std::fs::read(&path) {
-            Ok(bytes) if is_binary(&bytes) => {
+        let mut bytes = Vec::new();
+        // At most one byte past the limit: a file that grew since is skipped as large.
+        match (&mut file).take(MAX_FILE + 1).read_to_end(&mut bytes) {
+            Ok(_) if bytes.len() as u64 > MAX_FILE => {
+                skipped.large += 1;
+                None
+            }
+            Ok(_) if is_binary(&bytes) => {
                 skipped.binary += 1;
                 None
             }
-            Ok(bytes) => Some(bytes),
+            Ok(_) => Some(bytes),
             Err(e) => {
                 skipped.unreadable.push((f.rel.clone(), e.to_string()));
                 None
@@ -256,12 +282,41 @@ fn rel_string(p: &Path) -> String {
         .join("/")
 }
 
-/// Whether `dir` is inside a git work tree (and git is installed).
-fn in_work_tree(dir: &Path) -> bool {
-    Command::new("git")
-        .arg("-C")
+/// `git -C dir` for a repository preflight does not trust: its config may name programs
+/// (`core.fsmonitor`, `diff.external`, textconv drivers, a pager), and preflight runs only
+/// git itself. Each is switched off on the command line, which wins over the repository's
+/// config; no lock is taken and nothing is written (`--no-optional-locks`), no prompt.
+pub fn git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.arg("-C")
         .arg(dir)
+        .args([
+            "--no-optional-locks",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.untrackedCache=false",
+            "-c",
+            "diff.external=",
+            "-c",
+            "core.pager=cat",
+            "-c",
+            "core.quotepath=off",
+        ])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_PAGER", "cat")
+        .env_remove("GIT_EXTERNAL_DIFF")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// Whether `dir` is inside a git work tree (and git is installed).
+pub fn in_work_tree(dir: &Path) -> bool {
+    git(dir)
         .args(["rev-parse", "--is-inside-work-tree"])
+        .stderr(std::process::Stdio::null())
         .output()
         .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"true"))
 }
