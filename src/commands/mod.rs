@@ -16,6 +16,7 @@ pub mod explain;
 pub mod fetch;
 pub mod learn;
 pub mod plan;
+pub mod preflight_scope;
 pub mod profiles;
 pub mod progress;
 pub mod redact;
