@@ -119,6 +119,111 @@ pub async fn probe(p: &Probe, value: &SecretString) -> Result<(), String> {
     })
 }
 
+/// What kind of GitHub token a value is, as the API's `X-OAuth-Scopes` header tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GithubToken {
+    /// A classic token (personal access or OAuth): the header is present, with its scopes
+    /// (possibly none). Scope names say what the token may do, never what it is.
+    Classic(Vec<String>),
+    /// No `X-OAuth-Scopes`: a fine-grained token (or an app's), scoped per repository.
+    FineGrained,
+}
+
+/// Ask the GitHub API what kind of token `token` is: one `GET url` (the github probe's, by
+/// default `https://api.github.com/user`) with the probe's header, then read
+/// `X-OAuth-Scopes`. Same transport as [`probe`]: no redirect, no proxy, `timeout`.
+pub async fn github_token_kind(
+    url: &reqwest::Url,
+    token: &SecretString,
+    timeout: Duration,
+) -> Result<GithubToken, String> {
+    github_token_kind_trusting(url, token, timeout, Vec::new()).await
+}
+
+/// [`github_token_kind`], trusting `extra_roots` besides the system's (a bundle named by
+/// `SSL_CERT_FILE` in agentrun's snapshot, say).
+pub async fn github_token_kind_trusting(
+    url: &reqwest::Url,
+    token: &SecretString,
+    timeout: Duration,
+    extra_roots: Vec<reqwest::Certificate>,
+) -> Result<GithubToken, String> {
+    let host = url.host_str().unwrap_or_default();
+    let who = match url.port() {
+        Some(port) => format!("GitHub API at {}://{host}:{port}", url.scheme()),
+        None => format!("GitHub API at {}://{host}", url.scheme()),
+    };
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+        .map_err(|_| {
+            format!(
+                "{who}: the value has characters a header cannot hold (a newline or control character)"
+            )
+        })?;
+    auth.set_sensitive(true);
+    let client = reqwest::Client::builder()
+        // A redirect could carry the credential to another host.
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would see the credential of a plain-http (loopback) request.
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .tls_certs_merge(extra_roots)
+        .user_agent(concat!("agentrun/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("{who}: cannot build the HTTP client: {e}"))?;
+    let req = client
+        .get(url.clone())
+        .header(reqwest::header::AUTHORIZATION, auth)
+        .header("accept", "application/vnd.github+json")
+        .header("x-github-api-version", "2022-11-28");
+    let resp = match tokio::time::timeout(timeout + Duration::from_secs(1), req.send()).await {
+        Err(_) => {
+            return Err(format!(
+                "{who}: no answer within {}s",
+                timeout.as_secs_f64()
+            ));
+        }
+        Ok(Err(e)) if e.is_timeout() => {
+            return Err(format!(
+                "{who}: no answer within {}s",
+                timeout.as_secs_f64()
+            ));
+        }
+        Ok(Err(e)) => {
+            let mut cur: &(dyn std::error::Error + 'static) = &e;
+            while let Some(next) = cur.source() {
+                cur = next;
+            }
+            return Err(format!("{who}: the request failed: {cur}"));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    // Only an accepted token's answer says what the token is: a 401 has no scopes either.
+    if !(200..300).contains(&status) {
+        return Err(match status {
+            401 | 403 => format!("{who} answered HTTP {status}: the token was rejected"),
+            300..=399 => format!(
+                "{who} answered HTTP {status} (a redirect): agentrun does not follow redirects with a credential; point `url` at the final endpoint"
+            ),
+            _ => format!("{who} answered HTTP {status}"),
+        });
+    }
+    let scopes = resp.headers().get("x-oauth-scopes").map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    });
+    drop(resp);
+    Ok(match scopes {
+        Some(s) => GithubToken::Classic(s),
+        None => GithubToken::FineGrained,
+    })
+}
+
 /// The outcome of one step, as the audit log and `check --json` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", content = "reason", rename_all = "lowercase")]

@@ -151,6 +151,21 @@ pub(crate) struct Aws {
 
 /// Load the AWS configuration for one region (`None`: the chain's region).
 pub(crate) async fn connect(settings: &AwsSettings, region: Option<&str>, ctx: &Context) -> Aws {
+    let (conf, place) = load(settings, region, ctx).await;
+    Aws {
+        client: Client::new(&conf),
+        place,
+        settings: settings.clone(),
+    }
+}
+
+/// The shared configuration every AWS client of a run is built from (`[aws]`, the chain,
+/// the endpoint), and where it points, for messages.
+async fn load(
+    settings: &AwsSettings,
+    region: Option<&str>,
+    ctx: &Context,
+) -> (aws_config::SdkConfig, String) {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     let region = region.or(settings.region.as_deref());
     if let Some(r) = region {
@@ -208,11 +223,53 @@ pub(crate) async fn connect(settings: &AwsSettings, region: Option<&str>, ctx: &
         (None, Some(r)) => format!("region {r}"),
         (None, None) => "no region".to_string(),
     };
-    Aws {
-        client: Client::new(&conf),
-        place,
-        settings: settings.clone(),
-    }
+    (conf, place)
+}
+
+/// The ARN of the identity agentrun's AWS credentials stand for: `sts:GetCallerIdentity`
+/// with the `[aws]` settings (`endpoint` included) and the credential chain, as a fetch
+/// loads them. `region`: a source's `?region=` (`None`: `[aws].region` or the chain's).
+/// Messages name the endpoint or region and the fix, never a key.
+pub async fn caller_arn(
+    section: Option<&AwsSection>,
+    region: Option<&str>,
+    ctx: &Context,
+) -> Result<String, String> {
+    let settings = AwsSettings::from_section(section).map_err(|e| e.to_string())?;
+    let (conf, place) = load(&settings, region, ctx).await;
+    let client = aws_sdk_sts::Client::new(&conf);
+    let who = format!("sts:GetCallerIdentity ({place})");
+    let limit = settings.timeout + Duration::from_secs(1);
+    let out = match tokio::time::timeout(limit, client.get_caller_identity().send()).await {
+        Err(_) => {
+            return Err(format!(
+                "{who}: no answer within {}s: check the network, or raise [aws].timeout",
+                settings.timeout.as_secs_f64()
+            ));
+        }
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => {
+            let detail = match &e {
+                SdkError::ServiceError(se) => {
+                    let err = se.err();
+                    let code = err.code().unwrap_or("service error");
+                    let msg = err
+                        .message()
+                        .map(|m| format!(" ({})", m.replace(['\n', '\r'], " ")))
+                        .unwrap_or_default();
+                    format!("{code}{msg}")
+                }
+                SdkError::DispatchFailure(df) if df.is_io() => {
+                    format!("cannot connect: {}", root_cause(&e))
+                }
+                _ => hint(DisplayErrorContext(&e).to_string()),
+            };
+            return Err(format!("{who}: {detail}"));
+        }
+    };
+    out.arn()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{who}: the answer has no Arn"))
 }
 
 impl Aws {

@@ -639,6 +639,61 @@ impl Vault {
     }
 }
 
+/// The policies of the token agentrun uses with `[vault]`: log in as a fetch does (token,
+/// AppRole, Kubernetes), then `GET /v1/auth/token/lookup-self` and return `data.policies`.
+/// The lookup's answer holds the token itself: only the policy names leave this function,
+/// and no message names the token.
+pub async fn token_policies(
+    section: Option<&VaultSection>,
+    ctx: &Context,
+) -> Result<Vec<String>, String> {
+    let settings = VaultSettings::from_section(section, ctx).map_err(|e| e.to_string())?;
+    let vault = Vault::connect(&settings, ctx)
+        .await
+        .map_err(|e| e.to_string())?;
+    vault.policies().await.map_err(|e| e.to_string())
+}
+
+impl Vault {
+    /// `data.policies` of `auth/token/lookup-self`.
+    async fn policies(&self) -> Result<Vec<String>, VaultError> {
+        const PATH: &str = "auth/token/lookup-self";
+        let addr = self.addr.clone();
+        let path = PATH.to_string();
+        match self.retrying(vaultrs::token::lookup_self).await {
+            Ok(info) => Ok(info.policies),
+            Err(Failure::Timeout) => Err(VaultError::Timeout {
+                addr,
+                path,
+                secs: self.timeout.as_secs_f64(),
+            }),
+            Err(Failure::Connect(reason)) if reason.contains("certificate") => {
+                Err(VaultError::Tls { addr, path, reason })
+            }
+            Err(Failure::Connect(reason)) => Err(VaultError::Unreachable { addr, path, reason }),
+            Err(Failure::Status { code: 403, .. }) => Err(VaultError::Other {
+                addr,
+                path,
+                msg: format!(
+                    "HTTP 403: the token ({}) is invalid, expired or revoked, or lacks `read` on {PATH} (the `default` policy grants it)",
+                    self.origin
+                ),
+            }),
+            Err(Failure::Status { code, errors }) => Err(VaultError::Status {
+                addr,
+                path,
+                code,
+                detail: server_errors(&errors),
+            }),
+            Err(Failure::Other(_)) => Err(VaultError::Other {
+                addr,
+                path,
+                msg: "the answer is not what a token lookup returns".into(),
+            }),
+        }
+    }
+}
+
 /// The address as messages show it: without any `user:pass@`.
 fn vault_addr(s: &VaultSettings) -> String {
     crate::scrub::strip_userinfo(&s.address).into_owned()
