@@ -3,8 +3,8 @@
 //!
 //! Each is a function of the [`Tree`]: the files git tracks (or the `.gitignore` rules keep),
 //! and, for `.env` files, the ones it does not. Findings name the file and line (1 for a whole
-//! file) and never quote a line: a requirement may carry a URL with a token in it, so a
-//! requirement is named by its project name only.
+//! file) and never quote a line or a name read from one: a requirement may carry a URL with
+//! a token in it, and a key pasted into a requirements file would read as a project name.
 //!
 //! Dependency files are found by name anywhere in the tree, except under `node_modules/`
 //! (installed packages, not the project's). A dependency file that cannot be read (a
@@ -123,11 +123,14 @@ pub fn hashes(tree: &Tree) -> Check {
             };
             for r in requirements(&text) {
                 if !r.hashed {
-                    let what = match &r.name {
-                        Some(n) => format!("requirement `{n}` has no --hash=sha256:"),
-                        None => "a URL or path requirement has no --hash=sha256:".to_string(),
-                    };
-                    findings.push(finding(&f.rel, r.line, "requirements.hash_missing", what));
+                    let what =
+                        "requirement has no --hash=sha256: (pip cannot verify what it downloads)";
+                    findings.push(finding(
+                        &f.rel,
+                        r.line,
+                        "requirements.hash_missing",
+                        what.into(),
+                    ));
                     fixes.add(
                         "write hashes with `pip-compile --generate-hashes` or `uv pip compile --generate-hashes`, install with `pip install --require-hashes`",
                     );
@@ -524,8 +527,6 @@ fn package_json_declares(j: &Value) -> bool {
 struct Requirement {
     /// The line it starts on.
     line: u64,
-    /// The project name (`None` for a bare URL or path).
-    name: Option<String>,
     kind: ReqKind,
     /// Has `--hash=sha256:` (or sha384, sha512: pip's other accepted digests).
     hashed: bool,
@@ -544,21 +545,15 @@ enum ReqKind {
 }
 
 impl Requirement {
-    /// Why it is not pinned, or `None` when it is. Names the project, never the URL (it may
-    /// hold a token).
+    /// Why it is not pinned, or `None` when it is.
     fn unpinned(&self) -> Option<String> {
-        let name = self.name.as_deref().map(|n| format!("`{n}` "));
-        let name = name.as_deref().unwrap_or("");
-        match self.kind {
-            ReqKind::Pinned => None,
-            ReqKind::Range => Some(format!(
-                "requirement {name}is not pinned to an exact version with =="
-            )),
-            ReqKind::Url => Some(format!(
-                "requirement {name}comes from a URL or path, not a pinned version"
-            )),
-            ReqKind::Editable => Some(format!("editable requirement {name}(-e) is not pinned")),
-        }
+        let why = match self.kind {
+            ReqKind::Pinned => return None,
+            ReqKind::Range => "requirement is not pinned to an exact version with ==",
+            ReqKind::Url => "requirement comes from a URL or a path, not a pinned version",
+            ReqKind::Editable => "editable requirement (-e) is not pinned",
+        };
+        Some(why.into())
     }
 }
 
@@ -577,12 +572,9 @@ fn requirements(text: &str) -> Vec<Requirement> {
         let editable = l
             .strip_prefix("--editable")
             .or_else(|| l.strip_prefix("-e"));
-        if let Some(rest) = editable {
-            let target = rest.trim_start_matches([' ', '\t', '=']);
-            let name = target.rsplit_once("#egg=").map(|(_, n)| project_name(n));
+        if editable.is_some() {
             out.push(Requirement {
                 line,
-                name: name.filter(|n| !n.is_empty()),
                 kind: ReqKind::Editable,
                 hashed,
             });
@@ -597,11 +589,9 @@ fn requirements(text: &str) -> Vec<Requirement> {
             .take_while(|t| !t.starts_with('-'))
             .collect();
         let req = req.join(" ");
-        let (name, kind) = classify(&req);
         out.push(Requirement {
             line,
-            name,
-            kind,
+            kind: classify(&req),
             hashed,
         });
     }
@@ -655,26 +645,26 @@ fn hash_re() -> &'static regex::Regex {
 }
 
 /// The leading project name of a PEP 508 requirement.
-fn project_name(s: &str) -> String {
-    s.chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .collect()
+fn project_name(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .unwrap_or(s.len());
+    &s[..end]
 }
 
-/// A requirement's name and whether it is pinned.
-fn classify(req: &str) -> (Option<String>, ReqKind) {
+/// Whether a requirement is pinned (by its text up to the first option).
+fn classify(req: &str) -> ReqKind {
     let lower = req.to_ascii_lowercase();
     let url_start = [
         "http:", "https:", "file:", "git+", "hg+", "svn+", "bzr+", ".", "/", "~",
     ]
     .iter()
     .any(|p| lower.starts_with(p));
-    let name = Some(project_name(req)).filter(|n| !n.is_empty() && !url_start);
     if url_start || req.contains('@') || req.contains("://") {
-        return (name, ReqKind::Url);
+        return ReqKind::Url;
     }
     // What follows the name: extras, then the specifiers, then `;` and the markers.
-    let rest = &req[name.as_ref().map_or(0, String::len)..];
+    let rest = &req[project_name(req).len()..];
     let rest = rest.split(';').next().unwrap_or("").trim_start();
     let rest = match rest.strip_prefix('[') {
         Some(r) => r.split_once(']').map_or("", |(_, r)| r),
@@ -691,14 +681,11 @@ fn classify(req: &str) -> (Option<String>, ReqKind) {
             None => false,
         }
     });
-    (
-        name,
-        if exact {
-            ReqKind::Pinned
-        } else {
-            ReqKind::Range
-        },
-    )
+    if exact {
+        ReqKind::Pinned
+    } else {
+        ReqKind::Range
+    }
 }
 
 /// Every package of a lock without `integrity`: lockfile v2/v3 `packages` (not the root `""`,
@@ -724,7 +711,7 @@ fn lock_integrity(rel: &str, bytes: &[u8], lock: &Value, out: &mut Vec<Finding>)
                 rel,
                 line,
                 "package-lock.integrity",
-                format!("package `{key}` has no integrity hash"),
+                "package has no integrity hash (npm cannot verify its tarball)".into(),
             ));
         }
         return;
@@ -748,12 +735,11 @@ fn lock_integrity(rel: &str, bytes: &[u8], lock: &Value, out: &mut Vec<Finding>)
                 .is_some_and(|v| v.starts_with("file:") || v.starts_with("link:"));
             if !flag(dep, "bundled") && !local && !has_integrity(dep) {
                 let line = lines.get(&path).copied().unwrap_or(1);
-                let shown: Vec<&str> = path.iter().skip(1).step_by(2).map(String::as_str).collect();
                 found.push(finding(
                     rel,
                     line,
                     "package-lock.integrity",
-                    format!("package `{}` has no integrity hash", shown.join(" > ")),
+                    "package has no integrity hash (npm cannot verify its tarball)".into(),
                 ));
             }
             if let Some(inner) = dep.get("dependencies").and_then(Value::as_object) {

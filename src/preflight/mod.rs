@@ -62,7 +62,12 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn new(id: &'static str, status: Status, summary: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub fn new(
+        id: &'static str,
+        status: Status,
+        summary: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
         Check {
             id,
             status,
@@ -74,7 +79,12 @@ impl Check {
 
     /// A check that needs `--profile`.
     pub fn needs_profile(id: &'static str) -> Check {
-        Check::new(id, Status::Skip, "needs --profile (the profile's secrets)", "run with --profile P")
+        Check::new(
+            id,
+            Status::Skip,
+            "needs --profile (the profile's secrets)",
+            "run with --profile P",
+        )
     }
 }
 
@@ -92,7 +102,12 @@ pub struct Report {
 impl Report {
     /// Puts the checks in [`CHECKS`] order and computes `passed` (no check FAILs).
     pub fn new(mut checks: Vec<Check>, skipped: tree::Skipped, files_scanned: u64) -> Report {
-        checks.sort_by_key(|c| CHECKS.iter().position(|id| *id == c.id).unwrap_or(usize::MAX));
+        checks.sort_by_key(|c| {
+            CHECKS
+                .iter()
+                .position(|id| *id == c.id)
+                .unwrap_or(usize::MAX)
+        });
         let passed = checks.iter().all(|c| c.status != Status::Fail);
         Report {
             checks,

@@ -17,7 +17,11 @@ pub fn text(r: &Report) -> String {
             Status::Warn => "WARN",
             Status::Skip => "SKIP",
         };
-        out.push_str(&format!("{status}  {:<24} {}\n", c.id, printable(&c.summary)));
+        out.push_str(&format!(
+            "{status}  {:<24} {}\n",
+            c.id,
+            printable(&c.summary)
+        ));
         for f in &c.findings {
             out.push_str(&format!(
                 "      {}:{}  [{}]  {}\n",
@@ -32,7 +36,11 @@ pub fn text(r: &Report) -> String {
         }
     }
     for (file, e) in &r.skipped.unreadable {
-        out.push_str(&format!("note  {}: not read ({})\n", printable(file), printable(e)));
+        out.push_str(&format!(
+            "note  {}: not read ({})\n",
+            printable(file),
+            printable(e)
+        ));
     }
     out.push_str("reminders (no program can check these):\n");
     for rem in REMINDERS {

@@ -63,7 +63,8 @@ fn placeholder(v: &[u8]) -> bool {
         || s.contains("example")
         || s.contains("placeholder")
         || s.contains("your")
-        || s.bytes().all(|b| b == b'x' || b == b'*' || b == b'.' || b == b'-' || b == b'_')
+        || s.bytes()
+            .all(|b| b == b'x' || b == b'*' || b == b'.' || b == b'-' || b == b'_')
         || s.starts_with("os.environ")
         || s.starts_with("process.env")
 }
@@ -71,7 +72,9 @@ fn placeholder(v: &[u8]) -> bool {
 /// Scans every file of the tree (in parallel) and, with `history`, the git history.
 pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped) -> (Check, u64) {
     let files: Vec<&super::TreeFile> = tree.scanned().collect();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
     let chunk = files.len().div_ceil(threads).max(1);
     let results: Vec<(Vec<Finding>, Skipped, u64)> = std::thread::scope(|scope| {
         let handles: Vec<_> = files
@@ -173,7 +176,10 @@ fn scan_file(rel: &str, text: &[u8], m: &Matchers) -> Vec<Finding> {
             continue;
         }
         for c in assignment().captures_iter(line) {
-            let v = c.get(1).or_else(|| c.get(2)).map_or(&b""[..], |m| m.as_bytes());
+            let v = c
+                .get(1)
+                .or_else(|| c.get(2))
+                .map_or(&b""[..], |m| m.as_bytes());
             if !placeholder(v) {
                 out.push(Finding {
                     file: rel.to_string(),
@@ -195,7 +201,10 @@ fn finding(rel: &str, line: u64, name: &str, names: &[String], spans: bool) -> F
             format!("the value of the declared secret {name} (or an encoding of it)"),
         )
     } else {
-        (name.to_string(), format!("a credential the built-in rule `{name}` recognises"))
+        (
+            name.to_string(),
+            format!("a credential the built-in rule `{name}` recognises"),
+        )
     };
     Finding {
         file: rel.to_string(),
@@ -235,7 +244,8 @@ fn scan_history(tree: &Tree, values: &Redactor, names: &[String]) -> Result<Vec<
     let mut text = Vec::new();
     if let Some(mut out) = child.stdout.take() {
         use std::io::Read;
-        out.read_to_end(&mut text).map_err(|e| format!("git log: {e}"))?;
+        out.read_to_end(&mut text)
+            .map_err(|e| format!("git log: {e}"))?;
     }
     let _ = child.wait();
     if counts(values, &text).is_empty() {
