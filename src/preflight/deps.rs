@@ -423,16 +423,32 @@ impl<'a> DepFiles<'a> {
         serde_json::from_slice(&self.bytes(f)?).ok()
     }
 
+    /// The tracked file `rel` (the tree's files are sorted by `rel`: a binary search, so a
+    /// monorepo's thousand manifests do not each walk the tree).
+    fn find(&self, rel: &str) -> Option<&'a TreeFile> {
+        let files = &self.tree.files;
+        let i = files.binary_search_by(|f| f.rel.as_str().cmp(rel)).ok()?;
+        files.get(i).filter(|f| f.tracked)
+    }
+
+    /// Whether a tracked file's path starts with `prefix`.
+    fn has_under(&self, prefix: &str) -> bool {
+        let files = &self.tree.files;
+        let i = files.partition_point(|f| f.rel.as_str() < prefix);
+        files[i..]
+            .iter()
+            .take_while(|f| f.rel.starts_with(prefix))
+            .any(|f| f.tracked)
+    }
+
     /// The manifest `name` in `dir`, parsed, when the tree tracks it.
     fn manifest_toml(&self, dir: &str, name: &str) -> Option<toml::Table> {
-        let rel = join(dir, name);
-        let f = self.tree.scanned().find(|f| f.rel == rel)?;
-        self.toml(f)
+        self.toml(self.find(&join(dir, name))?)
     }
 
     /// A lock in `dir`, or in an ancestor that `is_root` says is a workspace root.
     fn locked(&self, dir: &str, locks: &[&str], is_root: impl Fn(&str) -> bool) -> bool {
-        let has_lock = |d: &str| locks.iter().any(|l| self.tree.has(&join(d, l)));
+        let has_lock = |d: &str| locks.iter().any(|l| self.find(&join(d, l)).is_some());
         if has_lock(dir) {
             return true;
         }
@@ -447,11 +463,7 @@ impl<'a> DepFiles<'a> {
     }
 
     fn has_main(&self, dir: &str) -> bool {
-        let main = join(dir, "src/main.rs");
-        let bins = join(dir, "src/bin/");
-        self.tree
-            .scanned()
-            .any(|f| f.rel == main || f.rel.starts_with(&bins))
+        self.find(&join(dir, "src/main.rs")).is_some() || self.has_under(&join(dir, "src/bin/"))
     }
 
     fn is_cargo_workspace(&self, dir: &str) -> bool {
@@ -468,15 +480,11 @@ impl<'a> DepFiles<'a> {
     }
 
     fn is_js_workspace(&self, dir: &str) -> bool {
-        let rel = join(dir, "package.json");
-        if self.tree.has(&join(dir, "pnpm-workspace.yaml")) {
-            return true;
-        }
-        self.tree
-            .scanned()
-            .find(|f| f.rel == rel)
-            .and_then(|f| self.json(f))
-            .is_some_and(|j| j.get("workspaces").is_some())
+        self.find(&join(dir, "pnpm-workspace.yaml")).is_some()
+            || self
+                .find(&join(dir, "package.json"))
+                .and_then(|f| self.json(f))
+                .is_some_and(|j| j.get("workspaces").is_some())
     }
 }
 

@@ -375,6 +375,24 @@ fn preflight_manifests_need_their_locks() {
     f.write("ws/Cargo.lock", "");
     f.write("ws/tool/Cargo.toml", "[package]\nname = \"t\"\n");
     f.write("ws/tool/src/main.rs", "fn main() {}\n");
+    f.write("bins/Cargo.toml", "[package]\nname = \"s\"\n");
+    f.write("bins/src/bin/s.rs", "fn main() {}\n");
+    f.write("pnpm/pnpm-workspace.yaml", "packages: [apps/*]\n");
+    f.write("pnpm/pnpm-lock.yaml", "");
+    f.write(
+        "pnpm/apps/a/package.json",
+        r#"{"dependencies": {"tsx": "^4"}}"#,
+    );
+    // A lock in an ancestor that is no workspace root does not lock this one.
+    f.write("solo/package.json", r#"{"dependencies": {"tsx": "^4"}}"#);
+    f.write(
+        "solo/package-lock.json",
+        r#"{"lockfileVersion": 3, "packages": {}}"#,
+    );
+    f.write(
+        "solo/sub/package.json",
+        r#"{"dependencies": {"tsx": "^4"}}"#,
+    );
     let t = f.tree();
     let p = pinned(&t);
     assert_check(
@@ -383,9 +401,11 @@ fn preflight_manifests_need_their_locks() {
         Status::Fail,
         &[
             ("bin/Cargo.toml", 1, "cargo.lock_missing"),
+            ("bins/Cargo.toml", 1, "cargo.lock_missing"),
             ("explicit/Cargo.toml", 1, "cargo.lock_missing"),
             ("js/package.json", 1, "package-json.lock_missing"),
             ("py/pyproject.toml", 1, "pyproject.lock_missing"),
+            ("solo/sub/package.json", 1, "package-json.lock_missing"),
         ],
     );
     for want in ["Cargo.lock", "npm install", "uv lock"] {
