@@ -8,7 +8,7 @@
 //!
 //! Dependency files are found by name anywhere in the tree, except under `node_modules/`
 //! (installed packages, not the project's). A dependency file that cannot be read (a
-//! symlink, binary, over 1 MiB) could not be checked: that is a finding (`unreadable`), so a
+//! symlink, binary, over 64 MiB) could not be checked: that is a finding (`unreadable`), so a
 //! gate on these checks fails closed. A manifest that cannot be read or parsed is taken to
 //! declare dependencies (and, for `Cargo.toml`, a binary), so it needs its lock.
 
@@ -23,7 +23,7 @@ const PY_LOCKS: [&str; 3] = ["uv.lock", "poetry.lock", "pdm.lock"];
 const JS_LOCKS: [&str; 3] = ["package-lock.json", "pnpm-lock.yaml", "yarn.lock"];
 const NO_DEPS: &str = "no dependency files (requirements*.txt, pyproject.toml, package.json, package-lock.json, Cargo.toml)";
 
-const FIX_UNREADABLE: &str = "a dependency file that is a symlink, binary or over 1 MiB cannot be checked: make it a regular text file under 1 MiB";
+const FIX_UNREADABLE: &str = "a dependency file that is a symlink, binary or over 64 MiB cannot be checked: make it a regular text file under 64 MiB";
 
 /// `deps.pinned`: every requirement `==`; `pyproject.toml`, `package.json` and a binary's
 /// `Cargo.toml` have their lock beside them (or at their workspace root).
@@ -324,7 +324,7 @@ fn unreadable(f: &TreeFile) -> Finding {
         &f.rel,
         1,
         "unreadable",
-        "could not be checked: a symlink, binary, over 1 MiB or unreadable".into(),
+        "could not be checked: a symlink, binary, over 64 MiB or unreadable".into(),
     )
 }
 
@@ -407,7 +407,8 @@ impl<'a> DepFiles<'a> {
     }
 
     fn bytes(&self, f: &TreeFile) -> Option<Vec<u8>> {
-        self.tree.text(f, &mut Skipped::default())
+        self.tree
+            .text_up_to(f, super::tree::MAX_DEP_FILE, &mut Skipped::default())
     }
 
     fn text(&self, f: &TreeFile) -> Option<String> {

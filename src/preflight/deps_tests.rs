@@ -435,10 +435,12 @@ fn preflight_an_ignored_lock_is_no_lock() {
 fn preflight_unreadable_dependency_files_are_findings() {
     let f = Fixture::git();
     f.write("requirements.txt", b"flask==3.0.0\0\n");
+    // A lock of 2 MiB is read (real ones are); one past 64 MiB is not.
     let mut big = String::from("{\"lockfileVersion\": 3, \"packages\": {}, \"pad\": \"");
-    big.push_str(&"x".repeat(1024 * 1024));
+    big.push_str(&"x".repeat(2 * 1024 * 1024));
     big.push_str("\"}\n");
     f.write("package-lock.json", big);
+    f.write("sub/package-lock.json", vec![b' '; 64 * 1024 * 1024 + 1]);
     f.write("big/README", b"\0");
     let t = f.tree();
     assert_check(
@@ -452,8 +454,8 @@ fn preflight_unreadable_dependency_files_are_findings() {
         "deps.hashes",
         Status::Fail,
         &[
-            ("package-lock.json", 1, "unreadable"),
             ("requirements.txt", 1, "unreadable"),
+            ("sub/package-lock.json", 1, "unreadable"),
         ],
     );
 }

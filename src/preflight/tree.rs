@@ -63,6 +63,9 @@ pub enum TreeError {
 /// The biggest file whose content is scanned.
 pub const MAX_FILE: u64 = 1024 * 1024;
 
+/// The biggest dependency file (manifest or lock) that is read.
+pub const MAX_DEP_FILE: u64 = 64 * 1024 * 1024;
+
 impl Tree {
     /// Reads the tree at `root`.
     pub fn read(root: &Path) -> Result<Tree, TreeError> {
@@ -208,6 +211,12 @@ impl Tree {
     /// Reads a tracked file's text: `Ok(None)` for a binary file or one over [`MAX_FILE`]
     /// (counted in `skipped`), `Err` for one that cannot be read (counted too).
     pub fn text(&self, f: &TreeFile, skipped: &mut Skipped) -> Option<Vec<u8>> {
+        self.text_up_to(f, MAX_FILE, skipped)
+    }
+
+    /// [`Tree::text`] with another size limit: dependency files (a `package-lock.json` of a
+    /// mid-size project is several MiB) are read up to [`MAX_DEP_FILE`].
+    pub fn text_up_to(&self, f: &TreeFile, limit: u64, skipped: &mut Skipped) -> Option<Vec<u8>> {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.root.join(&f.rel);
@@ -233,7 +242,7 @@ impl Tree {
                     .push((f.rel.clone(), "not a regular file".into()));
                 return None;
             }
-            Ok(m) if m.len() > MAX_FILE => {
+            Ok(m) if m.len() > limit => {
                 skipped.large += 1;
                 return None;
             }
@@ -245,8 +254,8 @@ impl Tree {
         }
         let mut bytes = Vec::new();
         // At most one byte past the limit: a file that grew since is skipped as large.
-        match (&mut file).take(MAX_FILE + 1).read_to_end(&mut bytes) {
-            Ok(_) if bytes.len() as u64 > MAX_FILE => {
+        match (&mut file).take(limit + 1).read_to_end(&mut bytes) {
+            Ok(_) if bytes.len() as u64 > limit => {
                 skipped.large += 1;
                 None
             }
