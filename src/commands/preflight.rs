@@ -153,7 +153,41 @@ pub fn run_checks(
             });
         }
     }
-    Ok(Report::new(checks, skipped, scanned))
+    for (rel, e) in &tree.walk_errors {
+        skipped.unreadable.push((rel.clone(), e.clone()));
+    }
+    let mut report = Report::new(checks, skipped, scanned);
+    clean(&mut report, got);
+    Ok(report)
+}
+
+/// Every string of the report through the redactor over the values, before any format
+/// escapes it: the tree's file names are anyone's, and a name may hold a value in a form
+/// the redactor knows raw but not escaped (review 14, F5).
+fn clean(report: &mut Report, got: &[Got]) {
+    let values: Vec<(&str, &secrecy::SecretString)> =
+        got.iter().map(|g| (g.name.as_str(), &g.value)).collect();
+    let Ok(r) = Redactor::new(&RedactSection::default(), &values) else {
+        return;
+    };
+    let red = |t: &mut String| {
+        let out = r.redact_bytes(t.as_bytes());
+        if out != t.as_bytes() {
+            *t = String::from_utf8_lossy(&out).into_owned();
+        }
+    };
+    for c in &mut report.checks {
+        red(&mut c.summary);
+        for f in &mut c.findings {
+            red(&mut f.file);
+            red(&mut f.rule);
+            red(&mut f.message);
+        }
+    }
+    for (f, e) in &mut report.skipped.unreadable {
+        red(f);
+        red(e);
+    }
 }
 
 /// A finding about the profile itself (line 1).
@@ -371,12 +405,18 @@ pub fn refusal(report: &Report, dir: &Path, got: &[Got]) -> String {
         "preflight ({}): a required check failed; the agent does not start",
         dir.display()
     );
+    // Escaped for the terminal: a file name must not move the cursor or forge a line
+    // (review 14, F4); the report's strings are redacted already.
+    let p = output::printable;
     for c in report.checks.iter().filter(|c| c.status == Status::Fail) {
-        msg.push_str(&format!("\n  FAIL {}: {}", c.id, c.summary));
+        msg.push_str(&format!("\n  FAIL {}: {}", c.id, p(&c.summary)));
         for f in c.findings.iter().take(20) {
             msg.push_str(&format!(
                 "\n    {}:{} [{}] {}",
-                f.file, f.line, f.rule, f.message
+                p(&f.file),
+                f.line,
+                p(&f.rule),
+                p(&f.message)
             ));
         }
         msg.push_str(&format!("\n    fix: {}", c.fix));

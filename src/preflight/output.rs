@@ -133,7 +133,7 @@ pub fn sarif(r: &Report) -> Value {
 
 /// Control characters and everything outside printable ASCII escaped (file names come from
 /// the tree, which anyone may have written).
-fn printable(s: &str) -> String {
+pub fn printable(s: &str) -> String {
     s.chars()
         .flat_map(|c| match c {
             ' '..='~' => vec![c],

@@ -85,9 +85,16 @@ pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped
                     let mut skipped = Skipped::default();
                     let mut scanned = 0;
                     for f in part {
+                        let before = skipped.binary + skipped.large;
                         if let Some(text) = tree.text(f, &mut skipped) {
                             scanned += 1;
                             findings.extend(scan_file(&f.rel, &text, m));
+                        } else if skipped.binary + skipped.large > before
+                            && let Some(v) = m.values
+                        {
+                            // Binary or large: not read for the rules, but searched for the
+                            // declared values (no false positives), streamed (review 14, F6).
+                            findings.extend(scan_raw(tree, f, v, m.names));
                         }
                     }
                     (findings, skipped, scanned)
@@ -123,10 +130,17 @@ pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped
     }
     findings.sort_by(|a, b| (&a.file, a.line, &a.rule).cmp(&(&b.file, b.line, &b.rule)));
     findings.dedup();
-    let status = if findings.is_empty() {
-        Status::Pass
-    } else {
+    // A file that could not be read could hold a key: not a pass.
+    let unread = skipped.unreadable.len() + tree.walk_errors.len();
+    let status = if !findings.is_empty() {
         Status::Fail
+    } else if unread > 0 {
+        summary.push_str(&format!(
+            "; {unread} file(s) or directories could not be read (listed below): not checked"
+        ));
+        Status::Warn
+    } else {
+        Status::Pass
     };
     let mut c = Check::new(
         "secrets.hardcoded",
@@ -196,6 +210,40 @@ fn scan_file(rel: &str, text: &[u8], m: &Matchers) -> Vec<Finding> {
     out
 }
 
+/// The declared values in a file too large or binary for the rules: read in 1 MiB pieces
+/// through the values-only redactor (any size; a match across pieces is found, the stream
+/// holds what may continue). Named at line 1, as a whole-file finding.
+fn scan_raw(tree: &Tree, f: &super::TreeFile, values: &Redactor, names: &[String]) -> Vec<Finding> {
+    use std::io::Read;
+    let Some(mut file) = tree.open(f) else {
+        return Vec::new();
+    };
+    let mut s = values.stream();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut out = Vec::new();
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.clear();
+                s.push(&buf[..n], &mut out);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    out.clear();
+    s.finish(&mut out);
+    s.counts()
+        .keys()
+        .map(|name| {
+            let mut x = finding(&f.rel, 1, name, names, false);
+            x.message.push_str(" (in a binary or large file)");
+            x
+        })
+        .collect()
+}
+
 fn finding(rel: &str, line: u64, name: &str, names: &[String], spans: bool) -> Finding {
     let (rule, what) = if names.iter().any(|n| n == name) {
         (
@@ -223,7 +271,11 @@ fn finding(rel: &str, line: u64, name: &str, names: &[String], spans: bool) -> F
 /// The declared values in the history: each commit's added lines (`git log -p --all`), named
 /// by the commit, the file and the line where that commit added it.
 fn scan_history(tree: &Tree, values: &Redactor, names: &[String]) -> Result<Vec<Finding>, String> {
-    let mut child = super::tree::git(&tree.root)
+    let Some(git) = &tree.repo_git else {
+        return Err("not a git work tree".into());
+    };
+    let child = git
+        .command(&tree.root)
         .args([
             "log",
             "--all",
@@ -232,31 +284,44 @@ fn scan_history(tree: &Tree, values: &Redactor, names: &[String]) -> Result<Vec<
             "--no-ext-diff",
             "--no-textconv",
             "--unified=0",
+            "--no-show-signature",
             "--format=commit %H",
             "--relative",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("git log: {e}"))?;
-    let mut text = Vec::new();
-    if let Some(mut out) = child.stdout.take() {
-        use std::io::Read;
-        out.read_to_end(&mut text)
-            .map_err(|e| format!("git log: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("git log: {e}"))?;
+    if !out.status.success() {
+        // A history that cannot be read is not a clean one.
+        let why = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "git log failed: {}",
+            why.lines().next().unwrap_or("no message")
+        ));
     }
-    let _ = child.wait();
+    let text = out.stdout;
     if counts(values, &text).is_empty() {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
     let (mut commit, mut file, mut line) = (String::new(), String::new(), 0u64);
+    // A file's header is `--- a/X` then `+++ b/X`, before its first hunk; an added line
+    // that starts with `++ ` is content, not a header.
+    let mut in_header = false;
     for l in text.split(|&b| b == b'\n') {
         if let Some(c) = l.strip_prefix(b"commit ") {
             commit = String::from_utf8_lossy(c).chars().take(12).collect();
-        } else if let Some(f) = l.strip_prefix(b"+++ ") {
+            in_header = false;
+        } else if l.starts_with(b"diff --git ") {
+            in_header = true;
+        } else if in_header && let Some(f) = l.strip_prefix(b"+++ ") {
             file = String::from_utf8_lossy(f.strip_prefix(b"b/").unwrap_or(f)).into_owned();
         } else if let Some(h) = l.strip_prefix(b"@@ ") {
+            in_header = false;
             // `@@ -a[,b] +c[,d] @@`: added lines start at c.
             line = String::from_utf8_lossy(h)
                 .split_whitespace()

@@ -37,7 +37,7 @@ pub struct Skipped {
 }
 
 /// The tree.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Tree {
     pub root: PathBuf,
     /// Whether `root` is inside a git work tree.
@@ -46,6 +46,8 @@ pub struct Tree {
     pub files: Vec<TreeFile>,
     /// Entries the walk could not read (directories, symlink loops), with the error.
     pub walk_errors: Vec<(String, String)>,
+    /// How to run git on the repository (without its config), in a work tree.
+    pub repo_git: Option<Git>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,17 +80,18 @@ impl Tree {
             return Err(TreeError::NotDir(shown));
         }
         std::fs::read_dir(root).map_err(|e| TreeError::Unreadable(shown.clone(), e.to_string()))?;
-        if in_work_tree(root) {
-            Tree::from_git(root)
-        } else {
-            Ok(Tree::from_walk(root))
+        match find_repo(root) {
+            Some(repo) => Tree::from_git(root, repo),
+            None => Ok(Tree::from_walk(root)),
         }
     }
 
-    fn from_git(root: &Path) -> Result<Tree, TreeError> {
+    fn from_git(root: &Path, repo: Repo) -> Result<Tree, TreeError> {
         let shown = root.display().to_string();
+        let git = Git::new(repo).map_err(|e| TreeError::Git(shown.clone(), e.to_string()))?;
         let ls = |args: &[&str]| -> Result<Vec<String>, TreeError> {
-            let out = git(root)
+            let out = git
+                .command(root)
                 .args(["ls-files", "-z"])
                 .args(args)
                 .output()
@@ -115,9 +118,9 @@ impl Tree {
                 ignored: false,
             })
             .collect();
-        let mut others = vec!["--others", "--exclude-standard", "--"];
-        others.extend(env_names);
-        for rel in ls(&others)? {
+        // Untracked files git does not ignore are scanned too: they are what the next
+        // `git add .` commits, and what an agent writes between two runs (review 14, F6).
+        for rel in ls(&["--others", "--exclude-standard"])? {
             files.push(TreeFile {
                 rel,
                 tracked: false,
@@ -140,6 +143,7 @@ impl Tree {
             git: true,
             files,
             walk_errors: Vec::new(),
+            repo_git: Some(git),
         })
     }
 
@@ -149,10 +153,12 @@ impl Tree {
             let mut out = Vec::new();
             let w = ignore::WalkBuilder::new(root)
                 .hidden(false)
+                // Outside a work tree, the `.gitignore` files alone (not `.ignore`, not an
+                // `info/exclude` of a `.git` that is no repository).
                 .git_ignore(rules)
-                .git_exclude(rules)
-                .git_global(rules)
-                .ignore(rules)
+                .git_exclude(false)
+                .git_global(false)
+                .ignore(false)
                 .parents(rules)
                 .require_git(false)
                 .follow_links(false)
@@ -196,12 +202,26 @@ impl Tree {
             git: false,
             files,
             walk_errors,
+            repo_git: None,
         }
     }
 
-    /// The files whose content is scanned (tracked, or kept by the rules).
+    /// The files whose content is scanned: tracked (or kept by the rules), and untracked
+    /// ones git does not ignore.
     pub fn scanned(&self) -> impl Iterator<Item = &TreeFile> {
-        self.files.iter().filter(|f| f.tracked)
+        self.files.iter().filter(|f| f.tracked || !f.ignored)
+    }
+
+    /// A regular file of the tree opened for reading (not following a symlink, not blocking
+    /// on a FIFO), whatever its size or content.
+    pub fn open(&self, f: &TreeFile) -> Option<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(self.root.join(&f.rel))
+            .ok()?;
+        file.metadata().ok()?.is_file().then_some(file)
     }
 
     pub fn has(&self, rel: &str) -> bool {
@@ -291,41 +311,156 @@ fn rel_string(p: &Path) -> String {
         .join("/")
 }
 
-/// `git -C dir` for a repository preflight does not trust: its config may name programs
-/// (`core.fsmonitor`, `diff.external`, textconv drivers, a pager), and preflight runs only
-/// git itself. Each is switched off on the command line, which wins over the repository's
-/// config; no lock is taken and nothing is written (`--no-optional-locks`), no prompt.
-pub fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.arg("-C")
-        .arg(dir)
-        .args([
-            "--no-optional-locks",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.untrackedCache=false",
-            "-c",
-            "diff.external=",
-            "-c",
-            "core.pager=cat",
-            "-c",
-            "core.quotepath=off",
-        ])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_PAGER", "cat")
-        .env_remove("GIT_EXTERNAL_DIFF")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .stdin(std::process::Stdio::null());
-    c
+/// A git repository found above a directory, by looking for `.git`, not by asking git.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub work_tree: PathBuf,
+    /// Where the work tree's `HEAD` and `index` are (`.git`, or a linked worktree's dir).
+    pub git_dir: PathBuf,
+    /// Where the objects and refs are (the same, or the main repository's for a worktree).
+    pub common_dir: PathBuf,
 }
 
-/// Whether `dir` is inside a git work tree (and git is installed).
+/// The repository `dir` is in, if any: the nearest `.git` directory, or `.git` file
+/// (`gitdir: PATH`, a linked worktree or submodule), at `dir` or above it.
+pub fn find_repo(dir: &Path) -> Option<Repo> {
+    for a in dir.ancestors() {
+        let dot = a.join(".git");
+        let git_dir = match std::fs::symlink_metadata(&dot) {
+            Ok(m) if m.is_dir() => dot,
+            Ok(m) if m.is_file() => {
+                let text = std::fs::read_to_string(&dot).ok()?;
+                let target = text.lines().next()?.strip_prefix("gitdir:")?.trim();
+                a.join(target)
+            }
+            _ => continue,
+        };
+        if !git_dir.join("HEAD").is_file() {
+            return None;
+        }
+        let common_dir = std::fs::read_to_string(git_dir.join("commondir"))
+            .ok()
+            .map(|c| git_dir.join(c.trim()))
+            .unwrap_or_else(|| git_dir.clone());
+        return Some(Repo {
+            work_tree: a.to_path_buf(),
+            git_dir,
+            common_dir,
+        });
+    }
+    None
+}
+
+/// Whether `dir` is inside a git work tree.
 pub fn in_work_tree(dir: &Path) -> bool {
-    git(dir)
-        .args(["rev-parse", "--is-inside-work-tree"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"true"))
+    find_repo(dir).is_some()
+}
+
+/// git, run on a repository preflight does not trust, without that repository's config.
+///
+/// A repository's config may name programs git runs: `core.fsmonitor` on `ls-files`,
+/// `gpg.program` with `log.showSignature`, diff and textconv drivers, a pager, hooks. An
+/// agent can write one into its working directory for the next run's preflight (review
+/// 14, F1 and F2), and no list of keys to switch off closes that class. So git never reads
+/// it: it runs with a git dir of agentrun's own (a private temp dir with the repository's
+/// `HEAD` and `info/exclude` copied, its refs, packed refs and shallow file linked, and an
+/// empty config), the repository's index and objects named by `GIT_INDEX_FILE` and
+/// `GIT_OBJECT_DIRECTORY`, no system config, the environment cleared, and git itself found
+/// on an absolute `PATH` entry (review 14, F7). The operator's own global config still
+/// applies (their excludes), with the program-naming keys switched off on the command line.
+#[derive(Debug)]
+pub struct Git {
+    dir: PathBuf,
+    repo: Repo,
+    program: PathBuf,
+}
+
+impl Git {
+    pub fn new(repo: Repo) -> std::io::Result<Git> {
+        use std::os::unix::fs::DirBuilderExt;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("agentrun-git-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let git = Git {
+            dir,
+            repo,
+            program: git_program(),
+        };
+        let (r, d) = (&git.repo, &git.dir);
+        std::fs::copy(r.git_dir.join("HEAD"), d.join("HEAD"))?;
+        std::fs::write(
+            d.join("config"),
+            "[core]\n\trepositoryformatversion = 0\n\tbare = false\n",
+        )?;
+        std::fs::create_dir(d.join("info"))?;
+        if let Ok(x) = std::fs::read(r.common_dir.join("info/exclude")) {
+            std::fs::write(d.join("info/exclude"), x)?;
+        }
+        for name in ["refs", "packed-refs", "shallow"] {
+            let from = r.common_dir.join(name);
+            if from.exists() {
+                std::os::unix::fs::symlink(&from, d.join(name))?;
+            }
+        }
+        if !d.join("refs").exists() {
+            std::fs::create_dir(d.join("refs"))?;
+        }
+        Ok(git)
+    }
+
+    /// `git ARGS` in `cwd` (inside the work tree).
+    pub fn command(&self, cwd: &Path) -> Command {
+        let mut c = Command::new(&self.program);
+        c.current_dir(cwd)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C")
+            .env("GIT_DIR", &self.dir)
+            .env("GIT_WORK_TREE", &self.repo.work_tree)
+            .env("GIT_INDEX_FILE", self.repo.git_dir.join("index"))
+            .env("GIT_OBJECT_DIRECTORY", self.repo.common_dir.join("objects"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_PAGER", "cat")
+            .args([
+                "--no-optional-locks",
+                "-c",
+                "core.fsmonitor=false",
+                "-c",
+                "core.untrackedCache=false",
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "diff.external=",
+                "-c",
+                "core.pager=cat",
+                "-c",
+                "log.showSignature=false",
+                "-c",
+                "core.quotepath=off",
+            ])
+            .stdin(std::process::Stdio::null());
+        if let Some(home) = std::env::var_os("HOME") {
+            c.env("HOME", home);
+        }
+        c
+    }
+}
+
+impl Drop for Git {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// git on an absolute `PATH` entry (a relative or empty entry could be the agent's working
+/// directory), else `/usr/bin/git`.
+fn git_program() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("git"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/git"))
 }
