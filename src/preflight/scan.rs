@@ -27,12 +27,21 @@ pub struct Matchers<'a> {
     pub names: &'a [String],
 }
 
-/// The counts one pass of `r` over `bytes` finds, per secret name or rule id.
+/// The redactor's generic rules: any `token=…` or `"password": "…"`, whatever the value.
+/// Right for output (a redactor may take out too much), wrong for code, where
+/// `TOKEN = os.environ["API_KEY"]` is the fix, not a finding: the scan's own
+/// [`assignment`] (which knows placeholders) looks at those lines instead.
+const GENERIC_RULES: [&str; 2] = ["secret-assignment", "secret-field"];
+
+/// The counts one pass of `r` over `bytes` finds, per secret name or rule id (the
+/// [`GENERIC_RULES`] left out).
 fn counts(r: &Redactor, bytes: &[u8]) -> BTreeMap<String, u64> {
     let mut s = r.stream();
     let mut out = Vec::with_capacity(bytes.len());
     s.finish_with(bytes, &mut out);
-    s.counts().clone()
+    let mut c = s.counts().clone();
+    c.retain(|name, _| !GENERIC_RULES.contains(&name.as_str()));
+    c
 }
 
 /// Credential-looking names assigned a long literal: `api_key = "…"`, `"token": "…"`,
@@ -98,6 +107,9 @@ pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped
     });
     let mut findings = Vec::new();
     let mut scanned = 0;
+    // What the walk could not read (a directory, a `.gitignore` line) is reported with the
+    // files that could not be read: skipped, never fatal.
+    skipped.unreadable.extend(tree.walk_errors.iter().cloned());
     for (f, s, n) in results {
         findings.extend(f);
         skipped.binary += s.binary;
@@ -106,7 +118,7 @@ pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped
         scanned += n;
     }
     let mut summary = format!(
-        "{scanned} file(s) scanned; skipped {} binary, {} over 1 MiB, {} unreadable",
+        "{scanned} file(s) scanned; skipped {} binary, {} over 1 MiB, {} unreadable or unusable",
         skipped.binary,
         skipped.large,
         skipped.unreadable.len()

@@ -252,7 +252,7 @@ impl Run<'_> {
             }
         };
         let sub = match self.args.first().and_then(|a| a.to_str()) {
-            Some("run" | "check" | "explain" | "redact" | "learn") => 1,
+            Some("run" | "check" | "explain" | "redact" | "learn" | "preflight") => 1,
             _ => 0,
         };
         c.args(&self.args[..sub]);

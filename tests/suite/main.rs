@@ -22,6 +22,7 @@ mod filter;
 mod launcher;
 mod learn;
 mod messages;
+mod preflight;
 mod progress;
 mod redact;
 mod remote;
