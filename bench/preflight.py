@@ -133,8 +133,13 @@ def generate(tree, n_files, mib):
         put(rel, text.encode())
     put(".gitignore", b"*.pyc\n__pycache__/\n")
     print(f"generated {n_files} files, {written / (1 << 20):.0f} MiB in {tree}", file=sys.stderr)
-    git = ["git", "-C", tree, "-c", "user.name=bench", "-c", "user.email=bench@example.com"]
+    # No automatic gc: a detached `gc --auto` after the commit would still be writing to .git
+    # when the plain-directory rows move it aside.
+    git = ["git", "-C", tree, "-c", "user.name=bench", "-c", "user.email=bench@example.com",
+           "-c", "gc.auto=0", "-c", "maintenance.auto=false"]
+    shutil.rmtree(os.path.join(tree, ".git"), ignore_errors=True)
     subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["config", "gc.auto", "0"], check=True)
     subprocess.run(git + ["add", "-A"], check=True)
     subprocess.run(git + ["commit", "-q", "-m", "bench tree"], check=True)
     with open(marker, "w") as f:
@@ -192,6 +197,10 @@ def main():
         sys.exit("no agentrun binary: cargo build --release --locked")
     print(f"agentrun: {binary}", file=sys.stderr)
     tree = os.path.join(WORK, "tree")
+    if os.path.isdir(os.path.join(WORK, "git-aside")):
+        # A run cut short while .git was moved aside: make the tree again.
+        shutil.rmtree(os.path.join(WORK, "git-aside"))
+        os.remove(tree + ".complete")
     generate(tree, a.files, a.mib)
     # detect-secrets reads about 0.3 MiB/s here (no size limit: the files over 1 MiB too), so
     # it runs on a tree of the same mix scaled down (--peer-files); files/s compares.
