@@ -805,3 +805,36 @@ fn preflight_gitignore_odd_patterns_match_git() {
     assert_eq!(got, want, "the files git keeps: {doc:#}");
     assert!(got.contains(&"keep.log".to_string()) && got.contains(&"main.py".to_string()));
 }
+
+/// A DIR that cannot be listed (mode 000, agentrun as nobody) and a profile that cannot be
+/// used: 125, each with a message naming it.
+#[test]
+fn preflight_unlistable_dir_and_bad_profile_are_125() {
+    let s = Scratch::new();
+    let dir = s.path().join("tree");
+    write(&dir, &[("a.txt", "x\n")]);
+    s.hand_to(As::Nobody);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let o = s.agentrun().arg("preflight").arg(&dir).as_nobody().run();
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("cannot be listed"), "{o:?}");
+    assert!(o.stderr.contains(&dir.display().to_string()), "{o:?}");
+
+    // The profiles (a scratch of root's own: nobody's profile directory is refused).
+    let s = Scratch::new();
+    let o = s
+        .agentrun()
+        .args(["preflight", "--profile", "no-such-profile"])
+        .arg(s.path())
+        .run();
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("no-such-profile"), "{o:?}");
+    let o = s
+        .agentrun()
+        .arg("preflight")
+        .profile("version = 1\n[secrets]\nAPI_KEY = 42\n")
+        .arg(s.path())
+        .run();
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("API_KEY"), "{o:?}");
+}
