@@ -153,9 +153,6 @@ pub fn run_checks(
             });
         }
     }
-    for (rel, e) in &tree.walk_errors {
-        skipped.unreadable.push((rel.clone(), e.clone()));
-    }
     let mut report = Report::new(checks, skipped, scanned);
     clean(&mut report, got);
     Ok(report)

@@ -37,7 +37,7 @@ pub fn text(r: &Report) -> String {
     }
     for (file, e) in &r.skipped.unreadable {
         out.push_str(&format!(
-            "note  {}: not read ({})\n",
+            "note  {}: skipped ({})\n",
             printable(file),
             printable(e)
         ));

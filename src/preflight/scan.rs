@@ -27,12 +27,21 @@ pub struct Matchers<'a> {
     pub names: &'a [String],
 }
 
-/// The counts one pass of `r` over `bytes` finds, per secret name or rule id.
+/// The redactor's generic rules: any `token=…` or `"password": "…"`, whatever the value.
+/// Right for output (a redactor may take out too much), wrong for code, where
+/// `TOKEN = os.environ["API_KEY"]` is the fix, not a finding: the scan's own
+/// [`assignment`] (which knows placeholders) looks at those lines instead.
+const GENERIC_RULES: [&str; 2] = ["secret-assignment", "secret-field"];
+
+/// The counts one pass of `r` over `bytes` finds, per secret name or rule id (the
+/// [`GENERIC_RULES`] left out).
 fn counts(r: &Redactor, bytes: &[u8]) -> BTreeMap<String, u64> {
     let mut s = r.stream();
     let mut out = Vec::with_capacity(bytes.len());
     s.finish_with(bytes, &mut out);
-    s.counts().clone()
+    let mut c = s.counts().clone();
+    c.retain(|name, _| !GENERIC_RULES.contains(&name.as_str()));
+    c
 }
 
 /// Credential-looking names assigned a long literal: `api_key = "…"`, `"token": "…"`,
@@ -105,6 +114,9 @@ pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped
     });
     let mut findings = Vec::new();
     let mut scanned = 0;
+    // What the walk could not read (a directory, a `.gitignore` line) is reported with the
+    // files that could not be read: skipped, never fatal.
+    skipped.unreadable.extend(tree.walk_errors.iter().cloned());
     for (f, s, n) in results {
         findings.extend(f);
         skipped.binary += s.binary;
@@ -113,16 +125,20 @@ pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped
         scanned += n;
     }
     let mut summary = format!(
-        "{scanned} file(s) scanned; skipped {} binary, {} over 1 MiB, {} unreadable",
+        "{scanned} file(s) scanned; skipped {} binary, {} over 1 MiB, {} unreadable or unusable",
         skipped.binary,
         skipped.large,
         skipped.unreadable.len()
     );
+    let mut history_failed = false;
     if history {
         match (m.values, tree.git) {
             (Some(v), true) => match scan_history(tree, v, m.names) {
                 Ok(h) => findings.extend(h),
-                Err(e) => summary.push_str(&format!("; history not scanned: {e}")),
+                Err(e) => {
+                    history_failed = true;
+                    summary.push_str(&format!("; history not scanned: {e}"));
+                }
             },
             (None, _) => summary.push_str("; --history needs --profile (the declared values)"),
             (_, false) => summary.push_str("; --history: not a git work tree"),
@@ -131,13 +147,15 @@ pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped
     findings.sort_by(|a, b| (&a.file, a.line, &a.rule).cmp(&(&b.file, b.line, &b.rule)));
     findings.dedup();
     // A file that could not be read could hold a key: not a pass.
-    let unread = skipped.unreadable.len() + tree.walk_errors.len();
+    let unread = skipped.unreadable.len();
     let status = if !findings.is_empty() {
         Status::Fail
-    } else if unread > 0 {
-        summary.push_str(&format!(
-            "; {unread} file(s) or directories could not be read (listed below): not checked"
-        ));
+    } else if unread > 0 || history_failed {
+        if unread > 0 {
+            summary.push_str(&format!(
+                "; {unread} file(s) or directories could not be read (listed below): not checked"
+            ));
+        }
         Status::Warn
     } else {
         Status::Pass

@@ -172,7 +172,7 @@ impl Tree {
                         }
                     }
                     Ok(_) => {}
-                    Err(err) => errors.push((root.display().to_string(), err.to_string())),
+                    Err(err) => errors.push(walk_error(root, &err)),
                 }
             }
             out
@@ -463,4 +463,36 @@ fn git_program() -> PathBuf {
         .map(|d| d.join("git"))
         .find(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("/usr/bin/git"))
+}
+
+/// A walk's error as (the entry relative to the root, what went wrong): an unreadable
+/// directory, a symlink loop, a `.gitignore` line the walker could not use.
+fn walk_error(root: &Path, err: &ignore::Error) -> (String, String) {
+    fn at(err: &ignore::Error, line: Option<u64>) -> (Option<&Path>, Option<u64>, String) {
+        match err {
+            ignore::Error::WithPath { path, err } => {
+                let (_, l, msg) = at(err, line);
+                (Some(path.as_path()), l, msg)
+            }
+            ignore::Error::WithLineNumber { line, err } => at(err, Some(*line)),
+            ignore::Error::WithDepth { err, .. } => at(err, line),
+            ignore::Error::Partial(errs) if errs.len() == 1 => at(&errs[0], line),
+            ignore::Error::Loop { child, .. } => {
+                (Some(child.as_path()), line, "a symlink loop".to_string())
+            }
+            other => (None, line, other.to_string()),
+        }
+    }
+    let (path, line, msg) = at(err, None);
+    let rel = path.map_or_else(
+        || ".".to_string(),
+        |p| {
+            p.strip_prefix(root)
+                .map_or_else(|_| p.display().to_string(), rel_string)
+        },
+    );
+    match line {
+        Some(l) => (rel, format!("line {l}: {msg}")),
+        None => (rel, msg),
+    }
 }

@@ -22,6 +22,7 @@ mod filter;
 mod launcher;
 mod learn;
 mod messages;
+mod preflight;
 mod preflight_review;
 mod preflight_scope;
 mod progress;
