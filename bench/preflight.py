@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`agentrun preflight` on a generated project tree, side by side with `detect-secrets scan`.
 
-The tree (made once, deterministic, under target/bench-preflight/tree): N files (default
+The tree (made once, deterministic, under /var/tmp/agentrun-bench-preflight/tree: outside
+this repository, whose own work tree would otherwise contain it): N files (default
 50,000) of about M MiB in all (default 500): text of mixed sizes (a few hundred bytes to
 64 KiB, code-like lines), 2% binaries (a NUL in the first bytes), 20 files over 1 MiB, and
 a few planted keys: the profile's declared values (raw in a Python file, in a YAML config,
@@ -39,7 +40,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORK = os.path.join(ROOT, "target", "bench-preflight")
+# Not under this checkout: preflight (like git) finds the nearest `.git` above a directory,
+# and the plain-directory rows must not be inside agentrun's own work tree.
+WORK = os.path.join("/var/tmp", "agentrun-bench-preflight")
 VENV = os.path.join(ROOT, "target", "bench-venv-preflight")
 
 # The profile's declared values (no built-in rule knows them: only agentrun, which fetched
