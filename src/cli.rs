@@ -181,6 +181,31 @@ pub struct RunArgs {
 pub fn run_line(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let mut cmd = <Cli as clap::CommandFactory>::command();
     cmd.build();
+    run_line_with(&cmd, args)
+}
+
+/// How a command line failed to parse.
+pub enum ParseError {
+    /// Refused by [`run_line`]: the message.
+    Line(String),
+    /// clap's own error (or `--help`, `--version`).
+    Clap(clap::Error),
+}
+
+/// The command line checked by [`run_line`] and read by clap, with clap's command built
+/// once for both (building it is most of what parsing costs a run's start).
+pub fn parse(args: Vec<OsString>) -> Result<Cli, ParseError> {
+    use clap::FromArgMatches;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let args = run_line_with(&cmd, args).map_err(ParseError::Line)?;
+    let m = cmd
+        .try_get_matches_from_mut(args)
+        .map_err(ParseError::Clap)?;
+    Cli::from_arg_matches(&m).map_err(|e| ParseError::Clap(e.format(&mut cmd)))
+}
+
+fn run_line_with(cmd: &clap::Command, args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let subcommands: Vec<String> = cmd
         .get_subcommands()
         .map(|s| s.get_name().to_string())

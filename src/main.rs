@@ -8,7 +8,6 @@
 //! A panic on this thread aborts (fail closed), as it did with that entry point.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -38,16 +37,13 @@ fn run() -> u8 {
         eprintln!("agentrun: cannot harden the process: {e}");
         return 125;
     }
-    let args = match agentrun::cli::run_line(std::env::args_os().collect()) {
-        Ok(a) => a,
-        Err(msg) => {
+    let cli = match agentrun::cli::parse(std::env::args_os().collect()) {
+        Ok(c) => c,
+        Err(agentrun::cli::ParseError::Line(msg)) => {
             eprintln!("agentrun: {msg}");
             return 125;
         }
-    };
-    let cli = match agentrun::cli::Cli::try_parse_from(args) {
-        Ok(c) => c,
-        Err(e) => {
+        Err(agentrun::cli::ParseError::Clap(e)) => {
             let code = if e.use_stderr() { 125 } else { 0 };
             let _ = e.print();
             return code;

@@ -48,6 +48,23 @@ impl Fail {
     }
 }
 
+/// Whether `text` holds a run of 20 or more characters a token is made of (letters, digits,
+/// `_-+=`): what every built-in token rule needs (paths break at `/` and `.`).
+fn token_shaped(text: &str) -> bool {
+    let mut run = 0;
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"_-+=".contains(&b) {
+            run += 1;
+            if run >= 20 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
 /// `text` with everything the built-in redaction rules recognise replaced: a failure message
 /// can quote a profile's value (an address, a header line, a key name), and a credential
 /// pasted into the wrong key must not come out with it (review 13b, F2). Built once, on the
@@ -137,8 +154,13 @@ impl Say {
         let bytes = match self.redactor.get().map(|c| c.wait()) {
             Some(Ok(r)) => r.redact_bytes(line.as_bytes()),
             // No redactor (yet, or it failed): agentrun's messages name things, never values;
-            // a message quoting a profile's value loses what looks like a credential.
-            _ => known_tokens_out(&line).into_bytes(),
+            // a message quoting a profile's value loses what looks like a credential. The
+            // built-in rules cost a few ms to build, so a run's ordinary notes (which name
+            // paths and flags) skip them unless they hold a token-shaped run of characters.
+            _ if level == Level::Error || token_shaped(&line) => {
+                known_tokens_out(&line).into_bytes()
+            }
+            _ => line.into_bytes(),
         };
         let _ = std::io::stderr().lock().write_all(&bytes);
     }
