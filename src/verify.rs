@@ -52,6 +52,23 @@ pub async fn check_value(v: &Verify, value: &SecretString) -> Result<(), String>
 }
 
 /// Send the probe. `Err` says why the credential is not accepted, without the value.
+/// The HTTP client every request carrying a credential uses: no redirects (one could carry
+/// the credential to another host), no proxy (it would see a plain-http loopback request's
+/// credential), the timeout on the connect and the whole request.
+fn credential_client(
+    timeout: std::time::Duration,
+    extra_roots: Vec<reqwest::Certificate>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .tls_certs_merge(extra_roots)
+        .user_agent(concat!("agentrun/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 pub async fn probe(p: &Probe, value: &SecretString) -> Result<(), String> {
     let who = format!("probe {} ({})", p.kind.name(), p.target());
     let mut header_value = HeaderValue::from_str(&format!(
@@ -66,15 +83,7 @@ pub async fn probe(p: &Probe, value: &SecretString) -> Result<(), String> {
         )
     })?;
     header_value.set_sensitive(true);
-    let client = reqwest::Client::builder()
-        // A redirect could carry the credential to another host.
-        .redirect(reqwest::redirect::Policy::none())
-        // A proxy would see the credential of a plain-http (loopback) probe.
-        .no_proxy()
-        .timeout(p.timeout)
-        .connect_timeout(p.timeout)
-        .user_agent(concat!("agentrun/", env!("CARGO_PKG_VERSION")))
-        .build()
+    let client = credential_client(p.timeout, Vec::new())
         .map_err(|e| format!("{who}: cannot build the HTTP client: {e}"))?;
     let mut req = client
         .request(p.method.clone(), p.url.clone())
@@ -160,16 +169,7 @@ pub async fn github_token_kind_trusting(
             )
         })?;
     auth.set_sensitive(true);
-    let client = reqwest::Client::builder()
-        // A redirect could carry the credential to another host.
-        .redirect(reqwest::redirect::Policy::none())
-        // A proxy would see the credential of a plain-http (loopback) request.
-        .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .tls_certs_merge(extra_roots)
-        .user_agent(concat!("agentrun/", env!("CARGO_PKG_VERSION")))
-        .build()
+    let client = credential_client(timeout, extra_roots)
         .map_err(|e| format!("{who}: cannot build the HTTP client: {e}"))?;
     let req = client
         .get(url.clone())
