@@ -94,6 +94,19 @@ pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped
                     let mut skipped = Skipped::default();
                     let mut scanned = 0;
                     for f in part {
+                        // A symlink's content (what git commits) is its target's text.
+                        let path = tree.root.join(&f.rel);
+                        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink()) {
+                            if let Ok(target) = std::fs::read_link(&path) {
+                                let t = target.as_os_str().as_encoded_bytes();
+                                for name in counts(m.all, t).keys() {
+                                    let mut x = finding(&f.rel, 1, name, m.names, false);
+                                    x.message.push_str(" (in the symlink's target)");
+                                    findings.push(x);
+                                }
+                            }
+                            continue;
+                        }
                         let before = skipped.binary + skipped.large;
                         if let Some(text) = tree.text(f, &mut skipped) {
                             scanned += 1;
@@ -113,6 +126,21 @@ pub fn hardcoded(tree: &Tree, m: &Matchers, history: bool, skipped: &mut Skipped
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
     let mut findings = Vec::new();
+    // File names are committed too (review 14b, F-5): all at once first, one by one only if
+    // something matched.
+    let names: Vec<u8> = files
+        .iter()
+        .flat_map(|f| f.rel.bytes().chain(std::iter::once(b'\n')))
+        .collect();
+    if !counts(m.all, &names).is_empty() {
+        for f in &files {
+            for name in counts(m.all, f.rel.as_bytes()).keys() {
+                let mut x = finding(&f.rel, 1, name, m.names, false);
+                x.message.push_str(" (in the file's name)");
+                findings.push(x);
+            }
+        }
+    }
     let mut scanned = 0;
     // What the walk could not read (a directory, a `.gitignore` line) is reported with the
     // files that could not be read: skipped, never fatal.
@@ -314,12 +342,9 @@ fn scan_history(tree: &Tree, values: &Redactor, names: &[String]) -> Result<Vec<
         .wait_with_output()
         .map_err(|e| format!("git log: {e}"))?;
     if !out.status.success() {
-        // A history that cannot be read is not a clean one.
-        let why = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "git log failed: {}",
-            why.lines().next().unwrap_or("no message")
-        ));
+        // A history that cannot be read is not a clean one. git's message is not repeated:
+        // it can quote a line of a file the repository points it at (review 14b, F-4).
+        return Err(format!("git log exited with {}", out.status));
     }
     let text = out.stdout;
     if counts(values, &text).is_empty() {

@@ -97,9 +97,11 @@ impl Tree {
                 .output()
                 .map_err(|e| TreeError::Git(shown.clone(), e.to_string()))?;
             if !out.status.success() {
+                // git's own message can quote a line of a file the repository points it at:
+                // not repeated (review 14b, F-4).
                 return Err(TreeError::Git(
                     shown.clone(),
-                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    format!("git ls-files exited with {}", out.status),
                 ));
             }
             Ok(out
@@ -321,6 +323,38 @@ pub struct Repo {
     pub common_dir: PathBuf,
 }
 
+/// A small regular file of a git dir, read without following a symlink, without blocking
+/// on a FIFO, and up to `cap` bytes: the agent may have written the git dir (review 14b:
+/// `HEAD` as a link to an operator-only file was copied; a FIFO hung the gate).
+fn read_git_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() || m.len() > cap {
+        return Err(std::io::Error::other("not a small regular file"));
+    }
+    let mut out = Vec::new();
+    f.take(cap).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Whether `path` is a real directory (not a symlink to one).
+fn real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// Whether `path` is absent, or a regular file (not a symlink, FIFO or device).
+fn absent_or_file(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => m.is_file(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
 /// The repository `dir` is in, if any: the nearest `.git` directory, or `.git` file
 /// (`gitdir: PATH`, a linked worktree or submodule), at `dir` or above it.
 pub fn find_repo(dir: &Path) -> Option<Repo> {
@@ -329,19 +363,21 @@ pub fn find_repo(dir: &Path) -> Option<Repo> {
         let git_dir = match std::fs::symlink_metadata(&dot) {
             Ok(m) if m.is_dir() => dot,
             Ok(m) if m.is_file() => {
-                let text = std::fs::read_to_string(&dot).ok()?;
+                let text = String::from_utf8(read_git_file(&dot, 4096).ok()?).ok()?;
                 let target = text.lines().next()?.strip_prefix("gitdir:")?.trim();
                 a.join(target)
             }
-            _ => continue,
+            Ok(_) => return None,
+            Err(_) => continue,
         };
-        if !git_dir.join("HEAD").is_file() {
-            return None;
-        }
-        let common_dir = std::fs::read_to_string(git_dir.join("commondir"))
-            .ok()
-            .map(|c| git_dir.join(c.trim()))
-            .unwrap_or_else(|| git_dir.clone());
+        let common_dir = match std::fs::symlink_metadata(git_dir.join("commondir")) {
+            Err(_) => git_dir.clone(),
+            Ok(_) => {
+                let c = String::from_utf8(read_git_file(&git_dir.join("commondir"), 4096).ok()?)
+                    .ok()?;
+                git_dir.join(c.trim())
+            }
+        };
         return Some(Repo {
             work_tree: a.to_path_buf(),
             git_dir,
@@ -388,13 +424,43 @@ impl Git {
             program: git_program(),
         };
         let (r, d) = (&git.repo, &git.dir);
-        std::fs::copy(r.git_dir.join("HEAD"), d.join("HEAD"))?;
+        // Each file git will read is a regular file (or a real directory) of the repository,
+        // never a link out of it or a FIFO; HEAD is read and written anew, only if it is
+        // what a HEAD holds.
+        let odd = |what: &str| {
+            std::io::Error::other(format!("{what} is not a regular file or directory"))
+        };
+        for (what, ok) in [
+            ("index", absent_or_file(&r.git_dir.join("index"))),
+            (
+                "packed-refs",
+                absent_or_file(&r.common_dir.join("packed-refs")),
+            ),
+            ("shallow", absent_or_file(&r.common_dir.join("shallow"))),
+            ("refs", real_dir(&r.common_dir.join("refs"))),
+            ("objects", real_dir(&r.common_dir.join("objects"))),
+        ] {
+            if !ok {
+                return Err(odd(what));
+            }
+        }
+        let head = read_git_file(&r.git_dir.join("HEAD"), 4096)?;
+        let head = String::from_utf8(head).map_err(|_| odd("HEAD"))?;
+        let line = head.trim_end();
+        let valid = line
+            .strip_prefix("ref: refs/")
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic()))
+            || (matches!(line.len(), 40 | 64) && line.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !valid {
+            return Err(odd("HEAD"));
+        }
+        std::fs::write(d.join("HEAD"), format!("{line}\n"))?;
         std::fs::write(
             d.join("config"),
             "[core]\n\trepositoryformatversion = 0\n\tbare = false\n",
         )?;
         std::fs::create_dir(d.join("info"))?;
-        if let Ok(x) = std::fs::read(r.common_dir.join("info/exclude")) {
+        if let Ok(x) = read_git_file(&r.common_dir.join("info/exclude"), 1024 * 1024) {
             std::fs::write(d.join("info/exclude"), x)?;
         }
         for name in ["refs", "packed-refs", "shallow"] {
@@ -454,14 +520,19 @@ impl Drop for Git {
     }
 }
 
-/// git on an absolute `PATH` entry (a relative or empty entry could be the agent's working
-/// directory), else `/usr/bin/git`.
+/// git from a root-owned place no one else may write (`/usr/bin`, `/usr/local/bin`,
+/// `/bin`): never from `PATH`, whose entries may include a project directory the agent
+/// writes (an activated venv, direnv; review 14 F7 and 14b F-2).
 fn git_program() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .filter(|d| d.is_absolute())
-        .map(|d| d.join("git"))
-        .find(|p| p.is_file())
+    use std::os::unix::fs::MetadataExt;
+    let trusted = |p: &Path| {
+        p.ancestors()
+            .all(|a| std::fs::metadata(a).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0))
+    };
+    ["/usr/bin/git", "/usr/local/bin/git", "/bin/git"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file() && trusted(p))
         .unwrap_or_else(|| PathBuf::from("/usr/bin/git"))
 }
 

@@ -219,3 +219,121 @@ fn git_is_not_taken_from_a_relative_path_entry() {
     assert!(o.code == 0 || o.code == 1, "{o:?}");
     assert!(!mark.exists(), "a git in the working directory ran: {o:?}");
 }
+
+/// Review 14b, F-1 to F-4: the git dir is the agent's to write. `HEAD` as a link to an
+/// operator-only file, `info/exclude` or `index` as a FIFO, `packed-refs` as a link to a
+/// private file: preflight neither copies the file, nor hangs, nor prints a line of it;
+/// a git on an absolute `PATH` entry the agent writes is never run.
+#[test]
+fn the_git_dir_cannot_copy_hang_or_leak() {
+    let s = Scratch::new();
+    let private = s.file("private/secret", "PRIVATE-operator-only-line\n");
+    let mark = s.path().join("PLANTED");
+    let bin = s.path().join("venv-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("git"),
+        format!(
+            "#!/bin/sh\necho ran > {}\nexec /usr/bin/git \"$@\"\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("git"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
+    for case in [
+        "head-link",
+        "exclude-fifo",
+        "index-fifo",
+        "packed-refs-link",
+    ] {
+        let r = repo(&s);
+        let g = r.join(".git");
+        match case {
+            "head-link" => {
+                std::fs::remove_file(g.join("HEAD")).unwrap();
+                std::os::unix::fs::symlink(&private, g.join("HEAD")).unwrap();
+            }
+            "exclude-fifo" | "index-fifo" => {
+                let f = if case == "index-fifo" {
+                    g.join("index")
+                } else {
+                    g.join("info/exclude")
+                };
+                let _ = std::fs::remove_file(&f);
+                std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+                nix::unistd::mkfifo(&f, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+            }
+            _ => {
+                let _ = std::fs::remove_file(g.join("packed-refs"));
+                std::os::unix::fs::symlink(&private, g.join("packed-refs")).unwrap();
+            }
+        }
+        let mut child = s
+            .agentrun()
+            .args(["preflight", "--history", "--json"])
+            .arg(&r)
+            .env("PATH", &path)
+            .command()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() && start.elapsed().as_secs() < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let hung = child.try_wait().unwrap().is_none();
+        if hung {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!hung, "{case}: preflight hung");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("PRIVATE-operator-only"), "{case}: {text}");
+        assert!(!mark.exists(), "{case}: a git on PATH ran");
+        std::fs::remove_dir_all(&r).unwrap();
+    }
+    // Nothing of agentrun's git dir is left behind with the private file in it.
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("agentrun-git-") {
+            let head = std::fs::read_to_string(e.path().join("HEAD")).unwrap_or_default();
+            assert!(!head.contains("PRIVATE"), "{}", e.path().display());
+        }
+    }
+}
+
+/// Review 14b, F-5: a key as a committed symlink's target and as a file's name is found.
+#[test]
+fn a_key_in_a_symlink_target_or_a_file_name_is_found() {
+    let s = Scratch::new();
+    let r = repo(&s);
+    std::os::unix::fs::symlink(VALUE, r.join("link.py")).unwrap();
+    std::fs::write(r.join(format!("{VALUE}.txt")), "x\n").unwrap();
+    git(&r, &["add", "-A"]);
+    git(&r, &["commit", "-q", "-m", "k"]);
+    let o = s
+        .agentrun()
+        .profile(PROFILE)
+        .args(["preflight", "--json"])
+        .arg(&r)
+        .env("API_KEY", VALUE)
+        .run();
+    assert_eq!(o.code, 1, "{o:?}");
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let f = doc["checks"][0]["findings"].to_string();
+    assert!(f.contains("link.py") && f.contains("symlink"), "{f}");
+    assert!(f.contains("in the file's name"), "{f}");
+    assert!(
+        !o.stdout.contains(VALUE) && !o.stdout.contains(&VALUE[..12]),
+        "{o:?}"
+    );
+}
