@@ -30,10 +30,13 @@ pub fn preflight(args: &PreflightArgs, _say: &Say) -> Result<u8, Fail> {
         (None, Some(p)) => p.dir.clone(),
         (None, None) => ctx.cwd.clone(),
     };
+    // Every value fetched, the ones that failed their check included: a stale key in the
+    // repository is as leaked as a good one, and no output may show either.
     let got = match &profile {
         Some(p) => {
             plan::validate_backends(p, &ctx)?;
-            fetch::fetch_and_verify(p, &ctx, None).got
+            let s = fetch::fetch_and_verify(p, &ctx, None);
+            s.got.into_iter().chain(s.withheld).collect()
         }
         None => Vec::new(),
     };
