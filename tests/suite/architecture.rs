@@ -185,3 +185,28 @@ fn unsafe_lives_in_sys_only() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// Issue 16: the guide's supply-chain rules, applied to agentrun itself by its own
+/// `preflight`: every Python requirements file (the test tools, the benchmarks' peers) pinned
+/// with `==` and hashed, every npm lock with integrity, Cargo.lock beside the binary's
+/// manifest, and an audit in CI (`.ci/deny`). An unpinned or unhashed line fails this test.
+#[test]
+fn our_own_dependencies_are_pinned_hashed_and_audited() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["preflight", "--json"])
+        .arg(root)
+        .env_remove("AGENTRUN_PROFILE")
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for id in ["deps.pinned", "deps.hashes", "deps.audit_in_ci"] {
+        let c = doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap();
+        assert_eq!(c["status"], "PASS", "{id}: {c}");
+    }
+}
