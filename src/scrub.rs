@@ -1,4 +1,5 @@
-//! Cutting `user:pass@` out of every URL agentrun prints or logs.
+//! Cutting `user:pass@` out of every URL agentrun prints or logs, and making text that
+//! others chose (file names, paths) safe to print on the operator's terminal.
 //!
 //! A Vault address, an AWS endpoint or a server's error message can carry userinfo
 //! (`https://user:pass@host`); agentrun's messages, `check`, `explain` and the audit log
@@ -53,8 +54,32 @@ pub fn strip_userinfo_json(v: &mut Value) {
     }
 }
 
+/// `s` safe to print on the operator's terminal: control characters (escape sequences) and
+/// every character outside printable ASCII shown as Rust escapes (`\u{1b}`). Text others
+/// chose (a file name, a path) is redacted first, then passed through this.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' '..='~' => out.push(c),
+            c => out.extend(c.escape_unicode()),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn printable_escapes_controls_and_non_ascii() {
+        assert_eq!(
+            super::printable("a\u{1b}[2Jb\u{202e}c\u{e9}"),
+            "a\\u{1b}[2Jb\\u{202e}c\\u{e9}"
+        );
+        assert_eq!(super::printable("plain/path.py"), "plain/path.py");
+    }
+
     use super::*;
 
     #[test]

@@ -114,8 +114,7 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     let command = match (&redactor, args.command.is_empty()) {
         (_, true) => None,
         (Some(r), false) => {
-            let redact =
-                |t: &str| String::from_utf8_lossy(&r.redact_bytes(t.as_bytes())).into_owned();
+            let redact = |t: &str| r.redact_text(t);
             Some(command_report(
                 &args.command,
                 &profile,
@@ -197,7 +196,7 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
             );
         }
         if let Some(c) = &command {
-            let p = |s: &str| sandbox::printable(s);
+            let p = |s: &str| crate::scrub::printable(s);
             println!("command  {}  ->  {}", p(&c.argv), p(&c.program));
             for n in &c.needs {
                 let mark = match n.verdict {

@@ -67,9 +67,8 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
             )));
         }
     };
-    let redact =
-        |text: &str| String::from_utf8_lossy(&redactor.redact_bytes(text.as_bytes())).into_owned();
-    let shown_argv = sandbox::printable(&redact(&shown_argv));
+    let redact = |text: &str| redactor.redact_text(text);
+    let shown_argv = crate::scrub::printable(&redact(&shown_argv));
     say.at(
         Level::Error,
         &format!(
@@ -116,7 +115,7 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
         &ctx.homes(),
         &shown,
     );
-    let p = |path: &std::path::Path| sandbox::printable(&redact(&path.display().to_string()));
+    let p = |path: &std::path::Path| crate::scrub::printable(&redact(&path.display().to_string()));
     let u = &observed.usage;
     if args.json {
         let doc = json!({
@@ -163,7 +162,7 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
                     line(format!(
                         "  + {:<12} {:<40} {}",
                         a.key,
-                        sandbox::printable(&a.value),
+                        crate::scrub::printable(&a.value),
                         a.why
                     ));
                 }
@@ -174,7 +173,7 @@ pub fn learn(args: &LearnArgs, say: &Say) -> Result<u8, Fail> {
                     line(format!(
                         "  ! {:<5} {}  {}",
                         r.access,
-                        sandbox::printable(&r.path),
+                        crate::scrub::printable(&r.path),
                         r.why
                     ));
                 }

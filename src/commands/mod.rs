@@ -76,7 +76,7 @@ pub(crate) fn known_tokens_out(text: &str) -> String {
         crate::redact::Redactor::new(&crate::profile::RedactSection::default(), &[]).ok()
     });
     match r {
-        Some(r) => String::from_utf8_lossy(&r.redact_bytes(text.as_bytes())).into_owned(),
+        Some(r) => r.redact_text(text),
         None => text.to_string(),
     }
 }

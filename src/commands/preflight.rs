@@ -58,7 +58,7 @@ fn redacted(text: &str, got: &[Got]) -> String {
     let values: Vec<(&str, &secrecy::SecretString)> =
         got.iter().map(|g| (g.name.as_str(), &g.value)).collect();
     match Redactor::new(&RedactSection::default(), &values) {
-        Ok(r) => String::from_utf8_lossy(&r.redact_bytes(text.as_bytes())).into_owned(),
+        Ok(r) => r.redact_text(text),
         Err(_) => super::known_tokens_out(text),
     }
 }
@@ -407,7 +407,7 @@ pub fn refusal(report: &Report, dir: &Path, got: &[Got]) -> String {
     );
     // Escaped for the terminal: a file name must not move the cursor or forge a line
     // (review 14, F4); the report's strings are redacted already.
-    let p = output::printable;
+    let p = crate::scrub::printable;
     for c in report.checks.iter().filter(|c| c.status == Status::Fail) {
         msg.push_str(&format!("\n  FAIL {}: {}", c.id, p(&c.summary)));
         for f in c.findings.iter().take(20) {

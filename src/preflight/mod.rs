@@ -116,8 +116,4 @@ impl Report {
             files_scanned,
         }
     }
-
-    pub fn check(&self, id: &str) -> Option<&Check> {
-        self.checks.iter().find(|c| c.id == id)
-    }
 }

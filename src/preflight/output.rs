@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use super::{REMINDERS, Report, Status};
+use crate::scrub::printable;
 
 /// One line per check, its findings beneath, the skipped counts and the reminders.
 pub fn text(r: &Report) -> String {
@@ -129,15 +130,4 @@ pub fn sarif(r: &Report) -> Value {
             "results": results,
         }],
     })
-}
-
-/// Control characters and everything outside printable ASCII escaped (file names come from
-/// the tree, which anyone may have written).
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| match c {
-            ' '..='~' => vec![c],
-            c => c.escape_unicode().collect(),
-        })
-        .collect()
 }

@@ -217,17 +217,8 @@ impl Tree {
     /// A regular file of the tree opened for reading (not following a symlink, not blocking
     /// on a FIFO), whatever its size or content.
     pub fn open(&self, f: &TreeFile) -> Option<std::fs::File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(self.root.join(&f.rel))
-            .ok()?;
+        let file = open_untrusted(&self.root.join(&f.rel)).ok()?;
         file.metadata().ok()?.is_file().then_some(file)
-    }
-
-    pub fn has(&self, rel: &str) -> bool {
-        self.files.iter().any(|f| f.tracked && f.rel == rel)
     }
 
     /// Reads a tracked file's text: `Ok(None)` for a binary file or one over [`MAX_FILE`]
@@ -240,15 +231,8 @@ impl Tree {
     /// mid-size project is several MiB) are read up to [`MAX_DEP_FILE`].
     pub fn text_up_to(&self, f: &TreeFile, limit: u64, skipped: &mut Skipped) -> Option<Vec<u8>> {
         use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self.root.join(&f.rel);
-        // Opened without following a symlink and without blocking (a FIFO in the tree must
-        // not hang the scan), then judged by what was opened: only a regular file is read.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&path);
-        let mut file = match file {
+        // Judged by what was opened: only a regular file is read.
+        let mut file = match open_untrusted(&self.root.join(&f.rel)) {
             Ok(f) => f,
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return None, // a symlink
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None, // deleted
@@ -323,16 +307,23 @@ pub struct Repo {
     pub common_dir: PathBuf,
 }
 
+/// Opens a file of a tree the agent may have written: not following a symlink (it could
+/// point anywhere the operator can read), not blocking (a FIFO would hang the scan), never
+/// becoming a controlling terminal. The caller judges what was opened by its metadata.
+fn open_untrusted(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
 /// A small regular file of a git dir, read without following a symlink, without blocking
 /// on a FIFO, and up to `cap` bytes: the agent may have written the git dir (review 14b:
 /// `HEAD` as a link to an operator-only file was copied; a FIFO hung the gate).
 fn read_git_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
+    let f = open_untrusted(path)?;
     let m = f.metadata()?;
     if !m.is_file() || m.len() > cap {
         return Err(std::io::Error::other("not a small regular file"));

@@ -272,6 +272,12 @@ impl Redactor {
         out
     }
 
+    /// [`Redactor::redact_bytes`] for text (a message, a report line), lossy where a
+    /// replacement split a character.
+    pub fn redact_text(&self, text: &str) -> String {
+        String::from_utf8_lossy(&self.redact_bytes(text.as_bytes())).into_owned()
+    }
+
     /// Names of declared secrets too short to redact (fewer than 4 bytes): the launcher should
     /// warn about them. Empty values are not listed.
     pub fn too_short(&self) -> &[String] {

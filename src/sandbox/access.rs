@@ -158,19 +158,6 @@ pub fn toml_str(s: &str) -> String {
     out
 }
 
-/// `s` safe to print on the operator's terminal: control characters (escape sequences) and
-/// every character outside printable ASCII shown as Rust escapes.
-pub fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            ' '..='~' => out.push(c),
-            c => out.extend(c.escape_unicode()),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -230,7 +217,6 @@ mod tests {
         assert_eq!(shown(Path::new("/home/uv"), Some(h)), "/home/uv");
         assert_eq!(toml_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
         assert_eq!(toml_str("caf\u{e9}\u{1b}]52"), "\"caf\\u00E9\\u001B]52\"");
-        assert_eq!(printable("a\u{1b}[2Jb\u{202e}"), "a\\u{1b}[2Jb\\u{202e}");
         assert_eq!(key_for(FsAccess::READ_EXEC), "exec");
         assert_eq!(key_for(FsAccess::READ_WRITE), "write");
     }

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use access::{Grants, Verdict, key_for, printable, real, shown, toml_str};
+pub use access::{Grants, Verdict, key_for, real, shown, toml_str};
 pub use fsplan::{FsAccess, FsGrant, FsPlan};
 pub use isolate::{Isolation, IsolationReport, wants_own_network, writable_root_of};
 pub use landlock::PINNED_ABI;

@@ -20,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sandbox", &["profile", "sys"]),
     ("redact", &["profile"]),
     ("launch", &["profile", "redact", "sandbox", "sys"]),
-    ("preflight", &["profile", "redact"]),
+    ("preflight", &["profile", "redact", "scrub"]),
     (
         "audit",
         &["profile", "sandbox", "verify", "scrub", "broker"],
