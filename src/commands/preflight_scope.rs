@@ -15,7 +15,7 @@
 use super::fetch::Got;
 use crate::context::Context;
 use crate::preflight::{Check, Finding, Status};
-use crate::profile::{Profile, Source};
+use crate::profile::{AwsRef, Profile, Source, SsmRef};
 use crate::secrets::{aws, vault};
 use crate::verify::{self, GithubToken, ProbeKind};
 use std::collections::BTreeMap;
@@ -261,10 +261,14 @@ fn targets<'a>(profile: &'a Profile, got: &'a [Got]) -> Vec<Target<'a>> {
         }
         match &spec.source {
             Source::Vault(_) => vault_secrets.push(spec.name.as_str()),
-            Source::AwsSm(r) => aws_secrets
-                .entry(r.region.clone())
-                .or_default()
-                .push(spec.name.as_str()),
+            Source::AwsSm(AwsRef { region, .. }) | Source::AwsSsm(SsmRef { region, .. }) => {
+                aws_secrets
+                    .entry(region.clone())
+                    .or_default()
+                    .push(spec.name.as_str())
+            }
+            // No scope lookup for these yet (docs/contract.md §11 lists what is probed).
+            Source::GcpSm(_) | Source::AzureKv(_) => {}
             Source::Env { .. }
             | Source::Dotenv { .. }
             | Source::File { .. }
@@ -313,13 +317,25 @@ async fn look(targets: &[Target<'_>], profile: &Profile, ctx: &Context) -> Vec<O
                 Target::Vault { .. } => {
                     Outcome::Vault(vault::token_policies(profile.vault.as_ref(), ctx).await)
                 }
-                Target::Aws { region, .. } => Outcome::Aws(
-                    aws::caller_arn(profile.aws.as_ref(), region.as_deref(), ctx).await,
-                ),
+                Target::Aws { region, .. } => Outcome::Aws(caller_arn(profile, region, ctx).await),
             }
         }
     }))
     .await
+}
+
+#[cfg(feature = "aws")]
+async fn caller_arn(
+    profile: &Profile,
+    region: &Option<String>,
+    ctx: &Context,
+) -> Result<String, String> {
+    aws::caller_arn(profile.aws.as_ref(), region.as_deref(), ctx).await
+}
+
+#[cfg(not(feature = "aws"))]
+async fn caller_arn(_: &Profile, _: &Option<String>, _: &Context) -> Result<String, String> {
+    Err(crate::secrets::NotBuilt(crate::profile::SourceKind::AwsSm).to_string())
 }
 
 /// The CA bundle `SSL_CERT_FILE` names in agentrun's snapshot, trusted besides the system's

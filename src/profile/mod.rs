@@ -20,14 +20,16 @@ pub mod search;
 pub mod source;
 pub mod verify;
 
-pub use backends::{AwsSection, VaultSection};
+pub use backends::{AwsSection, AzureSection, GcpSection, VaultSection};
 pub use broker::{BrokerSection, Rate, SecretBroker};
 pub use duration::{DurationKind, parse_duration};
 pub use limits::Limits;
 pub use preflight::{CHECK_IDS, Preflight};
 pub use redact::RedactSection;
 pub use sandbox::SandboxSection;
-pub use source::{AwsRef, SCHEMES, Scheme, Source, SourceKind, VaultRef, resolve_path};
+pub use source::{
+    AwsRef, AzureRef, GcpRef, SCHEMES, Scheme, Source, SourceKind, SsmRef, VaultRef, resolve_path,
+};
 pub use verify::{Verify, VerifySection};
 
 use serde::{Deserialize, Serialize};
@@ -116,6 +118,8 @@ struct RawProfile {
     limits: Option<Spanned<LimitsSection>>,
     vault: Option<VaultSection>,
     aws: Option<AwsSection>,
+    gcp: Option<GcpSection>,
+    azure: Option<AzureSection>,
     broker: Option<Spanned<broker::RawBrokerSection>>,
     preflight: Option<Spanned<preflight::RawPreflight>>,
 }
@@ -252,6 +256,8 @@ pub struct Profile {
     pub limits: Limits,
     pub vault: Option<VaultSection>,
     pub aws: Option<AwsSection>,
+    pub gcp: Option<GcpSection>,
+    pub azure: Option<AzureSection>,
     /// The broker's table: present when the profile has `[broker]` or brokers a secret.
     pub broker: Option<BrokerSection>,
     /// `[preflight]`: the checks a run depends on.
@@ -583,6 +589,8 @@ impl Profile {
             limits,
             vault: raw.vault,
             aws: raw.aws,
+            gcp: raw.gcp,
+            azure: raw.azure,
             broker,
             preflight,
         })

@@ -19,6 +19,9 @@ pub enum SourceKind {
     Systemd = 3,
     Vault = 4,
     AwsSm = 5,
+    AwsSsm = 6,
+    GcpSm = 7,
+    AzureKv = 8,
 }
 
 /// One row of [`SCHEMES`].
@@ -34,7 +37,7 @@ pub struct Scheme {
 }
 
 /// Every scheme agentrun reads, in the order messages and docs list them.
-pub const SCHEMES: [Scheme; 6] = [
+pub const SCHEMES: [Scheme; 9] = [
     Scheme {
         kind: SourceKind::Env,
         name: "env",
@@ -69,6 +72,24 @@ pub const SCHEMES: [Scheme; 6] = [
         kind: SourceKind::AwsSm,
         name: "aws-sm",
         syntax: "aws-sm:SECRET_ID[#KEY]",
+        remote: true,
+    },
+    Scheme {
+        kind: SourceKind::AwsSsm,
+        name: "aws-ssm",
+        syntax: "aws-ssm:NAME[#KEY]",
+        remote: true,
+    },
+    Scheme {
+        kind: SourceKind::GcpSm,
+        name: "gcp-sm",
+        syntax: "gcp-sm:projects/P/secrets/S[/versions/V][#KEY]",
+        remote: true,
+    },
+    Scheme {
+        kind: SourceKind::AzureKv,
+        name: "azure-kv",
+        syntax: "azure-kv:VAULT/NAME[/VERSION][#KEY]",
         remote: true,
     },
 ];
@@ -147,6 +168,9 @@ pub enum Source {
     Systemd { name: String },
     Vault(VaultRef),
     AwsSm(AwsRef),
+    AwsSsm(SsmRef),
+    GcpSm(GcpRef),
+    AzureKv(AzureRef),
 }
 
 /// `vault:MOUNT/PATH#FIELD` with `?kv=1|2` and `?version=N`.
@@ -169,6 +193,48 @@ pub struct AwsRef {
     pub region: Option<String>,
 }
 
+/// `aws-ssm:NAME[#KEY]` with `?version=N` or `?label=L`, and `?region=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SsmRef {
+    pub name: String,
+    pub key: Option<String>,
+    pub version: Option<u64>,
+    pub label: Option<String>,
+    pub region: Option<String>,
+}
+
+/// `gcp-sm:projects/P/secrets/S[/versions/V][#KEY]`, or `gcp-sm:S[/versions/V]` with the
+/// project from `[gcp].project` (`project: None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GcpRef {
+    pub project: Option<String>,
+    pub secret: String,
+    /// `latest` or a version number.
+    pub version: String,
+    pub key: Option<String>,
+}
+
+impl GcpRef {
+    /// `projects/P/secrets/S/versions/V`, the resource name the API takes.
+    pub fn resource(&self, default_project: &str) -> String {
+        let project = self.project.as_deref().unwrap_or(default_project);
+        format!(
+            "projects/{project}/secrets/{}/versions/{}",
+            self.secret, self.version
+        )
+    }
+}
+
+/// `azure-kv:VAULT/NAME[/VERSION][#KEY]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AzureRef {
+    pub vault: String,
+    pub name: String,
+    /// `None`: the current version.
+    pub version: Option<String>,
+    pub key: Option<String>,
+}
+
 impl Source {
     /// The kind (its `Display` and `Serialize` are the scheme, as written in profiles and
     /// the audit log).
@@ -180,6 +246,9 @@ impl Source {
             Source::Systemd { .. } => SourceKind::Systemd,
             Source::Vault(_) => SourceKind::Vault,
             Source::AwsSm(_) => SourceKind::AwsSm,
+            Source::AwsSsm(_) => SourceKind::AwsSsm,
+            Source::GcpSm(_) => SourceKind::GcpSm,
+            Source::AzureKv(_) => SourceKind::AzureKv,
         }
     }
 
@@ -190,10 +259,30 @@ impl Source {
             Source::Dotenv { path, key } => format!("{}#{key}", path.display()),
             Source::File { path } => path.display().to_string(),
             Source::Vault(v) => format!("{}/{}#{}", v.mount, v.path, v.field),
-            Source::AwsSm(a) => match &a.key {
-                Some(k) => format!("{}#{k}", a.secret_id),
-                None => a.secret_id.clone(),
-            },
+            Source::AwsSm(a) => with_key(a.secret_id.clone(), &a.key),
+            Source::AwsSsm(r) => {
+                let at = match (r.version, &r.label) {
+                    (Some(v), _) => format!(":{v}"),
+                    (None, Some(l)) => format!(":{l}"),
+                    (None, None) => String::new(),
+                };
+                with_key(format!("{}{at}", r.name), &r.key)
+            }
+            Source::GcpSm(r) => {
+                let name = match &r.project {
+                    Some(p) => format!("projects/{p}/secrets/{}", r.secret),
+                    None => r.secret.clone(),
+                };
+                with_key(format!("{name}/versions/{}", r.version), &r.key)
+            }
+            Source::AzureKv(r) => {
+                let version = r
+                    .version
+                    .as_deref()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default();
+                with_key(format!("{}/{}{version}", r.vault, r.name), &r.key)
+            }
         }
     }
 
@@ -346,7 +435,160 @@ impl Source {
                 }
                 Ok(Source::AwsSm(r))
             }
+            SourceKind::AwsSsm => {
+                let mut r = SsmRef {
+                    name: location.to_string(),
+                    key: key_of(text, field)?,
+                    version: None,
+                    label: None,
+                    region: None,
+                };
+                if !location
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
+                {
+                    return Err(format!(
+                        "`{text}`: a parameter name has only letters, digits and `_.-/` (e.g. `aws-ssm:/agents/prod/api_key`)"
+                    ));
+                }
+                for (k, v) in pairs {
+                    match k {
+                        "version" => {
+                            r.version =
+                                Some(v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                                    format!("`{text}`: `version` is a positive integer, not `{v}`")
+                                })?)
+                        }
+                        "label" => r.label = Some(v.to_string()),
+                        "region" => r.region = Some(v.to_string()),
+                        _ => {
+                            return Err(format!(
+                                "`{text}`: unknown query key `{k}` for aws-ssm (known: version, label, region)"
+                            ));
+                        }
+                    }
+                }
+                if r.version.is_some() && r.label.is_some() {
+                    return Err(format!(
+                        "`{text}`: give `version` or `label`, not both (Parameter Store selects one)"
+                    ));
+                }
+                Ok(Source::AwsSsm(r))
+            }
+            SourceKind::GcpSm => {
+                no_query(scheme)?;
+                let parts: Vec<&str> = location.split('/').collect();
+                let (project, secret, version) = match parts.as_slice() {
+                    ["projects", p, "secrets", s] => (Some(*p), *s, "latest"),
+                    ["projects", p, "secrets", s, "versions", v] => (Some(*p), *s, *v),
+                    [s] => (None, *s, "latest"),
+                    [s, "versions", v] => (None, *s, *v),
+                    _ => {
+                        return Err(format!(
+                            "`{text}`: a gcp-sm source is `gcp-sm:projects/PROJECT/secrets/SECRET[/versions/VERSION]`, or `gcp-sm:SECRET` with [gcp].project set"
+                        ));
+                    }
+                };
+                let id_ok = |t: &str| {
+                    !t.is_empty()
+                        && t.len() <= 255
+                        && t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+                };
+                if !id_ok(secret) {
+                    return Err(format!(
+                        "`{text}`: a secret id has only letters, digits, `_` and `-`"
+                    ));
+                }
+                // A project id, a project number, or a domain-scoped `example.com:id`.
+                let project_ok = |t: &str| {
+                    !t.is_empty()
+                        && t.len() <= 100
+                        && t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+                };
+                if let Some(p) = project
+                    && !project_ok(p)
+                {
+                    return Err(format!(
+                        "`{text}`: the project is its id (letters, digits, `-`) or number"
+                    ));
+                }
+                if version != "latest" && version.parse::<u64>().ok().filter(|n| *n > 0).is_none() {
+                    return Err(format!(
+                        "`{text}`: the version is `latest` or a positive number, not `{version}`"
+                    ));
+                }
+                Ok(Source::GcpSm(GcpRef {
+                    project: project.map(str::to_string),
+                    secret: secret.to_string(),
+                    version: version.to_string(),
+                    key: key_of(text, field)?,
+                }))
+            }
+            SourceKind::AzureKv => {
+                no_query(scheme)?;
+                let parts: Vec<&str> = location.split('/').collect();
+                let (vault, name, version) = match parts.as_slice() {
+                    [v, n] => (*v, *n, None),
+                    [v, n, ver] => (*v, *n, Some(*ver)),
+                    _ => {
+                        return Err(format!(
+                            "`{text}`: an azure-kv source is `azure-kv:VAULT/NAME[/VERSION]`, e.g. `azure-kv:agents-prod/openai-key`"
+                        ));
+                    }
+                };
+                let named = |t: &str, max: usize| {
+                    !t.is_empty()
+                        && t.len() <= max
+                        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                };
+                if !named(vault, 24) {
+                    return Err(format!(
+                        "`{text}`: the vault name has 3 to 24 letters, digits and `-` (`https://VAULT.vault.azure.net`)"
+                    ));
+                }
+                if !named(name, 127) {
+                    return Err(format!(
+                        "`{text}`: a Key Vault secret name has only letters, digits and `-`"
+                    ));
+                }
+                if let Some(v) = version
+                    && !(v.len() <= 64
+                        && !v.is_empty()
+                        && v.bytes().all(|b| b.is_ascii_alphanumeric()))
+                {
+                    return Err(format!(
+                        "`{text}`: the version is the secret version's id (32 hex digits)"
+                    ));
+                }
+                Ok(Source::AzureKv(AzureRef {
+                    vault: vault.to_string(),
+                    name: name.to_string(),
+                    version: version.map(str::to_string),
+                    key: key_of(text, field)?,
+                }))
+            }
         }
+    }
+}
+
+/// A location with its `#KEY`, for messages.
+fn with_key(location: String, key: &Option<String>) -> String {
+    match key {
+        Some(k) => format!("{location}#{k}"),
+        None => location,
+    }
+}
+
+/// The optional `#KEY` of a JSON-valued source: absent, or not empty.
+fn key_of(text: &str, field: Option<&str>) -> Result<Option<String>, String> {
+    match field {
+        None => Ok(None),
+        Some("") => Err(format!(
+            "`{text}`: `#` is followed by nothing: name the JSON key, or drop the `#`"
+        )),
+        Some(k) => Ok(Some(k.to_string())),
     }
 }
 
@@ -545,6 +787,9 @@ pub(crate) mod tests {
             SourceKind::Systemd => "systemd:sd",
             SourceKind::Vault => "vault:secret/a#f",
             SourceKind::AwsSm => "aws-sm:prod/x",
+            SourceKind::AwsSsm => "aws-ssm:/agents/prod/key",
+            SourceKind::GcpSm => "gcp-sm:projects/p-1/secrets/api-key",
+            SourceKind::AzureKv => "azure-kv:agents-prod/api-key",
         }
     }
 
@@ -579,11 +824,12 @@ pub(crate) mod tests {
         assert_eq!(
             parse("nothing").unwrap_err(),
             "the source has no scheme (it is not shown, in case it is a credential pasted in the wrong place): write `env:NAME`, `dotenv:PATH#KEY`, `file:PATH`, \
-                 `systemd:NAME`, `vault:MOUNT/PATH#FIELD` or `aws-sm:SECRET_ID[#KEY]`"
+                 `systemd:NAME`, `vault:MOUNT/PATH#FIELD`, `aws-sm:SECRET_ID[#KEY]`, `aws-ssm:NAME[#KEY]`, \
+                 `gcp-sm:projects/P/secrets/S[/versions/V][#KEY]` or `azure-kv:VAULT/NAME[/VERSION][#KEY]`"
         );
         assert_eq!(
             parse("ftp:x").unwrap_err(),
-            "the source's scheme is unknown (known: env, dotenv, file, systemd, vault, aws-sm; the source is not shown, in case it is a credential)"
+            "the source's scheme is unknown (known: env, dotenv, file, systemd, vault, aws-sm, aws-ssm, gcp-sm, azure-kv; the source is not shown, in case it is a credential)"
         );
     }
 

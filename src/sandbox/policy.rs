@@ -60,6 +60,7 @@ pub const CREDENTIAL_STORES: &[&str] = &[
     ".ssh",
     ".aws",
     ".config/gcloud",
+    ".azure",
     ".kube",
     ".netrc",
     ".docker/config.json",

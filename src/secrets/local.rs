@@ -50,7 +50,11 @@ pub(super) fn fetch(source: &Source, ctx: &Context) -> Result<SecretString, Fetc
                 .ok_or_else(|| FetchError::NoCredentialsDirectory(name.clone()))?;
             read_trimmed(&Path::new(dir).join(name), ctx)?
         }
-        Source::Vault(_) | Source::AwsSm(_) => {
+        Source::Vault(_)
+        | Source::AwsSm(_)
+        | Source::AwsSsm(_)
+        | Source::GcpSm(_)
+        | Source::AzureKv(_) => {
             return Err(FetchError::Remote(format!(
                 "{} is not a local source",
                 source.kind()

@@ -1,8 +1,11 @@
 //! Secret sources: fetch the values of the sources a profile declares.
 //!
 //! One file per backend. Every fetch returns a [`SecretString`]; nothing here formats a value.
-//! Remote backends (`vault:`, `aws-sm:`) live in `vault.rs` and `aws.rs` and are only
-//! touched when a profile uses them, so local profiles keep their start-up time.
+//! Remote backends (`vault:`, `aws-sm:` and `aws-ssm:`, `gcp-sm:`, `azure-kv:`) live in
+//! `vault.rs`, `aws.rs`, `gcp.rs` and `azure.rs` and are only touched when a profile uses
+//! them, so local profiles keep their start-up time. The cloud SDKs are Cargo features
+//! (`aws`, `gcp`, `azure`); a build without one reports its sources as not built
+//! ([`NotBuilt`]), never skips them.
 //!
 //! The parsed sources ([`crate::profile::Source`], its kinds and the scheme table) and the
 //! backends' tables are plain data in `profile`; this module reads them, and [`Context`].
@@ -10,16 +13,21 @@
 //! kinds is by exhaustive `match`: see `docs/adding-a-source.md` to add a backend.
 
 pub mod aws;
+pub mod azure;
 mod dotenv;
+pub mod gcp;
 mod local;
+mod value;
 pub mod vault;
 
 pub use aws::{AwsError, AwsSettings};
+pub use azure::{AzureError, AzureSettings};
+pub use gcp::{GcpError, GcpSettings};
 pub use vault::{VaultError, VaultSettings};
 
 use crate::context::Context;
-use crate::profile::{AwsRef, Source, VaultRef};
-use crate::profile::{AwsSection, VaultSection};
+use crate::profile::{AwsRef, AzureRef, GcpRef, Source, SsmRef, VaultRef};
+use crate::profile::{AwsSection, AzureSection, GcpSection, VaultSection};
 
 use crate::profile::{Profile, SCHEMES, SecretSpec, SourceKind, resolve_path};
 use secrecy::SecretString;
@@ -77,6 +85,12 @@ pub enum FetchError {
     #[error("{0}")]
     Aws(#[from] AwsError),
     #[error("{0}")]
+    Gcp(#[from] GcpError),
+    #[error("{0}")]
+    Azure(#[from] AzureError),
+    #[error("{0}")]
+    NotBuilt(#[from] NotBuilt),
+    #[error("{0}")]
     Remote(String),
 }
 
@@ -103,31 +117,55 @@ pub fn fetch_local(source: &Source, ctx: &Context) -> Result<SecretString, Fetch
 /// Values are never cached: every fetch and refetch reads the source again.
 pub struct Fetcher<'a> {
     ctx: &'a Context,
-    vault_section: Option<&'a VaultSection>,
-    aws_section: Option<&'a AwsSection>,
+    sections: Sections<'a>,
     runtime: OnceCell<Result<tokio::runtime::Runtime, String>>,
     vault: OnceCell<Result<Rc<vault::Vault>, VaultError>>,
+    #[cfg(feature = "aws")]
     aws: RefCell<BTreeMap<Option<String>, Result<aws::Aws, AwsError>>>,
+    #[cfg(feature = "gcp")]
+    gcp: OnceCell<Result<Rc<gcp::Gcp>, GcpError>>,
+    #[cfg(feature = "azure")]
+    azure: OnceCell<Result<Rc<azure::Azure>, AzureError>>,
+}
+
+/// The remote backends' tables a [`Fetcher`] reads (`[vault]`, `[aws]`, `[gcp]`, `[azure]`).
+#[derive(Clone, Copy, Default)]
+pub struct Sections<'a> {
+    pub vault: Option<&'a VaultSection>,
+    pub aws: Option<&'a AwsSection>,
+    pub gcp: Option<&'a GcpSection>,
+    pub azure: Option<&'a AzureSection>,
+}
+
+impl<'a> Sections<'a> {
+    pub fn of(profile: &'a Profile) -> Self {
+        Sections {
+            vault: profile.vault.as_ref(),
+            aws: profile.aws.as_ref(),
+            gcp: profile.gcp.as_ref(),
+            azure: profile.azure.as_ref(),
+        }
+    }
 }
 
 impl<'a> Fetcher<'a> {
     pub fn new(profile: &'a Profile, ctx: &'a Context) -> Self {
-        Self::with_sections(profile.vault.as_ref(), profile.aws.as_ref(), ctx)
+        Self::with_sections(Sections::of(profile), ctx)
     }
 
-    /// For callers without a [`Profile`] (tests, tools): the `[vault]` and `[aws]` tables.
-    pub fn with_sections(
-        vault: Option<&'a VaultSection>,
-        aws: Option<&'a AwsSection>,
-        ctx: &'a Context,
-    ) -> Self {
+    /// For callers without a [`Profile`] (tests, tools): the backends' tables.
+    pub fn with_sections(sections: Sections<'a>, ctx: &'a Context) -> Self {
         Fetcher {
             ctx,
-            vault_section: vault,
-            aws_section: aws,
+            sections,
             runtime: OnceCell::new(),
             vault: OnceCell::new(),
+            #[cfg(feature = "aws")]
             aws: RefCell::new(BTreeMap::new()),
+            #[cfg(feature = "gcp")]
+            gcp: OnceCell::new(),
+            #[cfg(feature = "azure")]
+            azure: OnceCell::new(),
         }
     }
 
@@ -172,6 +210,13 @@ impl<'a> Fetcher<'a> {
                     .entry(r.region.clone())
                     .or_default()
                     .push((i, spec, r)),
+                Source::AwsSsm(r) => remote
+                    .ssm
+                    .entry(r.region.clone())
+                    .or_default()
+                    .push((i, spec, r)),
+                Source::GcpSm(r) => remote.gcp.push((i, spec, r)),
+                Source::AzureKv(r) => remote.azure.push((i, spec, r)),
             }
         }
         if !remote.is_empty() {
@@ -202,24 +247,64 @@ impl<'a> Fetcher<'a> {
             .map_err(Clone::clone)
     }
 
-    /// Shared set-up first (one Vault login, one AWS configuration per region), then all
-    /// reads at once. Each read gets the client of its group: there is no read without one.
+    /// Each backend's set-up (one Vault login, one AWS configuration per region, one Google
+    /// and one Azure credential), all at once, then every read at once. Each read gets the
+    /// client of its group: there is no read without one. Ten secrets over four backends
+    /// take about as long as the slowest backend's set-up and read.
     async fn fetch_remote(&self, reads: RemoteReads<'_>, start: Instant) -> Vec<(usize, Fetched)> {
-        let RemoteReads { vault, aws } = reads;
-        let mut vault_groups = Vec::new();
-        if !vault.is_empty() {
-            vault_groups.push((self.vault_client().await, vault));
-        }
-        let mut aws_groups = Vec::new();
-        for (region, reads) in aws {
-            aws_groups.push((self.aws_client(region).await, reads));
-        }
-        let (mut out, aws_out) = futures_util::future::join(
-            futures_util::future::join_all(group_reads(&vault_groups, start)),
-            futures_util::future::join_all(group_reads(&aws_groups, start)),
+        use futures_util::future::{join, join_all, join4};
+        let RemoteReads {
+            vault,
+            aws,
+            ssm,
+            gcp,
+            azure,
+        } = reads;
+        let vault_setup = async {
+            match vault.is_empty() {
+                true => Vec::new(),
+                false => vec![(self.vault_client().await, vault)],
+            }
+        };
+        let aws_setup = join_all(
+            aws.into_iter()
+                .map(|(region, reads)| async { (self.aws_client(region).await, reads) }),
+        );
+        let ssm_setup = join_all(
+            ssm.into_iter()
+                .map(|(region, reads)| async { (self.ssm_client(region).await, reads) }),
+        );
+        let gcp_setup = async {
+            match gcp.is_empty() {
+                true => Vec::new(),
+                false => vec![(self.gcp_client().await, gcp)],
+            }
+        };
+        let azure_setup = async {
+            match azure.is_empty() {
+                true => Vec::new(),
+                false => vec![(self.azure_client().await, azure)],
+            }
+        };
+        let ((vault_groups, aws_groups, ssm_groups, gcp_groups), azure_groups) = join(
+            join4(vault_setup, aws_setup, ssm_setup, gcp_setup),
+            azure_setup,
+        )
+        .await;
+        let ((mut out, aws_out, ssm_out, gcp_out), azure_out) = join(
+            join4(
+                join_all(group_reads(&vault_groups, start)),
+                join_all(group_reads(&aws_groups, start)),
+                join_all(group_reads(&ssm_groups, start)),
+                join_all(group_reads(&gcp_groups, start)),
+            ),
+            join_all(group_reads(&azure_groups, start)),
         )
         .await;
         out.extend(aws_out);
+        out.extend(ssm_out);
+        out.extend(gcp_out);
+        out.extend(azure_out);
         out
     }
 
@@ -227,7 +312,7 @@ impl<'a> Fetcher<'a> {
         if let Some(v) = self.vault.get() {
             return v.clone();
         }
-        let result = match VaultSettings::from_section(self.vault_section, self.ctx) {
+        let result = match VaultSettings::from_section(self.sections.vault, self.ctx) {
             Ok(settings) => vault::Vault::connect(&settings, self.ctx)
                 .await
                 .map(Rc::new),
@@ -237,16 +322,122 @@ impl<'a> Fetcher<'a> {
         result
     }
 
+    #[cfg(feature = "aws")]
     async fn aws_client(&self, region: Option<String>) -> Result<aws::Aws, AwsError> {
         if let Some(c) = self.aws.borrow().get(&region) {
             return c.clone();
         }
-        let result = match AwsSettings::from_section(self.aws_section) {
+        let result = match AwsSettings::from_section(self.sections.aws) {
             Ok(settings) => Ok(aws::connect(&settings, region.as_deref(), self.ctx).await),
             Err(e) => Err(e),
         };
         self.aws.borrow_mut().insert(region, result.clone());
         result
+    }
+
+    /// Parameter Store reads use their region's AWS configuration (one per region for both
+    /// `aws-sm:` and `aws-ssm:`).
+    #[cfg(feature = "aws")]
+    async fn ssm_client(&self, region: Option<String>) -> Result<aws::Ssm, AwsError> {
+        self.aws_client(region).await.map(aws::Ssm)
+    }
+
+    #[cfg(feature = "gcp")]
+    async fn gcp_client(&self) -> Result<Rc<gcp::Gcp>, GcpError> {
+        if let Some(c) = self.gcp.get() {
+            return c.clone();
+        }
+        let result = match GcpSettings::from_section(self.sections.gcp, self.ctx) {
+            Ok(settings) => gcp::Gcp::connect(&settings, self.ctx).await.map(Rc::new),
+            Err(e) => Err(e),
+        };
+        let _ = self.gcp.set(result.clone());
+        result
+    }
+
+    #[cfg(feature = "azure")]
+    async fn azure_client(&self) -> Result<Rc<azure::Azure>, AzureError> {
+        if let Some(c) = self.azure.get() {
+            return c.clone();
+        }
+        let result = match AzureSettings::from_section(self.sections.azure, self.ctx) {
+            Ok(settings) => azure::Azure::connect(&settings, self.ctx)
+                .await
+                .map(Rc::new),
+            Err(e) => Err(e),
+        };
+        let _ = self.azure.set(result.clone());
+        result
+    }
+
+    #[cfg(not(feature = "aws"))]
+    async fn aws_client(&self, _: Option<String>) -> Result<Absent<AwsRef>, NotBuilt> {
+        Err(NotBuilt(SourceKind::AwsSm))
+    }
+
+    #[cfg(not(feature = "aws"))]
+    async fn ssm_client(&self, _: Option<String>) -> Result<Absent<SsmRef>, NotBuilt> {
+        Err(NotBuilt(SourceKind::AwsSsm))
+    }
+
+    #[cfg(not(feature = "gcp"))]
+    async fn gcp_client(&self) -> Result<Absent<GcpRef>, NotBuilt> {
+        Err(NotBuilt(SourceKind::GcpSm))
+    }
+
+    #[cfg(not(feature = "azure"))]
+    async fn azure_client(&self) -> Result<Absent<AzureRef>, NotBuilt> {
+        Err(NotBuilt(SourceKind::AzureKv))
+    }
+}
+
+/// The Cargo feature a kind's client is built with (`None`: always built).
+pub fn feature_of(kind: SourceKind) -> Option<&'static str> {
+    match kind {
+        SourceKind::Env
+        | SourceKind::Dotenv
+        | SourceKind::File
+        | SourceKind::Systemd
+        | SourceKind::Vault => None,
+        SourceKind::AwsSm | SourceKind::AwsSsm => Some("aws"),
+        SourceKind::GcpSm => Some("gcp"),
+        SourceKind::AzureKv => Some("azure"),
+    }
+}
+
+/// Whether this build can fetch a kind (its feature, if any, was on).
+pub fn is_built(kind: SourceKind) -> bool {
+    match feature_of(kind) {
+        None => true,
+        Some("aws") => cfg!(feature = "aws"),
+        Some("gcp") => cfg!(feature = "gcp"),
+        Some("azure") => cfg!(feature = "azure"),
+        Some(_) => false,
+    }
+}
+
+/// A source whose backend this agentrun was built without: reported for every secret of
+/// that kind, before anything starts (fail closed).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "`{scheme}:` sources need agentrun's `{feature}` feature, which this build was made without: \
+     rebuild with the default features (or `--features {feature}`), or use another source",
+    scheme = .0.scheme(),
+    feature = feature_of(*.0).unwrap_or("default")
+)]
+pub struct NotBuilt(pub SourceKind);
+
+/// The client of a backend this build lacks: its set-up fails with [`NotBuilt`], and it
+/// cannot be made (the `Infallible`), so no read ever reaches it.
+#[cfg(not(all(feature = "aws", feature = "gcp", feature = "azure")))]
+struct Absent<R>(std::convert::Infallible, std::marker::PhantomData<R>);
+
+#[cfg(not(all(feature = "aws", feature = "gcp", feature = "azure")))]
+impl<R> Client for Absent<R> {
+    type Ref = R;
+    type Error = NotBuilt;
+    async fn read(&self, _: &R) -> Result<SecretString, NotBuilt> {
+        match self.0 {}
     }
 }
 
@@ -265,11 +456,32 @@ pub fn check_backends(profile: &Profile, ctx: &Context) -> Result<(), String> {
                         .map_err(|e| e.to_string())?;
                 }
             }
-            SourceKind::AwsSm => {
+            SourceKind::AwsSm | SourceKind::AwsSsm => {
                 if profile.aws.is_some() || uses(row.kind) {
                     AwsSettings::from_section(profile.aws.as_ref()).map_err(|e| e.to_string())?;
                 }
             }
+            SourceKind::GcpSm => {
+                if profile.gcp.is_some() || uses(row.kind) {
+                    let settings = GcpSettings::from_section(profile.gcp.as_ref(), ctx)
+                        .map_err(|e| e.to_string())?;
+                    settings
+                        .check_refs(profile.secrets.iter().filter_map(|s| match &s.source {
+                            Source::GcpSm(r) => Some(r),
+                            _ => None,
+                        }))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            SourceKind::AzureKv => {
+                if profile.azure.is_some() || uses(row.kind) {
+                    AzureSettings::from_section(profile.azure.as_ref(), ctx)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        if uses(row.kind) && !is_built(row.kind) {
+            return Err(NotBuilt(row.kind).to_string());
         }
     }
     Ok(())
@@ -283,19 +495,39 @@ struct RemoteReads<'s> {
     vault: Vec<Read<'s, VaultRef>>,
     /// By `?region=` (`None`: `[aws].region` or the chain's).
     aws: BTreeMap<Option<String>, Vec<Read<'s, AwsRef>>>,
+    /// By `?region=`, as `aws`.
+    ssm: BTreeMap<Option<String>, Vec<Read<'s, SsmRef>>>,
+    gcp: Vec<Read<'s, GcpRef>>,
+    azure: Vec<Read<'s, AzureRef>>,
 }
 
 impl<'s> RemoteReads<'s> {
     fn specs(self) -> Vec<(usize, &'s SecretSpec)> {
-        let RemoteReads { vault, aws } = self;
-        let vault = vault.into_iter().map(|(i, spec, _)| (i, spec));
-        let aws = aws.into_values().flatten().map(|(i, spec, _)| (i, spec));
-        vault.chain(aws).collect()
+        let RemoteReads {
+            vault,
+            aws,
+            ssm,
+            gcp,
+            azure,
+        } = self;
+        let mut out: Vec<(usize, &'s SecretSpec)> =
+            vault.into_iter().map(|(i, spec, _)| (i, spec)).collect();
+        out.extend(aws.into_values().flatten().map(|(i, spec, _)| (i, spec)));
+        out.extend(ssm.into_values().flatten().map(|(i, spec, _)| (i, spec)));
+        out.extend(gcp.into_iter().map(|(i, spec, _)| (i, spec)));
+        out.extend(azure.into_iter().map(|(i, spec, _)| (i, spec)));
+        out
     }
 
     fn is_empty(&self) -> bool {
-        let RemoteReads { vault, aws } = self;
-        vault.is_empty() && aws.is_empty()
+        let RemoteReads {
+            vault,
+            aws,
+            ssm,
+            gcp,
+            azure,
+        } = self;
+        vault.is_empty() && aws.is_empty() && ssm.is_empty() && gcp.is_empty() && azure.is_empty()
     }
 }
 
@@ -325,11 +557,39 @@ impl Client for Rc<vault::Vault> {
     }
 }
 
+#[cfg(feature = "aws")]
 impl Client for aws::Aws {
     type Ref = AwsRef;
     type Error = AwsError;
     async fn read(&self, r: &AwsRef) -> Result<SecretString, AwsError> {
         aws::Aws::read(self, r).await
+    }
+}
+
+#[cfg(feature = "aws")]
+impl Client for aws::Ssm {
+    type Ref = SsmRef;
+    type Error = AwsError;
+    async fn read(&self, r: &SsmRef) -> Result<SecretString, AwsError> {
+        aws::Ssm::read(self, r).await
+    }
+}
+
+#[cfg(feature = "gcp")]
+impl Client for Rc<gcp::Gcp> {
+    type Ref = GcpRef;
+    type Error = GcpError;
+    async fn read(&self, r: &GcpRef) -> Result<SecretString, GcpError> {
+        gcp::Gcp::read(self, r).await
+    }
+}
+
+#[cfg(feature = "azure")]
+impl Client for Rc<azure::Azure> {
+    type Ref = AzureRef;
+    type Error = AzureError;
+    async fn read(&self, r: &AzureRef) -> Result<SecretString, AzureError> {
+        azure::Azure::read(self, r).await
     }
 }
 
@@ -375,19 +635,22 @@ pub struct CredentialInputs {
     pub stores: Vec<PathBuf>,
 }
 
-/// The variables naming a file an AWS or Google credential chain reads.
-pub const BACKEND_FILE_VARS: [&str; 5] = [
+/// The variables naming a file an AWS, Google or Azure credential chain reads.
+pub const BACKEND_FILE_VARS: [&str; 7] = [
     "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_CONFIG_FILE",
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
     "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
 ];
 
 /// The files agentrun's backends (and the SDKs under them) read credentials from, named by
 /// agentrun's environment or at their fixed places, whether or not the profile uses that
-/// backend: AWS shared files and web-identity token, Google's service-account key, the
-/// Kubernetes and EKS service-account tokens (Vault Kubernetes auth reads the former).
+/// backend: AWS shared files and web-identity token, Google's service-account key, Azure's
+/// federated token, the Kubernetes, EKS and AKS workload-identity service-account tokens
+/// (Vault Kubernetes auth reads the first).
 /// Only those that exist.
 pub fn backend_files(ctx: &Context) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -401,6 +664,8 @@ pub fn backend_files(ctx: &Context) -> Vec<PathBuf> {
         "/run/secrets/kubernetes.io/serviceaccount",
         "/var/run/secrets/eks.amazonaws.com/serviceaccount",
         "/run/secrets/eks.amazonaws.com/serviceaccount",
+        "/var/run/secrets/azure/tokens",
+        "/run/secrets/azure/tokens",
     ] {
         out.push(PathBuf::from(dir));
     }
@@ -440,7 +705,13 @@ fn vault_inputs(v: &VaultSection, ctx: &Context) -> (Vec<String>, Vec<PathBuf>) 
             // Under `$CREDENTIALS_DIRECTORY`, which the callers name whole.
             Ok(Source::Systemd { .. }) => {}
             // A login is never remote (`VaultSettings` refuses it): nothing local to name.
-            Ok(Source::Vault(_) | Source::AwsSm(_)) => {}
+            Ok(
+                Source::Vault(_)
+                | Source::AwsSm(_)
+                | Source::AwsSsm(_)
+                | Source::GcpSm(_)
+                | Source::AzureKv(_),
+            ) => {}
             // `jwt` may be a bare path; anything else that does not parse is an error
             // the fetch reports (without echoing it).
             Err(_) if key == "jwt" => paths.push(resolve_path(text, &ctx.cwd, ctx.home.as_deref())),
@@ -473,7 +744,11 @@ pub fn credential_inputs(profile: &crate::profile::Profile, ctx: &Context) -> Cr
             // `$CREDENTIALS_DIRECTORY` is kept whole, below.
             Source::Systemd { .. } => {}
             // Nothing local: the backends' own files are among the stores, below.
-            Source::Vault(_) | Source::AwsSm(_) => {}
+            Source::Vault(_)
+            | Source::AwsSm(_)
+            | Source::AwsSsm(_)
+            | Source::GcpSm(_)
+            | Source::AzureKv(_) => {}
         }
     }
     for (path, (declared, all_required)) in dotenv_keys {
@@ -542,7 +817,11 @@ pub fn startup_inputs(
             // A variable, not a file.
             Source::Env { .. } => {}
             // Nothing local: the `[vault]` logins and the backends' files follow.
-            Source::Vault(_) | Source::AwsSm(_) => {}
+            Source::Vault(_)
+            | Source::AwsSm(_)
+            | Source::AwsSsm(_)
+            | Source::GcpSm(_)
+            | Source::AzureKv(_) => {}
         }
     }
     if let Some(v) = &profile.vault {
@@ -648,9 +927,20 @@ mod tests {
                 }
             })
             .collect();
-        // No `[vault]` address anywhere; an `[aws]` table refused before any client loads.
+        // No `[vault]` address anywhere; `[aws]`, `[gcp]` and `[azure]` tables refused
+        // before any client loads.
         let aws: AwsSection = toml::from_str("timeout = \"0s\"").unwrap();
-        let fetcher = Fetcher::with_sections(None, Some(&aws), &ctx);
+        let gcp: GcpSection = toml::from_str("timeout = \"0s\"").unwrap();
+        let azure: AzureSection = toml::from_str("timeout = \"0s\"").unwrap();
+        let fetcher = Fetcher::with_sections(
+            Sections {
+                aws: Some(&aws),
+                gcp: Some(&gcp),
+                azure: Some(&azure),
+                ..Sections::default()
+            },
+            &ctx,
+        );
         let got = fetcher.fetch_all(&specs);
         assert_eq!(got.len(), specs.len());
         for ((row, spec), f) in SCHEMES.iter().zip(&specs).zip(&got) {
@@ -662,7 +952,14 @@ mod tests {
                 (SourceKind::Vault, Err(FetchError::Vault(VaultError::Config(m)))) => {
                     m.contains("no Vault address")
                 }
-                (SourceKind::AwsSm, Err(FetchError::Aws(AwsError::Config(m)))) => {
+                (
+                    SourceKind::AwsSm | SourceKind::AwsSsm,
+                    Err(FetchError::Aws(AwsError::Config(m))),
+                ) => m.contains("zero"),
+                (SourceKind::GcpSm, Err(FetchError::Gcp(GcpError::Config(m)))) => {
+                    m.contains("zero")
+                }
+                (SourceKind::AzureKv, Err(FetchError::Azure(AzureError::Config(m)))) => {
                     m.contains("zero")
                 }
                 (
@@ -671,7 +968,10 @@ mod tests {
                     | SourceKind::File
                     | SourceKind::Systemd
                     | SourceKind::Vault
-                    | SourceKind::AwsSm,
+                    | SourceKind::AwsSm
+                    | SourceKind::AwsSsm
+                    | SourceKind::GcpSm
+                    | SourceKind::AzureKv,
                     _,
                 ) => false,
             };

@@ -1,0 +1,145 @@
+//! Azure Key Vault secrets: `azure-kv:VAULT/NAME[/VERSION][#KEY]`.
+//!
+//! Owns the `[azure]` table and `GetSecret`. The Azure client (the `azure` feature,
+//! `azure/client.rs`) is built only when a profile uses `azure-kv:`, once per run, with one
+//! credential: a client secret (`[azure].client_secret`, a source, default
+//! `env:AZURE_CLIENT_SECRET`), else workload identity, managed identity, the Azure CLI.
+//! Errors become [`AzureError`], whose messages name the secret, the vault and the fix,
+//! never a value or a token.
+
+use crate::context::Context;
+use crate::profile::{AzureSection, DurationKind, Source, parse_duration, resolve_path};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[cfg(feature = "azure")]
+mod client;
+#[cfg(feature = "azure")]
+pub(crate) use client::Azure;
+
+/// Time limit when `[azure].timeout` is not set (one limit for the whole call, retries included).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retries after the first try when `[azure].retries` is not set.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Where a client secret comes from when `[azure].client_secret` is not set.
+pub const DEFAULT_CLIENT_SECRET: &str = "env:AZURE_CLIENT_SECRET";
+
+/// `[azure]` validated against agentrun's environment; nothing fetched yet.
+#[derive(Debug, Clone)]
+pub struct AzureSettings {
+    /// `[azure].vault_url`: replaces `https://VAULT.vault.azure.net` for every source.
+    pub vault_url: Option<String>,
+    /// `[azure].tenant_id`, else `$AZURE_TENANT_ID`.
+    pub tenant_id: Option<String>,
+    /// `[azure].client_id`, else `$AZURE_CLIENT_ID`.
+    pub client_id: Option<String>,
+    /// The client secret's source, when one is configured (`[azure].client_secret`, or
+    /// `env:AZURE_CLIENT_SECRET` when that variable is set). Never a remote source.
+    pub client_secret: Option<Source>,
+    /// `[azure].authority_host`, else `$AZURE_AUTHORITY_HOST`, else the public cloud's.
+    pub authority_host: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+impl AzureSettings {
+    pub fn from_section(section: Option<&AzureSection>, ctx: &Context) -> Result<Self, AzureError> {
+        let default = AzureSection::default();
+        let s = section.unwrap_or(&default);
+        let cfg = AzureError::Config;
+        let url = |key: &str, v: &str| -> Result<(), AzureError> {
+            let shown = crate::scrub::strip_userinfo(v);
+            let u = reqwest::Url::parse(v)
+                .map_err(|e| cfg(format!("{key} = \"{shown}\" is not a URL ({e})")))?;
+            if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+                return Err(cfg(format!(
+                    "{key} = \"{shown}\": write https://HOST[:PORT]"
+                )));
+            }
+            Ok(())
+        };
+        if let Some(v) = &s.vault_url {
+            url("vault_url", v)?;
+        }
+        let env = |name: &str| {
+            ctx.var_str(name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let authority_host = s
+            .authority_host
+            .clone()
+            .or_else(|| env("AZURE_AUTHORITY_HOST"));
+        if let Some(v) = &authority_host {
+            url("authority_host", v)?;
+        }
+        for (key, v) in [
+            ("tenant_id", &s.tenant_id),
+            ("client_id", &s.client_id),
+            ("client_secret", &s.client_secret),
+            ("ca_cert", &s.ca_cert),
+        ] {
+            if v.as_deref().is_some_and(str::is_empty) {
+                return Err(cfg(format!("{key} is empty: remove it or give a value")));
+            }
+        }
+        let client_secret = match &s.client_secret {
+            Some(text) => Some(
+                Source::parse(text, &ctx.cwd, ctx.home.as_deref())
+                    .map_err(|e| cfg(format!("client_secret: {e}")))?,
+            ),
+            None => env("AZURE_CLIENT_SECRET").map(|_| Source::Env {
+                name: "AZURE_CLIENT_SECRET".into(),
+            }),
+        };
+        if let Some(src) = &client_secret
+            && src.is_remote()
+        {
+            return Err(cfg(format!(
+                "client_secret is a `{}:` source: the login's own secret must be local \
+                 (env:, file:, dotenv:, systemd:)",
+                src.kind()
+            )));
+        }
+        let timeout = match &s.timeout {
+            Some(t) => parse_duration("timeout", t, DurationKind::Request).map_err(cfg)?,
+            None => DEFAULT_TIMEOUT,
+        };
+        Ok(AzureSettings {
+            vault_url: s.vault_url.clone(),
+            tenant_id: s.tenant_id.clone().or_else(|| env("AZURE_TENANT_ID")),
+            client_id: s.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")),
+            client_secret,
+            authority_host,
+            ca_cert: s
+                .ca_cert
+                .as_deref()
+                .map(|p| resolve_path(p, &ctx.cwd, ctx.home.as_deref())),
+            timeout,
+            retries: s.retries.unwrap_or(DEFAULT_RETRIES),
+        })
+    }
+
+    /// The vault's URL: `[azure].vault_url`, else `https://VAULT.vault.azure.net`.
+    pub fn vault_url(&self, vault: &str) -> String {
+        match &self.vault_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("https://{vault}.vault.azure.net"),
+        }
+    }
+}
+
+/// Why a Key Vault read failed. `secret` is `VAULT/NAME[/VERSION]`, `place` the vault's URL.
+/// Clone: one failed set-up is reported per secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AzureError {
+    #[error("[azure] {0}")]
+    Config(String),
+    #[error("azure-kv {secret} ({place}): {msg}")]
+    Other {
+        secret: String,
+        place: String,
+        msg: String,
+    },
+}

@@ -1,0 +1,152 @@
+//! Google Cloud Secret Manager: `gcp-sm:projects/P/secrets/S[/versions/V][#KEY]`, or
+//! `gcp-sm:S[/versions/V]` with `[gcp].project`.
+//!
+//! Owns the `[gcp]` table and `AccessSecretVersion`. The Google client (the `gcp` feature,
+//! `gcp/client.rs`) is built only when a profile uses `gcp-sm:`, once per run. Credentials:
+//! `[gcp].credentials` (a credentials JSON, or `"none"` for emulators), else Application
+//! Default Credentials. Errors become [`GcpError`], whose messages name the secret, the
+//! endpoint and the fix, never a value or a token.
+
+use crate::context::Context;
+use crate::profile::{DurationKind, GcpRef, GcpSection, parse_duration, resolve_path};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[cfg(feature = "gcp")]
+mod client;
+#[cfg(feature = "gcp")]
+pub(crate) use client::Gcp;
+
+/// Time limit when `[gcp].timeout` is not set (one limit for the whole call, retries included).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retries after the first try when `[gcp].retries` is not set.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// The public endpoint, replaced by `[gcp].endpoint`.
+pub const PUBLIC_ENDPOINT: &str = "https://secretmanager.googleapis.com";
+
+/// Where the Google credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcpCredentials {
+    /// Application Default Credentials: `GOOGLE_APPLICATION_CREDENTIALS`, the gcloud ADC
+    /// file, the metadata server.
+    Default,
+    /// `[gcp].credentials = "PATH"`: a service-account or authorized-user JSON.
+    File(PathBuf),
+    /// `[gcp].credentials = "none"`: no credentials at all (emulators only).
+    Anonymous,
+}
+
+/// `[gcp]` validated; nothing loaded yet.
+#[derive(Debug, Clone)]
+pub struct GcpSettings {
+    pub project: Option<String>,
+    pub endpoint: Option<String>,
+    pub credentials: GcpCredentials,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+impl GcpSettings {
+    pub fn from_section(section: Option<&GcpSection>, ctx: &Context) -> Result<Self, GcpError> {
+        let default = GcpSection::default();
+        let s = section.unwrap_or(&default);
+        let cfg = GcpError::Config;
+        if let Some(e) = &s.endpoint {
+            let shown = crate::scrub::strip_userinfo(e);
+            let url = reqwest::Url::parse(e)
+                .map_err(|err| cfg(format!("endpoint = \"{shown}\" is not a URL ({err})")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(cfg(format!(
+                    "endpoint = \"{shown}\": write http(s)://HOST[:PORT]"
+                )));
+            }
+        }
+        if s.project.as_deref().is_some_and(str::is_empty) {
+            return Err(cfg(
+                "project is empty: remove it or give the project id".into()
+            ));
+        }
+        let credentials = match s.credentials.as_deref() {
+            None => GcpCredentials::Default,
+            Some("none") => GcpCredentials::Anonymous,
+            Some("") => {
+                return Err(cfg(
+                    "credentials is empty: give a credentials JSON file, or \"none\" (emulators only)"
+                        .into(),
+                ));
+            }
+            Some(p) => GcpCredentials::File(resolve_path(p, &ctx.cwd, ctx.home.as_deref())),
+        };
+        let timeout = match &s.timeout {
+            Some(t) => parse_duration("timeout", t, DurationKind::Request).map_err(cfg)?,
+            None => DEFAULT_TIMEOUT,
+        };
+        Ok(GcpSettings {
+            project: s.project.clone(),
+            endpoint: s.endpoint.clone(),
+            credentials,
+            timeout,
+            retries: s.retries.unwrap_or(DEFAULT_RETRIES),
+        })
+    }
+
+    /// Every short-form source (`gcp-sm:SECRET`) needs `[gcp].project`.
+    pub fn check_refs<'r>(&self, refs: impl Iterator<Item = &'r GcpRef>) -> Result<(), GcpError> {
+        for r in refs {
+            if r.project.is_none() && self.project.is_none() {
+                return Err(GcpError::Config(format!(
+                    "`gcp-sm:{}` names no project: set [gcp].project, or write \
+                     `gcp-sm:projects/PROJECT/secrets/{}`",
+                    r.secret, r.secret
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where reads go, for messages (the endpoint without any `user:pass@`).
+    pub fn place(&self) -> String {
+        match &self.endpoint {
+            Some(e) => crate::scrub::strip_userinfo(e).into_owned(),
+            None => PUBLIC_ENDPOINT.to_string(),
+        }
+    }
+}
+
+/// Why a Secret Manager read failed. `secret` is the resource name, `place` the endpoint.
+/// Clone: one failed set-up is reported per secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GcpError {
+    #[error("[gcp] {0}")]
+    Config(String),
+    #[error("gcp-sm {secret} ({place}): {msg}")]
+    Other {
+        secret: String,
+        place: String,
+        msg: String,
+    },
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings() {
+        let ctx = Context {
+            env: Default::default(),
+            cwd: "/".into(),
+            home: None,
+        };
+        let s = GcpSettings::from_section(None, &ctx).unwrap();
+        assert_eq!(s.credentials, GcpCredentials::Default);
+        let none: GcpSection = toml::from_str("credentials = \"none\"").unwrap();
+        let s = GcpSettings::from_section(Some(&none), &ctx).unwrap();
+        assert_eq!(s.credentials, GcpCredentials::Anonymous);
+        for bad in ["endpoint = \"nope\"", "timeout = \"0s\"", "project = \"\""] {
+            let bad: GcpSection = toml::from_str(bad).unwrap();
+            assert!(GcpSettings::from_section(Some(&bad), &ctx).is_err());
+        }
+    }
+}
