@@ -485,3 +485,116 @@ fn the_release_build_carries_its_dependency_list() {
         );
     }
 }
+
+fn venv_tool(name: &str) -> PathBuf {
+    root().join(".venv/bin").join(name)
+}
+
+fn workflow() -> String {
+    std::fs::read_to_string(root().join("examples/github-actions/agent.yml")).unwrap()
+}
+
+/// The example workflow is valid against GitHub's workflow schema (check-jsonschema's
+/// vendored copy), and zizmor's offline audits find nothing of medium severity or more:
+/// every `uses:` pinned to a commit, minimal permissions, no persisted credentials, no
+/// template injection. Each tool fails on a broken copy, so a pass is not a tool that
+/// checked nothing.
+#[test]
+fn the_github_workflow_passes_check_jsonschema_and_zizmor() {
+    let (cj, zz) = (venv_tool("check-jsonschema"), venv_tool("zizmor"));
+    if !require(
+        "the_github_workflow_passes_check_jsonschema_and_zizmor",
+        cj.exists() && zz.exists(),
+        "check-jsonschema or zizmor is not in .venv (.ci/install-test-servers installs them)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let schema = |text: &str| {
+        let p = dir.path().join("schema.yml");
+        std::fs::write(&p, text).unwrap();
+        Command::new(&cj)
+            .args(["--builtin-schema", "vendor.github-workflows"])
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    let audit = |text: &str| {
+        let p = dir.path().join("audit.yml");
+        std::fs::write(&p, text).unwrap();
+        let o = Command::new(&zz)
+            .args(["--offline", "--min-severity", "medium", "--format", "json"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let found: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("zizmor's JSON: {e}: {}", text(&o)));
+        (o, found)
+    };
+    let ours = workflow();
+    let o = schema(&ours);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = schema(&ours.replace("runs-on: ubuntu-24.04", "runs_on: ubuntu-24.04"));
+    assert!(!o.status.success(), "the schema is checked: {}", text(&o));
+
+    let (o, found) = audit(&ours);
+    assert!(o.status.success(), "{found}: {}", text(&o));
+    assert_eq!(found, serde_json::json!([]), "{}", text(&o));
+    let unpinned = ours.replace(
+        "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2",
+        "actions/checkout@v4",
+    );
+    assert_ne!(unpinned, ours);
+    let (o, found) = audit(&unpinned);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(found.to_string().contains("unpinned-uses"), "{found}");
+}
+
+/// The workflow's agent step as the runner runs it: `GITHUB_TOKEN` in the step's
+/// environment, `agentrun --profile profiles/ci.toml -- ...`, `XDG_STATE_HOME` under the
+/// runner's temp directory. The agent sees the token, the job log does not, and the audit
+/// log is at the path the upload step keeps.
+#[test]
+fn the_github_workflows_agent_step_redacts_the_token_and_keeps_the_audit_log() {
+    let wf = workflow();
+    assert!(wf.contains("run: agentrun --profile profiles/ci.toml -- ./agent"));
+    assert!(wf.contains("XDG_STATE_HOME: ${{ runner.temp }}/state"));
+    assert!(wf.contains("path: ${{ runner.temp }}/state/agentrun/audit.jsonl"));
+    assert!(wf.contains("GITHUB_TOKEN: ${{ github.token }}"));
+    let temp = tempfile::tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("agentrun-test-work-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let home = tempfile::Builder::new()
+        .prefix("agentrun-test-home-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let token = "ghs_workflowtest0123456789abcdefghijklmnopq";
+    let o = Command::new(crate::harness::bin())
+        .args(["--profile"])
+        .arg(root().join("profiles/ci.toml"))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "test -n \"$GITHUB_TOKEN\" && echo \"agent: token $GITHUB_TOKEN\"",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", home.path())
+        .env("CI", "true")
+        .env("GITHUB_TOKEN", token)
+        .env("XDG_STATE_HOME", temp.path().join("state"))
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", t.replace(token, "<token>"));
+    assert!(!t.contains(token), "the token reached the job log");
+    assert!(t.contains("agent: token [REDACTED"), "{t}");
+    let log = temp.path().join("state/agentrun/audit.jsonl");
+    let events = crate::harness::read_events(&log);
+    assert_eq!(events.last().unwrap()["event"], "exit");
+    assert!(!std::fs::read_to_string(&log).unwrap().contains(token));
+}
