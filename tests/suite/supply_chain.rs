@@ -510,18 +510,18 @@ fn the_github_workflow_passes_check_jsonschema_and_zizmor() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let schema = |text: &str| {
+    let schema = |yaml: &str| {
         let p = dir.path().join("schema.yml");
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, yaml).unwrap();
         Command::new(&cj)
             .args(["--builtin-schema", "vendor.github-workflows"])
             .arg(&p)
             .output()
             .unwrap()
     };
-    let audit = |text: &str| {
+    let audit = |yaml: &str| {
         let p = dir.path().join("audit.yml");
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, yaml).unwrap();
         let o = Command::new(&zz)
             .args(["--offline", "--min-severity", "medium", "--format", "json"])
             .arg(&p)
