@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use http_body::{Body, Frame};
+use hyper::body::{Body, Frame, SizeHint};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use secrecy::ExposeSecret;
 
@@ -684,9 +684,9 @@ where
         self.done && self.trailers.is_none()
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
+    fn size_hint(&self) -> SizeHint {
         match &self.restorer {
-            Some(r) if r.changes_length() => http_body::SizeHint::default(),
+            Some(r) if r.changes_length() => SizeHint::default(),
             _ => self.inner.size_hint(),
         }
     }
@@ -793,7 +793,7 @@ where
         end
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
+    fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
 }

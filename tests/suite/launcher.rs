@@ -1746,7 +1746,7 @@ fn a_held_audit_lock_ends_the_run_with_125_not_a_hang() {
 }
 
 /// journald's native protocol, as agentrun sends it: every field length-prefixed.
-fn journal_fields(d: &[u8]) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn journal_fields(d: &[u8]) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
     let mut i = 0;
     while i < d.len() {

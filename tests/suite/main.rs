@@ -30,4 +30,5 @@ mod redact;
 mod remote;
 mod remote_cli;
 mod sandbox;
+mod supply_chain;
 mod terminal;
