@@ -5,6 +5,7 @@
 use super::{Fail, plan};
 use crate::cli::ExplainArgs;
 use crate::launch;
+use crate::profile::SourceKind;
 use crate::sandbox;
 use crate::secrets;
 use serde_json::json;
@@ -57,7 +58,9 @@ pub fn explain(args: &ExplainArgs) -> Result<u8, Fail> {
         "audit_journald": profile.audit_journald,
         "limits": profile.limits,
         "vault": vault_shown(profile.vault.as_ref()),
-        "aws": profile.aws,
+        "aws": aws_shown(&profile),
+        "gcp": gcp_shown(&profile, &ctx),
+        "azure": azure_shown(&profile, &ctx),
         "broker": profile.broker.as_ref().map(|b| json!({
             "allow": b.allow,
             "ca_cert": b.ca_cert,
@@ -119,6 +122,110 @@ fn vault_shown(vault: Option<&crate::profile::VaultSection>) -> serde_json::Valu
         }
     }
     doc
+}
+
+/// Whether the profile has a backend's table or a source of one of its kinds.
+fn uses(profile: &crate::profile::Profile, kinds: &[SourceKind], table: bool) -> bool {
+    table
+        || profile
+            .secrets
+            .iter()
+            .any(|s| kinds.contains(&s.source.kind()))
+}
+
+/// A backend's effective settings as a fetch would use them (defaults filled in), whether
+/// this build has it, or why its table is refused. `null` when the profile does not use it.
+fn backend_shown<S>(
+    used: bool,
+    kind: SourceKind,
+    settings: Result<S, String>,
+    show: impl FnOnce(S) -> serde_json::Value,
+) -> serde_json::Value {
+    if !used {
+        return serde_json::Value::Null;
+    }
+    let mut doc = match settings {
+        Ok(s) => show(s),
+        Err(e) => json!({"error": e}),
+    };
+    if let Some(m) = doc.as_object_mut() {
+        m.insert("built".into(), json!(secrets::is_built(kind)));
+        if let Some(f) = secrets::feature_of(kind) {
+            m.insert("feature".into(), json!(f));
+        }
+    }
+    doc
+}
+
+fn aws_shown(profile: &crate::profile::Profile) -> serde_json::Value {
+    let used = uses(
+        profile,
+        &[SourceKind::AwsSm, SourceKind::AwsSsm],
+        profile.aws.is_some(),
+    );
+    let settings =
+        secrets::AwsSettings::from_section(profile.aws.as_ref()).map_err(|e| e.to_string());
+    backend_shown(used, SourceKind::AwsSm, settings, |s| {
+        json!({
+            "region": s.region.as_deref().unwrap_or("(the SDK's: AWS_REGION, the profile's config)"),
+            "profile": s.profile,
+            "endpoint": s.endpoint.as_deref().unwrap_or("(the SDK's: AWS_ENDPOINT_URL_*, the public endpoint)"),
+            "credentials": "the AWS chain (agentrun's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, [aws].profile, SSO, web identity, IMDS)",
+            "timeout_s": s.timeout.as_secs_f64(),
+            "retries": s.retries,
+        })
+    })
+}
+
+fn gcp_shown(
+    profile: &crate::profile::Profile,
+    ctx: &crate::context::Context,
+) -> serde_json::Value {
+    let used = uses(profile, &[SourceKind::GcpSm], profile.gcp.is_some());
+    let settings =
+        secrets::GcpSettings::from_section(profile.gcp.as_ref(), ctx).map_err(|e| e.to_string());
+    backend_shown(used, SourceKind::GcpSm, settings, |s| {
+        let credentials = match &s.credentials {
+            secrets::gcp::GcpCredentials::Default => {
+                "Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, the gcloud ADC file, the metadata server)".to_string()
+            }
+            secrets::gcp::GcpCredentials::File(p) => format!("the credentials file {}", p.display()),
+            secrets::gcp::GcpCredentials::Anonymous => "none (anonymous: emulators only)".to_string(),
+        };
+        json!({
+            "project": s.project,
+            "endpoint": s.place(),
+            "credentials": credentials,
+            "timeout_s": s.timeout.as_secs_f64(),
+            "retries": s.retries,
+        })
+    })
+}
+
+fn azure_shown(
+    profile: &crate::profile::Profile,
+    ctx: &crate::context::Context,
+) -> serde_json::Value {
+    let used = uses(profile, &[SourceKind::AzureKv], profile.azure.is_some());
+    let settings = secrets::AzureSettings::from_section(profile.azure.as_ref(), ctx)
+        .map_err(|e| e.to_string());
+    backend_shown(used, SourceKind::AzureKv, settings, |s| {
+        let credential = match &s.client_secret {
+            Some(src) => format!("client secret (set: `{}:` source; not shown)", src.kind()),
+            None => "workload identity (AZURE_FEDERATED_TOKEN_FILE), then managed identity, then the Azure CLI".to_string(),
+        };
+        json!({
+            "vault_url": s.vault_url.as_deref().unwrap_or("https://VAULT.vault.azure.net"),
+            "challenge_resource_checked": s.vault_url.is_none(),
+            "tenant_id": s.tenant_id,
+            "client_id": s.client_id,
+            "credential": credential,
+            "authority_host": s.authority_host.as_deref().unwrap_or("https://login.microsoftonline.com"),
+            "ca_cert": s.ca_cert,
+            "timeout_s": s.timeout.as_secs_f64(),
+            "retries": s.retries,
+        })
+    })
 }
 
 /// "set" and the kind of source a credential key names; never its text.

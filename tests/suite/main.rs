@@ -11,6 +11,7 @@
 //! Run one area with `cargo test --test suite sandbox::`.
 
 mod architecture;
+mod backends;
 mod broker;
 mod broker_control;
 mod broker_core;
