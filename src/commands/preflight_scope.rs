@@ -6,7 +6,7 @@
 //! - the Vault token agentrun uses, when a secret comes from `vault:`: its policies
 //!   (`auth/token/lookup-self`, [`vault::token_policies`]);
 //! - the AWS identity agentrun uses, when a secret comes from `aws-sm:`: its ARN
-//!   (`sts:GetCallerIdentity`, [`aws::caller_arn`]), once per `?region=`.
+//!   (`sts:GetCallerIdentity`, [`crate::secrets::aws::caller_arn`]), once per `?region=`.
 //!
 //! The lookups are network calls, so they live here, in the orchestrator: `preflight` gets
 //! the finished [`Check`]. Findings name secrets, rules and scope names, never a value, a
@@ -16,7 +16,7 @@ use super::fetch::Got;
 use crate::context::Context;
 use crate::preflight::{Check, Finding, Status};
 use crate::profile::{AwsRef, Profile, Source, SsmRef};
-use crate::secrets::{aws, vault};
+use crate::secrets::vault;
 use crate::verify::{self, GithubToken, ProbeKind};
 use std::collections::BTreeMap;
 
@@ -330,7 +330,7 @@ async fn caller_arn(
     region: &Option<String>,
     ctx: &Context,
 ) -> Result<String, String> {
-    aws::caller_arn(profile.aws.as_ref(), region.as_deref(), ctx).await
+    crate::secrets::aws::caller_arn(profile.aws.as_ref(), region.as_deref(), ctx).await
 }
 
 #[cfg(not(feature = "aws"))]

@@ -31,7 +31,7 @@ use crate::profile::{AwsSection, AzureSection, GcpSection, VaultSection};
 
 use crate::profile::{Profile, SCHEMES, SecretSpec, SourceKind, resolve_path};
 use secrecy::SecretString;
-use std::cell::{OnceCell, RefCell};
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -121,7 +121,7 @@ pub struct Fetcher<'a> {
     runtime: OnceCell<Result<tokio::runtime::Runtime, String>>,
     vault: OnceCell<Result<Rc<vault::Vault>, VaultError>>,
     #[cfg(feature = "aws")]
-    aws: RefCell<BTreeMap<Option<String>, Result<aws::Aws, AwsError>>>,
+    aws: std::cell::RefCell<BTreeMap<Option<String>, Result<aws::Aws, AwsError>>>,
     #[cfg(feature = "gcp")]
     gcp: OnceCell<Result<Rc<gcp::Gcp>, GcpError>>,
     #[cfg(feature = "azure")]
@@ -161,7 +161,7 @@ impl<'a> Fetcher<'a> {
             runtime: OnceCell::new(),
             vault: OnceCell::new(),
             #[cfg(feature = "aws")]
-            aws: RefCell::new(BTreeMap::new()),
+            aws: std::cell::RefCell::new(BTreeMap::new()),
             #[cfg(feature = "gcp")]
             gcp: OnceCell::new(),
             #[cfg(feature = "azure")]

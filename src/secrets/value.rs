@@ -3,6 +3,10 @@
 
 /// `#KEY` of a JSON object secret. A string field is taken as is; any other JSON value as its
 /// JSON text. Messages list key names (never values).
+#[cfg_attr(
+    not(any(feature = "aws", feature = "gcp", feature = "azure")),
+    allow(dead_code)
+)]
 pub(crate) fn json_field(text: &str, key: &str) -> Result<String, String> {
     let parsed: serde_json::Value = serde_json::from_str(text).map_err(|_| {
         format!("the secret is not JSON, so `#{key}` cannot pick a field: drop `#{key}` to take the whole value")
