@@ -136,7 +136,7 @@ pub enum GcpError {
         secret: String,
         place: String,
         state: &'static str,
-        fix: &'static str,
+        fix: String,
     },
     /// 403 `PERMISSION_DENIED`.
     #[error(
@@ -168,7 +168,9 @@ pub enum GcpError {
         place: String,
         secs: f64,
     },
-    #[error("gcp-sm {secret} ({place}): cannot connect: {reason}: check [gcp].endpoint and the network")]
+    #[error(
+        "gcp-sm {secret} ({place}): cannot connect: {reason}: check [gcp].endpoint and the network"
+    )]
     Unreachable {
         secret: String,
         place: String,
@@ -183,22 +185,31 @@ pub enum GcpError {
 }
 
 impl GcpError {
-    /// The fix for a version in `state` (`DISABLED`, `DESTROYED`), from Google's message.
+    /// A version Secret Manager refused in `state` (`DISABLED`, `DESTROYED`, from Google's
+    /// message), with the fix for that state. `secret` is `projects/P/secrets/S/versions/V`.
     pub fn version_state(secret: String, place: String, message: &str) -> GcpError {
+        let parts: Vec<&str> = secret.split('/').collect();
+        let (project, name, version) = match parts.as_slice() {
+            ["projects", p, "secrets", s, "versions", v] => (*p, *s, *v),
+            _ => ("PROJECT", "SECRET", "VERSION"),
+        };
         let (state, fix) = if message.contains("DESTROYED") {
             (
                 "destroyed",
-                "a destroyed version never comes back: pick another version, or `latest`",
+                "a destroyed version never comes back: name another version, or `latest`".into(),
             )
         } else if message.contains("DISABLED") {
             (
                 "disabled",
-                "enable it (`gcloud secrets versions enable V --secret S`), or pick another version",
+                format!(
+                    "enable it (`gcloud secrets versions enable {version} --secret {name} \
+                     --project {project}`), or name another version"
+                ),
             )
         } else {
             (
                 "not accessible (FAILED_PRECONDITION)",
-                "enable the version, or pick another version",
+                "enable the version, or name another version".into(),
             )
         };
         GcpError::VersionState {
@@ -254,7 +265,10 @@ mod tests {
         };
         let s = GcpSettings::from_section(None, &ctx).unwrap();
         assert!(s.check_refs([&long].into_iter()).is_ok());
-        let msg = s.check_refs([&long, &short].into_iter()).unwrap_err().to_string();
+        let msg = s
+            .check_refs([&long, &short].into_iter())
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             msg,
             "[gcp] `gcp-sm:api-key` names no project: set [gcp].project, or write \
@@ -263,7 +277,10 @@ mod tests {
         let with: GcpSection = toml::from_str("project = \"p\"").unwrap();
         let s = GcpSettings::from_section(Some(&with), &ctx).unwrap();
         assert!(s.check_refs([&short].into_iter()).is_ok());
-        assert_eq!(short.resource("p"), "projects/p/secrets/api-key/versions/latest");
+        assert_eq!(
+            short.resource("p"),
+            "projects/p/secrets/api-key/versions/latest"
+        );
     }
 
     #[test]
@@ -273,8 +290,16 @@ mod tests {
             "http://x".into(),
             "Secret Version [projects/p/secrets/s/versions/1] is in DISABLED state.",
         );
-        assert!(e.to_string().contains("is disabled: enable it"), "{e}");
+        assert!(
+            e.to_string().contains(
+                "is disabled: enable it (`gcloud secrets versions enable 1 --secret s --project p`)"
+            ),
+            "{e}"
+        );
         let e = GcpError::version_state("n".into(), "p".into(), "is in DESTROYED state.");
-        assert!(e.to_string().contains("is destroyed: a destroyed version"), "{e}");
+        assert!(
+            e.to_string().contains("is destroyed: a destroyed version"),
+            "{e}"
+        );
     }
 }

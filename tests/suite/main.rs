@@ -29,6 +29,7 @@ mod progress;
 mod redact;
 mod remote;
 mod remote_cli;
+mod remote_gcp;
 mod sandbox;
 mod supply_chain;
 mod terminal;

@@ -208,7 +208,9 @@ impl Gcp {
                         detail: String::new(),
                     };
                 }
-                c => format!("HTTP {c} without a Google error body: is [gcp].endpoint Secret Manager?"),
+                c => format!(
+                    "HTTP {c} without a Google error body: is [gcp].endpoint Secret Manager?"
+                ),
             };
             return GcpError::Other { secret, place, msg };
         }
@@ -396,6 +398,48 @@ mod tests {
         assert_eq!(crc32c(b""), 0);
     }
 
+    /// Application Default Credentials come from the snapshot: its
+    /// `GOOGLE_APPLICATION_CREDENTIALS` first, then the gcloud ADC file under its home.
+    #[test]
+    fn adc_reads_the_snapshot_not_the_process_environment() {
+        let t = tempfile::tempdir().unwrap();
+        let settings = GcpSettings::from_section(
+            None,
+            &Context {
+                env: Default::default(),
+                cwd: t.path().to_path_buf(),
+                home: None,
+            },
+        )
+        .unwrap();
+        let missing = t.path().join("missing.json");
+        let ctx = Context {
+            env: [(
+                "GOOGLE_APPLICATION_CREDENTIALS".into(),
+                missing.clone().into_os_string(),
+            )]
+            .into_iter()
+            .collect(),
+            cwd: t.path().to_path_buf(),
+            home: Some(t.path().to_path_buf()),
+        };
+        let e = credentials(&settings, &ctx).err().unwrap().to_string();
+        assert!(e.contains("from GOOGLE_APPLICATION_CREDENTIALS"), "{e}");
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        let adc = t
+            .path()
+            .join(".config/gcloud/application_default_credentials.json");
+        std::fs::create_dir_all(adc.parent().unwrap()).unwrap();
+        std::fs::write(&adc, r#"{"type":"nonsense"}"#).unwrap();
+        let ctx = Context {
+            env: Default::default(),
+            ..ctx
+        };
+        let e = credentials(&settings, &ctx).err().unwrap().to_string();
+        assert!(e.contains("from the gcloud ADC file"), "{e}");
+        assert!(e.contains(&adc.display().to_string()), "{e}");
+    }
+
     #[test]
     fn credentials_files_are_checked_and_never_quoted() {
         let t = tempfile::tempdir().unwrap();
@@ -406,15 +450,24 @@ mod tests {
         };
         let f = t.path().join("sa.json");
         std::fs::write(&f, r#"{"type":"nonsense","private_key":"SEKRIT-KEY"}"#).unwrap();
-        let e = from_file(&f, "[gcp].credentials", &ctx).err().unwrap().to_string();
+        let e = from_file(&f, "[gcp].credentials", &ctx)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("\"nonsense\" is not one agentrun reads"), "{e}");
         assert!(!e.contains("SEKRIT"), "{e}");
         std::fs::write(&f, "{\"private_key\": \"SEKRIT-KEY\"").unwrap();
-        let e = from_file(&f, "[gcp].credentials", &ctx).err().unwrap().to_string();
+        let e = from_file(&f, "[gcp].credentials", &ctx)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(!e.contains("SEKRIT"), "{e}");
         let link = t.path().join("link.json");
         std::os::unix::fs::symlink(&f, &link).unwrap();
-        let e = from_file(&link, "[gcp].credentials", &ctx).err().unwrap().to_string();
+        let e = from_file(&link, "[gcp].credentials", &ctx)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("symbolic link"), "{e}");
     }
 }
