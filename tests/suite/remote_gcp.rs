@@ -245,8 +245,8 @@ fn gcp_permission_denied_unauthenticated_5xx_and_checksum() {
                 "UNAVAILABLE",
                 "The service is currently unavailable.",
             ),
-            "UNAVAILABLE",
-            "(HTTP 503)",
+            "UNAVAILABLE (HTTP 503)",
+            "after 2 tries",
             2,
         ),
         (

@@ -178,9 +178,17 @@ impl Gcp {
                     secret,
                     place,
                     msg: format!(
-                        "{}{}{detail}",
+                        "{}{}{detail}{}",
                         code.name(),
-                        http.map(|h| format!(" (HTTP {h})")).unwrap_or_default()
+                        http.map(|h| format!(" (HTTP {h})")).unwrap_or_default(),
+                        match http {
+                            Some(h) if h == 429 || h >= 500 => format!(
+                                ", after {} tries: Secret Manager is failing or throttling; \
+                                 retry later, or raise [gcp].retries",
+                                self.settings.retries.saturating_add(1)
+                            ),
+                            _ => String::new(),
+                        }
                     ),
                 },
             };
