@@ -113,18 +113,112 @@ impl GcpSettings {
     }
 }
 
-/// Why a Secret Manager read failed. `secret` is the resource name, `place` the endpoint.
-/// Clone: one failed set-up is reported per secret.
+/// Why a Secret Manager read failed. `secret` is the resource name
+/// (`projects/P/secrets/S/versions/V`), `place` the endpoint. Messages never hold a value or
+/// a token. Clone: one failed set-up is reported per secret.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GcpError {
     #[error("[gcp] {0}")]
     Config(String),
+    /// 404 `NOT_FOUND`: no such secret, or no such version of it.
+    #[error(
+        "gcp-sm {secret} ({place}): not found{detail}: check the project, the secret name and \
+         the version (`gcloud secrets versions list SECRET --project PROJECT`)"
+    )]
+    NotFound {
+        secret: String,
+        place: String,
+        detail: String,
+    },
+    /// 400 `FAILED_PRECONDITION`: the version is disabled or destroyed.
+    #[error("gcp-sm {secret} ({place}): the version is {state}: {fix}")]
+    VersionState {
+        secret: String,
+        place: String,
+        state: &'static str,
+        fix: String,
+    },
+    /// 403 `PERMISSION_DENIED`.
+    #[error(
+        "gcp-sm {secret} ({place}): permission denied{detail}: the caller needs the role \
+         roles/secretmanager.secretAccessor on the secret (or its project)"
+    )]
+    PermissionDenied {
+        secret: String,
+        place: String,
+        detail: String,
+    },
+    /// 401 `UNAUTHENTICATED`, or no access token could be had.
+    #[error(
+        "gcp-sm {secret} ({place}): the Google credentials were rejected or could not be used \
+         (wrong or expired){detail}: run `gcloud auth application-default login`, or fix the \
+         credentials file ([gcp].credentials or GOOGLE_APPLICATION_CREDENTIALS)"
+    )]
+    Unauthenticated {
+        secret: String,
+        place: String,
+        detail: String,
+    },
+    #[error(
+        "gcp-sm {secret} ({place}): no answer within {secs}s: check the network and \
+         [gcp].endpoint, or raise [gcp].timeout"
+    )]
+    Timeout {
+        secret: String,
+        place: String,
+        secs: f64,
+    },
+    #[error(
+        "gcp-sm {secret} ({place}): cannot connect: {reason}: check [gcp].endpoint and the network"
+    )]
+    Unreachable {
+        secret: String,
+        place: String,
+        reason: String,
+    },
     #[error("gcp-sm {secret} ({place}): {msg}")]
     Other {
         secret: String,
         place: String,
         msg: String,
     },
+}
+
+impl GcpError {
+    /// A version Secret Manager refused in `state` (`DISABLED`, `DESTROYED`, from Google's
+    /// message), with the fix for that state. `secret` is `projects/P/secrets/S/versions/V`.
+    pub fn version_state(secret: String, place: String, message: &str) -> GcpError {
+        let parts: Vec<&str> = secret.split('/').collect();
+        let (project, name, version) = match parts.as_slice() {
+            ["projects", p, "secrets", s, "versions", v] => (*p, *s, *v),
+            _ => ("PROJECT", "SECRET", "VERSION"),
+        };
+        let (state, fix) = if message.contains("DESTROYED") {
+            (
+                "destroyed",
+                "a destroyed version never comes back: name another version, or `latest`".into(),
+            )
+        } else if message.contains("DISABLED") {
+            (
+                "disabled",
+                format!(
+                    "enable it (`gcloud secrets versions enable {version} --secret {name} \
+                     --project {project}`), or name another version"
+                ),
+            )
+        } else {
+            (
+                "not accessible (FAILED_PRECONDITION)",
+                "enable the version, or name another version".into(),
+            )
+        };
+        GcpError::VersionState {
+            secret,
+            place,
+            state,
+            fix,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +242,64 @@ mod tests {
             let bad: GcpSection = toml::from_str(bad).unwrap();
             assert!(GcpSettings::from_section(Some(&bad), &ctx).is_err());
         }
+    }
+
+    /// The short form `gcp-sm:S` without `[gcp].project` is one message naming both fixes;
+    /// with the project, or with the long form, it passes.
+    #[test]
+    fn short_form_needs_a_project() {
+        let ctx = Context {
+            env: Default::default(),
+            cwd: "/".into(),
+            home: None,
+        };
+        let short = GcpRef {
+            project: None,
+            secret: "api-key".into(),
+            version: "latest".into(),
+            key: None,
+        };
+        let long = GcpRef {
+            project: Some("p".into()),
+            ..short.clone()
+        };
+        let s = GcpSettings::from_section(None, &ctx).unwrap();
+        assert!(s.check_refs([&long].into_iter()).is_ok());
+        let msg = s
+            .check_refs([&long, &short].into_iter())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "[gcp] `gcp-sm:api-key` names no project: set [gcp].project, or write \
+             `gcp-sm:projects/PROJECT/secrets/api-key`"
+        );
+        let with: GcpSection = toml::from_str("project = \"p\"").unwrap();
+        let s = GcpSettings::from_section(Some(&with), &ctx).unwrap();
+        assert!(s.check_refs([&short].into_iter()).is_ok());
+        assert_eq!(
+            short.resource("p"),
+            "projects/p/secrets/api-key/versions/latest"
+        );
+    }
+
+    #[test]
+    fn version_states_name_their_fix() {
+        let e = GcpError::version_state(
+            "projects/p/secrets/s/versions/1".into(),
+            "http://x".into(),
+            "Secret Version [projects/p/secrets/s/versions/1] is in DISABLED state.",
+        );
+        assert!(
+            e.to_string().contains(
+                "is disabled: enable it (`gcloud secrets versions enable 1 --secret s --project p`)"
+            ),
+            "{e}"
+        );
+        let e = GcpError::version_state("n".into(), "p".into(), "is in DESTROYED state.");
+        assert!(
+            e.to_string().contains("is destroyed: a destroyed version"),
+            "{e}"
+        );
     }
 }

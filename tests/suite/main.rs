@@ -30,6 +30,7 @@ mod progress;
 mod redact;
 mod remote;
 mod remote_cli;
+mod remote_gcp;
 mod remote_ssm;
 mod sandbox;
 mod supply_chain;

@@ -454,3 +454,161 @@ impl Silent {
         }
     }
 }
+
+// ---- GCP Secret Manager (tests/suite/remote_gcp.rs) -------------------------------------
+
+/// drongo (`drongo server`, "the moto for GCP", from `.venv`) on a free loopback port: the
+/// Secret Manager REST API over plain http, seeded with `curl` through that same API.
+pub(crate) struct Drongo {
+    _logs: tempfile::TempDir,
+    pub proc: Proc,
+    pub port: u16,
+    pub endpoint: String,
+}
+
+impl Drongo {
+    pub(crate) fn start() -> Drongo {
+        let bin = venv_bin("drongo");
+        let port = free_port();
+        let logs = tempfile::tempdir().expect("tempdir");
+        let log = logs.path().join("drongo.log");
+        let child = Command::new(&bin)
+            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start drongo");
+        let mut proc = Proc(child);
+        wait_until(
+            "drongo server",
+            &mut proc.0,
+            Duration::from_secs(30),
+            &log,
+            || http_status(port, "/drongo/health") == Some(200),
+        );
+        Drongo {
+            _logs: logs,
+            proc,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// One call to the REST API with `curl`; panics unless it answers 2xx. Returns the body.
+    pub(crate) fn call(&self, method: &str, path: &str, body: &str) -> String {
+        gcp_curl(&self.endpoint, method, path, body)
+    }
+
+    /// `secrets.create` (automatic replication).
+    pub(crate) fn create(&self, project: &str, secret: &str) {
+        self.call(
+            "POST",
+            &format!("/v1/projects/{project}/secrets?secretId={secret}"),
+            r#"{"replication":{"automatic":{}}}"#,
+        );
+    }
+
+    /// `secrets.addVersion` with these bytes; versions are numbered 1, 2, ...
+    pub(crate) fn add(&self, project: &str, secret: &str, data: &[u8]) {
+        gcp_add_version(&self.endpoint, project, secret, data);
+    }
+
+    /// `versions.disable` / `versions.destroy` / `versions.enable`.
+    pub(crate) fn set_state(&self, project: &str, secret: &str, version: u32, action: &str) {
+        self.call(
+            "POST",
+            &format!("/v1/projects/{project}/secrets/{secret}/versions/{version}:{action}"),
+            "{}",
+        );
+    }
+}
+
+/// `secrets.addVersion` against `endpoint` (usable from a hook thread).
+pub(crate) fn gcp_add_version(endpoint: &str, project: &str, secret: &str, data: &[u8]) {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(data);
+    gcp_curl(
+        endpoint,
+        "POST",
+        &format!("/v1/projects/{project}/secrets/{secret}:addVersion"),
+        &format!(r#"{{"payload":{{"data":"{data}"}}}}"#),
+    );
+}
+
+fn gcp_curl(endpoint: &str, method: &str, path: &str, body: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", method])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("{endpoint}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{method} {path} failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// An HTTP/1.1 server that answers every request with one fixed status and JSON body (and
+/// `Connection: close`), counting requests: for the answers drongo does not model (Google's
+/// 401/403 error bodies, a payload whose checksum does not match, a 503).
+pub(crate) struct FixedAnswer {
+    acceptor: Acceptor,
+    pub hits: Arc<AtomicUsize>,
+    pub endpoint: String,
+}
+
+impl FixedAnswer {
+    /// `status`: e.g. `"403 Forbidden"`; `body`: the JSON text.
+    pub(crate) fn start(status: &str, body: &str) -> FixedAnswer {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let (status, body) = (status.to_string(), body.to_string());
+        let acceptor = Acceptor::start(move |mut s| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.flush();
+            let _ = s.shutdown(Shutdown::Both);
+        });
+        let endpoint = format!("http://127.0.0.1:{}", acceptor.port);
+        FixedAnswer {
+            acceptor,
+            hits,
+            endpoint,
+        }
+    }
+
+    /// Google's error envelope, as Secret Manager sends it.
+    pub(crate) fn google_error(
+        code: u16,
+        reason: &str,
+        status: &str,
+        message: &str,
+    ) -> FixedAnswer {
+        let body =
+            format!(r#"{{"error":{{"code":{code},"message":"{message}","status":"{status}"}}}}"#);
+        FixedAnswer::start(&format!("{code} {reason}"), &body)
+    }
+}
