@@ -136,10 +136,127 @@ impl AzureSettings {
 pub enum AzureError {
     #[error("[azure] {0}")]
     Config(String),
+    #[error("azure-kv {secret} ({place}): not found: {what}")]
+    NotFound {
+        secret: String,
+        place: String,
+        /// `no secret NAME in the vault`, or `the secret has no version V`.
+        what: String,
+    },
+    #[error(
+        "azure-kv {secret} ({place}): access denied{detail}: the identity needs `get` on secrets \
+         in the vault's access policy, or the role \"Key Vault Secrets User\" on the vault (RBAC)"
+    )]
+    Forbidden {
+        secret: String,
+        place: String,
+        detail: String,
+    },
+    #[error(
+        "azure-kv {secret} ({place}): the secret version is disabled: enable it in the vault, or \
+         pin an enabled version"
+    )]
+    Disabled { secret: String, place: String },
+    #[error("azure-kv {secret} ({place}): the Azure credentials were rejected{detail}: {fix}")]
+    BadCredentials {
+        secret: String,
+        place: String,
+        detail: String,
+        /// Which login was refused and how to renew it (names the tenant and client id,
+        /// never the secret).
+        fix: String,
+    },
+    #[error(
+        "azure-kv {secret} ({place}): no answer within {secs}s: check the network, or raise \
+         [azure].timeout"
+    )]
+    Timeout {
+        secret: String,
+        place: String,
+        secs: f64,
+    },
+    #[error("azure-kv {secret} ({place}): cannot connect{to}: {reason}")]
+    Unreachable {
+        secret: String,
+        place: String,
+        /// Empty for the vault; ` to the authority HOST` for the token endpoint.
+        to: String,
+        reason: String,
+    },
     #[error("azure-kv {secret} ({place}): {msg}")]
     Other {
         secret: String,
         place: String,
         msg: String,
     },
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn ctx(vars: &[(&str, &str)]) -> Context {
+        Context {
+            env: vars
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect::<BTreeMap<_, _>>(),
+            cwd: PathBuf::from("/tmp"),
+            home: None,
+        }
+    }
+
+    #[test]
+    fn settings_defaults_from_the_environment() {
+        let c = ctx(&[
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_CLIENT_SECRET", "s"),
+        ]);
+        let s = AzureSettings::from_section(None, &c).unwrap();
+        assert_eq!(s.tenant_id.as_deref(), Some("t"));
+        assert_eq!(s.client_id.as_deref(), Some("c"));
+        assert!(
+            matches!(&s.client_secret, Some(Source::Env { name }) if name == "AZURE_CLIENT_SECRET")
+        );
+        assert_eq!(s.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(s.retries, DEFAULT_RETRIES);
+        assert_eq!(s.vault_url("kv1"), "https://kv1.vault.azure.net");
+        let none = AzureSettings::from_section(None, &ctx(&[])).unwrap();
+        assert!(none.client_secret.is_none());
+    }
+
+    #[test]
+    fn settings_refuse_a_remote_client_secret_and_bad_urls() {
+        let c = ctx(&[]);
+        for text in [
+            "client_secret = \"vault:secret/x#k\"",
+            "vault_url = \"nope\"",
+            "authority_host = \"ftp://x\"",
+            "tenant_id = \"\"",
+        ] {
+            let s: AzureSection = toml::from_str(text).unwrap();
+            assert!(AzureSettings::from_section(Some(&s), &c).is_err(), "{text}");
+        }
+        let s: AzureSection = toml::from_str("vault_url = \"https://127.0.0.1:9/\"").unwrap();
+        let s = AzureSettings::from_section(Some(&s), &c).unwrap();
+        assert_eq!(s.vault_url("any"), "https://127.0.0.1:9");
+    }
+
+    #[test]
+    fn messages_name_the_secret_the_vault_and_the_fix() {
+        let e = AzureError::Forbidden {
+            secret: "kv1/api".into(),
+            place: "https://kv1.vault.azure.net".into(),
+            detail: String::new(),
+        };
+        let m = e.to_string();
+        assert!(
+            m.starts_with("azure-kv kv1/api (https://kv1.vault.azure.net): access denied"),
+            "{m}"
+        );
+        assert!(m.contains("Key Vault Secrets User"), "{m}");
+    }
 }
