@@ -28,6 +28,7 @@ mod preflight_scope;
 mod progress;
 mod redact;
 mod remote;
+mod remote_azure;
 mod remote_cli;
 mod sandbox;
 mod supply_chain;

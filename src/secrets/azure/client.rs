@@ -14,8 +14,9 @@
 //! Every pipeline (the vault's and the token endpoint's) goes through one reqwest client built
 //! here: rustls with the system roots plus `[azure].ca_cert`, no redirects, `[azure].timeout`
 //! on connect and request. The SDK's retry policy (connection and I/O errors, 408, 429, 5xx)
-//! gets `retries` and `timeout` as its total; a `tokio::time::timeout` over each read is the
-//! backstop.
+//! gets `retries` and `timeout` as its total; a `tokio::time::timeout` of `timeout` over each
+//! read (token included) is the limit that holds (the policy starts its clock only after the
+//! first try).
 
 use super::{AzureError, AzureSettings};
 use crate::context::Context;
@@ -37,7 +38,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The Key Vault credential of a run (one for every vault), its settings, and one
 /// `SecretClient` per vault URL, created on first use.
@@ -98,8 +98,9 @@ impl Azure {
                 .await?
                 .into_model()
         };
-        let limit = self.settings.timeout + Duration::from_secs(1);
-        let secret = match tokio::time::timeout(limit, get).await {
+        // The SDK's retry policy counts its total from the end of the first try, so it can
+        // run past `timeout`: this limit is the one that holds, exactly `[azure].timeout`.
+        let secret = match tokio::time::timeout(self.settings.timeout, get).await {
             Err(_) => return Err(call.timeout()),
             Ok(Err(e)) => return Err(call.error(&e)),
             Ok(Ok(s)) => s,
