@@ -130,6 +130,44 @@ impl AzureSettings {
     }
 }
 
+/// What `[azure].client_secret` reads, when the profile sets it: its variable (`env:`) or
+/// its file (`file:`, `dotenv:`). The callers keep them from the child like the `[vault]`
+/// login's (`credential_inputs`).
+pub fn login_inputs(section: Option<&AzureSection>, ctx: &Context) -> (Vec<String>, Vec<PathBuf>) {
+    let Some(text) = section.and_then(|s| s.client_secret.as_deref()) else {
+        return (Vec::new(), Vec::new());
+    };
+    match Source::parse(text, &ctx.cwd, ctx.home.as_deref()) {
+        Ok(Source::Env { name }) => (vec![name], Vec::new()),
+        Ok(Source::Dotenv { path, .. } | Source::File { path }) => (Vec::new(), vec![path]),
+        // Under `$CREDENTIALS_DIRECTORY`, which the callers name whole; a remote login is
+        // refused by `AzureSettings`; a text that does not parse is the fetch's error.
+        Ok(
+            Source::Systemd { .. }
+            | Source::Vault(_)
+            | Source::AwsSm(_)
+            | Source::AwsSsm(_)
+            | Source::GcpSm(_)
+            | Source::AzureKv(_),
+        )
+        | Err(_) => (Vec::new(), Vec::new()),
+    }
+}
+
+/// The files of `[azure]` a later run reads and a child must not change (`startup_inputs`):
+/// the client secret's file, and `ca_cert` (a swapped CA would let a server in the middle
+/// take the login).
+pub fn startup_files(section: Option<&AzureSection>, ctx: &Context) -> Vec<PathBuf> {
+    let mut out = login_inputs(section, ctx).1;
+    if let Some(ca) = section
+        .and_then(|s| s.ca_cert.as_deref())
+        .filter(|c| !c.is_empty())
+    {
+        out.push(resolve_path(ca, &ctx.cwd, ctx.home.as_deref()));
+    }
+    out
+}
+
 /// Why a Key Vault read failed. `secret` is `VAULT/NAME[/VERSION]`, `place` the vault's URL.
 /// Clone: one failed set-up is reported per secret.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -243,6 +281,24 @@ mod tests {
         let s: AzureSection = toml::from_str("vault_url = \"https://127.0.0.1:9/\"").unwrap();
         let s = AzureSettings::from_section(Some(&s), &c).unwrap();
         assert_eq!(s.vault_url("any"), "https://127.0.0.1:9");
+    }
+
+    #[test]
+    fn login_inputs_name_the_client_secret_variable_or_file() {
+        let c = ctx(&[]);
+        let s: AzureSection =
+            toml::from_str("client_secret = \"env:SP\"\nca_cert = \"/etc/ca.pem\"").unwrap();
+        assert_eq!(login_inputs(Some(&s), &c), (vec!["SP".to_string()], vec![]));
+        assert_eq!(
+            startup_files(Some(&s), &c),
+            vec![PathBuf::from("/etc/ca.pem")]
+        );
+        let s: AzureSection = toml::from_str("client_secret = \"file:/etc/sp\"").unwrap();
+        assert_eq!(
+            login_inputs(Some(&s), &c),
+            (vec![], vec![PathBuf::from("/etc/sp")])
+        );
+        assert_eq!(login_inputs(None, &c), (vec![], vec![]));
     }
 
     #[test]

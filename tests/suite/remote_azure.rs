@@ -407,3 +407,54 @@ fn client_secret_is_withheld_from_the_child() {
     assert!(!marker.exists());
     assert_no_leak(&s, &o, &[]);
 }
+
+/// A client secret read from a file (`[azure].client_secret = "file:..."`) is a login file:
+/// the child cannot read it; read from a variable (`env:SP_SECRET`), the variable does not
+/// reach the child even with `pass = ["*"]`.
+#[test]
+fn client_secret_file_and_variable_are_kept_from_the_child() {
+    let kv = vault();
+    let mut s = scratch();
+    s.env.remove("AZURE_CLIENT_SECRET");
+    s.env.insert("SP_SECRET".into(), AZURE_SECRET.into());
+    let file = s.file("login/sp-secret.txt", AZURE_SECRET);
+    let cases = [
+        (
+            "file",
+            format!("file:{}", file.display()),
+            format!("cat {} 2>/dev/null || printf unreadable", file.display()),
+            "unreadable",
+        ),
+        (
+            "env",
+            "env:SP_SECRET".to_string(),
+            format!("printf %s \"${{SP_SECRET-none}}\"; env | grep -c {AZURE_SECRET} || true"),
+            "none0\n",
+        ),
+    ];
+    for (name, source, probe, expected) in cases {
+        s.profile(
+            name,
+            &format!(
+                "version = 1\n[env]\npass = [\"*\"]\n{}\n[secrets]\nK = \"azure-kv:kv1/api\"\n",
+                kv.table(&format!("client_secret = \"{source}\"\n"))
+            ),
+        );
+        let o = s.run(&[
+            "-p",
+            name,
+            "--no-redact",
+            "--",
+            "sh",
+            "-c",
+            &format!("printf '%s|' \"$K\"; {probe}"),
+        ]);
+        assert_eq!(o.code, 0, "{name}: {o:?}");
+        assert_eq!(
+            o.stdout,
+            format!("second-api-value|{expected}"),
+            "{name}: {o:?}"
+        );
+        assert_no_leak(&s, &o, &[]);
+    }
+}
