@@ -458,3 +458,56 @@ fn client_secret_file_and_variable_are_kept_from_the_child() {
         assert_no_leak(&s, &o, &[]);
     }
 }
+
+/// Without a client secret, `AZURE_FEDERATED_TOKEN_FILE` selects workload identity: the
+/// token file's contents go to the token endpoint as a client assertion. Models: the
+/// client-assertion grant (the assertion compared as text). Not modelled: the JWT's checks.
+#[test]
+fn workload_identity_reads_the_federated_token_file() {
+    let kv = vault();
+    kv.set_state(|st| st["federated_token"] = json!("federated-jwt-for-test"));
+    let mut s = scratch();
+    s.env.remove("AZURE_CLIENT_SECRET");
+    let token = s.file("sa/token", "federated-jwt-for-test");
+    s.env.insert(
+        "AZURE_FEDERATED_TOKEN_FILE".into(),
+        token.display().to_string(),
+    );
+    s.profile(
+        "wi",
+        &format!(
+            "version = 1\n[env]\npass = [\"*\"]\n{}\n[secrets]\nK = \"azure-kv:kv1/api\"\n",
+            kv.table("")
+        ),
+    );
+    let o = s.run(&[
+        "-p",
+        "wi",
+        "--no-redact",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "printf '%s|%s|' \"$K\" \"${{AZURE_FEDERATED_TOKEN_FILE-none}}\"; cat {} 2>/dev/null || printf unreadable",
+            token.display()
+        ),
+    ]);
+    assert_eq!(o.code, 0, "{o:?}\n{}", kv.log());
+    // The token file is a credential store: the child reads neither it nor its variable.
+    assert_eq!(o.stdout, "second-api-value|none|unreadable");
+    assert_no_leak(&s, &o, &["federated-jwt-for-test"]);
+
+    // A token the identity does not match: the credentials are rejected, naming the file.
+    kv.set_state(|st| st["federated_token"] = json!("another-token"));
+    let o = s.run(&["-p", "wi", "--", "true"]);
+    eprintln!("{}", o.stderr.trim());
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("the Azure credentials were rejected")
+            && o.stderr.contains("700211")
+            && o.stderr.contains(&token.display().to_string()),
+        "{}",
+        o.stderr
+    );
+    assert_no_leak(&s, &o, &["federated-jwt-for-test"]);
+}
