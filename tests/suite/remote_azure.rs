@@ -511,3 +511,44 @@ fn workload_identity_reads_the_federated_token_file() {
     );
     assert_no_leak(&s, &o, &["federated-jwt-for-test"]);
 }
+
+/// Ten secrets of one vault are read at once, on one credential: one token for the run.
+/// Models: concurrent `GetSecret` calls, each first answered by the challenge. Not
+/// modelled: throttling.
+#[test]
+fn ten_secrets_share_one_token() {
+    let versions: serde_json::Map<String, serde_json::Value> = (0..10)
+        .map(|i| {
+            (
+                format!("s{i}"),
+                json!({"versions": [version("v1", &format!("value-{i}-abcdef"))]}),
+            )
+        })
+        .collect();
+    let kv = AzureKv::start(serde_json::Value::Object(versions));
+    let s = scratch();
+    let secrets: String = (0..10)
+        .map(|i| format!("S{i} = \"azure-kv:kv1/s{i}\"\n"))
+        .collect();
+    s.profile(
+        "ten",
+        &format!("version = 1\n{}\n[secrets]\n{secrets}", kv.table("")),
+    );
+    let start = Instant::now();
+    let o = s.run(&[
+        "-p",
+        "ten",
+        "--no-redact",
+        "--",
+        "sh",
+        "-c",
+        "printf %s \"$S0$S9\"",
+    ]);
+    let took = start.elapsed();
+    assert_eq!(o.code, 0, "{o:?}\n{}", kv.log());
+    assert_eq!(o.stdout, "value-0-abcdefvalue-9-abcdef");
+    eprintln!("ten azure-kv secrets, one run of the debug binary: {took:?}");
+    let log = kv.log();
+    assert_eq!(log.matches("/oauth2/v2.0/token").count(), 1, "{log}");
+    assert_eq!(log.matches("\" 200 ").count(), 11, "{log}");
+}
