@@ -552,3 +552,32 @@ fn ten_secrets_share_one_token() {
     assert_eq!(log.matches("/oauth2/v2.0/token").count(), 1, "{log}");
     assert_eq!(log.matches("\" 200 ").count(), 11, "{log}");
 }
+
+/// No client secret, no workload identity: managed identity (no IMDS on this machine) and
+/// the Azure CLI (not installed) give no token; the run stops, saying what was tried and
+/// what to set, within the time limit.
+#[test]
+fn no_credential_at_all_says_what_to_set() {
+    let kv = vault();
+    let mut s = scratch();
+    s.env.remove("AZURE_CLIENT_SECRET");
+    s.profile(
+        "none",
+        &format!(
+            "version = 1\n{}\n[secrets]\nK = \"azure-kv:kv1/api\"\n",
+            kv.table("timeout = \"3s\"\n")
+        ),
+    );
+    let start = Instant::now();
+    let o = s.run(&["-p", "none", "--", "true"]);
+    eprintln!("{:?}: {}", start.elapsed(), o.stderr.trim());
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("azure-kv kv1/api")
+            && o.stderr
+                .contains("set [azure].client_secret, tenant_id and client_id"),
+        "{}",
+        o.stderr
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}

@@ -181,6 +181,15 @@ fn client_options(settings: &AzureSettings, http: &reqwest::Client) -> ClientOpt
 /// The HTTP client under every Azure pipeline: the system roots plus `[azure].ca_cert`, no
 /// redirects, the timeout on the connect and the whole request.
 fn http_client(settings: &AzureSettings) -> Result<reqwest::Client, AzureError> {
+    http_client_with(settings, settings.timeout)
+}
+
+/// [`http_client`] with its own connect limit (managed identity's: IMDS on a machine that
+/// is not an Azure VM takes no connection, and the Azure CLI must keep time to answer).
+fn http_client_with(
+    settings: &AzureSettings,
+    connect: std::time::Duration,
+) -> Result<reqwest::Client, AzureError> {
     let mut roots = Vec::new();
     if let Some(ca) = &settings.ca_cert {
         let pem = std::fs::read(ca).map_err(|e| {
@@ -199,7 +208,7 @@ fn http_client(settings: &AzureSettings) -> Result<reqwest::Client, AzureError> 
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.timeout)
-        .connect_timeout(settings.timeout)
+        .connect_timeout(connect)
         .tls_certs_merge(roots)
         .user_agent(concat!("agentrun/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -280,8 +289,12 @@ fn credential(
         );
         return Ok((cred, fix));
     }
+    let imds = http_client_with(
+        settings,
+        settings.timeout.min(std::time::Duration::from_secs(1)),
+    )?;
     let managed = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-        client_options: options,
+        client_options: client_options(settings, &imds),
         ..Default::default()
     }))
     .map_err(sdk)?;
@@ -406,9 +419,10 @@ impl Call<'_> {
                     fix: self.az.login.clone(),
                 };
             }
+            // The innermost error says why (the retry policy's context only that it gave up).
             return self.other(format!(
-                "cannot get a token: {}: {}",
-                one_line(&e.to_string()),
+                "cannot get a token ({}): {}",
+                root_cause(e),
                 self.az.login
             ));
         }
