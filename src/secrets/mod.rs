@@ -767,6 +767,9 @@ pub fn credential_inputs(profile: &crate::profile::Profile, ctx: &Context) -> Cr
         out.env_names.extend(names);
         out.paths.extend(paths);
     }
+    let (names, paths) = azure::login_inputs(profile.azure.as_ref(), ctx);
+    out.env_names.extend(names);
+    out.paths.extend(paths);
     if let Some(dir) = ctx.var("CREDENTIALS_DIRECTORY") {
         out.paths.push(PathBuf::from(dir));
     }
@@ -848,6 +851,7 @@ pub fn startup_inputs(
             out.push(resolve_path(ca, &ctx.cwd, ctx.home.as_deref()));
         }
     }
+    out.extend(azure::startup_files(profile.azure.as_ref(), ctx));
     out.extend(backend_files(ctx));
     out.retain(|p| p.exists());
     out.sort();

@@ -56,7 +56,7 @@ fn explain_shows_each_backends_effective_settings_and_no_credential() {
 /// refused before anything is fetched (125), each with one message naming the fix.
 #[test]
 fn bad_cloud_tables_stop_the_run_before_any_fetch() {
-    let mut s = Scratch::new();
+    let s = Scratch::new();
     s.profile("g", "version = 1\n[secrets]\nG = \"gcp-sm:api-key\"\n");
     let o = s.run(&["-p", "g", "--", "true"]);
     assert_eq!(o.code, 125, "{o:?}");

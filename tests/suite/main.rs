@@ -29,6 +29,7 @@ mod preflight_scope;
 mod progress;
 mod redact;
 mod remote;
+mod remote_azure;
 mod remote_cli;
 mod remote_gcp;
 mod remote_ssm;

@@ -612,3 +612,96 @@ impl FixedAnswer {
         FixedAnswer::start(&format!("{code} {reason}"), &body)
     }
 }
+
+// ---- Azure Key Vault: the fake (tests/fixtures/azure/fake_keyvault.py) ----
+
+/// The tenant, client id and client secret the fake Key Vault's token endpoint accepts.
+pub(crate) const AZURE_TENANT: &str = "00000000-0000-4000-8000-00000000a2ee";
+pub(crate) const AZURE_CLIENT: &str = "11111111-1111-4111-8111-11111111c1d0";
+pub(crate) const AZURE_SECRET: &str = "test-client-secret-Q8-azure";
+
+/// The fake Key Vault and its token endpoint on one HTTPS port of loopback, with a CA made
+/// for this run (`ca`). Its contents are `state.json` in its directory, re-read on every
+/// request: [`AzureKv::set`] rewrites it (a rotation, a disabled version). See the fake's
+/// header for what it models of the real service and what it does not.
+pub(crate) struct AzureKv {
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+    /// `https://127.0.0.1:PORT`: both `[azure].vault_url` and `authority_host`.
+    pub url: String,
+    pub ca: PathBuf,
+}
+
+impl AzureKv {
+    /// `secrets`: `{"NAME": {"versions": [{"id", "value", "enabled"}], "forbidden": bool}}`;
+    /// the last version is the current one.
+    pub(crate) fn start(secrets: serde_json::Value) -> AzureKv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = dir.path().join("fake.log");
+        let kv_state = |secrets| {
+            serde_json::json!({
+                "tenant": AZURE_TENANT,
+                "client_id": AZURE_CLIENT,
+                "client_secret": AZURE_SECRET,
+                "secrets": secrets,
+            })
+        };
+        std::fs::write(dir.path().join("state.json"), kv_state(secrets).to_string())
+            .expect("state");
+        let child = Command::new(venv_bin("python"))
+            .arg(repo().join("tests/fixtures/azure/fake_keyvault.py"))
+            .args(["--port", &port.to_string(), "--dir"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the fake Key Vault");
+        let mut proc = Proc(child);
+        let ca = dir.path().join("ca.pem");
+        wait_until(
+            "fake Key Vault",
+            &mut proc.0,
+            Duration::from_secs(20),
+            &log,
+            || ca.exists(),
+        );
+        AzureKv {
+            proc,
+            dir,
+            url: format!("https://127.0.0.1:{port}"),
+            ca,
+        }
+    }
+
+    /// Replace the vault's secrets (atomically: the fake never reads half a file).
+    pub(crate) fn set(&self, secrets: serde_json::Value) {
+        self.set_state(|s| s["secrets"] = secrets);
+    }
+
+    /// Change the fake's state, e.g. `reject_tokens`.
+    pub(crate) fn set_state(&self, change: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.dir.path().join("state.json");
+        let mut state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("state")).expect("json");
+        change(&mut state);
+        let tmp = self.dir.path().join("state.json.tmp");
+        std::fs::write(&tmp, state.to_string()).expect("write state");
+        std::fs::rename(&tmp, &path).expect("rename state");
+    }
+
+    /// The fake's request log (request lines and statuses; never a header or a body).
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fake.log")).unwrap_or_default()
+    }
+
+    /// An `[azure]` table for this fake; `extra` lines are appended.
+    pub(crate) fn table(&self, extra: &str) -> String {
+        format!(
+            "[azure]\nvault_url = \"{url}\"\nauthority_host = \"{url}\"\nca_cert = \"{ca}\"\n{extra}",
+            url = self.url,
+            ca = self.ca.display()
+        )
+    }
+}
