@@ -68,8 +68,31 @@ pub fn printable(s: &str) -> String {
     out
 }
 
+/// `s` with control characters (C0 but newline and tab, DEL, C1) and the bidirectional
+/// overrides shown as Rust escapes; everything else as it is (a message's multi-line layout
+/// and its non-ASCII names survive).
+pub fn controls_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n' && c != '\t') || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn controls_escaped_keeps_lines_and_names() {
+        assert_eq!(
+            super::controls_escaped("a\u{1b}]0;x\u{7}\nb\u{9b}2J caf\u{e9}\u{202e}"),
+            "a\\u{1b}]0;x\\u{7}\nb\\u{9b}2J caf\u{e9}\\u{202e}"
+        );
+    }
 
     #[test]
     fn printable_escapes_controls_and_non_ascii() {

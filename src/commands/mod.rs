@@ -150,7 +150,10 @@ impl Say {
             return;
         }
         // No `user:pass@` of any URL (a Vault address, an endpoint) in a message.
-        let line = format!("agentrun: {}\n", crate::scrub::strip_userinfo(msg));
+        // Control characters (a server's error text, a TOML string) escaped: nothing a
+        // message quotes can drive the operator's terminal (review 15, F7).
+        let msg = crate::scrub::controls_escaped(&crate::scrub::strip_userinfo(msg));
+        let line = format!("agentrun: {msg}\n");
         let bytes = match self.redactor.get().map(|c| c.wait()) {
             Some(Ok(r)) => r.redact_bytes(line.as_bytes()),
             // No redactor (yet, or it failed): agentrun's messages name things, never values;

@@ -13,6 +13,9 @@ pub const OWN_CREDENTIALS: &[&str] = &[
     "AZURE_CLIENT_SECRET",
     "AZURE_FEDERATED_TOKEN_FILE",
     "GOOGLE_APPLICATION_CREDENTIALS",
+    // The managed-identity endpoint's guard on App Service and Functions (review 15, F5).
+    "IDENTITY_HEADER",
+    "MSI_SECRET",
     "CREDENTIALS_DIRECTORY",
 ];
 
@@ -131,6 +134,14 @@ mod tests {
             ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json"),
             ("AZURE_CLIENT_ID", "c"),
             ("AGENTRUN_AUDIT_LOG", "/l"),
+            // Review 15, F5: the managed-identity guard and Google's other variables.
+            ("IDENTITY_HEADER", "h"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi"),
+            ("MSI_ENDPOINT", "m"),
+            ("IMDS_ENDPOINT", "i"),
+            ("GCE_METADATA_HOST", "g"),
+            ("CLOUDSDK_CONFIG", "/c"),
+            ("GOOGLE_GHA_CREDS_PATH", "/p"),
         ]
         .into_iter()
         .map(|(a, b)| (a.into(), b.into()))
@@ -158,7 +169,14 @@ mod tests {
                 "AGENTRUN_AUDIT_LOG",
                 "AWS_ENDPOINT_URL",
                 "AZURE_CLIENT_ID",
+                "CLOUDSDK_CONFIG",
+                "GCE_METADATA_HOST",
                 "GOOGLE_APPLICATION_CREDENTIALS",
+                "GOOGLE_GHA_CREDS_PATH",
+                "IDENTITY_ENDPOINT",
+                "IDENTITY_HEADER",
+                "IMDS_ENDPOINT",
+                "MSI_ENDPOINT",
                 "VAULT_ADDR",
                 "VAULT_ROLE_ID"
             ]

@@ -287,7 +287,20 @@ pub fn looks_like_credential(name: &str) -> bool {
 /// Prefixes of variables a `pass` glob never copies: backends' settings and credentials
 /// (`VAULT_ADDR` may carry `user:pass@`, `VAULT_ROLE_ID` is half a login), cloud
 /// credentials, and agentrun's own settings. Naming one exactly in `pass` still copies it.
-pub const GLOB_WITHHELD_PREFIXES: &[&str] = &["VAULT_", "AWS_", "AZURE_", "AGENTRUN_"];
+pub const GLOB_WITHHELD_PREFIXES: &[&str] = &[
+    "VAULT_",
+    "AWS_",
+    "AZURE_",
+    "AGENTRUN_",
+    // Google's and the managed identities' own (review 15, F5): `GOOGLE_GHA_CREDS_PATH`,
+    // `CLOUDSDK_CONFIG`, `GCE_METADATA_HOST`, `IDENTITY_HEADER`/`_ENDPOINT`, `MSI_*`, `IMDS_*`.
+    "GOOGLE_",
+    "CLOUDSDK_",
+    "GCE_METADATA",
+    "IDENTITY_",
+    "MSI_",
+    "IMDS_",
+];
 
 /// Names under [`GLOB_WITHHELD_PREFIXES`] a glob still copies: they select, not authenticate.
 pub const GLOB_PASSED_ANYWAY: &[&str] = &["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"];

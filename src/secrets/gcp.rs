@@ -77,6 +77,19 @@ impl GcpSettings {
             }
             Some(p) => GcpCredentials::File(resolve_path(p, &ctx.cwd, ctx.home.as_deref())),
         };
+        // A bearer token over plain http only to this machine (review 15, F6): emulators.
+        if let Some(e) = &s.endpoint
+            && credentials != GcpCredentials::Anonymous
+            && let Ok(url) = reqwest::Url::parse(e)
+            && url.scheme() == "http"
+            && !is_loopback(&url)
+        {
+            return Err(cfg(format!(
+                "endpoint = \"{}\" is plain http to another host: the Google token would cross \
+                 the network in clear; use https, or credentials = \"none\" for an emulator",
+                crate::scrub::strip_userinfo(e)
+            )));
+        }
         let timeout = match &s.timeout {
             Some(t) => parse_duration("timeout", t, DurationKind::Request).map_err(cfg)?,
             None => DEFAULT_TIMEOUT,
@@ -110,6 +123,25 @@ impl GcpSettings {
             Some(e) => crate::scrub::strip_userinfo(e).into_owned(),
             None => PUBLIC_ENDPOINT.to_string(),
         }
+    }
+}
+
+/// `localhost` or a loopback address.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
+}
+
+/// `[gcp].credentials` when it names a file (resolved; whether or not it exists): a
+/// credential store the child must not read, and a file a later run reads.
+pub fn credentials_file(section: Option<&GcpSection>, ctx: &Context) -> Option<PathBuf> {
+    match section?.credentials.as_deref() {
+        None | Some("") | Some("none") => None,
+        Some(p) => Some(resolve_path(p, &ctx.cwd, ctx.home.as_deref())),
     }
 }
 
@@ -238,7 +270,12 @@ mod tests {
         let none: GcpSection = toml::from_str("credentials = \"none\"").unwrap();
         let s = GcpSettings::from_section(Some(&none), &ctx).unwrap();
         assert_eq!(s.credentials, GcpCredentials::Anonymous);
-        for bad in ["endpoint = \"nope\"", "timeout = \"0s\"", "project = \"\""] {
+        for bad in [
+            "endpoint = \"nope\"",
+            "timeout = \"0s\"",
+            "project = \"\"",
+            "endpoint = \"http://192.0.2.2:80\"",
+        ] {
             let bad: GcpSection = toml::from_str(bad).unwrap();
             assert!(GcpSettings::from_section(Some(&bad), &ctx).is_err());
         }

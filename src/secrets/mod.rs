@@ -635,15 +635,19 @@ pub struct CredentialInputs {
     pub stores: Vec<PathBuf>,
 }
 
-/// The variables naming a file an AWS, Google or Azure credential chain reads.
-pub const BACKEND_FILE_VARS: [&str; 7] = [
+/// The variables naming a file or directory an AWS, Google or Azure credential chain (or its
+/// CLI) reads: the moved `~/.azure` and `~/.config/gcloud` included (review 15, F2).
+pub const BACKEND_FILE_VARS: [&str; 10] = [
     "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_CONFIG_FILE",
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
     "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_GHA_CREDS_PATH",
+    "CLOUDSDK_CONFIG",
     "AZURE_FEDERATED_TOKEN_FILE",
     "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CONFIG_DIR",
 ];
 
 /// The files agentrun's backends (and the SDKs under them) read credentials from, named by
@@ -770,6 +774,9 @@ pub fn credential_inputs(profile: &crate::profile::Profile, ctx: &Context) -> Cr
     let (names, paths) = azure::login_inputs(profile.azure.as_ref(), ctx);
     out.env_names.extend(names);
     out.paths.extend(paths);
+    // `[gcp].credentials`: a service-account key or a refresh token (review 15, F1).
+    out.paths
+        .extend(gcp::credentials_file(profile.gcp.as_ref(), ctx));
     if let Some(dir) = ctx.var("CREDENTIALS_DIRECTORY") {
         out.paths.push(PathBuf::from(dir));
     }
@@ -852,6 +859,8 @@ pub fn startup_inputs(
         }
     }
     out.extend(azure::startup_files(profile.azure.as_ref(), ctx));
+    // A rewritten `token_uri` would send the next run's refresh token elsewhere.
+    out.extend(gcp::credentials_file(profile.gcp.as_ref(), ctx));
     out.extend(backend_files(ctx));
     out.retain(|p| p.exists());
     out.sort();
@@ -908,6 +917,41 @@ mod tests {
         )
         .unwrap();
         (t, ctx, profile)
+    }
+
+    /// Review 15, F1 and F2: `[gcp].credentials` and the moved gcloud and Azure CLI stores
+    /// (`CLOUDSDK_CONFIG`, `AZURE_CONFIG_DIR`) are kept from the child and read-only for it.
+    #[test]
+    fn gcp_credentials_and_moved_cli_stores_are_kept_from_the_child() {
+        let (t, mut ctx, _) = setup();
+        let w = t.path();
+        for f in ["gcreds.json", "gcfg/x", "azcfg/msal_token_cache.json"] {
+            std::fs::create_dir_all(w.join(f).parent().unwrap()).unwrap();
+            std::fs::write(w.join(f), "{}").unwrap();
+        }
+        ctx.env
+            .insert("CLOUDSDK_CONFIG".into(), w.join("gcfg").into());
+        ctx.env
+            .insert("AZURE_CONFIG_DIR".into(), w.join("azcfg").into());
+        let profile = Profile::parse(
+            &w.join("profiles/p.toml"),
+            "version = 1\n[gcp]\ncredentials = \"gcreds.json\"\n[secrets]\nG = \"gcp-sm:projects/p/secrets/s\"\n",
+            &Resolve {
+                cwd: w,
+                home: Some(&w.join("home")),
+                xdg_state_home: None,
+            },
+        )
+        .unwrap();
+        let inputs = credential_inputs(&profile, &ctx);
+        assert!(inputs.paths.contains(&w.join("gcreds.json")), "{inputs:?}");
+        for d in ["gcfg", "azcfg"] {
+            assert!(inputs.stores.contains(&w.join(d)), "{d}: {inputs:?}");
+        }
+        let kept = startup_inputs(&profile, &ctx, &[]);
+        for p in ["gcreds.json", "gcfg", "azcfg"] {
+            assert!(kept.contains(&w.join(p)), "{p}: {kept:?}");
+        }
     }
 
     /// Every kind reaches its own fetch: a local kind its reader, a remote kind its

@@ -20,7 +20,18 @@ pub(crate) fn json_field(text: &str, key: &str) -> Result<String, String> {
         Some(serde_json::Value::String(s)) => Ok(s.clone()),
         Some(other) => Ok(other.to_string()),
         None => {
-            let names: Vec<&str> = map.keys().map(String::as_str).take(20).collect();
+            // Key names only when they read as names: a secret may map tokens to anything,
+            // and a key may hold escape sequences (review 15, F9).
+            let names: Vec<&str> = map
+                .keys()
+                .map(String::as_str)
+                .filter(|k| {
+                    k.len() <= 40
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                })
+                .take(20)
+                .collect();
             Err(format!(
                 "the JSON secret has no key `{key}` (keys there: {}): fix the `#KEY` part of the source",
                 if names.is_empty() {
