@@ -305,7 +305,58 @@ impl<'a> Fetcher<'a> {
         out.extend(ssm_out);
         out.extend(gcp_out);
         out.extend(azure_out);
+        if out.iter().all(|(_, f)| f.value.is_ok()) {
+            return out;
+        }
+        let held = self.held_logins();
+        for (_, f) in &mut out {
+            if let Err(e) = &f.value
+                && let Some(scrubbed) = scrub_held(&e.to_string(), &held)
+            {
+                f.value = Err(FetchError::Remote(scrubbed));
+            }
+        }
         out
+    }
+
+    /// The values agentrun holds for its own logins: its credential variables, the `[vault]`
+    /// and `[azure]` login sources' variables and files, and the strings of
+    /// `[gcp].credentials`. A server's error text that quotes one (a hostile endpoint can
+    /// echo what it was sent) loses it before any message carries it (review 15, F3). Read
+    /// only after a remote fetch that failed: a few variables and small files at most.
+    fn held_logins(&self) -> Vec<SecretString> {
+        let mut names: Vec<String> = HELD_CREDENTIAL_VARS.iter().map(|n| n.to_string()).collect();
+        let mut files = Vec::new();
+        if let Some(v) = self.sections.vault {
+            let (n, f) = vault_inputs(v, self.ctx);
+            names.extend(n);
+            files.extend(f);
+        }
+        let (n, f) = azure::login_inputs(self.sections.azure, self.ctx);
+        names.extend(n);
+        files.extend(f);
+        let json = gcp::credentials_file(self.sections.gcp, self.ctx);
+        let mut held: Vec<String> = names
+            .iter()
+            .filter_map(|n| self.ctx.var_str(n))
+            .map(str::to_string)
+            .collect();
+        for path in files.iter().chain(&json) {
+            let Ok(bytes) = local::read_source(path, self.ctx) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(serde_json::Value::Object(m)) => {
+                    held.extend(m.values().filter_map(|v| v.as_str()).map(str::to_string))
+                }
+                _ => held.push(text.trim().to_string()),
+            }
+        }
+        held.into_iter()
+            .filter(|v| v.len() >= 8)
+            .map(SecretString::from)
+            .collect()
     }
 
     async fn vault_client(&self) -> Result<Rc<vault::Vault>, VaultError> {
@@ -389,6 +440,27 @@ impl<'a> Fetcher<'a> {
     async fn azure_client(&self) -> Result<Absent<AzureRef>, NotBuilt> {
         Err(NotBuilt(SourceKind::AzureKv))
     }
+}
+
+/// agentrun's own credential variables whose values a backend's error text must not carry.
+const HELD_CREDENTIAL_VARS: [&str; 6] = [
+    "VAULT_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "IDENTITY_HEADER",
+    "MSI_SECRET",
+];
+
+/// `msg` with every held value replaced, or `None` when it holds none.
+fn scrub_held(msg: &str, held: &[SecretString]) -> Option<String> {
+    use secrecy::ExposeSecret;
+    let hit = held.iter().any(|h| msg.contains(h.expose_secret()));
+    hit.then(|| {
+        held.iter().fold(msg.to_string(), |m, h| {
+            m.replace(h.expose_secret(), "[REDACTED: a credential agentrun holds]")
+        })
+    })
 }
 
 /// The Cargo feature a kind's client is built with (`None`: always built).

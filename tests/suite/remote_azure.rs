@@ -581,3 +581,31 @@ fn no_credential_at_all_says_what_to_set() {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// Review 15, F4: with `[azure].vault_url` set the SDK's resource check is off, so a hostile
+/// vault host's challenge could name another resource (Azure Resource Manager) and get a
+/// token for it. The guard refuses any scope but Key Vault's: no token is asked for.
+#[test]
+fn a_challenge_for_another_resource_gets_no_token() {
+    let kv = vault();
+    kv.set_state(|st| st["challenge_resource"] = json!("https://management.azure.com"));
+    let s = scratch();
+    s.profile(
+        "arm",
+        &format!(
+            "version = 1\n{}\n[secrets]\nK = \"azure-kv:kv1/api\"\n",
+            kv.table("")
+        ),
+    );
+    let o = s.run(&["-p", "arm", "--", "true"]);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("management.azure.com") && o.stderr.contains("not for Key Vault"),
+        "{}",
+        o.stderr
+    );
+    let log = kv.log();
+    assert!(log.contains("GET /secrets/api"), "{log}");
+    assert!(!log.contains("oauth2"), "a token was asked for: {log}");
+    assert_no_leak(&s, &o, &["second-api-value"]);
+}

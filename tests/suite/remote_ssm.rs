@@ -295,3 +295,48 @@ fn ssm_through_the_binary() {
     assert_eq!(outcome.get("GONE"), Some(&false), "{}", o.stdout);
     assert!(!o.stdout.contains("ssm-child-value"));
 }
+
+/// Review 15, F3: a hostile endpoint that quotes the credentials it was sent in its error
+/// text (a fixed-answer server standing in for Parameter Store; no real service does this)
+/// gets the values agentrun holds (here its AWS session token) scrubbed from every message:
+/// stderr, `check --json`, the audit log.
+#[test]
+fn a_server_echoing_a_held_credential_gets_it_scrubbed() {
+    let session = "IQoJb3JpZ2luX2VjEHeldSessionToken0123456789abcdef";
+    let echo = crate::servers::FixedAnswer::start(
+        "400 Bad Request",
+        &format!(
+            r#"{{"__type":"AccessDeniedException","message":"denied for session {session}"}}"#
+        ),
+    );
+    let mut s = Scratch::new();
+    s.env
+        .insert("AWS_ACCESS_KEY_ID".into(), "AKIAIOSFODNN7EXAMPLE".into());
+    s.env
+        .insert("AWS_SECRET_ACCESS_KEY".into(), "testing-secret-key".into());
+    s.env.insert("AWS_SESSION_TOKEN".into(), session.into());
+    s.profile(
+        "echo",
+        &format!(
+            "version = 1\n[aws]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nretries = 0\n\
+             [secrets]\nA = \"aws-ssm:/x\"\n",
+            echo.endpoint
+        ),
+    );
+    let o = s.run(&["-p", "echo", "--", "true"]);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("aws-ssm /x"), "{}", o.stderr);
+    assert!(!o.stderr.contains(session), "{}", o.stderr);
+    let audit = std::fs::read_to_string(s.path().join("audit.jsonl")).unwrap_or_default();
+    assert!(!audit.contains(session), "{audit}");
+    let o = s.run(&["check", "-p", "echo", "--json"]);
+    assert!(
+        !o.stdout.contains(session) && !o.stderr.contains(session),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout.contains("a credential agentrun holds"),
+        "the echo was not recognised: {}",
+        o.stdout
+    );
+}

@@ -131,9 +131,17 @@ impl Azure {
         if let Some(c) = clients.get(&url) {
             return Ok(c.clone());
         }
+        // With `vault_url` the SDK's resource check is off: the guard keeps the scope Key
+        // Vault's whatever the host's challenge names (review 15, F4).
+        let credential: Arc<dyn TokenCredential> = match self.settings.vault_url {
+            Some(_) => Arc::new(KeyVaultOnly {
+                inner: self.credential.clone(),
+            }),
+            None => self.credential.clone(),
+        };
         let c = Arc::new(SecretClient::new(
             &url,
-            self.credential.clone(),
+            credential,
             Some(secret_client_options(&self.settings, &self.http)),
         )?);
         clients.insert(url, c.clone());
@@ -349,6 +357,70 @@ impl Fallback {
 
 // `TokenCredential` is an `async_trait`; this is the signature the macro generates.
 impl TokenCredential for Fallback {
+    fn get_token<'life0, 'life1, 'life2, 'life3, 'async_trait>(
+        &'life0 self,
+        scopes: &'life1 [&'life2 str],
+        options: Option<TokenRequestOptions<'life3>>,
+    ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        'life3: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.token(scopes, options))
+    }
+}
+
+/// The Key Vault resources of the public and sovereign clouds: the only token audiences a
+/// vault's challenge may ask for.
+const KEY_VAULT_RESOURCES: [&str; 4] = [
+    "https://vault.azure.net",
+    "https://vault.azure.cn",
+    "https://vault.usgovcloudapi.net",
+    "https://vault.microsoftazure.de",
+];
+
+/// Whether a token scope (`RESOURCE/.default`) is Key Vault's.
+fn is_key_vault_scope(scope: &str) -> bool {
+    let resource = scope.strip_suffix("/.default").unwrap_or(scope);
+    let resource = resource.trim_end_matches('/');
+    KEY_VAULT_RESOURCES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(resource))
+}
+
+/// A credential that gives tokens for Key Vault only: with `[azure].vault_url` the host's
+/// challenge names the resource, and a host that named another (Azure Resource Manager)
+/// would get a token for it.
+#[derive(Debug)]
+struct KeyVaultOnly {
+    inner: Arc<dyn TokenCredential>,
+}
+
+impl KeyVaultOnly {
+    async fn token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        if let Some(other) = scopes.iter().find(|s| !is_key_vault_scope(s)) {
+            return Err(azure_core::Error::with_message(
+                ErrorKind::Credential,
+                format!(
+                    "the vault's challenge asked for a token for {}, not for Key Vault: refused \
+                     (a host at [azure].vault_url gets Key Vault tokens only)",
+                    crate::scrub::printable(other)
+                ),
+            ));
+        }
+        self.inner.get_token(scopes, options).await
+    }
+}
+
+// `TokenCredential` is an `async_trait`; this is the signature the macro generates.
+impl TokenCredential for KeyVaultOnly {
     fn get_token<'life0, 'life1, 'life2, 'life3, 'async_trait>(
         &'life0 self,
         scopes: &'life1 [&'life2 str],
