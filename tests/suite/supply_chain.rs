@@ -598,3 +598,124 @@ fn the_github_workflows_agent_step_redacts_the_token_and_keeps_the_audit_log() {
     assert_eq!(events.last().unwrap()["event"], "exit");
     assert!(!std::fs::read_to_string(&log).unwrap().contains(token));
 }
+
+/// The journald audit sink against the real `systemd-journald`, without systemd as PID 1: a
+/// journal namespace of the test's own (`systemd-journald NAMESPACE` listens on
+/// `/run/systemd/journal.NAMESPACE/socket`, so the default socket other tests expect absent is
+/// never made), agentrun pointed at it with `AGENTRUN_JOURNAL_SOCKET`, and `journalctl
+/// --namespace NAMESPACE -t agentrun` shows each audit line with its structured fields, the
+/// line's hash chained to the file's, and no value.
+#[test]
+fn the_audit_log_reaches_the_real_journal_with_its_fields() {
+    let tag = "the_audit_log_reaches_the_real_journal_with_its_fields";
+    let journald = Path::new("/usr/lib/systemd/systemd-journald");
+    if !require(
+        tag,
+        journald.exists() && on_path("journalctl") && nix::unistd::geteuid().is_root(),
+        "no systemd-journald/journalctl (the systemd package), or not root",
+    ) {
+        return;
+    }
+    let ns = format!("agentrun-test-{}", std::process::id());
+    /// journald stopped and its namespace's runtime and journal files removed, however the
+    /// test ends.
+    struct Journal(std::process::Child, String);
+    impl Drop for Journal {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(format!("/run/systemd/journal.{}", self.1));
+            if let Ok(id) = std::fs::read_to_string("/etc/machine-id") {
+                let _ =
+                    std::fs::remove_dir_all(format!("/var/log/journal/{}.{}", id.trim(), self.1));
+            }
+        }
+    }
+    let _journal = Journal(
+        Command::new(journald)
+            .arg(&ns)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        ns.clone(),
+    );
+    let socket = PathBuf::from(format!("/run/systemd/journal.{ns}/socket"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        socket.exists(),
+        "{tag}: journald did not listen on {}",
+        socket.display()
+    );
+
+    let mut s = crate::harness::Scratch::new();
+    let value = "journal-secret-value-7Hq2Lm9Xw4";
+    s.env.insert("JOURNAL_KEY".into(), value.into());
+    s.env.insert(
+        "AGENTRUN_JOURNAL_SOCKET".into(),
+        socket.display().to_string(),
+    );
+    s.profile(
+        "j",
+        "version = 1\n[env]\npass = [\"PATH\"]\n[audit]\njournald = true\n[secrets]\nJOURNAL_KEY = \"env:JOURNAL_KEY\"\n",
+    );
+    let o = s.run(&["-p", "j", "--", "sh", "-c", "echo \"$JOURNAL_KEY\""]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let file = std::fs::read_to_string(s.path().join("audit.jsonl")).unwrap();
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        let out = Command::new("journalctl")
+            .args([
+                "--namespace",
+                &ns,
+                "-t",
+                "agentrun",
+                "-o",
+                "json",
+                "--no-pager",
+            ])
+            .output()
+            .unwrap();
+        entries = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect();
+        if entries.len() >= file.lines().count() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let events: Vec<&str> = entries
+        .iter()
+        .map(|e| e["AGENTRUN_EVENT"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        events,
+        ["start", "secret", "sandbox", "spawn", "exit"],
+        "{tag}: {entries:?}"
+    );
+    // Each entry is the file's line, in order, with its hash; journald set the sender's uid.
+    for (entry, line) in entries.iter().zip(file.lines()) {
+        assert_eq!(entry["MESSAGE"].as_str(), Some(line), "{tag}");
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(line.as_bytes()));
+        assert_eq!(
+            entry["AGENTRUN_HASH"].as_str(),
+            Some(hash.as_str()),
+            "{tag}"
+        );
+        assert_eq!(entry["_UID"].as_str(), Some("0"), "{tag}");
+        assert_eq!(
+            entry["SYSLOG_FACILITY"].as_str(),
+            Some("10"),
+            "{tag}: authpriv"
+        );
+    }
+    let all = serde_json::to_string(&entries).unwrap();
+    assert!(
+        !all.contains(value) && !all.contains(&value[..12]),
+        "{tag}: a value in the journal"
+    );
+}
