@@ -68,14 +68,22 @@ pub fn printable(s: &str) -> String {
     out
 }
 
-/// `s` with control characters (C0 but newline and tab, DEL, C1) and the bidirectional
-/// overrides shown as Rust escapes; everything else as it is (a message's multi-line layout
+/// Invisible format characters a terminal or log viewer acts on or hides: bidirectional
+/// marks, overrides and isolates, zero-width characters, line and paragraph separators, the
+/// byte-order mark, soft hyphen, Mongolian vowel separator, interlinear annotations, tags.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}' | '\u{e0000}'..='\u{e007f}')
+}
+
+/// `s` with control characters (C0 but newline and tab, DEL, C1) and invisible format
+/// characters (see `is_format`) shown as Rust escapes; everything else as it is (a message's multi-line layout
 /// and its non-ASCII names survive).
 pub fn controls_escaped(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if (c.is_control() && c != '\n' && c != '\t') || bidi {
+        if (c.is_control() && c != '\n' && c != '\t') || is_format(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -89,8 +97,10 @@ mod tests {
     #[test]
     fn controls_escaped_keeps_lines_and_names() {
         assert_eq!(
-            super::controls_escaped("a\u{1b}]0;x\u{7}\nb\u{9b}2J caf\u{e9}\u{202e}"),
-            "a\\u{1b}]0;x\\u{7}\nb\\u{9b}2J caf\u{e9}\\u{202e}"
+            super::controls_escaped(
+                "a\u{1b}]0;x\u{7}\nb\u{9b}2J caf\u{e9}\u{202e}\u{200f}\u{2028}\u{feff}\u{e0041}"
+            ),
+            "a\\u{1b}]0;x\\u{7}\nb\\u{9b}2J caf\u{e9}\\u{202e}\\u{200f}\\u{2028}\\u{feff}\\u{e0041}"
         );
     }
 

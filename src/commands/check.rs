@@ -145,7 +145,7 @@ fn check_profile(args: &CheckArgs, say: &Say) -> Result<u8, Fail> {
     } else {
         // Fetch errors can quote an address: print every line without `user:pass@`.
         macro_rules! println {
-            ($($t:tt)*) => { std::println!("{}", crate::scrub::strip_userinfo(&format!($($t)*))) };
+            ($($t:tt)*) => { std::println!("{}", crate::scrub::controls_escaped(&crate::scrub::strip_userinfo(&format!($($t)*)))) };
         }
         println!("profile  {}  ok", profile.path.display());
         for r in &report.secrets {

@@ -77,7 +77,13 @@ pub fn explain(args: &ExplainArgs) -> Result<u8, Fail> {
     crate::scrub::strip_userinfo_json(&mut doc);
     // A credential pasted into a key explain shows (an address, a region) is shown as the
     // built-in rules redact it.
-    let out = |text: String| print!("{}", super::known_tokens_out(&text));
+    // Control and format characters a profile's string held are shown as escapes.
+    let out = |text: String| {
+        print!(
+            "{}",
+            crate::scrub::controls_escaped(&super::known_tokens_out(&text))
+        )
+    };
     if args.json {
         out(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n");
     } else {

@@ -310,10 +310,16 @@ impl<'a> Fetcher<'a> {
         }
         let held = self.held_logins();
         for (_, f) in &mut out {
-            if let Err(e) = &f.value
-                && let Some(scrubbed) = scrub_held(&e.to_string(), &held)
-            {
-                f.value = Err(FetchError::Remote(scrubbed));
+            if let Err(e) = &f.value {
+                let msg = e.to_string();
+                // A server's text (or a profile string quoted in the message) reaches stderr,
+                // `check` and the audit log: no held credential and no control or format
+                // character in it (review 15 F3 and F7, 15b).
+                let scrubbed = scrub_held(&msg, &held).unwrap_or_else(|| msg.clone());
+                let shown = crate::scrub::controls_escaped(&scrubbed);
+                if shown != msg {
+                    f.value = Err(FetchError::Remote(shown));
+                }
             }
         }
         out
@@ -347,9 +353,19 @@ impl<'a> Fetcher<'a> {
             };
             let text = String::from_utf8_lossy(&bytes).into_owned();
             match serde_json::from_str::<serde_json::Value>(&text) {
-                Ok(serde_json::Value::Object(m)) => {
-                    held.extend(m.values().filter_map(|v| v.as_str()).map(str::to_string))
-                }
+                // A credentials JSON: its secrets, not its URIs, ids and type (review 15b).
+                Ok(serde_json::Value::Object(m)) => held.extend(
+                    [
+                        "private_key",
+                        "private_key_id",
+                        "client_secret",
+                        "refresh_token",
+                        "access_token",
+                    ]
+                    .iter()
+                    .filter_map(|k| m.get(*k).and_then(|v| v.as_str()))
+                    .map(str::to_string),
+                ),
                 _ => held.push(text.trim().to_string()),
             }
         }

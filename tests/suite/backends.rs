@@ -75,3 +75,49 @@ fn bad_cloud_tables_stop_the_run_before_any_fetch() {
         "{o:?}"
     );
 }
+
+/// Review 15 F7 and 15b: a server's error text with terminal escapes, C1 controls and
+/// invisible format characters (here a fixed-answer server standing in for Secret Manager)
+/// reaches no output raw: not stderr, not `check`'s text or JSON, not the audit log.
+#[test]
+fn a_servers_escape_sequences_reach_no_output_raw() {
+    let hostile = crate::servers::FixedAnswer::google_error(
+        403,
+        "Forbidden",
+        "PERMISSION_DENIED",
+        r"denied \u001b[2J\u001b]0;PWNED\u0007 \u009b2J \u202eevil \u2067iso\u2069 \u200bzw",
+    );
+    let s = Scratch::new();
+    s.profile(
+        "h",
+        &format!(
+            "version = 1\n[gcp]\nendpoint = \"{}\"\ncredentials = \"none\"\nretries = 0\n\
+             [secrets]\nS = \"gcp-sm:projects/p/secrets/s\"\n",
+            hostile.endpoint
+        ),
+    );
+    let raw = [
+        '\u{1b}', '\u{7}', '\u{9b}', '\u{202e}', '\u{2067}', '\u{200b}',
+    ];
+    let clean = |what: &str, text: &str| {
+        assert!(!text.contains(raw), "{what} holds a raw control: {text:?}");
+    };
+    let o = s.run(&["-p", "h", "--", "true"]);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("PWNED") && o.stderr.contains("\\u{1b}"),
+        "{o:?}"
+    );
+    clean("stderr", &o.stderr);
+    let o = s.run(&["check", "-p", "h"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("PWNED"), "{o:?}");
+    clean("check", &o.stdout);
+    clean("check stderr", &o.stderr);
+    let o = s.run(&["check", "-p", "h", "--json"]);
+    clean("check --json", &o.stdout);
+    assert!(!o.stdout.contains("\\u001b"), "{}", o.stdout);
+    let audit = std::fs::read_to_string(s.path().join("audit.jsonl")).unwrap();
+    clean("the audit log", &audit);
+    assert!(!audit.contains("\\u001b"), "{audit}");
+}
